@@ -1,0 +1,51 @@
+"""Alembic environment: one migration history for PostgreSQL and SQLite, run on the async drivers."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from sqlalchemy.engine import Connection
+from sqlmodel.sql.sqltypes import AutoString
+
+from alembic import context
+from tracker_jobs.config import get_settings
+from tracker_jobs.db import UTCDateTime, create_engine
+from tracker_jobs.models import metadata
+
+
+def render_item(type_: str, obj: Any, autogen_context: Any) -> str | bool:
+    # Migrations must not import the project's types: render ours as the plain types they store.
+    if type_ == "type" and isinstance(obj, UTCDateTime):
+        return "sa.DateTime(timezone=True)"
+    if type_ == "type" and isinstance(obj, AutoString):
+        return f"sa.String(length={obj.length})"
+    return False
+
+
+def _configure(connection: Connection) -> None:
+    context.configure(
+        connection=connection,
+        target_metadata=metadata,
+        render_as_batch=True,  # SQLite alters tables by copying them
+        compare_type=True,
+        render_item=render_item,
+    )
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+async def _run_online() -> None:
+    url = context.config.get_main_option("sqlalchemy.url") or get_settings().database_url
+    engine = create_engine(url)
+    async with engine.connect() as connection:
+        await connection.run_sync(_configure)
+        await connection.commit()
+    await engine.dispose()
+
+
+connectable = context.config.attributes.get("connection")
+if connectable is not None:
+    _configure(connectable)
+else:
+    asyncio.run(_run_online())

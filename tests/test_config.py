@@ -1,0 +1,63 @@
+"""Settings: defaults, parsing, and a one-line error naming the variable for every bad value."""
+
+from __future__ import annotations
+
+import pytest
+
+from tracker_jobs.config import ConfigError, load_settings
+from tracker_jobs.db import async_database_url
+
+
+def test_defaults_are_the_embedded_engine() -> None:
+    settings = load_settings({})
+    assert settings.database_url == "sqlite:///./tracker.db"
+    assert settings.embedded_redis
+    assert settings.admin_port == 8000
+    assert settings.osmand_port == 5055
+    assert settings.admin_token is None
+    assert settings.auto_register is True
+
+
+def test_auto_register_defaults_off_once_a_database_is_configured() -> None:
+    assert load_settings({"TRACKER_DATABASE_URL": "postgresql://u@h/db"}).auto_register is False
+    assert load_settings({"TRACKER_DATABASE_URL": "postgresql://u@h/db", "TRACKER_AUTO_REGISTER": "yes"}).auto_register
+
+
+@pytest.mark.parametrize(("raw", "expected"), [("true", True), ("1", True), ("YES", True), ("false", False),
+                                               ("0", False), ("no", False)])  # fmt: skip
+def test_booleans(raw: str, expected: bool) -> None:
+    assert load_settings({"TRACKER_AUTO_REGISTER": raw}).auto_register is expected
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "expected"),
+    [
+        ("TRACKER_ADMIN_PORT", "eighty", "TRACKER_ADMIN_PORT: expected a whole number"),
+        ("TRACKER_ADMIN_PORT", "70000", "TRACKER_ADMIN_PORT: expected a number from 1 to 65535"),
+        ("TRACKER_OSMAND_PORT", "0", "TRACKER_OSMAND_PORT: expected a number from 1 to 65535"),
+        ("TRACKER_AUTO_REGISTER", "maybe", "TRACKER_AUTO_REGISTER: expected true/false"),
+        ("TRACKER_DATABASE_URL", "mysql://x/y", "TRACKER_DATABASE_URL: expected postgresql://"),
+        ("TRACKER_REDIS_URL", "localhost:6379", "TRACKER_REDIS_URL: expected redis://"),
+        ("TRACKER_TIMEZONE", "Mars/Olympus", "TRACKER_TIMEZONE: expected an IANA time zone"),
+        ("TRACKER_OSMAND_SPEED_UNIT", "furlongs", "TRACKER_OSMAND_SPEED_UNIT: expected one of"),
+    ],
+)
+def test_bad_values_name_the_variable(variable: str, value: str, expected: str) -> None:
+    with pytest.raises(ConfigError) as raised:
+        load_settings({variable: value})
+    message = str(raised.value)
+    assert message.startswith(expected)
+    assert "\n" not in message
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("postgresql://postgres@127.0.0.1:5432/test", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"),
+        ("postgres://u:p@h/db", "postgresql+asyncpg://u:p@h/db"),
+        ("postgresql+psycopg://u@h/db", "postgresql+asyncpg://u@h/db"),
+        ("sqlite:///./tracker.db", "sqlite+aiosqlite:///./tracker.db"),
+    ],
+)
+def test_database_urls_get_the_async_driver(url: str, expected: str) -> None:
+    assert async_database_url(url) == expected

@@ -1,0 +1,112 @@
+"""The device listener: a 200 only once the position is in Redis; bad requests are refused whole."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+from arq.connections import ArqRedis
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from tests.conftest import make_settings
+from tests.workers import run_burst
+from tracker_jobs.admin.osmand import create_ingest_app
+from tracker_jobs.config import Settings
+from tracker_jobs.positions import stream
+from tracker_jobs.queues import POSITIONS, queue_key
+
+Client = TestClient[Any, Any]
+
+
+async def stream_lengths(redis: ArqRedis, partitions: int) -> int:
+    return sum([await redis.xlen(stream.stream_key(partition)) for partition in range(partitions)])
+
+
+@pytest.mark.parametrize(
+    ("query", "field"),
+    [
+        ({"lat": "1", "lon": "2"}, "id"),
+        ({"id": "d1", "lat": "95", "lon": "2"}, "lat"),
+        ({"id": "d1", "lat": "1", "lon": "x"}, "lon"),
+        ({"id": "d1", "lat": "1"}, "lon"),
+        ({"id": "d1", "lat": "1", "lon": "2", "timestamp": "tomorrow"}, "timestamp"),
+    ],
+)
+async def test_bad_requests_are_400_and_nothing_is_enqueued(
+    ingest_client: Client, redis: ArqRedis, settings: Settings, query: dict[str, str], field: str
+) -> None:
+    response = await ingest_client.get("/", params=query)
+    assert response.status == 400
+    body = await response.json()
+    assert body["error"]["message"].startswith(f"{field}:")
+    assert await stream_lengths(redis, settings.position_partitions) == 0
+    assert await redis.zcard(queue_key(POSITIONS)) == 0
+
+
+async def test_unknown_device_is_404_when_auto_register_is_off(
+    ingest_client: Client, redis: ArqRedis, settings: Settings
+) -> None:
+    assert settings.auto_register is False
+    response = await ingest_client.get("/", params={"id": "stranger", "lat": "1", "lon": "2"})
+    assert response.status == 404
+    assert (await response.json())["error"]["code"] == "unknown_device"
+    assert await stream_lengths(redis, settings.position_partitions) == 0
+
+
+async def test_auto_register_creates_the_device_and_stores_form_posts(
+    database_url: str, redis_url: str, redis: ArqRedis, engine: AsyncEngine, admin_client: Client,
+    admin_headers: dict[str, str],
+) -> None:  # fmt: skip
+    settings = make_settings(database_url, redis_url, TRACKER_AUTO_REGISTER="true")
+    async with TestClient(TestServer(create_ingest_app(settings, redis, engine))) as client:
+        for second in range(3):
+            response = await client.post(
+                "/", data={"id": "phone-1", "lat": "48.1", "lon": "11.5", "timestamp": str(1767225600 + second)}
+            )
+            assert response.status == 200
+    assert await stream_lengths(redis, settings.position_partitions) == 3
+    await run_burst(settings, POSITIONS)
+    assert await stream_lengths(redis, settings.position_partitions) == 0
+    devices = await (await admin_client.get("/api/devices", headers=admin_headers)).json()
+    assert [d["uniqueId"] for d in devices] == ["phone-1"]
+    positions = await (
+        await admin_client.get(
+            "/api/positions",
+            params={"from": "2026-01-01T00:00:00Z", "to": "2026-01-02T00:00:00Z"},
+            headers=admin_headers,
+        )
+    ).json()
+    assert [p["fixTime"][-11:] for p in positions] == ["00:00+00:00", "00:01+00:00", "00:02+00:00"]
+    device = devices[0]
+    assert device["status"] == "online"
+    assert device["positionId"] == positions[-1]["id"]
+
+
+async def test_a_rerun_batch_stores_nothing_twice(
+    database_url: str, redis_url: str, redis: ArqRedis, engine: AsyncEngine, admin_client: Client,
+    admin_headers: dict[str, str],
+) -> None:  # fmt: skip
+    settings = make_settings(database_url, redis_url, TRACKER_AUTO_REGISTER="true")
+    query = {"id": "twice", "lat": "1", "lon": "2", "timestamp": "1767225600"}
+    async with TestClient(TestServer(create_ingest_app(settings, redis, engine))) as client:
+        assert (await client.get("/", params=query)).status == 200
+        await run_burst(settings, POSITIONS)
+        assert (await client.get("/", params=query)).status == 200  # the device sends it again
+        await run_burst(settings, POSITIONS)
+    positions = await (
+        await admin_client.get("/api/positions", params={"from": "2026-01-01T00:00:00Z"}, headers=admin_headers)
+    ).json()
+    assert len(positions) == 1
+
+
+async def test_redis_down_answers_503_with_retry_after(
+    settings: Settings, redis: ArqRedis, engine: AsyncEngine
+) -> None:
+    dead = ArqRedis(host="127.0.0.1", port=1, socket_connect_timeout=1)  # nothing listens on port 1
+    async with TestClient(TestServer(create_ingest_app(settings, dead, engine))) as client:
+        response = await client.get("/", params={"id": "any", "lat": "1", "lon": "2"})
+        assert response.status == 503
+        assert response.headers["Retry-After"] == "5"
+        assert (await response.json())["error"]["code"] == "unavailable"
+    await dead.aclose()

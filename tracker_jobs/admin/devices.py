@@ -1,0 +1,105 @@
+"""/api/devices: list, create, read, update, delete — Traccar's field names, only visible devices."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from tracker_jobs.admin.auth import principal
+from tracker_jobs.admin.errors import ApiError, bad_request, not_found
+from tracker_jobs.admin.params import json_object, path_id
+from tracker_jobs.admin.responses import json_response
+from tracker_jobs.admin.state import REDIS, SESSIONS
+from tracker_jobs.db import transaction
+from tracker_jobs.devices import service
+from tracker_jobs.positions.decode import FieldError, parse_number, parse_unique_id
+
+
+def device_fields(body: dict[str, Any], *, creating: bool) -> dict[str, Any]:
+    """The model fields a POST or PUT body sets, checked; unknown keys are refused by name."""
+    allowed = {"id", "name", "uniqueId", "disabled", "speedLimit", "attributes", "status", "lastUpdate",
+               "positionId", "totalDistance", "motion"}  # fmt: skip
+    unknown = sorted(set(body) - allowed)
+    if unknown:
+        raise bad_request(unknown[0], "is not a device field")
+    fields: dict[str, Any] = {}
+    if creating or "uniqueId" in body:
+        try:
+            fields["unique_id"] = parse_unique_id("uniqueId", body.get("uniqueId", ""))
+        except FieldError as error:
+            raise bad_request(error.field, error.problem) from None
+    if creating or "name" in body:
+        name = body.get("name", fields.get("unique_id"))
+        if not isinstance(name, str) or not name.strip() or len(name) > 128:
+            raise bad_request("name", "must be text of 1 to 128 characters")
+        fields["name"] = name.strip()
+    if "disabled" in body:
+        if not isinstance(body["disabled"], bool):
+            raise bad_request("disabled", "must be true or false")
+        fields["disabled"] = body["disabled"]
+    if "speedLimit" in body:
+        limit = body["speedLimit"]
+        try:
+            fields["speed_limit"] = None if limit is None else parse_number("speedLimit", limit)
+        except FieldError as error:
+            raise bad_request(error.field, error.problem) from None
+        if fields["speed_limit"] is not None and fields["speed_limit"] <= 0:
+            raise bad_request("speedLimit", "must be a positive speed in knots")
+    if "attributes" in body:
+        if not isinstance(body["attributes"], dict):
+            raise bad_request("attributes", "must be a JSON object")
+        fields["attributes"] = body["attributes"]
+    return fields
+
+
+async def list_devices(request: web.Request) -> web.Response:
+    async with request.app[SESSIONS]() as session:
+        devices = await service.list_devices(session, principal(request))
+    return json_response([service.device_to_api(device) for device in devices])
+
+
+async def get_device(request: web.Request) -> web.Response:
+    device_id = path_id(request)
+    async with request.app[SESSIONS]() as session:
+        device = await service.get_device(session, principal(request), device_id)
+    if device is None:
+        raise not_found(f"device {device_id}")
+    return json_response(service.device_to_api(device))
+
+
+async def create_device(request: web.Request) -> web.Response:
+    fields = device_fields(await json_object(request), creating=True)
+    async with transaction(request.app[SESSIONS]) as session:
+        if await service.unique_id_taken(session, fields["unique_id"]):
+            raise ApiError(409, "conflict", f"uniqueId: {fields['unique_id']!r} is already registered")
+        device = await service.create_device(session, principal(request), fields)
+    return json_response(service.device_to_api(device), status=201)
+
+
+async def update_device(request: web.Request) -> web.Response:
+    device_id = path_id(request)
+    fields = device_fields(await json_object(request), creating=False)
+    async with transaction(request.app[SESSIONS]) as session:
+        device = await service.get_device(session, principal(request), device_id)
+        if device is None:
+            raise not_found(f"device {device_id}")
+        old_unique_id = device.unique_id
+        if "unique_id" in fields and await service.unique_id_taken(session, fields["unique_id"], except_id=device_id):
+            raise ApiError(409, "conflict", f"uniqueId: {fields['unique_id']!r} is already registered")
+        for key, value in fields.items():
+            setattr(device, key, value)
+    if device.unique_id != old_unique_id:
+        await service.forget_unique_id(request.app[REDIS], old_unique_id)
+    return json_response(service.device_to_api(device))
+
+
+async def delete_device(request: web.Request) -> web.Response:
+    device_id = path_id(request)
+    async with transaction(request.app[SESSIONS]) as session:
+        device = await service.get_device(session, principal(request), device_id)
+        if device is None:
+            raise not_found(f"device {device_id}")
+        await session.delete(device)
+    await service.forget_unique_id(request.app[REDIS], device.unique_id)
+    return web.Response(status=204)

@@ -1,0 +1,39 @@
+"""POST /api/session (log in with email and password), DELETE /api/session (log out)."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from aiohttp import web
+from sqlmodel import col
+
+from tracker_jobs.admin.auth import bearer_token
+from tracker_jobs.admin.errors import ApiError, bad_request
+from tracker_jobs.admin.params import json_object
+from tracker_jobs.admin.responses import json_response
+from tracker_jobs.admin.state import SESSIONS
+from tracker_jobs.db import transaction
+from tracker_jobs.users.models import UserSession
+from tracker_jobs.users.service import hash_token, login
+
+
+async def create_session(request: web.Request) -> web.Response:
+    body = await json_object(request)
+    email, password = body.get("email"), body.get("password")
+    if not isinstance(email, str) or not email:
+        raise bad_request("email", "is required")
+    if not isinstance(password, str) or not password:
+        raise bad_request("password", "is required")
+    async with transaction(request.app[SESSIONS]) as session:
+        made = await login(session, email, password)
+    if made is None:
+        raise ApiError(401, "unauthorized", "wrong email or password")
+    token, expires = made
+    return json_response({"token": token, "expires": expires.isoformat()})
+
+
+async def delete_session(request: web.Request) -> web.Response:
+    token = bearer_token(request)
+    assert token is not None  # the auth middleware let the request through
+    async with transaction(request.app[SESSIONS]) as session:
+        await session.execute(sa.delete(UserSession).where(col(UserSession.token_hash) == hash_token(token)))
+    return web.Response(status=204)

@@ -1,0 +1,1 @@
+"""Cleanup: retention of positions, events, sessions and cache."""

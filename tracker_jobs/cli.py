@@ -1,0 +1,240 @@
+"""tracker-jobs up | worker | admin | migrate."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+
+import sqlalchemy.exc
+
+from tracker_jobs.config import ConfigError, Settings, get_settings
+from tracker_jobs.redis_client import RedisUnavailable
+
+log = logging.getLogger("tracker_jobs")
+DATABASE_ERRORS = (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError, OSError)
+
+
+class StartupError(RuntimeError):
+    """Start-up cannot go on; the message says why in one line."""
+
+
+def _require_redis_url(settings: Settings, command: str) -> str:
+    if settings.redis_url is None:
+        raise StartupError(
+            f"TRACKER_REDIS_URL: required by `tracker-jobs {command}` "
+            "(or run `tracker-jobs up`, which starts an embedded Redis)"
+        )
+    return settings.redis_url
+
+
+def _safe_url(url: str) -> str:
+    scheme, _, rest = url.partition("://")
+    credentials, at, host = rest.rpartition("@")
+    if not at:
+        return url
+    user = credentials.split(":", 1)[0]
+    return f"{scheme}://{user}:***@{host}" if ":" in credentials else url
+
+
+def _database_unreachable(settings: Settings, error: Exception) -> StartupError:
+    reason = str(getattr(error, "orig", error)).splitlines()[0]
+    return StartupError(f"cannot reach the database at {_safe_url(settings.database_url)}: {reason}")
+
+
+def migrate(settings: Settings) -> None:
+    from tracker_jobs.migrations import upgrade_database
+
+    try:
+        upgrade_database(settings.database_url)
+    except DATABASE_ERRORS as error:
+        raise _database_unreachable(settings, error) from None
+
+
+def require_current_schema(settings: Settings) -> None:
+    from tracker_jobs.migrations import schema_is_current
+
+    try:
+        current = schema_is_current(settings.database_url)
+    except DATABASE_ERRORS as error:
+        raise _database_unreachable(settings, error) from None
+    if not current:
+        raise StartupError(
+            f"the database at {_safe_url(settings.database_url)} is not at the newest schema: "
+            "run `tracker-jobs migrate` first"
+        )
+
+
+def require_redis(redis_url: str) -> None:
+    """Fail now with one line rather than later inside arq or aiohttp."""
+    from tracker_jobs.redis_client import connect_redis
+
+    async def probe() -> None:
+        await (await connect_redis(redis_url)).aclose()
+
+    asyncio.run(probe())
+
+
+def bootstrap_admin(settings: Settings) -> str | None:
+    """Ensure the bootstrap admin; return a newly made token to show once."""
+    from tracker_jobs.db import create_engine, session_factory, transaction
+    from tracker_jobs.users.service import ensure_bootstrap_admin
+
+    async def run() -> str | None:
+        engine = create_engine(settings.database_url)
+        try:
+            async with transaction(session_factory(engine)) as session:
+                return await ensure_bootstrap_admin(session, settings.admin_token)
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(run())
+
+
+def _announce_token(token: str | None) -> None:
+    if token:
+        print(f"Created the admin user admin@localhost. Its API token (shown once): {token}", flush=True)
+        print("Set TRACKER_ADMIN_TOKEN to choose the token yourself.", flush=True)
+
+
+def cmd_migrate(settings: Settings, _args: argparse.Namespace) -> int:
+    migrate(settings)
+    print("database is at the newest schema", flush=True)
+    return 0
+
+
+def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
+    from tracker_jobs.worker import parse_queues, run_queues
+
+    redis_url = _require_redis_url(settings, "worker")
+    try:
+        queues = parse_queues(args.queues)
+    except ValueError as error:
+        raise StartupError(f"--queues: {error}") from None
+    require_redis(redis_url)
+    require_current_schema(settings)
+    log.info("worker serving queues: %s", ", ".join(queues))
+    asyncio.run(run_queues(queues, redis_url))
+    return 0
+
+
+def cmd_admin(settings: Settings, _args: argparse.Namespace) -> int:
+    from tracker_jobs.admin.app import serve
+
+    redis_url = _require_redis_url(settings, "admin")
+    require_redis(redis_url)
+    require_current_schema(settings)
+    _announce_token(bootstrap_admin(settings))
+
+    async def run() -> None:
+        stopping = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stopping.set)
+        await serve(settings, redis_url, stopping)
+
+    asyncio.run(run())
+    return 0
+
+
+def cmd_up(settings: Settings, _args: argparse.Namespace) -> int:
+    """Everything in one command: migrations, (embedded) Redis, admin app, listener, workers."""
+    from tracker_jobs.embedded import EmbeddedRedis
+    from tracker_jobs.processes import child_dies_with_parent
+
+    migrate(settings)
+    _announce_token(bootstrap_admin(settings))
+    embedded = None
+    redis_url = settings.redis_url
+    if redis_url is None:
+        embedded = EmbeddedRedis(settings.data_dir)
+        embedded.start()
+        redis_url = embedded.url
+    env = {**os.environ, "TRACKER_REDIS_URL": redis_url}
+    children: dict[str, subprocess.Popen[bytes]] = {}
+    stopping = False
+
+    def stop(_signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+
+    def start(role: str) -> None:
+        command = [sys.executable, "-m", "tracker_jobs", role]
+        children[role] = subprocess.Popen(command, env=env, preexec_fn=child_dies_with_parent)
+
+    try:
+        start("worker")
+        start("admin")
+        where = "localhost" if settings.host == "0.0.0.0" else settings.host
+        print(
+            f"tracker-jobs is up: admin API http://{where}:{settings.admin_port} "
+            f"(Authorization: Bearer <token>), devices report to http://{where}:{settings.osmand_port}/ "
+            f"(OsmAnd), database {_safe_url(settings.database_url)}, Redis "
+            f"{'embedded at ' + redis_url if embedded else _safe_url(redis_url)}. Ctrl-C stops it.",
+            flush=True,
+        )
+        while not stopping:
+            for role, child in list(children.items()):
+                if child.poll() is not None and not stopping:
+                    log.warning("%s exited with %s; starting it again", role, child.returncode)
+                    time.sleep(1)
+                    start(role)
+            time.sleep(0.2)
+    finally:
+        for child in children.values():
+            if child.poll() is None:
+                child.send_signal(signal.SIGTERM)
+        for child in children.values():
+            try:
+                child.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.wait()
+        if embedded is not None:
+            embedded.stop()
+    print("tracker-jobs stopped", flush=True)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tracker-jobs", description="GPS fleet-tracking job engine")
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("up", help="run everything (embedded SQLite + Redis unless URLs are set)").set_defaults(
+        run=cmd_up
+    )
+    worker = commands.add_parser("worker", help="run workers (TRACKER_REDIS_URL required)")
+    worker.add_argument("--queues", help="comma-separated: positions,reports,cleanup,notifications (default all)")
+    worker.set_defaults(run=cmd_worker)
+    commands.add_parser("admin", help="run the admin API and device listener").set_defaults(run=cmd_admin)
+    commands.add_parser("migrate", help="upgrade the database schema").set_defaults(run=cmd_migrate)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = get_settings()
+        logging.basicConfig(
+            level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s"
+        )
+        logging.getLogger("alembic").setLevel(logging.WARNING)
+        result: int = args.run(settings, args)
+    except (ConfigError, StartupError, RedisUnavailable, FileNotFoundError) as error:
+        print(f"tracker-jobs: {error}", file=sys.stderr, flush=True)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main())

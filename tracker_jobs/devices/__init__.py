@@ -1,0 +1,1 @@
+"""Devices: identity, access, live state, status and statistics."""

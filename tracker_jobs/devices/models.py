@@ -1,0 +1,79 @@
+"""Devices, who may see them, their maintenance items and the commands queued for them."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+import sqlalchemy as sa
+from sqlmodel import Field, SQLModel
+
+from tracker_jobs.db import BigId, JsonDict, UTCDateTime, utcnow
+
+
+class DeviceStatus(StrEnum):
+    ONLINE = "online"
+    OFFLINE = "offline"
+    UNKNOWN = "unknown"
+
+
+class Device(SQLModel, table=True):
+    __tablename__ = "devices"
+
+    id: int | None = Field(default=None, primary_key=True)
+    unique_id: str = Field(max_length=128, sa_column_kwargs={"unique": True})
+    name: str = Field(max_length=128)
+    status: str = Field(default=DeviceStatus.OFFLINE, max_length=16)
+    disabled: bool = False
+    last_update: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    position_id: int | None = Field(default=None, sa_type=BigId)  # latest stored position (no FK: see cleanup)
+    speed_limit: float | None = None  # knots; None: no overspeed check
+    total_distance: float = 0.0  # odometer, metres
+    motion: bool = False
+    attributes: dict[str, Any] = Field(default_factory=dict, sa_type=JsonDict)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+class UserDevice(SQLModel, table=True):
+    """Which user may see which device (admins see every device without a row here)."""
+
+    __tablename__ = "user_devices"
+
+    user_id: int = Field(sa_column=sa.Column(sa.ForeignKey("users.id", ondelete="CASCADE"), primary_key=True))
+    device_id: int = Field(
+        sa_column=sa.Column(sa.ForeignKey("devices.id", ondelete="CASCADE"), primary_key=True, index=True)
+    )
+
+
+class Maintenance(SQLModel, table=True):
+    """A service interval: due when `type` (e.g. totalDistance, hours) passes start + n * period."""
+
+    __tablename__ = "maintenances"
+
+    id: int | None = Field(default=None, primary_key=True)
+    device_id: int = Field(
+        sa_column=sa.Column(sa.ForeignKey("devices.id", ondelete="CASCADE"), nullable=False, index=True)
+    )
+    name: str = Field(max_length=128)
+    type: str = Field(max_length=64)
+    start: float = 0.0
+    period: float
+    last_notified: float | None = None
+    attributes: dict[str, Any] = Field(default_factory=dict, sa_type=JsonDict)
+
+
+class DeviceCommand(SQLModel, table=True):
+    """A command queued for a device (e.g. change its reporting interval)."""
+
+    __tablename__ = "device_commands"
+
+    id: int | None = Field(default=None, primary_key=True)
+    device_id: int = Field(
+        sa_column=sa.Column(sa.ForeignKey("devices.id", ondelete="CASCADE"), nullable=False, index=True)
+    )
+    type: str = Field(max_length=64)
+    status: str = Field(default="queued", max_length=16)
+    attributes: dict[str, Any] = Field(default_factory=dict, sa_type=JsonDict)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    sent_at: datetime | None = Field(default=None, sa_type=UTCDateTime)

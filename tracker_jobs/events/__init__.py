@@ -1,0 +1,1 @@
+"""Events: detectors as pure state machines, and geofence geometry."""

@@ -1,0 +1,50 @@
+"""Events detected from positions, and the geofences they refer to."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlmodel import Field, SQLModel
+
+from tracker_jobs.db import BigId, JsonDict, UTCDateTime
+
+
+class Geofence(SQLModel, table=True):
+    """An area as WKT, as Traccar keeps it: POLYGON, LINESTRING, or CIRCLE (lat lon, radius_m)."""
+
+    __tablename__ = "geofences"
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(max_length=128)
+    description: str = Field(default="", max_length=512)
+    area: str = Field(sa_type=sa.Text)
+    attributes: dict[str, Any] = Field(default_factory=dict, sa_type=JsonDict)
+
+
+class DeviceGeofence(SQLModel, table=True):
+    __tablename__ = "device_geofences"
+
+    device_id: int = Field(sa_column=sa.Column(sa.ForeignKey("devices.id", ondelete="CASCADE"), primary_key=True))
+    geofence_id: int = Field(
+        sa_column=sa.Column(sa.ForeignKey("geofences.id", ondelete="CASCADE"), primary_key=True, index=True)
+    )
+
+
+class Event(SQLModel, table=True):
+    """`type` uses Traccar's names: geofenceEnter, geofenceExit, deviceOverspeed, deviceOffline, maintenance."""
+
+    __tablename__ = "events"
+    __table_args__ = (sa.Index("ix_events_device_id_event_time", "device_id", "event_time"),)
+
+    id: int | None = Field(default=None, primary_key=True, sa_type=BigId)
+    type: str = Field(max_length=64)
+    device_id: int = Field(sa_column=sa.Column(sa.ForeignKey("devices.id", ondelete="CASCADE"), nullable=False))
+    event_time: datetime = Field(sa_type=UTCDateTime, index=True)
+    position_id: int | None = Field(default=None, sa_type=BigId)
+    geofence_id: int | None = Field(
+        default=None, sa_column=sa.Column(sa.ForeignKey("geofences.id", ondelete="SET NULL"), nullable=True)
+    )
+    maintenance_id: int | None = None
+    attributes: dict[str, Any] = Field(default_factory=dict, sa_type=JsonDict)

@@ -1,0 +1,1 @@
+"""Monitor: job records, worker heartbeats, statistics and progress."""

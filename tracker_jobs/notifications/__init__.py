@@ -1,0 +1,1 @@
+"""Notifications: rules, channels (web, email, webhook) and what was sent."""

@@ -1,0 +1,1 @@
+"""Positions: decode device formats, run the pipeline, store in bulk."""

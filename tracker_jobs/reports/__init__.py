@@ -1,0 +1,1 @@
+"""Reports: trips/stops detection, builders, exporters."""

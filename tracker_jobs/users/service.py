@@ -1,0 +1,126 @@
+"""Passwords, tokens, login and the bootstrap admin. Secrets are stored only as hashes."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col, select
+
+from tracker_jobs.db import utcnow
+from tracker_jobs.users.models import ApiToken, Role, User, UserSession
+
+BOOTSTRAP_EMAIL = "admin@localhost"
+BOOTSTRAP_TOKEN_NAME = "TRACKER_ADMIN_TOKEN"  # noqa: S105 -- the name of a token, not a secret
+SESSION_LIFETIME = timedelta(days=7)
+# scrypt with n=2**14, r=8: ~50 ms and 16 MiB per guess, the cost OWASP suggests for password storage.
+_SCRYPT = {"n": 2**14, "r": 8, "p": 1}
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: the user behind a bearer token."""
+
+    user_id: int
+    role: str
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role == Role.ADMIN
+
+
+def hash_password(password: str) -> str:
+    salt = secrets.token_bytes(16)
+    digest = hashlib.scrypt(password.encode(), salt=salt, **_SCRYPT)
+    return f"scrypt${salt.hex()}${digest.hex()}"
+
+
+def verify_password(password: str, stored: str) -> bool:
+    try:
+        scheme, salt_hex, digest_hex = stored.split("$")
+    except ValueError:
+        return False
+    if scheme != "scrypt":
+        return False
+    digest = hashlib.scrypt(password.encode(), salt=bytes.fromhex(salt_hex), **_SCRYPT)
+    return hmac.compare_digest(digest.hex(), digest_hex)
+
+
+def new_token() -> str:
+    return secrets.token_urlsafe(32)
+
+
+def hash_token(token: str) -> str:
+    """Tokens are 256 random bits, so a fast hash is enough and lets the lookup use an index."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+async def principal_for_token(session: AsyncSession, token: str) -> Principal | None:
+    """The enabled user holding this API token or unexpired session token."""
+    token_hash = hash_token(token)
+    api_token = select(ApiToken.user_id).where(col(ApiToken.token_hash) == token_hash)
+    login = select(UserSession.user_id).where(
+        col(UserSession.token_hash) == token_hash, col(UserSession.expires_at) > utcnow()
+    )
+    row = (
+        await session.execute(
+            select(User.id, User.role).where(
+                col(User.id).in_(api_token.union(login).scalar_subquery()),
+                col(User.disabled).is_(False),
+            )
+        )
+    ).first()
+    return None if row is None else Principal(user_id=row[0], role=row[1])
+
+
+async def login(session: AsyncSession, email: str, password: str) -> tuple[str, datetime] | None:
+    """A new session token and its expiry, or None when the email or password is wrong."""
+    user = (await session.execute(select(User).where(col(User.email) == email))).scalar_one_or_none()
+    if user is None or user.disabled or user.password_hash is None:
+        hash_password(password)  # spend the same time, so a wrong email is not told from a wrong password
+        return None
+    if not verify_password(password, user.password_hash):
+        return None
+    token = new_token()
+    expires = utcnow() + SESSION_LIFETIME
+    assert user.id is not None
+    session.add(UserSession(user_id=user.id, token_hash=hash_token(token), expires_at=expires))
+    return token, expires
+
+
+async def ensure_bootstrap_admin(session: AsyncSession, configured_token: str | None) -> str | None:
+    """Make sure an admin can get in.
+
+    With TRACKER_ADMIN_TOKEN set: the bootstrap admin exists and holds exactly that token.
+    Unset on a database with no users: create the admin with a fresh token and return it (shown once).
+    """
+    admin = (await session.execute(select(User).where(col(User.email) == BOOTSTRAP_EMAIL))).scalar_one_or_none()
+    if configured_token is None and (await session.execute(sa.select(sa.func.count()).select_from(User))).scalar_one():
+        return None
+    if admin is None:
+        admin = User(name="admin", email=BOOTSTRAP_EMAIL, role=Role.ADMIN)
+        session.add(admin)
+        await session.flush()
+    assert admin.id is not None
+    token = configured_token or new_token()
+    wanted_hash = hash_token(token)
+    existing = (
+        await session.execute(
+            select(ApiToken).where(col(ApiToken.user_id) == admin.id, col(ApiToken.name) == BOOTSTRAP_TOKEN_NAME)
+        )
+    ).scalar_one_or_none()
+    if existing is None:
+        session.add(ApiToken(user_id=admin.id, name=BOOTSTRAP_TOKEN_NAME, token_hash=wanted_hash))
+    elif existing.token_hash != wanted_hash:
+        existing.token_hash = wanted_hash
+    return None if configured_token else token
+
+
+async def delete_expired_sessions(session: AsyncSession) -> int:
+    result = await session.execute(sa.delete(UserSession).where(col(UserSession.expires_at) <= utcnow()))
+    return int(result.rowcount)  # type: ignore[attr-defined]

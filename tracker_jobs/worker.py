@@ -1,0 +1,212 @@
+"""One arq WorkerSettings class per queue, THE cron table, and running several queues in one process.
+
+Each class works with the arq CLI (`arq tracker_jobs.worker.PositionsWorker`, Redis from
+TRACKER_REDIS_URL); `tracker-jobs worker --queues positions,reports` runs several in one event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from dataclasses import dataclass, field
+from typing import Any, cast
+from zoneinfo import ZoneInfo
+
+from arq import Worker, cron
+from arq.cron import CronJob
+from arq.typing import WorkerCoroutine, WorkerSettingsBase
+from arq.worker import Function, func
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+# Importing the jobs modules registers their jobs.
+from tracker_jobs.cleanup import jobs as cleanup_jobs
+from tracker_jobs.config import Settings, get_settings
+from tracker_jobs.db import create_engine, session_factory
+from tracker_jobs.monitor.heartbeat import CURRENT_PROCESS
+from tracker_jobs.notifications import jobs as notification_jobs  # noqa: F401
+from tracker_jobs.positions import jobs as position_jobs
+from tracker_jobs.queues import (
+    CLEANUP,
+    NOTIFICATIONS,
+    POSITIONS,
+    QUEUES,
+    REGISTRY,
+    REPORTS,
+    queue_key,
+    queue_of_key,
+)
+from tracker_jobs.redis_client import connect_redis, redis_settings
+from tracker_jobs.serialization import deserialize_job, serialize_job
+
+log = logging.getLogger(__name__)
+
+
+def _cron(job_name: str, **schedule: Any) -> CronJob:
+    spec = REGISTRY[job_name]
+    coroutine = cast(WorkerCoroutine, spec.coroutine)
+    # A kept result holds the tick's job id for an hour, so a late worker cannot run the tick again.
+    return cron(coroutine, name=job_name, timeout=spec.timeout_s, keep_result=3600, **schedule)
+
+
+# THE cron table: the only place a schedule lives. arq gives each tick a unique job id
+# (name + time), so when several workers serve a queue, each tick runs once.
+CRON_TABLE: dict[str, list[CronJob]] = {
+    POSITIONS: [_cron(position_jobs.sweep_position_partitions.__name__, second={0, 30})],
+    CLEANUP: [_cron(cleanup_jobs.cleanup_expired_sessions.__name__, minute={0, 30}, second=0)],
+}
+
+# How many jobs of a queue one process runs at once.
+CONCURRENCY = {POSITIONS: 16, REPORTS: 2, CLEANUP: 2, NOTIFICATIONS: 20}
+
+
+@dataclass
+class WorkerResources:
+    """What every job in a worker process shares: settings, the database, its stream consumer name."""
+
+    settings: Settings
+    engine: AsyncEngine
+    sessions: async_sessionmaker[AsyncSession]
+    consumer: str
+    users: int = 0
+    heartbeat: asyncio.Task[None] | None = field(default=None, repr=False)
+
+
+_resources: WorkerResources | None = None
+
+
+async def on_startup(ctx: dict[str, Any]) -> None:
+    """Open the process's shared resources once, however many queues the process serves."""
+    global _resources
+    queue = queue_of_key(ctx["redis"].default_queue_name)
+    CURRENT_PROCESS.queues.add(queue)
+    CURRENT_PROCESS.concurrency[queue] = CONCURRENCY[queue]
+    if _resources is None:
+        settings = ctx.get("settings") or get_settings()  # tests pass theirs in the worker's ctx
+        engine = create_engine(settings.database_url)
+        _resources = WorkerResources(settings, engine, session_factory(engine), consumer=CURRENT_PROCESS.key)
+        _resources.heartbeat = asyncio.create_task(CURRENT_PROCESS.beat_forever(ctx["redis"]))
+    _resources.users += 1
+    ctx["resources"] = _resources
+    await CURRENT_PROCESS.beat(ctx["redis"])  # show the new queue now, not at the next beat
+
+
+async def on_shutdown(ctx: dict[str, Any]) -> None:
+    global _resources
+    resources = ctx.get("resources")
+    if resources is None:
+        return
+    resources.users -= 1
+    if resources.users == 0:
+        if resources.heartbeat is not None:
+            resources.heartbeat.cancel()
+        await CURRENT_PROCESS.remove(ctx["redis"])
+        await resources.engine.dispose()
+        _resources = None
+
+
+def queue_functions(queue: str) -> list[Function]:
+    return [
+        func(cast(WorkerCoroutine, spec.coroutine), name=spec.name, timeout=spec.timeout_s, max_tries=spec.max_tries,
+             keep_result=spec.keep_result_s)
+        for spec in REGISTRY.values()
+        if spec.queue == queue
+    ]  # fmt: skip
+
+
+def worker_settings(queue: str) -> type[WorkerSettingsBase]:
+    """The arq settings class of one queue (arq reads only a class's own attributes, so no base class)."""
+    settings = get_settings()
+    attributes: dict[str, Any] = {
+        "queue_name": queue_key(queue),
+        "functions": queue_functions(queue),
+        "cron_jobs": CRON_TABLE.get(queue, []),
+        "redis_settings": redis_settings(settings.redis_url or "redis://127.0.0.1:6379/0"),
+        "job_serializer": serialize_job,
+        "job_deserializer": deserialize_job,
+        "on_startup": on_startup,
+        "on_shutdown": on_shutdown,
+        "max_jobs": CONCURRENCY[queue],
+        "job_timeout": 300,
+        "keep_result": 3600,
+        "max_tries": 5,
+        "retry_jobs": True,
+        "allow_abort_jobs": True,
+        "health_check_interval": 30,
+        "timezone": ZoneInfo(settings.timezone),
+    }
+    return type(f"{queue.title()}Worker", (), attributes)
+
+
+PositionsWorker = worker_settings(POSITIONS)
+ReportsWorker = worker_settings(REPORTS)
+CleanupWorker = worker_settings(CLEANUP)
+NotificationsWorker = worker_settings(NOTIFICATIONS)
+WORKER_SETTINGS = {
+    POSITIONS: PositionsWorker,
+    REPORTS: ReportsWorker,
+    CLEANUP: CleanupWorker,
+    NOTIFICATIONS: NotificationsWorker,
+}
+
+
+def parse_queues(text: str | None) -> list[str]:
+    """`positions,reports` -> the queue names; empty or None -> all four."""
+    if not text:
+        return list(QUEUES)
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = [name for name in names if name not in QUEUES]
+    if unknown:
+        raise ValueError(f"unknown queue(s) {', '.join(unknown)}; expected some of {', '.join(QUEUES)}")
+    return list(dict.fromkeys(names))
+
+
+def build_worker(queue: str, redis_url: str, **overrides: Any) -> Worker:
+    settings_class = WORKER_SETTINGS[queue]
+    options = {key: value for key, value in vars(settings_class).items() if not key.startswith("__")}
+    options["redis_settings"] = redis_settings(redis_url)
+    options.update(overrides)
+    return Worker(**options)
+
+
+async def run_queues(queues: list[str], redis_url: str) -> None:
+    """Serve the given queues in this event loop until SIGINT/SIGTERM; ride out Redis outages."""
+    probe = await connect_redis(redis_url)  # a clear error now beats a traceback from inside arq
+    await probe.aclose()
+    empty = [queue for queue in queues if not queue_functions(queue)]
+    if empty:
+        log.warning("no jobs registered on queue(s) %s yet; not serving them", ", ".join(empty))
+        queues = [queue for queue in queues if queue not in empty]
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stopping.set)
+    await asyncio.gather(*(_serve_queue(queue, redis_url, stopping) for queue in queues))
+
+
+async def _serve_queue(queue: str, redis_url: str, stopping: asyncio.Event) -> None:
+    delay = 1.0
+    while not stopping.is_set():
+        worker = build_worker(queue, redis_url, handle_signals=False)
+        run = asyncio.create_task(worker.async_run())
+        stop = asyncio.create_task(stopping.wait())
+        await asyncio.wait({run, stop}, return_when=asyncio.FIRST_COMPLETED)
+        if stopping.is_set():
+            # Running jobs are cancelled: a drain's unacknowledged entries are claimed by the next one.
+            worker.handle_sig(signal.SIGTERM)
+            await asyncio.gather(run, return_exceptions=True)
+            await _close(worker)
+            return
+        stop.cancel()
+        error = run.exception() if not run.cancelled() else None
+        await _close(worker)
+        log.warning("%s worker stopped (%s); restarting in %.0f s", queue, error, delay)
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 30.0)
+
+
+async def _close(worker: Worker) -> None:
+    try:
+        await worker.close()
+    except Exception as error:  # Redis may be gone; nothing left to tidy then
+        log.debug("closing worker: %s", error)
