@@ -51,7 +51,8 @@ async def test_api_needs_a_token(admin_client: Client) -> None:
 async def test_health_needs_no_token_and_reports_no_workers_as_degraded(admin_client: Client) -> None:
     response = await admin_client.get("/health")
     assert response.status == 200
-    assert await response.json() == {
+    body = await response.json()
+    assert {key: body[key] for key in ("status", "redis", "database", "workers")} == {
         "status": "degraded",
         "redis": {"connected": True},
         "database": {"connected": True},

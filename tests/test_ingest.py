@@ -20,7 +20,12 @@ Client = TestClient[Any, Any]
 
 
 async def stream_lengths(redis: ArqRedis, partitions: int) -> int:
-    return sum([await redis.xlen(stream.stream_key(partition)) for partition in range(partitions)])
+    """Positions waiting in the streams (an entry holds a group's positions; its field n counts them)."""
+    total = 0
+    for partition in range(partitions):
+        for _, fields in await redis.xrange(stream.stream_key(partition)):
+            total += int(fields[b"n"])
+    return total
 
 
 @pytest.mark.parametrize(
@@ -100,9 +105,8 @@ async def test_a_rerun_batch_stores_nothing_twice(
     assert len(positions) == 1
 
 
-async def test_redis_down_answers_503_with_retry_after(
-    settings: Settings, redis: ArqRedis, engine: AsyncEngine
-) -> None:
+async def test_redis_down_answers_503_with_retry_after(database_url: str, redis_url: str, engine: AsyncEngine) -> None:
+    settings = make_settings(database_url, redis_url, TRACKER_AUTO_REGISTER="true")
     dead = ArqRedis(host="127.0.0.1", port=1, socket_connect_timeout=1)  # nothing listens on port 1
     async with TestClient(TestServer(create_ingest_app(settings, dead, engine))) as client:
         response = await client.get("/", params={"id": "any", "lat": "1", "lon": "2"})
@@ -110,3 +114,23 @@ async def test_redis_down_answers_503_with_retry_after(
         assert response.headers["Retry-After"] == "5"
         assert (await response.json())["error"]["code"] == "unavailable"
     await dead.aclose()
+
+
+async def test_each_device_has_its_own_rate_limit(
+    database_url: str, redis_url: str, redis: ArqRedis, engine: AsyncEngine
+) -> None:
+    settings = make_settings(database_url, redis_url, TRACKER_AUTO_REGISTER="true", TRACKER_DEVICE_RATE_LIMIT="2")
+    async with TestClient(TestServer(create_ingest_app(settings, redis, engine))) as client:
+        for second in range(2):
+            response = await client.get(
+                "/", params={"id": "chatty", "lat": "1", "lon": "2", "timestamp": str(1767225600 + second)}
+            )
+            assert response.status == 200
+        limited = await client.get("/", params={"id": "chatty", "lat": "1", "lon": "2", "timestamp": "1767225602"})
+        assert limited.status == 429
+        assert 1 <= int(limited.headers["Retry-After"]) <= 60
+        assert (await limited.json())["error"]["code"] == "rate_limited"
+        # Another tracker behind the same gateway (same address) is not affected.
+        other = await client.get("/", params={"id": "quiet", "lat": "1", "lon": "2"})
+        assert other.status == 200
+    assert await stream_lengths(redis, settings.position_partitions) == 3  # the refused one was not kept

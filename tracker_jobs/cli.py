@@ -1,4 +1,4 @@
-"""tracker-jobs up | worker | admin | migrate."""
+"""tracker-jobs up | worker | admin | migrate | tasks."""
 
 from __future__ import annotations
 
@@ -10,11 +10,14 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
+from typing import Any
 
 import sqlalchemy.exc
 
+from tracker_jobs import tasks_cli
 from tracker_jobs.config import ConfigError, Settings, get_settings
+from tracker_jobs.monitor.logs import configure_logging
 from tracker_jobs.redis_client import RedisUnavailable
 
 log = logging.getLogger("tracker_jobs")
@@ -23,6 +26,17 @@ DATABASE_ERRORS = (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceErro
 
 class StartupError(RuntimeError):
     """Start-up cannot go on; the message says why in one line."""
+
+
+def run_async(main: Coroutine[Any, Any, None]) -> None:
+    """Run a server's event loop on uvloop where it is installed (Linux, macOS): it serves ~1.7x the
+    requests per second of asyncio's own loop."""
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(main)
+    else:
+        uvloop.run(main)
 
 
 def _require_redis_url(settings: Settings, command: str) -> str:
@@ -120,7 +134,7 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
     require_redis(redis_url)
     require_current_schema(settings)
     log.info("worker serving queues: %s", ", ".join(queues))
-    asyncio.run(run_queues(queues, redis_url))
+    run_async(run_queues(queues, redis_url))
     return 0
 
 
@@ -139,7 +153,7 @@ def cmd_admin(settings: Settings, _args: argparse.Namespace) -> int:
             loop.add_signal_handler(signum, stopping.set)
         await serve(settings, redis_url, stopping)
 
-    asyncio.run(run())
+    run_async(run())
     return 0
 
 
@@ -216,6 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
     worker.set_defaults(run=cmd_worker)
     commands.add_parser("admin", help="run the admin API and device listener").set_defaults(run=cmd_admin)
     commands.add_parser("migrate", help="upgrade the database schema").set_defaults(run=cmd_migrate)
+    tasks_cli.add_parser(commands)
     return parser
 
 
@@ -223,9 +238,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         settings = get_settings()
-        logging.basicConfig(
-            level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s"
-        )
+        configure_logging(settings.log_level, settings.log_format)
         logging.getLogger("alembic").setLevel(logging.WARNING)
         result: int = args.run(settings, args)
     except (ConfigError, StartupError, RedisUnavailable, FileNotFoundError) as error:

@@ -35,7 +35,31 @@ class Settings:
     position_batch_size: int
     timezone: str
     log_level: str
+    report_min_distance_m: int  # trips: moving once this far from where the device stopped
+    report_min_duration_s: int  # stops: staying within min distance this long
+    report_stop_gap_s: int  # a silence longer than this is a stop
+    report_max_days: int  # longest range a report job covers
+    report_direct_max_days: int  # longest range answered directly by GET /api/reports/{kind}
     osmand_speed_unit: str  # unit OsmAnd clients send speed in: kn, kmh, mps or mph
+    batch_limit: int  # positions per batch API request
+    filter_invalid: bool
+    filter_zero: bool
+    filter_future_s: int
+    filter_accuracy_m: float  # 0: off
+    filter_max_speed_kn: float  # 0: off
+    filter_min_period_s: int  # 0: off
+    filter_min_distance_m: float  # 0: off
+    motion_speed_kn: float
+    device_unknown_after_s: int
+    device_offline_after_s: int
+    metrics_token: str | None  # None: /metrics needs no token
+    log_format: str  # text or json
+    rate_limit_window_s: int
+    api_rate_limit: int  # requests per window per token; 0: off
+    anonymous_rate_limit: int  # requests per window per client address without a token; 0: off
+    device_rate_limit: int  # positions per window per device on the listener; 0: off
+    job_record_retention_days: int
+    backlog_age_limit_s: int  # /health is degraded when a queue's oldest waiting job is older
 
     @property
     def embedded_redis(self) -> bool:
@@ -63,6 +87,19 @@ def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -
         raise ConfigError(f"{name}: expected a whole number, got {raw!r}") from None
     if not low <= value <= high:
         raise ConfigError(f"{name}: expected a number from {low} to {high}, got {value}")
+    return value
+
+
+def _float(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = _text(env, name)
+    if raw is None:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name}: expected a number, got {raw!r}") from None
+    if not 0.0 <= value < float("inf"):
+        raise ConfigError(f"{name}: expected a number of 0 or more, got {raw!r}")
     return value
 
 
@@ -138,7 +175,31 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         position_batch_size=_int(env, "TRACKER_POSITION_BATCH_SIZE", 5000, 1, 100_000),
         timezone=_timezone(env),
         log_level=_log_level(env),
+        report_min_distance_m=_int(env, "TRACKER_REPORT_MIN_DISTANCE", 200, 1, 100_000),
+        report_min_duration_s=_int(env, "TRACKER_REPORT_MIN_DURATION", 180, 1, 86_400),
+        report_stop_gap_s=_int(env, "TRACKER_REPORT_STOP_GAP", 3600, 1, 30 * 86_400),
+        report_max_days=_int(env, "TRACKER_REPORT_MAX_DAYS", 366, 1, 3660),
+        report_direct_max_days=_int(env, "TRACKER_REPORT_DIRECT_MAX_DAYS", 7, 1, 366),
         osmand_speed_unit=_choice(env, "TRACKER_OSMAND_SPEED_UNIT", "kn", ("kn", "kmh", "mps", "mph")),
+        batch_limit=_int(env, "TRACKER_BATCH_LIMIT", 10_000, 1, 1_000_000),
+        filter_invalid=_bool(env, "TRACKER_FILTER_INVALID", False),
+        filter_zero=_bool(env, "TRACKER_FILTER_ZERO", True),
+        filter_future_s=_int(env, "TRACKER_FILTER_FUTURE", 86_400, 0, 10 * 365 * 86_400),
+        filter_accuracy_m=_float(env, "TRACKER_FILTER_ACCURACY", 0.0),
+        filter_max_speed_kn=_float(env, "TRACKER_FILTER_MAX_SPEED", 300.0),
+        filter_min_period_s=_int(env, "TRACKER_FILTER_MIN_PERIOD", 0, 0, 86_400),
+        filter_min_distance_m=_float(env, "TRACKER_FILTER_MIN_DISTANCE", 0.0),
+        motion_speed_kn=_float(env, "TRACKER_MOTION_SPEED", 0.01),
+        device_unknown_after_s=_int(env, "TRACKER_DEVICE_UNKNOWN_AFTER", 600, 1, 365 * 86_400),
+        device_offline_after_s=_int(env, "TRACKER_DEVICE_OFFLINE_AFTER", 3600, 1, 365 * 86_400),
+        metrics_token=_text(env, "TRACKER_METRICS_TOKEN"),
+        log_format=_choice(env, "TRACKER_LOG_FORMAT", "text", ("text", "json")),
+        rate_limit_window_s=_int(env, "TRACKER_RATE_LIMIT_WINDOW", 60, 1, 86_400),
+        api_rate_limit=_int(env, "TRACKER_API_RATE_LIMIT", 120_000, 0, 10**9),
+        anonymous_rate_limit=_int(env, "TRACKER_ANONYMOUS_RATE_LIMIT", 600, 0, 10**9),
+        device_rate_limit=_int(env, "TRACKER_DEVICE_RATE_LIMIT", 3_000, 0, 10**9),
+        job_record_retention_days=_int(env, "TRACKER_JOB_RECORD_RETENTION_DAYS", 7, 1, 3650),
+        backlog_age_limit_s=_int(env, "TRACKER_BACKLOG_AGE_LIMIT", 300, 1, 365 * 86_400),
     )
 
 

@@ -2,11 +2,13 @@
 
 `@job()` registers a job under its function's name and wraps it with what every job needs:
 transient failures (database or Redis unreachable, SQLite busy) become arq retries with backoff,
-and the worker process's heartbeat counts it.
+the job's record follows every try (monitor/records.py), its log lines name it, and the worker
+process's heartbeat counts it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 from collections.abc import Awaitable, Callable
@@ -19,7 +21,10 @@ from arq import Retry
 from arq.connections import ArqRedis
 from arq.jobs import Job
 
+from tracker_jobs.db import utcnow
 from tracker_jobs.monitor.heartbeat import CURRENT_PROCESS
+from tracker_jobs.monitor.logs import CURRENT_JOB
+from tracker_jobs.monitor.records import JOB_RECORDS, JobRun
 
 POSITIONS = "positions"
 REPORTS = "reports"
@@ -47,9 +52,35 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
 JOB_QUEUES: dict[str, str] = {
     "process_position_batch": POSITIONS,
     "sweep_position_partitions": POSITIONS,
+    "process_single_position": POSITIONS,
+    "update_device_status": POSITIONS,
+    "calculate_device_statistics": POSITIONS,
     "cleanup_expired_sessions": CLEANUP,
+    "cleanup_job_records": CLEANUP,
+    "ping": CLEANUP,
     "send_webhook": NOTIFICATIONS,
+    "generate_device_report": REPORTS,
+    "generate_fleet_report": REPORTS,
+    "export_report_data": REPORTS,
+    "generate_daily_reports": REPORTS,
 }
+
+
+# Jobs an admin may start by hand (POST /api/tasks/run/{name}); their arguments are checked against
+# the job function's signature (monitor/arguments.py).
+RUNNABLE_BY_HAND = {"cleanup_expired_sessions", "cleanup_job_records", "ping", "generate_device_report",
+                    "generate_fleet_report", "export_report_data", "generate_daily_reports"}  # fmt: skip
+# The job base enforces each job's timeout itself, so the record says why it stopped; arq's own
+# timeout is a backstop this much later.
+ARQ_TIMEOUT_GRACE_S = 5
+
+
+class JobTimeout(Exception):
+    """A job ran longer than its timeout."""
+
+
+class JobInterrupted(Exception):
+    """A try stopped before it ended: its worker stopped, or the job was cancelled."""
 
 
 def queue_key(queue: str) -> str:
@@ -69,6 +100,11 @@ class JobSpec:
     timeout_s: int
     max_tries: int
     keep_result_s: int
+    function: JobFunction  # the job as written: its signature declares the arguments
+
+    @property
+    def arq_timeout_s(self) -> int:
+        return self.timeout_s + ARQ_TIMEOUT_GRACE_S
 
 
 REGISTRY: dict[str, JobSpec] = {}
@@ -81,31 +117,72 @@ def retry_delay_s(job_try: int) -> int:
 
 def job(*, timeout_s: int = 300, max_tries: int = 5, keep_result_s: int = 3600) -> Callable[[JobFunction], JobFunction]:
     def register(function: JobFunction) -> JobFunction:
-        queue = JOB_QUEUES[function.__name__]  # a KeyError here: add the job to JOB_QUEUES
+        name = function.__name__
+        queue = JOB_QUEUES[name]  # a KeyError here: add the job to JOB_QUEUES
 
         @functools.wraps(function)
         async def run(ctx: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
             job_id = str(ctx.get("job_id", ""))
-            CURRENT_PROCESS.job_started(job_id, function.__name__)
+            job_try = int(ctx.get("job_try", 1))
+            record = JOB_RECORDS.started(job_id, name, queue, kwargs, ctx.get("enqueue_time") or utcnow(), job_try,
+                                         CURRENT_PROCESS.key) if job_id else None  # fmt: skip
+            running = CURRENT_JOB.set((job_id, name))
+            CURRENT_PROCESS.job_started(job_id, name)
+            deadline = asyncio.timeout(timeout_s)
             try:
-                result = await function(ctx, *args, **kwargs)
+                async with deadline:
+                    result = await function(ctx, *args, **kwargs)
             except TRANSIENT_ERRORS as error:
-                CURRENT_PROCESS.job_ended(job_id, failed=False)
-                delay = retry_delay_s(int(ctx.get("job_try", 1)))
-                log.warning("%s: %s: %s; retrying in %d s", function.__name__, type(error).__name__, error, delay)
+                if deadline.expired():
+                    timeout = JobTimeout(f"{name} ran longer than its timeout of {timeout_s} s")
+                    _ended(job_id, record, "failed", error=timeout)
+                    raise timeout from error
+                if job_try >= max_tries:
+                    _ended(job_id, record, "failed", error=error)
+                    raise
+                delay = retry_delay_s(job_try)
+                log.warning("%s: %s: %s; retrying in %d s", name, type(error).__name__, error, delay)
+                _ended(job_id, record, "retrying", error=error)
                 raise Retry(defer=delay) from error
-            except BaseException:
-                CURRENT_PROCESS.job_ended(job_id, failed=True)
+            except Retry as retry:  # the job asked for it
+                _ended(job_id, record, "retrying", error=retry)
                 raise
-            CURRENT_PROCESS.job_ended(job_id, failed=False)
+            except asyncio.CancelledError:
+                # The worker is stopping (arq runs the job again) or the job was cancelled, which
+                # the record already says and keeps saying (a cancel outranks later writes).
+                interrupted = JobInterrupted("the job was interrupted before it ended")
+                _ended(job_id, record, "retrying", error=interrupted, counted=False)
+                raise
+            except BaseException as error:
+                _ended(job_id, record, "failed", error=error)
+                raise
+            finally:
+                CURRENT_JOB.reset(running)
+            _ended(job_id, record, "complete", result=result)
             return result
 
-        REGISTRY[function.__name__] = JobSpec(function.__name__, queue, run, timeout_s, max_tries, keep_result_s)
+        REGISTRY[name] = JobSpec(name, queue, run, timeout_s, max_tries, keep_result_s, function)
         return run
 
     return register
 
 
-async def enqueue(redis: ArqRedis, name: str, *, job_id: str | None = None, **kwargs: Any) -> Job | None:
-    """Enqueue a registered job on its queue; None when a job with `job_id` already exists."""
-    return await redis.enqueue_job(name, _queue_name=queue_key(JOB_QUEUES[name]), _job_id=job_id, **kwargs)
+def _ended(
+    job_id: str, record: JobRun | None, state: str, *, result: Any = None, error: BaseException | None = None,
+    counted: bool = True,
+) -> None:  # fmt: skip
+    CURRENT_PROCESS.job_ended(job_id, failed=state == "failed")
+    if record is not None:
+        JOB_RECORDS.ended(record, state, result=result, error=error, counted=counted)
+
+
+async def enqueue(
+    redis: ArqRedis, name: str, *, job_id: str | None = None, user_id: int | None = None, **kwargs: Any
+) -> Job | None:
+    """Enqueue a registered job on its queue, recorded as started by `user_id` (who may then see and
+    steer it); None when a job with `job_id` already exists."""
+    queue = JOB_QUEUES[name]
+    enqueued = await redis.enqueue_job(name, _queue_name=queue_key(queue), _job_id=job_id, **kwargs)
+    if enqueued is not None:
+        await JOB_RECORDS.enqueued(redis, enqueued.job_id, name, queue, kwargs, user_id)
+    return enqueued

@@ -23,7 +23,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from tracker_jobs.cleanup import jobs as cleanup_jobs
 from tracker_jobs.config import Settings, get_settings
 from tracker_jobs.db import create_engine, session_factory
+from tracker_jobs.devices import jobs as device_jobs  # noqa: F401
+from tracker_jobs.monitor import jobs as monitor_jobs
 from tracker_jobs.monitor.heartbeat import CURRENT_PROCESS
+from tracker_jobs.monitor.records import RecordFlusher
 from tracker_jobs.notifications import jobs as notification_jobs  # noqa: F401
 from tracker_jobs.positions import jobs as position_jobs
 from tracker_jobs.queues import (
@@ -37,6 +40,7 @@ from tracker_jobs.queues import (
     queue_of_key,
 )
 from tracker_jobs.redis_client import connect_redis, redis_settings
+from tracker_jobs.reports import jobs as report_jobs
 from tracker_jobs.serialization import deserialize_job, serialize_job
 
 log = logging.getLogger(__name__)
@@ -46,16 +50,22 @@ def _cron(job_name: str, **schedule: Any) -> CronJob:
     spec = REGISTRY[job_name]
     coroutine = cast(WorkerCoroutine, spec.coroutine)
     # A kept result holds the tick's job id for an hour, so a late worker cannot run the tick again.
-    return cron(coroutine, name=job_name, timeout=spec.timeout_s, keep_result=3600, **schedule)
+    return cron(coroutine, name=job_name, timeout=spec.arq_timeout_s, keep_result=3600, **schedule)
 
 
 # THE cron table: the only place a schedule lives. arq gives each tick a unique job id
 # (name + time), so when several workers serve a queue, each tick runs once.
 CRON_TABLE: dict[str, list[CronJob]] = {
     POSITIONS: [_cron(position_jobs.sweep_position_partitions.__name__, second={0, 30})],
-    CLEANUP: [_cron(cleanup_jobs.cleanup_expired_sessions.__name__, minute={0, 30}, second=0)],
+    CLEANUP: [
+        _cron(cleanup_jobs.cleanup_expired_sessions.__name__, minute={0, 30}, second=0),
+        _cron(monitor_jobs.cleanup_job_records.__name__, minute=15, second=0),
+    ],
+    REPORTS: [_cron(report_jobs.generate_daily_reports.__name__, hour={0}, minute={0}, second={0})],
 }
 
+# How often an idle worker looks for new jobs: positions must be visible within a second of arrival.
+POLL_DELAY_S = {POSITIONS: 0.02, REPORTS: 0.25, CLEANUP: 0.25, NOTIFICATIONS: 0.1}
 # How many jobs of a queue one process runs at once.
 CONCURRENCY = {POSITIONS: 16, REPORTS: 2, CLEANUP: 2, NOTIFICATIONS: 20}
 
@@ -70,6 +80,7 @@ class WorkerResources:
     consumer: str
     users: int = 0
     heartbeat: asyncio.Task[None] | None = field(default=None, repr=False)
+    records: RecordFlusher | None = field(default=None, repr=False)
 
 
 _resources: WorkerResources | None = None
@@ -86,6 +97,8 @@ async def on_startup(ctx: dict[str, Any]) -> None:
         engine = create_engine(settings.database_url)
         _resources = WorkerResources(settings, engine, session_factory(engine), consumer=CURRENT_PROCESS.key)
         _resources.heartbeat = asyncio.create_task(CURRENT_PROCESS.beat_forever(ctx["redis"]))
+        _resources.records = RecordFlusher(ctx["redis"], _resources.sessions)
+        _resources.records.start()
     _resources.users += 1
     ctx["resources"] = _resources
     await CURRENT_PROCESS.beat(ctx["redis"])  # show the new queue now, not at the next beat
@@ -96,10 +109,15 @@ async def on_shutdown(ctx: dict[str, Any]) -> None:
     resources = ctx.get("resources")
     if resources is None:
         return
+    queue = queue_of_key(ctx["redis"].default_queue_name)  # no longer served here (it may come back)
+    CURRENT_PROCESS.queues.discard(queue)
+    CURRENT_PROCESS.concurrency.pop(queue, None)
     resources.users -= 1
     if resources.users == 0:
         if resources.heartbeat is not None:
             resources.heartbeat.cancel()
+        if resources.records is not None:
+            await resources.records.stop()  # writes what is left
         await CURRENT_PROCESS.remove(ctx["redis"])
         await resources.engine.dispose()
         _resources = None
@@ -107,7 +125,7 @@ async def on_shutdown(ctx: dict[str, Any]) -> None:
 
 def queue_functions(queue: str) -> list[Function]:
     return [
-        func(cast(WorkerCoroutine, spec.coroutine), name=spec.name, timeout=spec.timeout_s, max_tries=spec.max_tries,
+        func(cast(WorkerCoroutine, spec.coroutine), name=spec.name, timeout=spec.arq_timeout_s, max_tries=spec.max_tries,
              keep_result=spec.keep_result_s)
         for spec in REGISTRY.values()
         if spec.queue == queue
@@ -133,6 +151,7 @@ def worker_settings(queue: str) -> type[WorkerSettingsBase]:
         "retry_jobs": True,
         "allow_abort_jobs": True,
         "health_check_interval": 30,
+        "poll_delay": POLL_DELAY_S[queue],
         "timezone": ZoneInfo(settings.timezone),
     }
     return type(f"{queue.title()}Worker", (), attributes)
@@ -195,6 +214,7 @@ async def _serve_queue(queue: str, redis_url: str, stopping: asyncio.Event) -> N
             # Running jobs are cancelled: a drain's unacknowledged entries are claimed by the next one.
             worker.handle_sig(signal.SIGTERM)
             await asyncio.gather(run, return_exceptions=True)
+            await wind_down(worker)
             await _close(worker)
             return
         stop.cancel()
@@ -203,6 +223,14 @@ async def _serve_queue(queue: str, redis_url: str, stopping: asyncio.Event) -> N
         log.warning("%s worker stopped (%s); restarting in %.0f s", queue, error, delay)
         await asyncio.sleep(delay)
         delay = min(delay * 2, 30.0)
+
+
+async def wind_down(worker: Worker) -> None:
+    """Wait until the jobs a stopping worker cancelled have finished their clean-up (and told their
+    records), then forget them: close() would cancel them a second time and re-raise the cancellation."""
+    while unfinished := [task for task in worker.tasks.values() if not task.done()]:
+        await asyncio.gather(*unfinished, return_exceptions=True)
+    worker.tasks.clear()
 
 
 async def _close(worker: Worker) -> None:

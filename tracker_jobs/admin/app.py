@@ -9,21 +9,23 @@ from aiohttp import web
 from arq.connections import ArqRedis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tracker_jobs.admin import devices, health, positions, session
+from tracker_jobs.admin import devices, health, metrics, openapi, positions, reports, session, socket, tasks, users
 from tracker_jobs.admin.auth import require_token
 from tracker_jobs.admin.errors import json_errors
 from tracker_jobs.admin.osmand import create_ingest_app
+from tracker_jobs.admin.ratelimit import rate_limit
 from tracker_jobs.admin.state import set_resources
 from tracker_jobs.config import Settings
 from tracker_jobs.db import create_engine
 from tracker_jobs.redis_client import connect_redis
 
 MAX_BODY_BYTES = 16 * 1024 * 1024
+MAX_REQUEST_LINE_BYTES = 256 * 1024
 log = logging.getLogger(__name__)
 
 
 def create_admin_app(settings: Settings, redis: ArqRedis, engine: AsyncEngine) -> web.Application:
-    app = web.Application(middlewares=[json_errors, require_token], client_max_size=MAX_BODY_BYTES)
+    app = web.Application(middlewares=[json_errors, rate_limit, require_token], client_max_size=MAX_BODY_BYTES)
     set_resources(app, settings, redis, engine)
     router = app.router
     router.add_get("/health", health.health)
@@ -35,6 +37,21 @@ def create_admin_app(settings: Settings, redis: ArqRedis, engine: AsyncEngine) -
     router.add_put("/api/devices/{id}", devices.update_device)
     router.add_delete("/api/devices/{id}", devices.delete_device)
     router.add_get("/api/positions", positions.get_positions)
+    router.add_post("/api/positions", positions.post_positions)
+    router.add_post("/api/tasks/position/process-batch", positions.post_positions)
+    router.add_post("/api/tasks/position/process-single", positions.post_single_position)
+    router.add_get("/api/devices/{id}/statistics", devices.get_statistics)
+    router.add_post("/api/tasks/report/device", reports.post_device_report)
+    router.add_post("/api/tasks/report/fleet", reports.post_fleet_report)
+    router.add_get("/api/reports", reports.list_reports)
+    router.add_get(r"/api/reports/{id:\d+}", reports.get_report)
+    router.add_get(r"/api/reports/{id:\d+}/download", reports.download_report)
+    router.add_get("/api/reports/{kind}", reports.direct_report)
+    socket.install(app)
+    tasks.install(app)
+    users.install(app)
+    metrics.install(app)
+    openapi.install(app)
     return app
 
 
@@ -43,13 +60,15 @@ async def serve(settings: Settings, redis_url: str, stopping: asyncio.Event) -> 
     redis = await connect_redis(redis_url)
     engine = create_engine(settings.database_url)
     runners = [
-        web.AppRunner(create_admin_app(settings, redis, engine), access_log=None),
+        # A long request line (deviceId repeated for a fleet) must reach the app, not aiohttp's 8 KiB limit.
+        web.AppRunner(create_admin_app(settings, redis, engine), access_log=None, max_line_size=MAX_REQUEST_LINE_BYTES),
         web.AppRunner(create_ingest_app(settings, redis, engine), access_log=None),
     ]
     try:
         for runner, port in zip(runners, (settings.admin_port, settings.osmand_port), strict=True):
             await runner.setup()
-            await web.TCPSite(runner, settings.host, port, reuse_address=True).start()
+            # reuse_port: several admin processes may share the ports (the kernel spreads connections).
+            await web.TCPSite(runner, settings.host, port, reuse_address=True, reuse_port=True).start()
         log.info("admin API on http://%s:%d, device listener on http://%s:%d",
                  settings.host, settings.admin_port, settings.host, settings.osmand_port)  # fmt: skip
         await stopping.wait()

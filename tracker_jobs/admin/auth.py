@@ -8,7 +8,11 @@ from tracker_jobs.admin.errors import ApiError, Handler
 from tracker_jobs.admin.state import PRINCIPAL, SESSIONS
 from tracker_jobs.users.service import Principal, principal_for_token
 
-PUBLIC = {("POST", "/api/session")}
+PUBLIC = {("POST", "/api/session"), ("GET", "/api/openapi.json")}
+
+
+# Browsers cannot set headers on a websocket, so the socket also takes ?token=.
+QUERY_TOKEN_PATHS = {"/api/socket"}
 
 
 def bearer_token(request: web.Request) -> str | None:
@@ -16,6 +20,8 @@ def bearer_token(request: web.Request) -> str | None:
     scheme, _, token = header.partition(" ")
     if scheme.lower() == "bearer" and token.strip():
         return token.strip()
+    if request.path in QUERY_TOKEN_PATHS and request.query.get("token", "").strip():
+        return request.query["token"].strip()
     return None
 
 

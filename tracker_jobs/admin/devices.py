@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 from aiohttp import web
 
 from tracker_jobs.admin.auth import principal
 from tracker_jobs.admin.errors import ApiError, bad_request, not_found
-from tracker_jobs.admin.params import json_object, path_id
+from tracker_jobs.admin.params import json_object, path_id, query_time
 from tracker_jobs.admin.responses import json_response
-from tracker_jobs.admin.state import REDIS, SESSIONS
-from tracker_jobs.db import transaction
+from tracker_jobs.admin.state import DIRECTORY, REDIS, SESSIONS, SETTINGS
+from tracker_jobs.db import transaction, utcnow
 from tracker_jobs.devices import service
+from tracker_jobs.devices.statistics import device_statistics, today_range
 from tracker_jobs.positions.decode import FieldError, parse_number, parse_unique_id
+
+MAX_STATISTICS_RANGE = timedelta(days=31)
 
 
 def device_fields(body: dict[str, Any], *, creating: bool) -> dict[str, Any]:
@@ -90,7 +94,7 @@ async def update_device(request: web.Request) -> web.Response:
         for key, value in fields.items():
             setattr(device, key, value)
     if device.unique_id != old_unique_id:
-        await service.forget_unique_id(request.app[REDIS], old_unique_id)
+        request.app[DIRECTORY].forget(old_unique_id)
     return json_response(service.device_to_api(device))
 
 
@@ -101,5 +105,28 @@ async def delete_device(request: web.Request) -> web.Response:
         if device is None:
             raise not_found(f"device {device_id}")
         await session.delete(device)
-    await service.forget_unique_id(request.app[REDIS], device.unique_id)
+    request.app[DIRECTORY].forget(device.unique_id)
     return web.Response(status=204)
+
+
+async def get_statistics(request: web.Request) -> web.Response:
+    """Today's statistics (in the configured time zone), and those of ?from=&to= when given."""
+    device_id = path_id(request)
+    start, end = query_time(request, "from"), query_time(request, "to")
+    settings = request.app[SETTINGS]
+    if (start is None) != (end is None):
+        raise bad_request("to" if end is None else "from", "from and to go together")
+    if start is not None and end is not None:
+        if start > end:
+            raise bad_request("from", "must not be after to")
+        if end - start > MAX_STATISTICS_RANGE:
+            raise bad_request("to", f"the range may span at most {MAX_STATISTICS_RANGE.days} days")
+    async with request.app[SESSIONS]() as session:
+        if await service.get_device(session, principal(request), device_id) is None:
+            raise not_found(f"device {device_id}")
+        redis, motion = request.app[REDIS], settings.motion_speed_kn
+        body = {"today": await device_statistics(session, redis, device_id, *today_range(utcnow(), settings.timezone),
+                                                 motion)}  # fmt: skip
+        if start is not None and end is not None:
+            body["range"] = await device_statistics(session, redis, device_id, start, end, motion)
+    return json_response(body)

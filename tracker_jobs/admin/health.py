@@ -1,27 +1,41 @@
-"""GET /health: Redis, database and live workers (no token needed, for load balancers)."""
+"""GET /health: Redis, database, live workers and each queue's backlog (no token needed, for load balancers)."""
 
 from __future__ import annotations
 
 from aiohttp import web
 
 from tracker_jobs.admin.responses import json_response
-from tracker_jobs.admin.state import ENGINE, REDIS
+from tracker_jobs.admin.state import ENGINE, REDIS, SETTINGS
 from tracker_jobs.db import ping
+from tracker_jobs.monitor.backlog import QueueBacklog, queue_backlogs
 from tracker_jobs.monitor.heartbeat import live_workers
+from tracker_jobs.monitor.service import queue_alerts, serving_workers
+
+
+def queue_health(backlog: QueueBacklog, found: list[dict[str, object]]) -> dict[str, object]:
+    return {
+        "backlog": backlog.waiting + backlog.deferred,
+        "oldestWaitingAgeS": backlog.oldest_waiting_age_s,
+        "workers": serving_workers(backlog.name, found),
+    }
 
 
 async def health(request: web.Request) -> web.Response:
     redis_ok = True
-    workers = 0
+    found: list[dict[str, object]] = []
+    backlogs: list[QueueBacklog] = []
     try:
         await request.app[REDIS].ping()
-        workers = sum(1 for worker in await live_workers(request.app[REDIS]) if worker["state"] == "live")
+        found = await live_workers(request.app[REDIS])
+        backlogs = await queue_backlogs(request.app[REDIS])
     except Exception:  # any Redis failure means "not connected" here
         redis_ok = False
+    workers = sum(1 for worker in found if worker["state"] == "live")
+    alerts = queue_alerts(backlogs, found, request.app[SETTINGS].backlog_age_limit_s)
     database_ok = await ping(request.app[ENGINE])
     if not (redis_ok and database_ok):
         status, code = "unhealthy", 503
-    elif workers == 0:
+    elif workers == 0 or alerts:
         status, code = "degraded", 200
     else:
         status, code = "healthy", 200
@@ -30,5 +44,7 @@ async def health(request: web.Request) -> web.Response:
         "redis": {"connected": redis_ok},
         "database": {"connected": database_ok},
         "workers": workers,
+        "queues": {backlog.name: queue_health(backlog, found) for backlog in backlogs},
+        "alerts": alerts,
     }
     return json_response(body, status=code)

@@ -1,15 +1,20 @@
-"""GET /api/positions: a device's positions in a time range, or each visible device's latest."""
+"""/api/positions: read positions (the newest from the live cache, or a range), and the batch API."""
 
 from __future__ import annotations
+
+from typing import Any
 
 from aiohttp import web
 
 from tracker_jobs.admin.auth import principal
-from tracker_jobs.admin.errors import bad_request
-from tracker_jobs.admin.params import query_int, query_ints, query_time
+from tracker_jobs.admin.errors import ApiError, bad_request
+from tracker_jobs.admin.osmand import UNAVAILABLE, redis_unavailable
+from tracker_jobs.admin.params import json_body, query_int, query_ints, query_time
 from tracker_jobs.admin.responses import json_response
-from tracker_jobs.admin.state import SESSIONS
-from tracker_jobs.positions.service import list_positions, position_to_api
+from tracker_jobs.admin.state import ACCEPTOR, REDIS, SESSIONS, SETTINGS
+from tracker_jobs.db import utcnow
+from tracker_jobs.positions.batch import BatchAnswer, resolve_batch
+from tracker_jobs.positions.service import latest_positions, positions_in_range
 
 MAX_POSITIONS_PER_REQUEST = 100_000
 
@@ -24,5 +29,54 @@ async def get_positions(request: web.Request) -> web.Response:
     if not 0 < limit <= MAX_POSITIONS_PER_REQUEST:
         raise bad_request("limit", f"must be from 1 to {MAX_POSITIONS_PER_REQUEST}")
     async with request.app[SESSIONS]() as session:
-        positions = await list_positions(session, principal(request), device_ids, start, end, limit)
-    return json_response([position_to_api(position) for position in positions])
+        if start is None and end is None:
+            found = await latest_positions(session, request.app[REDIS], principal(request), device_ids)
+        else:
+            found = await positions_in_range(session, principal(request), device_ids, start, end, limit)
+    return json_response(found)
+
+
+async def _accept_batch(request: web.Request, items: list[Any]) -> BatchAnswer:
+    settings = request.app[SETTINGS]
+    if len(items) > settings.batch_limit:
+        raise ApiError(413, "too_large", f"positions: {len(items)} in one request, at most {settings.batch_limit}")
+    now = utcnow()
+    try:
+        async with request.app[SESSIONS]() as session:
+            answer = await resolve_batch(session, principal(request), items, now=now,
+                                         auto_register=settings.auto_register)  # fmt: skip
+        if answer.accepted:
+            answer.task_ids = (await request.app[ACCEPTOR].accept(answer.accepted)).task_ids
+    except UNAVAILABLE:
+        raise redis_unavailable() from None
+    return answer
+
+
+def _batch_response(answer: BatchAnswer) -> web.Response:
+    body = answer.as_dict()
+    if not answer.accepted:
+        first = answer.rejected[0] if answer.rejected else {"index": 0, "reason": "the batch is empty"}
+        body["error"] = {"code": "invalid_positions",
+                         "message": f"no position accepted; index {first['index']}: {first['reason']}"}  # fmt: skip
+        return json_response(body, status=400)
+    return json_response(body, status=202)
+
+
+async def post_positions(request: web.Request) -> web.Response:
+    """POST /api/positions and the seed's POST /api/tasks/position/process-batch: a JSON array
+    (or {"positions": [...]}); the good positions go through, the bad ones are listed."""
+    body = await json_body(request)
+    if isinstance(body, dict) and isinstance(body.get("positions"), list):
+        body = body["positions"]
+    if not isinstance(body, list):
+        raise bad_request("positions", "must be a JSON array of positions")
+    return _batch_response(await _accept_batch(request, body))
+
+
+async def post_single_position(request: web.Request) -> web.Response:
+    """The seed's POST /api/tasks/position/process-single: one position object."""
+    body = await json_body(request)
+    answer = await _accept_batch(request, [body])
+    if answer.rejected:
+        raise ApiError(400, "invalid_field", answer.rejected[0]["reason"])
+    return _batch_response(answer)

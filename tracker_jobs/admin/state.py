@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from weakref import WeakKeyDictionary
+
 from aiohttp import web
 from arq.connections import ArqRedis
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from tracker_jobs.config import Settings
 from tracker_jobs.db import session_factory
+from tracker_jobs.devices.service import DeviceDirectory
+from tracker_jobs.positions.acceptor import Acceptor
 from tracker_jobs.users.service import Principal
 
 SETTINGS = web.AppKey("settings", Settings)
@@ -15,6 +19,10 @@ REDIS = web.AppKey("redis", ArqRedis)
 ENGINE = web.AppKey("engine", AsyncEngine)
 SESSIONS = web.AppKey("sessions", async_sessionmaker[AsyncSession])
 PRINCIPAL = web.RequestKey("principal", Principal)  # the authenticated caller
+ACCEPTOR = web.AppKey("acceptor", Acceptor)
+DIRECTORY = web.AppKey("directory", DeviceDirectory)
+_ACCEPTORS: WeakKeyDictionary[ArqRedis, Acceptor] = WeakKeyDictionary()
+_DIRECTORIES: WeakKeyDictionary[AsyncEngine, DeviceDirectory] = WeakKeyDictionary()
 
 
 def set_resources(app: web.Application, settings: Settings, redis: ArqRedis, engine: AsyncEngine) -> None:
@@ -22,3 +30,11 @@ def set_resources(app: web.Application, settings: Settings, redis: ArqRedis, eng
     app[REDIS] = redis
     app[ENGINE] = engine
     app[SESSIONS] = session_factory(engine)
+    # The admin app and the listener of one process share these: a device deleted through the API
+    # is forgotten by the listener too, and their positions share Redis writes.
+    if redis not in _ACCEPTORS:
+        _ACCEPTORS[redis] = Acceptor(redis, settings.position_partitions)
+    if engine not in _DIRECTORIES:
+        _DIRECTORIES[engine] = DeviceDirectory(app[SESSIONS])
+    app[ACCEPTOR] = _ACCEPTORS[redis]
+    app[DIRECTORY] = _DIRECTORIES[engine]

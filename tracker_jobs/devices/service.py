@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from typing import Any
 
-from redis.asyncio import Redis
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlmodel import col, select
@@ -14,28 +15,58 @@ from tracker_jobs.db import dialect_name, iso, transaction
 from tracker_jobs.devices.models import Device, UserDevice
 from tracker_jobs.users.service import Principal
 
-# uniqueId -> device id; written on a miss, removed when a device is deleted or renamed.
-DEVICE_IDS_KEY = "tracker:device-ids"
+DIRECTORY_REFRESH_S = 60.0  # how stale a process's map may get (a deleted device's positions are dropped later)
+UNKNOWN_FOR_S = 10.0  # an unregistered id is not looked up again for this long
 
 
 class UnknownDevice(LookupError):
     """A device reported that is not registered, and auto-registration is off."""
 
 
-async def resolve_device_id(
-    redis: Redis, sessions: async_sessionmaker[AsyncSession], unique_id: str, *, auto_register: bool
-) -> int:
-    cached = await redis.hget(DEVICE_IDS_KEY, unique_id)  # type: ignore[misc]
-    if cached is not None:
-        return int(cached)
-    async with transaction(sessions) as session:
-        device_id = await _device_id(session, unique_id)
-        if device_id is None:
-            if not auto_register:
-                raise UnknownDevice(unique_id)
-            device_id = await _register(session, unique_id)
-    await redis.hset(DEVICE_IDS_KEY, unique_id, str(device_id))  # type: ignore[misc]
-    return device_id
+class DeviceDirectory:
+    """uniqueId -> device id for the ingest path, kept in this process's memory.
+
+    The whole map is loaded in one query and reloaded once a minute, so a reporting fleet costs no
+    database round trip per position; a device the map does not know yet is looked up (or
+    registered) once."""
+
+    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+        self.sessions = sessions
+        self.ids: dict[str, int] = {}
+        self.unknown: dict[str, float] = {}
+        self.loaded_at = float("-inf")
+        self.loading = asyncio.Lock()
+
+    async def resolve(self, unique_id: str, *, auto_register: bool) -> int:
+        if time.monotonic() - self.loaded_at > DIRECTORY_REFRESH_S:
+            await self._load()
+        found = self.ids.get(unique_id)
+        if found is not None:
+            return found
+        if not auto_register and time.monotonic() - self.unknown.get(unique_id, float("-inf")) < UNKNOWN_FOR_S:
+            raise UnknownDevice(unique_id)
+        async with transaction(self.sessions) as session:
+            device_id = await _device_id(session, unique_id)
+            if device_id is None:
+                if not auto_register:
+                    self.unknown[unique_id] = time.monotonic()
+                    raise UnknownDevice(unique_id)
+                device_id = await register_device(session, unique_id)
+        self.ids[unique_id] = device_id
+        return device_id
+
+    def forget(self, unique_id: str) -> None:
+        self.ids.pop(unique_id, None)
+
+    async def _load(self) -> None:
+        async with self.loading:
+            if time.monotonic() - self.loaded_at <= DIRECTORY_REFRESH_S:
+                return  # another request loaded it while this one waited
+            async with self.sessions() as session:
+                rows = await session.execute(select(Device.unique_id, Device.id))
+                self.ids = {unique_id: device_id for unique_id, device_id in rows if device_id is not None}
+            self.unknown.clear()
+            self.loaded_at = time.monotonic()
 
 
 async def _device_id(session: AsyncSession, unique_id: str) -> int | None:
@@ -45,15 +76,20 @@ async def _device_id(session: AsyncSession, unique_id: str) -> int | None:
     return found
 
 
-async def _register(session: AsyncSession, unique_id: str) -> int:
-    # Two requests from a new device can race; the unique key keeps one row and both read its id.
+async def register_device(session: AsyncSession, unique_id: str) -> int:
+    return (await register_devices(session, {unique_id}))[unique_id]
+
+
+async def register_devices(session: AsyncSession, unique_ids: set[str]) -> dict[str, int]:
+    """Create the devices (named by their uniqueId) in one statement; uniqueId -> id of each.
+    Two requests from a new device can race; the unique key keeps one row and both read its id."""
     insert = postgresql.insert if dialect_name(session) == "postgresql" else sqlite.insert
     await session.execute(
-        insert(Device).values(unique_id=unique_id, name=unique_id, attributes={}).on_conflict_do_nothing()
+        insert(Device).on_conflict_do_nothing(),
+        [{"unique_id": unique_id, "name": unique_id, "attributes": {}} for unique_id in sorted(unique_ids)],
     )
-    device_id = await _device_id(session, unique_id)
-    assert device_id is not None
-    return device_id
+    rows = await session.execute(select(Device.unique_id, Device.id).where(col(Device.unique_id).in_(unique_ids)))
+    return {unique_id: device_id for unique_id, device_id in rows if device_id is not None}
 
 
 def visible_device_ids(principal: Principal) -> SelectOfScalar[int | None] | SelectOfScalar[int]:
@@ -92,10 +128,6 @@ async def create_device(session: AsyncSession, principal: Principal, fields: dic
         assert device.id is not None
         session.add(UserDevice(user_id=principal.user_id, device_id=device.id))
     return device
-
-
-async def forget_unique_id(redis: Redis, unique_id: str) -> None:
-    await redis.hdel(DEVICE_IDS_KEY, unique_id)  # type: ignore[misc]
 
 
 def device_to_api(device: Device) -> dict[str, Any]:

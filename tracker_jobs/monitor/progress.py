@@ -1,10 +1,13 @@
-"""Progress of long jobs (percent and a short message), kept in Redis under the job's id."""
+"""Progress of long jobs (percent and a short message), kept in Redis under the job's id (fresh for
+the API) and in the job's record (within a second, and for good)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from redis.asyncio import Redis
+
+from tracker_jobs.monitor.records import JOB_RECORDS
 
 PROGRESS_TTL_S = 7 * 24 * 3600
 
@@ -21,6 +24,7 @@ async def report_progress(ctx: dict[str, Any], done: int, total: int, message: s
     percent = 100.0 if total <= 0 else round(100.0 * min(done, total) / total, 1)
     redis: Redis = ctx["redis"]
     key = progress_key(str(job_id))
+    JOB_RECORDS.progressed(str(job_id), percent, message[:256])
     async with redis.pipeline(transaction=False) as pipe:
         pipe.hset(key, mapping={"percent": percent, "message": message[:256], "done": done, "total": total})
         pipe.expire(key, PROGRESS_TTL_S)

@@ -30,7 +30,7 @@ class FieldError(ValueError):
 
 @dataclass(slots=True)
 class DecodedPosition:
-    unique_id: str
+    unique_id: str  # "" when the sender named the device by its internal `device_id`
     fix_time: datetime
     latitude: float
     longitude: float
@@ -41,6 +41,7 @@ class DecodedPosition:
     valid: bool = True
     protocol: str = "osmand"
     attributes: dict[str, Any] = field(default_factory=dict)
+    device_id: int | None = None
 
 
 def parse_number(field: str, raw: object) -> float:
@@ -174,4 +175,105 @@ def decode_osmand(params: Mapping[str, str], *, now: datetime, speed_unit: str =
     for key, raw in params.items():
         if key not in _OSMAND_KNOWN:
             attributes[key] = typed_value(raw)
+    return position
+
+
+def _object(field: str, raw: object) -> dict[str, Any]:
+    if not isinstance(raw, dict):
+        raise FieldError(field, "must be a JSON object")
+    return raw
+
+
+def _known_number(field: str, raw: object) -> float | None:
+    """Traccar Client sends -1 for what it does not know."""
+    if raw is None:
+        return None
+    value = parse_number(field, raw)
+    return None if value < 0 else value
+
+
+def decode_traccar_client_json(body: object, *, now: datetime) -> DecodedPosition:
+    """Traccar Client's JSON: {"device_id", "location": {"timestamp", "coords": {...}, "battery": {...}, ...}}.
+    Speed arrives in m/s; a negative speed, heading or battery level means "not known"."""
+    root = _object("body", body)
+    location = _object("location", root.get("location"))
+    coords = _object("location.coords", location.get("coords"))
+    if "latitude" not in coords:
+        raise FieldError("location.coords.latitude", "is required")
+    if "longitude" not in coords:
+        raise FieldError("location.coords.longitude", "is required")
+    timestamp = location.get("timestamp")
+    position = DecodedPosition(
+        unique_id=parse_unique_id("device_id", root.get("device_id", "")),
+        fix_time=parse_time("location.timestamp", timestamp) if timestamp is not None else now,
+        latitude=parse_latitude("location.coords.latitude", coords["latitude"]),
+        longitude=parse_longitude("location.coords.longitude", coords["longitude"]),
+    )
+    speed = _known_number("location.coords.speed", coords.get("speed"))
+    position.speed = 0.0 if speed is None else speed * KNOTS_PER["mps"]
+    heading = _known_number("location.coords.heading", coords.get("heading"))
+    position.course = 0.0 if heading is None else heading % 360.0
+    position.accuracy = _known_number("location.coords.accuracy", coords.get("accuracy")) or 0.0
+    if coords.get("altitude") is not None:
+        position.altitude = parse_number("location.coords.altitude", coords["altitude"])
+    attributes = position.attributes
+    if isinstance(location.get("is_moving"), bool):
+        attributes["motion"] = location["is_moving"]
+    if location.get("odometer") is not None:
+        attributes["odometer"] = parse_number("location.odometer", location["odometer"])
+    if isinstance(location.get("event"), str):
+        attributes["event"] = location["event"]
+    battery = location.get("battery")
+    if battery is not None:
+        battery = _object("location.battery", battery)
+        level = _known_number("location.battery.level", battery.get("level"))
+        if level is not None:
+            attributes["batteryLevel"] = round(level * 100)
+        if isinstance(battery.get("is_charging"), bool):
+            attributes["charge"] = battery["is_charging"]
+    activity = location.get("activity")
+    if isinstance(activity, dict) and isinstance(activity.get("type"), str):
+        attributes["activity"] = activity["type"]
+    extras = location.get("extras", root.get("extras"))
+    if extras is not None:
+        attributes.update(_object("location.extras", extras))
+    return position
+
+
+def decode_position_object(item: object, *, now: datetime) -> DecodedPosition:
+    """The batch API's item, Traccar's position shape: `deviceId` (the device's id) or `uniqueId`,
+    `fixTime`, `latitude`, `longitude`, and optionally speed (knots), course, altitude, accuracy,
+    valid, attributes."""
+    data = _object("position", item)
+    if "deviceId" in data:
+        device_id = parse_number("deviceId", data["deviceId"])
+        if not device_id.is_integer() or not 0 < device_id < 2**31:
+            raise FieldError("deviceId", "must be a positive whole number")
+        unique_id, internal_id = "", int(device_id)
+    elif "uniqueId" in data:
+        unique_id, internal_id = parse_unique_id("uniqueId", data["uniqueId"]), None
+    else:
+        raise FieldError("deviceId", "is required (or uniqueId)")
+    for name in ("latitude", "longitude"):
+        if name not in data:
+            raise FieldError(name, "is required")
+    fix_time = data.get("fixTime", data.get("deviceTime"))
+    position = DecodedPosition(
+        unique_id=unique_id,
+        device_id=internal_id,
+        fix_time=now if fix_time is None else parse_time("fixTime", fix_time),
+        latitude=parse_latitude("latitude", data["latitude"]),
+        longitude=parse_longitude("longitude", data["longitude"]),
+        protocol="api",
+    )
+    for name in ("speed", "course", "altitude", "accuracy"):
+        if data.get(name) is not None:
+            setattr(position, name, parse_number(name, data[name]))
+    position.course %= 360.0
+    if "valid" in data:
+        if not isinstance(data["valid"], bool):
+            raise FieldError("valid", "must be true or false")
+        position.valid = data["valid"]
+    if data.get("attributes") is not None:
+        position.attributes = dict(_object("attributes", data["attributes"]))
     return position

@@ -1,11 +1,12 @@
-"""Accepting positions into Redis and draining them into the database; reading them back."""
+"""Accepting positions into Redis, draining them through the pipeline into the database, reading them."""
 
 from __future__ import annotations
 
-from collections import defaultdict
-from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import datetime
+import time
+from collections import Counter, defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -16,14 +17,18 @@ from sqlmodel import col, select
 from tracker_jobs.db import iso, transaction
 from tracker_jobs.devices.models import Device
 from tracker_jobs.devices.service import visible_device_ids
-from tracker_jobs.positions import stream
+from tracker_jobs.monitor.counters import POSITIONS_DROPPED, POSITIONS_STORED
+from tracker_jobs.positions import live, stream
 from tracker_jobs.positions.decode import DecodedPosition
 from tracker_jobs.positions.models import Position
-from tracker_jobs.positions.store import position_row, store_positions
+from tracker_jobs.positions.pipeline import PipelineConfig, run_pipeline
+from tracker_jobs.positions.store import StoredDevice, decode_entry, insert_positions, load_devices, move_devices
 from tracker_jobs.queues import enqueue
 from tracker_jobs.users.service import Principal
 
 DRAIN_JOB = "process_position_batch"
+ENTRIES_PER_READ = 10  # entries hold up to thousands of positions: read a few at a time
+MAX_DRAIN_S = 60.0  # a drain under endless load hands over, so no job runs into its time limit
 
 
 def encode_position(device_id: int, position: DecodedPosition, server_time: datetime) -> bytes:
@@ -45,31 +50,61 @@ def encode_position(device_id: int, position: DecodedPosition, server_time: date
     )
 
 
+@dataclass(frozen=True)
+class RateLimit:
+    """Positions one device may send per window (the listener's per-device limit)."""
+
+    limit: int
+    window_s: int
+
+
+@dataclass
+class Accepted:
+    job_ids: dict[int, str]  # partition -> its drain job
+    waits_ms: list[int]  # per position: 0 accepted, else refused by its device's rate limit for this long
+
+
+def rate_key(device_id: int) -> str:
+    return f"tracker:rate:device:{device_id}"
+
+
 async def accept_positions(
     redis: ArqRedis,
     partitions: int,
-    positions: Sequence[tuple[int, DecodedPosition]],
+    positions: Sequence[tuple[int, DecodedPosition, RateLimit | None]],
     server_time: datetime,
-) -> None:
-    """Put positions in their partitions' streams and make sure a drain job will run for each.
+) -> Accepted:
+    """Put positions in their partitions' streams (those within their rate limit) and make sure a
+    drain job will run for each partition. When this returns, the caller may answer 2xx for every
+    position whose wait is 0."""
+    bulk: dict[int, list[bytes]] = defaultdict(list)
+    limited: list[stream.Limited] = []
+    limited_at: list[int] = []
+    window_s = 60
+    for index, (device_id, position, limit) in enumerate(positions):
+        partition = stream.partition_of(device_id, partitions)
+        payload = encode_position(device_id, position, server_time)
+        if limit is None:
+            bulk[partition].append(payload)
+        else:
+            limited.append(stream.Limited(partition, payload, rate_key(device_id), limit.limit))
+            limited_at.append(index)
+            window_s = limit.window_s
+    scheduled = await stream.append(redis, bulk, limited, window_s)
+    for partition, job_id in scheduled.new.items():
+        await enqueue(redis, DRAIN_JOB, job_id=job_id, partition=partition)
+    waits = [0] * len(positions)
+    for index, wait in zip(limited_at, scheduled.waits_ms, strict=True):
+        waits[index] = wait
+    return Accepted(job_ids=scheduled.job_ids, waits_ms=waits)
 
-    When this returns, the positions are in Redis: the caller may answer the device 2xx.
-    """
-    by_partition: dict[int, list[bytes]] = defaultdict(list)
-    for device_id, position in positions:
-        by_partition[stream.partition_of(device_id, partitions)].append(
-            encode_position(device_id, position, server_time)
-        )
-    for partition in await stream.append(redis, by_partition):
-        await enqueue(redis, DRAIN_JOB, partition=partition)
 
-
-async def schedule_backlog(redis: ArqRedis, partitions: int) -> list[int]:
-    """Enqueue a drain for every partition with waiting entries and no drain scheduled."""
-    waiting = await stream.unscheduled_backlog(redis, partitions)
-    for partition in waiting:
-        await enqueue(redis, DRAIN_JOB, partition=partition)
-    return waiting
+async def schedule_backlog(redis: ArqRedis, partitions: list[int]) -> list[int]:
+    """Enqueue a drain for each of these partitions with waiting entries and no drain scheduled."""
+    waiting = await stream.unscheduled(redis, partitions)
+    for partition, job_id in waiting.items():
+        await enqueue(redis, DRAIN_JOB, job_id=job_id, partition=partition)
+    return sorted(waiting)
 
 
 @dataclass
@@ -78,16 +113,67 @@ class DrainResult:
     batches: int = 0
     entries: int = 0
     stored: int = 0
+    dropped: Counter[str] = field(default_factory=Counter)
     locked_out: bool = False
 
     def as_dict(self) -> dict[str, Any]:
-        return {
-            "partition": self.partition,
-            "batches": self.batches,
-            "entries": self.entries,
-            "stored": self.stored,
-            "lockedOut": self.locked_out,
-        }
+        return {"partition": self.partition, "batches": self.batches, "entries": self.entries,
+                "stored": self.stored, "dropped": dict(self.dropped), "lockedOut": self.locked_out}  # fmt: skip
+
+
+@dataclass
+class BatchOutcome:
+    stored: int
+    dropped: Counter[str]
+    newest: list[tuple[float, dict[str, Any]]]  # (fix time, API position) per device moved forward
+    devices: list[dict[str, Any]]  # API device changes
+
+
+async def store_batch(
+    sessions: async_sessionmaker[AsyncSession], rows: list[dict[str, Any]], config: PipelineConfig, now: float
+) -> BatchOutcome:
+    """Pipeline and store one batch in one transaction; say what changed for live updates."""
+    async with transaction(sessions) as session:
+        devices = await load_devices(session, (row["device_id"] for row in rows))
+        dropped: Counter[str] = Counter()
+        usable = []
+        for row in rows:
+            device = devices.get(row["device_id"])
+            if device is None or device.disabled:
+                dropped["unknownDevice" if device is None else "disabled"] += 1
+            else:
+                usable.append(row)
+        result = run_pipeline(usable, {d.id: d.state for d in devices.values() if d.state}, config, now)
+        inserted = await insert_positions(
+            session, result.kept, [(device_id, row["fix_time"]) for device_id, row in result.newest.items()]
+        )
+        ids = inserted.ids
+        dropped.update(result.dropped)
+        dropped["duplicate"] += len(result.kept) - inserted.stored  # kept, but stored already by an earlier run
+        seen: dict[int, float] = {}
+        for row in result.kept:
+            seen[row["device_id"]] = max(seen.get(row["device_id"], 0.0), row["server_time"])
+        await move_devices(session, seen, result.newest, ids)
+    newest = [
+        (row["fix_time"], position_to_api({**row, "id": ids[(device_id, row["fix_time"])]}))
+        for device_id, row in result.newest.items()
+        if (device_id, row["fix_time"]) in ids
+    ]
+    changes = [_device_change(devices[device_id], server_time, result.newest.get(device_id), ids)
+               for device_id, server_time in seen.items()]  # fmt: skip
+    return BatchOutcome(stored=inserted.stored, dropped=+dropped, newest=newest, devices=changes)
+
+
+def _device_change(
+    device: StoredDevice, server_time: float, newest: Mapping[str, Any] | None, ids: Mapping[tuple[int, float], int]
+) -> dict[str, Any]:
+    change: dict[str, Any] = {"id": device.id, "name": device.name, "uniqueId": device.unique_id,
+                              "status": "online", "lastUpdate": _iso_epoch(server_time)}  # fmt: skip
+    if newest is not None and (device.id, newest["fix_time"]) in ids:
+        change["positionId"] = ids[(device.id, newest["fix_time"])]
+        change["totalDistance"] = newest["attributes"]["totalDistance"]
+        change["motion"] = newest["attributes"]["motion"]
+    return change
 
 
 async def drain_partition(
@@ -97,67 +183,112 @@ async def drain_partition(
     *,
     consumer: str,
     batch_size: int,
+    config: PipelineConfig,
 ) -> DrainResult:
     """Store everything waiting in one partition, a batch at a time, acknowledging each after commit."""
     result = DrainResult(partition)
-    await redis.delete(stream.scheduled_key(partition))  # before reading: see the module's docstring
     await stream.ensure_group(redis, partition)
     lock = stream.PartitionLock(redis, partition)
-    if not await lock.acquire(wait_s=stream.LOCK_TTL_MS / 1000 + 5):
+    if not await lock.acquire():
+        # Leave the flag set, so accepts do not pile up jobs: the holder clears it and re-checks the
+        # stream when it lets go, so whatever this job was for is drained.
         result.locked_out = True
         return result
+    await redis.delete(stream.scheduled_key(partition))  # before reading: see stream's docstring
+    deadline = time.monotonic() + MAX_DRAIN_S
     try:
-        while entries := await stream.read_batch(redis, partition, consumer, batch_size):
-            rows = [position_row(fields[b"p"]) for _, fields in entries]
-            async with transaction(sessions) as session:
-                result.stored += await store_positions(session, rows)
+        while time.monotonic() < deadline and (entries := await _next_batch(redis, partition, consumer, batch_size)):
+            rows = [row for _, fields in entries for row in decode_entry(fields[b"p"])]
+            outcome = await store_batch(sessions, rows, config, datetime.now(UTC).timestamp())
+            counts = {POSITIONS_STORED: outcome.stored, POSITIONS_DROPPED: sum(outcome.dropped.values())}
+            await live.publish_batch(redis, outcome.newest, outcome.devices, counts)
             await stream.acknowledge(redis, partition, [entry_id for entry_id, _ in entries])
-            await lock.refresh()
             result.batches += 1
-            result.entries += len(entries)
+            result.entries += len(rows)
+            result.stored += outcome.stored
+            result.dropped.update(outcome.dropped)
     finally:
         await lock.release()
+    # Whatever arrived while this drain held the lock (a job turned away left the flag set for it),
+    # or a drain cut short by its deadline left: hand it to a fresh drain.
+    await redis.delete(stream.scheduled_key(partition))
+    await schedule_backlog(redis, [partition])
     return result
 
 
-def position_to_api(position: Position) -> dict[str, Any]:
-    """A position in Traccar's field names."""
+async def _next_batch(
+    redis: ArqRedis, partition: int, consumer: str, batch_size: int
+) -> list[tuple[bytes, dict[bytes, bytes]]]:
+    """Stream entries holding about `batch_size` positions (an entry holds one request group's)."""
+    entries: list[tuple[bytes, dict[bytes, bytes]]] = []
+    positions = 0
+    while positions < batch_size and (
+        more := await stream.read_entries(redis, partition, consumer, ENTRIES_PER_READ, claim=not entries)
+    ):
+        entries.extend(more)
+        positions += sum(int(fields[b"n"]) for _, fields in more)
+    return entries
+
+
+def _iso_epoch(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).isoformat()
+
+
+def position_to_api(position: Mapping[str, Any]) -> dict[str, Any]:
+    """A position in Traccar's field names (times as datetimes or epoch seconds)."""
+
+    def when(value: Any) -> str | None:
+        return _iso_epoch(value) if isinstance(value, float | int) else iso(value)
+
     return {
-        "id": position.id,
-        "deviceId": position.device_id,
-        "protocol": position.protocol,
-        "fixTime": iso(position.fix_time),
-        "serverTime": iso(position.server_time),
-        "valid": position.valid,
-        "latitude": position.latitude,
-        "longitude": position.longitude,
-        "altitude": position.altitude,
-        "speed": position.speed,
-        "course": position.course,
-        "accuracy": position.accuracy,
-        "attributes": position.attributes,
+        "id": position["id"],
+        "deviceId": position["device_id"],
+        "protocol": position["protocol"],
+        "fixTime": when(position["fix_time"]),
+        "serverTime": when(position["server_time"]),
+        "valid": position["valid"],
+        "latitude": position["latitude"],
+        "longitude": position["longitude"],
+        "altitude": position["altitude"],
+        "speed": position["speed"],
+        "course": position["course"],
+        "accuracy": position["accuracy"],
+        "attributes": position["attributes"],
     }
 
 
-async def list_positions(
-    session: AsyncSession,
-    principal: Principal,
-    device_ids: list[int],
-    start: datetime | None,
-    end: datetime | None,
-    limit: int,
-) -> list[Position]:
-    """Positions in a time range (ordered per device by fix time), or each visible device's latest."""
+async def visible_ids(session: AsyncSession, principal: Principal, device_ids: list[int]) -> list[int]:
+    query = visible_device_ids(principal)
+    rows = (await session.execute(query)).scalars().all()
+    allowed = [device_id for device_id in rows if device_id is not None]
+    return [d for d in allowed if d in set(device_ids)] if device_ids else allowed
+
+
+async def latest_positions(
+    session: AsyncSession, redis: ArqRedis, principal: Principal, device_ids: list[int]
+) -> list[dict[str, Any]]:
+    """Each visible device's newest position: from the live cache, the database for any it lacks."""
+    ids = await visible_ids(session, principal, device_ids)
+    cached = await live.latest_positions(redis, ids)
+    missing = set(ids) - {position["deviceId"] for position in cached}
+    if missing:
+        newest = select(Device.position_id).where(col(Device.id).in_(missing))
+        stored = (await session.execute(select(Position).where(col(Position.id).in_(newest)))).scalars()
+        cached.extend(position_to_api(position.model_dump()) for position in stored)
+    return sorted(cached, key=lambda position: position["deviceId"])
+
+
+async def positions_in_range(
+    session: AsyncSession, principal: Principal, device_ids: list[int], start: datetime | None,
+    end: datetime | None, limit: int,
+) -> list[dict[str, Any]]:  # fmt: skip
+    """Positions in a time range, ordered per device by fix time."""
     query = select(Position).where(col(Position.device_id).in_(visible_device_ids(principal)))
     if device_ids:
         query = query.where(col(Position.device_id).in_(device_ids))
-    if start is None and end is None:
-        latest = select(Device.position_id).where(col(Device.position_id).is_not(None))
-        query = query.where(col(Position.id).in_(latest))
-        return list((await session.execute(query.order_by(col(Position.device_id)))).scalars())
     if start is not None:
         query = query.where(col(Position.fix_time) >= start)
     if end is not None:
         query = query.where(col(Position.fix_time) <= end)
     query = query.order_by(col(Position.device_id), col(Position.fix_time)).limit(limit)
-    return list((await session.execute(query)).scalars())
+    return [position_to_api(position.model_dump()) for position in (await session.execute(query)).scalars()]

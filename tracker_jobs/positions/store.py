@@ -1,29 +1,55 @@
-"""One database write per batch: the positions, then each device's latest state."""
+"""One database transaction per batch: read the devices' stored state, insert the positions in bulk,
+move each device forward. COPY on PostgreSQL, one executemany on SQLite."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import asyncpg
 import orjson
 import sqlalchemy as sa
+from sqlalchemy.dialects import sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
 
-from tracker_jobs.db import UTCDateTime, insert_ignoring_duplicates
+from tracker_jobs.db import UTCDateTime, dialect_name
+from tracker_jobs.devices.models import Device
 from tracker_jobs.positions.models import Position
+from tracker_jobs.positions.pipeline import DeviceState
 
+COLUMNS = ("device_id", "protocol", "fix_time", "server_time", "latitude", "longitude", "altitude", "speed",
+           "course", "accuracy", "valid", "attributes")  # fmt: skip
 _POSITIONS: sa.Table = Position.__table__  # type: ignore[attr-defined]
 
-# Data arrived: the device is online and this is when it was last heard from.
+# Rows arrive by COPY into a per-connection scratch table, then move over in one statement that skips
+# what is stored already and returns the new ids.
+_CREATE_INCOMING = """
+CREATE TEMP TABLE IF NOT EXISTS incoming_positions (
+    device_id integer, protocol varchar(32), fix_time timestamptz, server_time timestamptz,
+    latitude float8, longitude float8, altitude float8, speed float8, course float8, accuracy float8,
+    valid boolean, attributes jsonb
+) ON COMMIT DELETE ROWS
+"""
+_MOVE_INCOMING = """
+INSERT INTO positions (device_id, protocol, fix_time, server_time, latitude, longitude, altitude, speed,
+                       course, accuracy, valid, attributes)
+SELECT device_id, protocol, fix_time, server_time, latitude, longitude, altitude, speed,
+       course, accuracy, valid, attributes
+FROM incoming_positions
+ON CONFLICT (device_id, fix_time) DO NOTHING RETURNING id, device_id, fix_time
+"""
+
 _DEVICE_SEEN = sa.text(
     "UPDATE devices SET status = 'online', last_update = :server_time WHERE id = :device_id"
 ).bindparams(sa.bindparam("server_time", type_=UTCDateTime()))
 
-# The latest position only moves forward: a late, older fix is stored but does not replace it.
-_DEVICE_LATEST = sa.text(
+# The newest position only moves forward: the guard protects against a drainer that lost its lock.
+_DEVICE_NEWEST = sa.text(
     """
-    UPDATE devices
-    SET position_id = (SELECT id FROM positions WHERE device_id = :device_id AND fix_time = :fix_time)
+    UPDATE devices SET position_id = :position_id, total_distance = :odometer, motion = :motion
     WHERE id = :device_id
       AND (position_id IS NULL
            OR NOT EXISTS (SELECT 1 FROM positions AS current
@@ -32,27 +58,166 @@ _DEVICE_LATEST = sa.text(
 ).bindparams(sa.bindparam("fix_time", type_=UTCDateTime()))
 
 
-def position_row(payload: bytes) -> dict[str, Any]:
-    """A stream entry as a positions row (times arrive as epoch seconds)."""
-    data: dict[str, Any] = orjson.loads(payload)
-    data["fix_time"] = datetime.fromtimestamp(data["fix_time"], UTC)
-    data["server_time"] = datetime.fromtimestamp(data["server_time"], UTC)
-    return data
+@dataclass(frozen=True)
+class StoredDevice:
+    """A device as the pipeline and live updates need it."""
+
+    id: int
+    name: str
+    unique_id: str
+    disabled: bool
+    state: DeviceState | None
 
 
-async def store_positions(session: AsyncSession, rows: list[dict[str, Any]]) -> int:
-    """Insert the batch (a re-run stores nothing twice) and move each device's state; return rows written."""
-    unique: dict[tuple[int, datetime], dict[str, Any]] = {}
+def decode_entry(payload: bytes) -> list[dict[str, Any]]:
+    """A stream entry (a JSON array of positions) as rows; times stay epoch seconds until the write."""
+    rows: list[dict[str, Any]] = orjson.loads(payload)
+    return rows
+
+
+async def load_devices(session: AsyncSession, device_ids: Iterable[int]) -> dict[int, StoredDevice]:
+    """The batch's devices that still exist, with their newest stored position (one query)."""
+    query = (
+        sa.select(
+            col(Device.id),
+            col(Device.name),
+            col(Device.unique_id),
+            col(Device.disabled),
+            col(Device.total_distance),
+            col(Position.fix_time),
+            col(Position.latitude),
+            col(Position.longitude),
+        )
+        .outerjoin(Position, col(Position.id) == col(Device.position_id))
+        .where(col(Device.id).in_(sorted(set(device_ids))))
+    )
+    devices: dict[int, StoredDevice] = {}
+    for device_id, name, unique_id, disabled, odometer, fix_time, latitude, longitude in await session.execute(query):
+        state = None
+        if fix_time is not None:
+            state = DeviceState(fix_time=fix_time.timestamp(), latitude=latitude, longitude=longitude,
+                                odometer=odometer)  # fmt: skip
+        assert device_id is not None
+        devices[device_id] = StoredDevice(device_id, name, unique_id, disabled, state)
+    return devices
+
+
+def as_records(rows: list[dict[str, Any]], *, json_text: bool) -> list[tuple[Any, ...]]:
+    """Rows as tuples in COLUMNS order, in one pass (the hot path); attributes as JSON text for COPY."""
+    server_times: dict[float, datetime] = {}  # a request group shares one server time: convert it once
+    records = []
     for row in rows:
-        unique.setdefault((row["device_id"], row["fix_time"]), row)
-    ordered = sorted(unique.values(), key=lambda row: (row["device_id"], row["fix_time"]))
-    await insert_ignoring_duplicates(session, _POSITIONS, ordered)
-    latest: dict[int, dict[str, Any]] = {}
-    for row in ordered:  # sorted by fix time within a device, so the last one wins
-        latest[row["device_id"]] = row
-    seen = [{"device_id": device_id, "server_time": row["server_time"]} for device_id, row in latest.items()]
-    newest = [{"device_id": device_id, "fix_time": row["fix_time"]} for device_id, row in latest.items()]
-    if seen:
-        await session.execute(_DEVICE_SEEN, seen)
-        await session.execute(_DEVICE_LATEST, newest)
-    return len(ordered)
+        server = row["server_time"]
+        if server not in server_times:
+            server_times[server] = datetime.fromtimestamp(server, UTC)
+        attributes = row["attributes"]
+        records.append((
+            row["device_id"], row["protocol"], datetime.fromtimestamp(row["fix_time"], UTC), server_times[server],
+            row["latitude"], row["longitude"], row["altitude"], row["speed"], row["course"], row["accuracy"],
+            row["valid"], orjson.dumps(attributes).decode() if json_text else attributes,
+        ))  # fmt: skip
+    return records
+
+
+_PG_IDS_OF = """
+SELECT p.id, p.device_id, p.fix_time FROM positions AS p
+JOIN unnest($1::integer[], $2::timestamptz[]) AS wanted(device_id, fix_time)
+  ON p.device_id = wanted.device_id AND p.fix_time = wanted.fix_time
+"""
+
+
+@dataclass(frozen=True)
+class Inserted:
+    stored: int  # rows this call stored (the others were stored already)
+    ids: dict[tuple[int, float], int]  # (device, fix time) -> id, for at least every `wanted` row it stored
+
+
+async def insert_positions(
+    session: AsyncSession, rows: list[dict[str, Any]], wanted: list[tuple[int, float]]
+) -> Inserted:
+    """Store the rows, skipping any already stored. `wanted`: the rows whose ids the caller needs."""
+    if not rows:
+        return Inserted(0, {})
+    if dialect_name(session) == "postgresql":
+        return await _copy_positions(await _driver(session), as_records(rows, json_text=True), wanted)
+    records = as_records(rows, json_text=False)
+    statement = (
+        sqlite.insert(_POSITIONS)
+        .on_conflict_do_nothing()
+        .returning(_POSITIONS.c.id, _POSITIONS.c.device_id, _POSITIONS.c.fix_time)
+    )
+    inserted = (await session.execute(statement, [dict(zip(COLUMNS, r, strict=True)) for r in records])).all()
+    return Inserted(len(inserted), _id_map(inserted))
+
+
+async def _copy_positions(driver: Any, records: list[tuple[Any, ...]], wanted: list[tuple[int, float]]) -> Inserted:
+    """COPY straight into positions; the pipeline has already dropped duplicates, so a conflict means
+    a batch run again after a crash: then, from the top, through a scratch table that skips them."""
+    try:
+        async with driver.transaction():  # a savepoint: a conflict undoes only this attempt
+            await driver.copy_records_to_table("positions", records=records, columns=COLUMNS)
+    except asyncpg.UniqueViolationError:
+        await driver.execute(_CREATE_INCOMING)
+        await driver.copy_records_to_table("incoming_positions", records=records, columns=COLUMNS)
+        inserted = await driver.fetch(_MOVE_INCOMING)
+        return Inserted(len(inserted), _id_map(inserted))
+    devices = [device_id for device_id, _ in wanted]
+    times = [datetime.fromtimestamp(fix_time, UTC) for _, fix_time in wanted]
+    return Inserted(len(records), _id_map(await driver.fetch(_PG_IDS_OF, devices, times)))
+
+
+def _id_map(rows: Iterable[Any]) -> dict[tuple[int, float], int]:
+    return {(device_id, fix_time.timestamp()): position_id for position_id, device_id, fix_time in rows}
+
+
+# PostgreSQL: both moves in two statements over arrays, however many devices the batch touched.
+_PG_DEVICES_SEEN = """
+UPDATE devices SET status = 'online', last_update = seen.server_time
+FROM unnest($1::integer[], $2::timestamptz[]) AS seen(device_id, server_time)
+WHERE devices.id = seen.device_id
+"""
+_PG_DEVICES_NEWEST = """
+UPDATE devices SET position_id = newest.position_id, total_distance = newest.odometer, motion = newest.motion
+FROM unnest($1::integer[], $2::bigint[], $3::timestamptz[], $4::float8[], $5::boolean[])
+     AS newest(device_id, position_id, fix_time, odometer, motion)
+WHERE devices.id = newest.device_id
+  AND (devices.position_id IS NULL
+       OR NOT EXISTS (SELECT 1 FROM positions AS current
+                      WHERE current.id = devices.position_id AND current.fix_time >= newest.fix_time))
+"""
+
+
+async def move_devices(
+    session: AsyncSession, seen: dict[int, float], newest: dict[int, dict[str, Any]], ids: dict[tuple[int, float], int]
+) -> None:
+    """Every device that sent data is online; those with a newer position move forward."""
+    seen_rows = [{"device_id": d, "server_time": datetime.fromtimestamp(t, UTC)} for d, t in seen.items()]
+    forward = [
+        {"device_id": device_id, "position_id": ids[(device_id, row["fix_time"])],
+         "fix_time": datetime.fromtimestamp(row["fix_time"], UTC),
+         "odometer": row["attributes"]["totalDistance"], "motion": row["attributes"]["motion"]}
+        for device_id, row in newest.items()
+        if (device_id, row["fix_time"]) in ids
+    ]  # fmt: skip
+    if not seen_rows:
+        return
+    if dialect_name(session) == "postgresql":
+        driver = await _driver(session)
+        await driver.execute(_PG_DEVICES_SEEN, *_columns(seen_rows, ("device_id", "server_time")))
+        if forward:
+            columns = ("device_id", "position_id", "fix_time", "odometer", "motion")
+            await driver.execute(_PG_DEVICES_NEWEST, *_columns(forward, columns))
+        return
+    await session.execute(_DEVICE_SEEN, seen_rows)
+    if forward:
+        await session.execute(_DEVICE_NEWEST, forward)
+
+
+def _columns(rows: list[dict[str, Any]], names: tuple[str, ...]) -> list[list[Any]]:
+    return [[row[name] for row in rows] for name in names]
+
+
+async def _driver(session: AsyncSession) -> Any:
+    """The asyncpg connection under the session, inside the session's transaction."""
+    connection = await (await session.connection()).get_raw_connection()
+    return connection.driver_connection

@@ -1,26 +1,34 @@
 """The partitioned Redis streams accepted positions wait in, and the per-partition drain lock.
 
-Why it is race-free: an accepted position is XADDed, then `schedule_drain` sets the partition's
-"scheduled" flag with NX and enqueues a drain job only when it set it. A drain job clears the flag
-*before* it reads, so every entry added before a failed NX is read by the job that owns the flag.
-The lock makes one partition's drains run one at a time, which keeps each device's positions in
-order; a drainer that died leaves its entries pending, and the next lock holder claims them all.
+Why it is race-free: an accepted position is XADDed, then `append` sets the partition's
+"scheduled" flag with NX and the caller enqueues a drain job only when it set it. A drain job takes
+the partition's lock, then clears the flag *before* it reads, so every entry added before a failed
+NX is read by a job that comes after the flag was set. The lock makes one partition's drains run one
+at a time, which keeps each device's positions in order. A job that finds the lock taken ends at
+once and leaves the flag set (so accepts stop enqueueing); the holder, after letting go, clears the
+flag, re-checks the stream and schedules a fresh drain if anything waits.
+A drainer that died leaves its entries pending and its lock expiring; the next lock holder claims
+them all (the next position or the cron sweep schedules it).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
+log = logging.getLogger(__name__)
+
 GROUP = "store"
-LOCK_TTL_MS = 60_000
-# A flag whose enqueue never happened (Redis lost in between) must not block a partition for good;
-# an extra drain job after it expires finds nothing and ends.
-SCHEDULED_TTL_S = 120
+LOCK_TTL_MS = 6_000
+# A flag whose job died with its worker (or was never enqueued) must not block a partition for long:
+# once it expires, the next position or the sweep schedules a fresh drain. An extra drain is harmless.
+SCHEDULED_TTL_S = 10
 _RELEASE = """
 if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end
 return 0
@@ -52,70 +60,164 @@ async def ensure_group(redis: Redis, partition: int) -> None:
             raise
 
 
-async def append(redis: Redis, entries: dict[int, list[bytes]]) -> list[int]:
-    """XADD encoded positions to their partitions in one round trip; return the partitions whose
-    "scheduled" flag this call set (they need a drain job)."""
+@dataclass
+class Scheduled:
+    new: dict[int, str]  # partition -> id of the drain job the caller must enqueue
+    job_ids: dict[int, str]  # partition -> its drain job, new or already waiting
+    waits_ms: list[int]  # per limited position: 0 accepted, else refused by its rate limit for this many ms
+
+
+# One script call per group of requests (atomic, so a drain cannot clear a flag mid-way). Positions
+# travel as one stream entry per partition per group: a JSON array of their encodings, so a batch of
+# thousands costs a handful of XADDs. Positions under a device rate limit are counted first (INCR per
+# device) and only the allowed ones join their partition's entry. Then each touched partition's
+# "scheduled" flag is claimed (SET NX) and the drain job holding it read back.
+# KEYS: stream and flag key per partition (P partitions), then one rate key per limited position.
+# ARGV: window ms, flag ttl s, P, P proposed job ids, P bulk payloads (unlimited positions, joined
+# with commas; may be empty), P bulk counts, then per limited position: its partition (1-based),
+# limit and payload. Each entry has fields p (the array) and n (how many positions it holds).
+_APPEND = """
+local window, ttl, parts = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local chunks, counts, waits = {}, {}, {}
+for part = 1, parts do
+  local bulk = ARGV[3 + parts + part]
+  chunks[part] = {}
+  counts[part] = tonumber(ARGV[3 + 2 * parts + part])
+  if bulk ~= '' then chunks[part][1] = bulk end
+end
+local limited = #KEYS - 2 * parts
+for i = 1, limited do
+  local base = 3 + 3 * parts + 3 * (i - 1)
+  local part, limit, rate = tonumber(ARGV[base + 1]), tonumber(ARGV[base + 2]), KEYS[2 * parts + i]
+  local count = redis.call('INCR', rate)
+  if redis.call('PTTL', rate) < 0 then redis.call('PEXPIRE', rate, window) end
+  if count > limit then
+    waits[i] = math.max(redis.call('PTTL', rate), 1)
+  else
+    waits[i] = 0
+    table.insert(chunks[part], ARGV[base + 3])
+    counts[part] = counts[part] + 1
+  end
+end
+local flags = {}
+for part = 1, parts do
+  if #chunks[part] > 0 then
+    redis.call('XADD', KEYS[2 * part - 1], '*', 'p', '[' .. table.concat(chunks[part], ',') .. ']', 'n', counts[part])
+    local claimed = redis.call('SET', KEYS[2 * part], ARGV[3 + part], 'NX', 'EX', ttl)
+    flags[#flags + 1] = {part, claimed and 1 or 0, redis.call('GET', KEYS[2 * part])}
+  end
+end
+return {waits, flags}
+"""
+
+
+@dataclass(frozen=True)
+class Limited:
+    """A position under its device's rate limit."""
+
+    partition: int
+    payload: bytes
+    rate_key: str
+    limit: int
+
+
+async def append(redis: Redis, bulk: dict[int, list[bytes]], limited: list[Limited], window_s: int = 60) -> Scheduled:
+    """Append positions to their partitions' streams in one round trip: `bulk` ones all, `limited`
+    ones within their rate limits; claim each touched partition's flag, which holds the id of the
+    partition's pending drain job. `waits_ms` answers for the limited positions, in order."""
+    partitions = sorted(set(bulk) | {item.partition for item in limited})
+    slot = {partition: index + 1 for index, partition in enumerate(partitions)}
+    keys = [key for partition in partitions for key in (stream_key(partition), scheduled_key(partition))]
+    keys += [item.rate_key for item in limited]
+    args: list[Any] = [window_s * 1000, SCHEDULED_TTL_S, len(partitions)]
+    args += [f"drain:{partition}:{uuid.uuid4().hex}" for partition in partitions]
+    args += [b",".join(bulk.get(partition, [])) for partition in partitions]
+    args += [len(bulk.get(partition, [])) for partition in partitions]
+    for item in limited:
+        args += [slot[item.partition], item.limit, item.payload]
+    waits, flags = await redis.register_script(_APPEND)(keys=keys, args=args)
+    new: dict[int, str] = {}
+    job_ids: dict[int, str] = {}
+    for position, claimed, holder in flags:
+        partition = partitions[int(position) - 1]
+        job_ids[partition] = holder.decode()
+        if int(claimed):
+            new[partition] = job_ids[partition]
+    return Scheduled(new=new, job_ids=job_ids, waits_ms=[int(wait) for wait in waits])
+
+
+async def unscheduled(redis: Redis, partitions: list[int]) -> dict[int, str]:
+    """Of these partitions, those holding entries and no drain job yet, with the id their drain job
+    must take (their flag is now set)."""
     async with redis.pipeline(transaction=False) as pipe:
-        for partition, payloads in entries.items():
-            key = stream_key(partition)
-            for payload in payloads:
-                pipe.xadd(key, {"p": payload})
-        partitions = list(entries)
         for partition in partitions:
-            pipe.set(scheduled_key(partition), b"1", nx=True, ex=SCHEDULED_TTL_S)
-        results = await pipe.execute()
-    flags = results[-len(partitions) :] if partitions else []
-    return [partition for partition, was_set in zip(partitions, flags, strict=True) if was_set]
-
-
-async def unscheduled_backlog(redis: Redis, partitions: int) -> list[int]:
-    """Partitions holding entries and no drain job yet; their flag is now set (the sweep uses it)."""
-    async with redis.pipeline(transaction=False) as pipe:
-        for partition in range(partitions):
             pipe.xlen(stream_key(partition))
         lengths = await pipe.execute()
-    waiting = [partition for partition, length in enumerate(lengths) if length]
-    if not waiting:
-        return []
+    waiting = [partition for partition, length in zip(partitions, lengths, strict=True) if length]
     async with redis.pipeline(transaction=False) as pipe:
         for partition in waiting:
-            pipe.set(scheduled_key(partition), b"1", nx=True, ex=SCHEDULED_TTL_S)
-        flags = await pipe.execute()
-    return [partition for partition, was_set in zip(waiting, flags, strict=True) if was_set]
+            pipe.set(scheduled_key(partition), f"drain:{partition}:{uuid.uuid4().hex}", nx=True, ex=SCHEDULED_TTL_S)
+            pipe.get(scheduled_key(partition))
+        flags = await pipe.execute() if waiting else []
+    return {partition: holder.decode()
+            for partition, claimed, holder in zip(waiting, flags[0::2], flags[1::2], strict=True) if claimed}  # fmt: skip
 
 
 class PartitionLock:
-    """Exclusive right to drain one partition; refreshed as batches go by."""
+    """Exclusive right to drain one partition. The lock lives LOCK_TTL_MS unless renewed: a keeper
+    task renews it while the holder works, so a killed holder frees the partition within seconds."""
 
     def __init__(self, redis: Redis, partition: int) -> None:
         self.redis = redis
         self.key = lock_key(partition)
         self.token = uuid.uuid4().hex
+        self.keeper: asyncio.Task[None] | None = None
 
-    async def acquire(self, wait_s: float) -> bool:
-        deadline = asyncio.get_running_loop().time() + wait_s
+    async def acquire(self) -> bool:
+        """Take the lock if it is free; never wait (a holder re-checks the stream when it lets go)."""
+        if not await self.redis.set(self.key, self.token, nx=True, px=LOCK_TTL_MS):
+            return False
+        self.keeper = asyncio.create_task(self._keep())
+        return True
+
+    async def _keep(self) -> None:
         while True:
-            if await self.redis.set(self.key, self.token, nx=True, px=LOCK_TTL_MS):
-                return True
-            if asyncio.get_running_loop().time() >= deadline:
-                return False
-            await asyncio.sleep(0.02)
-
-    async def refresh(self) -> None:
-        await self.redis.pexpire(self.key, LOCK_TTL_MS)
+            await asyncio.sleep(LOCK_TTL_MS / 3000)
+            try:
+                await self.redis.pexpire(self.key, LOCK_TTL_MS)
+            except Exception as error:  # Redis gone: the holder's own calls fail and end the drain
+                log.warning("cannot renew %s: %s", self.key, error)
 
     async def release(self) -> None:
+        if self.keeper is not None:
+            self.keeper.cancel()
         await self.redis.eval(_RELEASE, 1, self.key, self.token)  # type: ignore[misc]
 
 
-async def read_batch(redis: Redis, partition: int, consumer: str, count: int) -> list[tuple[bytes, dict[bytes, bytes]]]:
-    """The lock holder's next batch: first every unacknowledged entry (a drainer died or failed
-    holding them), then new ones."""
+async def read_entries(
+    redis: Redis, partition: int, consumer: str, count: int, *, claim: bool
+) -> list[tuple[bytes, dict[bytes, bytes]]]:
+    """The lock holder's next `count` entries at most. With `claim`, every unacknowledged one first
+    (a drainer died or failed holding them; the lock says nobody else is working on them)."""
     key = stream_key(partition)
-    claimed: Any = await redis.xautoclaim(key, GROUP, consumer, min_idle_time=0, start_id="0-0", count=count)
-    entries: list[tuple[bytes, dict[bytes, bytes]]] = [entry for entry in claimed[1] if entry[1] is not None]
-    if entries:
-        return entries
+    try:
+        return await _read(redis, key, consumer, count, claim=claim)
+    except ResponseError as error:
+        if "NOGROUP" not in str(error):
+            raise
+        # The stream went away under us (Redis restarted without its data, or flushed): start afresh.
+        await ensure_group(redis, partition)
+        return await _read(redis, key, consumer, count, claim=claim)
+
+
+async def _read(
+    redis: Redis, key: str, consumer: str, count: int, *, claim: bool
+) -> list[tuple[bytes, dict[bytes, bytes]]]:
+    if claim:
+        claimed: Any = await redis.xautoclaim(key, GROUP, consumer, min_idle_time=0, start_id="0-0", count=count)
+        entries: list[tuple[bytes, dict[bytes, bytes]]] = [entry for entry in claimed[1] if entry[1] is not None]
+        if entries:
+            return entries
     fresh: Any = await redis.xreadgroup(GROUP, consumer, {key: ">"}, count=count)
     return list(fresh[0][1]) if fresh else []
 

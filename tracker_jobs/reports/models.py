@@ -12,7 +12,7 @@ from tracker_jobs.db import JsonDict, UTCDateTime, utcnow
 
 
 class Report(SQLModel, table=True):
-    """`kind`: route, trips, stops, summary, events, detailed, fleet; `status`: queued … complete/failed."""
+    """`kind`: route, trips, stops, summary, events, detailed, fleet, daily; `status`: queued … complete/failed."""
 
     __tablename__ = "reports"
 
@@ -35,13 +35,14 @@ class Report(SQLModel, table=True):
 
 
 class ReportFile(SQLModel, table=True):
-    """One stored export of a report (json, csv, xlsx)."""
+    """One part of a stored export of a report (json, csv, xlsx); a file over 4 MiB takes several rows."""
 
     __tablename__ = "report_files"
 
     report_id: int = Field(sa_column=sa.Column(sa.ForeignKey("reports.id", ondelete="CASCADE"), primary_key=True))
     format: str = Field(sa_column=sa.Column(sa.String(8), primary_key=True))
+    part: int = Field(default=0, sa_column=sa.Column(sa.Integer, primary_key=True, autoincrement=False))
     content_type: str = Field(max_length=128)
     content: bytes = Field(sa_type=sa.LargeBinary)
-    size: int
+    size: int  # of this part
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)

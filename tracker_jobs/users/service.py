@@ -1,4 +1,5 @@
-"""Passwords, tokens, login and the bootstrap admin. Secrets are stored only as hashes."""
+"""Passwords, tokens, login, the bootstrap admin, and managing users and their API tokens.
+Secrets are stored only as hashes."""
 
 from __future__ import annotations
 
@@ -7,12 +8,13 @@ import hmac
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
 
-from tracker_jobs.db import utcnow
+from tracker_jobs.db import iso, utcnow
 from tracker_jobs.users.models import ApiToken, Role, User, UserSession
 
 BOOTSTRAP_EMAIL = "admin@localhost"
@@ -124,3 +126,102 @@ async def ensure_bootstrap_admin(session: AsyncSession, configured_token: str | 
 async def delete_expired_sessions(session: AsyncSession) -> int:
     result = await session.execute(sa.delete(UserSession).where(col(UserSession.expires_at) <= utcnow()))
     return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+class LastAdmin(Exception):
+    """The change would leave no enabled admin, and nobody could manage users any more."""
+
+
+def user_to_api(user: User) -> dict[str, Any]:
+    return {
+        "id": user.id,
+        "name": user.name,
+        "email": user.email,
+        "role": user.role,
+        "disabled": user.disabled,
+        "createdAt": iso(user.created_at),
+    }
+
+
+def token_to_api(token: ApiToken) -> dict[str, Any]:
+    return {
+        "id": token.id,
+        "userId": token.user_id,
+        "name": token.name,
+        "createdAt": iso(token.created_at),
+        "lastUsedAt": iso(token.last_used_at),
+    }
+
+
+async def list_users(session: AsyncSession) -> list[User]:
+    return list((await session.execute(select(User).order_by(col(User.id)))).scalars())
+
+
+async def get_user(session: AsyncSession, user_id: int) -> User | None:
+    return await session.get(User, user_id)
+
+
+async def email_taken(session: AsyncSession, email: str, *, except_id: int | None = None) -> bool:
+    query = select(User.id).where(col(User.email) == email)
+    if except_id is not None:
+        query = query.where(col(User.id) != except_id)
+    return (await session.execute(query)).first() is not None
+
+
+async def create_user(session: AsyncSession, fields: dict[str, Any]) -> User:
+    """`fields`: name, email, role, disabled and `password` (stored only as its scrypt hash)."""
+    password = fields.pop("password", None)
+    user = User(**fields, password_hash=None if password is None else hash_password(password))
+    session.add(user)
+    await session.flush()
+    return user
+
+
+async def update_user(session: AsyncSession, user: User, fields: dict[str, Any]) -> None:
+    """Change some fields; a new password also ends the user's login sessions."""
+    if await _would_remove_last_admin(
+        session, user, fields.get("role", user.role), fields.get("disabled", user.disabled)
+    ):
+        raise LastAdmin(f"user {user.id} is the last enabled admin")
+    password = fields.pop("password", None)
+    for name, value in fields.items():
+        setattr(user, name, value)
+    if password is not None:
+        user.password_hash = hash_password(password)
+        await session.execute(sa.delete(UserSession).where(col(UserSession.user_id) == user.id))
+
+
+async def delete_user(session: AsyncSession, user: User) -> None:
+    if await _would_remove_last_admin(session, user, Role.USER, True):
+        raise LastAdmin(f"user {user.id} is the last enabled admin")
+    await session.delete(user)
+
+
+async def _would_remove_last_admin(session: AsyncSession, user: User, role: str, disabled: bool) -> bool:
+    if user.role != Role.ADMIN or user.disabled or (role == Role.ADMIN and not disabled):
+        return False
+    others = (
+        select(sa.func.count())
+        .select_from(User)
+        .where(col(User.role) == Role.ADMIN, col(User.disabled).is_(False), col(User.id) != user.id)
+    )
+    return (await session.execute(others)).scalar_one() == 0
+
+
+async def create_api_token(session: AsyncSession, user_id: int, name: str) -> tuple[ApiToken, str]:
+    """A new long-lived token for the user: the record, and the token itself (never stored, shown once)."""
+    token = new_token()
+    record = ApiToken(user_id=user_id, name=name, token_hash=hash_token(token))
+    session.add(record)
+    await session.flush()
+    return record, token
+
+
+async def list_api_tokens(session: AsyncSession, user_id: int) -> list[ApiToken]:
+    query = select(ApiToken).where(col(ApiToken.user_id) == user_id).order_by(col(ApiToken.id))
+    return list((await session.execute(query)).scalars())
+
+
+async def get_api_token(session: AsyncSession, user_id: int, token_id: int) -> ApiToken | None:
+    token = await session.get(ApiToken, token_id)
+    return token if token is not None and token.user_id == user_id else None

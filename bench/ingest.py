@@ -1,0 +1,457 @@
+"""Ingest benchmark (issue 3): the position path end to end against the seed's design.
+
+On PostgreSQL and Redis (a sibling database of TRACKER_TEST_DATABASE_URL named <db>_bench_ingest,
+Redis db 10 of TRACKER_TEST_REDIS_URL's server), with the real `tracker-jobs admin` and
+`tracker-jobs worker` processes and the load generator on the same machine, in one run:
+  1. batch API: N positions over 1,000 devices, accepted -> stored and device state updated;
+     beside it, a raw COPY of the same rows into a copy of the table (the ceiling);
+  2. single-position OsmAnd requests from concurrent HTTP clients, end to end;
+  3. the seed's design, one arq job per position (insert one row, update the device), same data;
+  4. latency from a device's request to the websocket message at 2,000 positions/s (p99);
+  5. the workers' peak RSS.
+Ends with: RESULT batch_positions_per_s=... single_positions_per_s=... copy_rows_per_s=...
+speedup_vs_job_per_position=... ws_p99_ms=... worker_peak_rss_mb=...
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse, urlunparse
+
+import aiohttp
+import asyncpg
+import numpy as np
+import orjson
+import uvloop
+from arq import Worker
+from arq.connections import RedisSettings
+
+from tracker_jobs.db import create_engine, session_factory, transaction
+from tracker_jobs.embedded import free_port
+from tracker_jobs.migrations import upgrade_database
+from tracker_jobs.redis_client import connect_redis
+from tracker_jobs.serialization import deserialize_job, serialize_job
+
+TOKEN = "bench-admin-token"
+DEVICES = 1000
+T0 = 1_767_225_600  # fix times start at 2026-01-01T00:00:00Z, one second apart per device
+BASELINE_QUEUE = "bench:baseline"
+
+
+def bench_urls() -> tuple[str, str, str]:
+    """(database URL, its maintenance URL, Redis URL) for the benchmark, beside the test ones."""
+    test_db = os.environ.get("TRACKER_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
+    test_redis = os.environ.get("TRACKER_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+    parsed = urlparse(test_db)
+    database = urlunparse(parsed._replace(path=f"{parsed.path}_bench_ingest"))
+    redis = urlunparse(urlparse(test_redis)._replace(path="/10"))
+    return database, test_db, redis
+
+
+async def prepare_database(database: str, maintenance: str) -> None:
+    name = urlparse(database).path.lstrip("/")
+    connection = await asyncpg.connect(maintenance)
+    try:
+        if not await connection.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name):
+            await connection.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await connection.close()
+    connection = await asyncpg.connect(database)
+    try:
+        await connection.execute("DROP SCHEMA public CASCADE; CREATE SCHEMA public")
+    finally:
+        await connection.close()
+    await asyncio.to_thread(upgrade_database, database)
+
+
+def process_env(database: str, redis: str, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TRACKER_") or k.startswith("TRACKER_TEST")}
+    env.update(TRACKER_DATABASE_URL=database, TRACKER_REDIS_URL=redis, TRACKER_ADMIN_TOKEN=TOKEN,
+               TRACKER_AUTO_REGISTER="true", TRACKER_HOST="127.0.0.1", TRACKER_LOG_LEVEL="WARNING", **extra)  # fmt: skip
+    return env
+
+
+def start(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    with open(log, "ab") as out:
+        return subprocess.Popen([sys.executable, *args], env=env, stdout=out, stderr=subprocess.STDOUT)
+
+
+def peak_rss_mb(process: subprocess.Popen[bytes]) -> float:
+    for line in Path(f"/proc/{process.pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+async def stored_count(pool: asyncpg.Pool) -> int:
+    count: int = await pool.fetchval("SELECT count(*) FROM positions")
+    return count
+
+
+async def wait_stored(pool: asyncpg.Pool, expected: int, timeout_s: float) -> float:
+    deadline = time.perf_counter() + timeout_s
+    while time.perf_counter() < deadline:
+        if await stored_count(pool) >= expected:
+            return time.perf_counter()
+        await asyncio.sleep(0.05)
+    raise RuntimeError(f"only {await stored_count(pool)} of {expected} positions stored in {timeout_s:.0f} s")
+
+
+async def wait_devices_at(pool: asyncpg.Pool, fix_epoch: int, timeout_s: float) -> float:
+    """Until every device's newest position is the one with this fix time (state updated)."""
+    when = datetime.fromtimestamp(fix_epoch, UTC)
+    deadline = time.perf_counter() + timeout_s
+    while time.perf_counter() < deadline:
+        done = await pool.fetchval(
+            "SELECT count(*) FROM devices d JOIN positions p ON p.id = d.position_id WHERE p.fix_time = $1", when
+        )
+        if done >= DEVICES:
+            return time.perf_counter()
+        await asyncio.sleep(0.05)
+    raise RuntimeError("device states did not catch up")
+
+
+def batch_bodies(first_second: int, seconds: int, per_body: int) -> list[bytes]:
+    """Bodies for the batch API: every device's positions for `seconds` seconds, interleaved."""
+    items = [
+        {"uniqueId": f"bench-{device}", "fixTime": T0 + second, "latitude": 50.0 + second * 0.0001,
+         "longitude": 8.0 + device * 0.001, "speed": 20.0, "course": 0.0}
+        for second in range(first_second, first_second + seconds)
+        for device in range(DEVICES)
+    ]  # fmt: skip
+    return [orjson.dumps(items[i : i + per_body]) for i in range(0, len(items), per_body)]
+
+
+async def post_all(http: aiohttp.ClientSession, url: str, bodies: list[bytes], concurrency: int) -> int:
+    headers = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
+    queue = list(reversed(bodies))
+    accepted = 0
+
+    async def sender() -> None:
+        nonlocal accepted
+        while queue:
+            body = queue.pop()
+            async with http.post(url, data=body, headers=headers) as response:
+                if response.status != 202:
+                    raise RuntimeError(f"batch refused: {response.status} {await response.text()}")
+                accepted += (await response.json())["accepted"]
+
+    await asyncio.gather(*(sender() for _ in range(concurrency)))
+    return accepted
+
+
+async def copy_ceiling(database: str, seconds: int) -> float:
+    """Raw COPY of the same rows into a copy of the positions table: the write ceiling."""
+    connection = await asyncpg.connect(database)
+    try:
+        await connection.execute("DROP TABLE IF EXISTS copy_ceiling; "
+                                 "CREATE TABLE copy_ceiling (LIKE positions INCLUDING ALL)")  # fmt: skip
+        ids = await connection.fetch("SELECT id FROM devices ORDER BY id")
+        now = datetime.now(UTC)
+        columns = ("device_id", "protocol", "fix_time", "server_time", "latitude", "longitude", "altitude", "speed",
+                   "course", "accuracy", "valid", "attributes")  # fmt: skip
+        rows = [
+            (row["id"], "api", datetime.fromtimestamp(T0 + second, UTC), now, 50.0 + second * 0.0001, 8.0, 0.0, 20.0,
+             0.0, 0.0, True, '{"distance": 11.1, "totalDistance": 1000.0, "motion": true}')
+            for second in range(seconds) for row in ids
+        ]  # fmt: skip
+        started = time.perf_counter()
+        await connection.copy_records_to_table("copy_ceiling", records=rows, columns=columns)
+        elapsed = time.perf_counter() - started
+        await connection.execute("DROP TABLE copy_ceiling")
+    finally:
+        await connection.close()
+    return len(rows) / elapsed
+
+
+class KeepAliveClient:
+    """A lean HTTP/1.1 client over one kept-alive connection, as a tracker or gateway holds one:
+    the load generator must not cost more CPU than the server it measures (aiohttp's client does)."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host, self.port = host, port
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def get(self, path: str) -> int:
+        if self.writer is None:
+            self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+        assert self.reader is not None
+        self.writer.write(f"GET {path} HTTP/1.1\r\nHost: {self.host}\r\n\r\n".encode())
+        head = await self.reader.readuntil(b"\r\n\r\n")
+        length = 0
+        for line in head.split(b"\r\n"):
+            if line[:15].lower() == b"content-length:":
+                length = int(line[15:])
+        if length:
+            await self.reader.readexactly(length)
+        return int(head[9:12])
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+def osmand_path(device: int, second: int) -> str:
+    return (f"/?id=bench-{device}&lat={50.0 + second * 0.0001:.5f}&lon={8.0 + device * 0.001:.4f}"
+            f"&timestamp={T0 + second}&speed=20")  # fmt: skip
+
+
+async def single_requests(listener_port: int, first_second: int, seconds: int, clients: int) -> int:
+    """OsmAnd GETs, one position each, from many concurrent clients."""
+    paths = [osmand_path(device, second) for second in range(first_second, first_second + seconds)
+             for device in range(DEVICES)]  # fmt: skip
+    paths.reverse()
+    sent = 0
+
+    async def client() -> None:
+        nonlocal sent
+        connection = KeepAliveClient("127.0.0.1", listener_port)
+        try:
+            while paths:
+                status = await connection.get(paths.pop())
+                if status != 200:
+                    raise RuntimeError(f"position refused: {status}")
+                sent += 1
+        finally:
+            connection.close()
+
+    await asyncio.gather(*(client() for _ in range(clients)))
+    return sent
+
+
+async def websocket_latency(http: aiohttp.ClientSession, admin: str, listener_port: int, first_second: int,
+                            seconds: int, rate: int, device_ids: dict[str, int]) -> float:  # fmt: skip
+    """p99 ms from a device's request to its position on an admin's websocket, at `rate` positions/s.
+    A websocket message carries each device's newest position of a stored batch; at this rate every
+    device reports every half second, so (nearly) every position is its device's newest."""
+    sent_at: dict[tuple[int, str], float] = {}
+    latencies: list[float] = []
+    schedule = [(device, second) for second in range(first_second, first_second + seconds)
+                for device in range(DEVICES)][: rate * seconds]  # fmt: skip
+    async with http.ws_connect(f"{admin}/api/socket", headers={"Authorization": f"Bearer {TOKEN}"}) as ws:
+        await ws.receive()
+        await ws.receive()  # the devices and newest positions sent on connect
+
+        async def listen() -> None:
+            async for message in ws:
+                arrived = time.perf_counter()
+                for position in orjson.loads(message.data).get("positions", []):
+                    started = sent_at.get((position["deviceId"], position["fixTime"]))
+                    if started is not None:
+                        latencies.append((arrived - started) * 1000)
+
+        listening = asyncio.create_task(listen())
+        begin = time.perf_counter()
+        queue: asyncio.Queue[tuple[int, int] | None] = asyncio.Queue()
+
+        async def client() -> None:
+            connection = KeepAliveClient("127.0.0.1", listener_port)
+            try:
+                while (item := await queue.get()) is not None:
+                    device, second = item
+                    key = (device_ids[f"bench-{device}"], datetime.fromtimestamp(T0 + second, UTC).isoformat())
+                    sent_at[key] = time.perf_counter()
+                    await connection.get(osmand_path(device, second))
+            finally:
+                connection.close()
+
+        clients = [asyncio.create_task(client()) for _ in range(64)]
+        for index, item in enumerate(schedule):  # paced: request i leaves at begin + i / rate
+            delay = begin + index / rate - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            queue.put_nowait(item)
+        for _ in clients:
+            queue.put_nowait(None)
+        await asyncio.gather(*clients)
+        await asyncio.sleep(2.0)
+        listening.cancel()
+    if not latencies:
+        raise RuntimeError("no position reached the websocket")
+    print(f"  {len(latencies):,} of {len(schedule):,} positions seen on the websocket", flush=True)
+    return float(np.percentile(latencies, 99))
+
+
+# --- the seed's design: one arq job per position -------------------------------------------------
+
+
+async def store_one_position(ctx: dict[str, Any], position: dict[str, Any]) -> None:
+    """What a job-per-position engine does: one INSERT and one device UPDATE per job."""
+    async with transaction(ctx["sessions"]) as session:
+        connection = await (await session.connection()).get_raw_connection()
+        driver: Any = connection.driver_connection
+        fix = datetime.fromtimestamp(position["fixTime"], UTC)
+        position_id = await driver.fetchval(
+            "INSERT INTO positions (device_id, protocol, fix_time, server_time, latitude, longitude, altitude, speed,"
+            " course, accuracy, valid, attributes) VALUES ($1, 'osmand', $2, now(), $3, $4, 0, $5, 0, 0, true, '{}')"
+            " ON CONFLICT DO NOTHING RETURNING id",
+            position["deviceId"], fix, position["latitude"], position["longitude"], position["speed"],
+        )  # fmt: skip
+        await driver.execute("UPDATE devices SET position_id = $1, last_update = now(), status = 'online' "
+                             "WHERE id = $2", position_id, position["deviceId"])  # fmt: skip
+
+
+async def baseline_startup(ctx: dict[str, Any]) -> None:
+    ctx["engine"] = create_engine(os.environ["TRACKER_DATABASE_URL"])
+    ctx["sessions"] = session_factory(ctx["engine"])
+
+
+async def baseline_shutdown(ctx: dict[str, Any]) -> None:
+    await ctx["engine"].dispose()
+
+
+def run_baseline_worker() -> None:
+    worker = Worker(
+        functions=[store_one_position],  # type: ignore[list-item]
+        queue_name=BASELINE_QUEUE,
+        redis_settings=RedisSettings.from_dsn(os.environ["TRACKER_REDIS_URL"]),
+        on_startup=baseline_startup,
+        on_shutdown=baseline_shutdown,
+        job_serializer=serialize_job,
+        job_deserializer=deserialize_job,
+        max_jobs=50,
+        keep_result=0,
+        log_results=False,
+    )
+    worker.run()
+
+
+async def baseline(database: str, redis: str, pool: asyncpg.Pool, first_second: int, count: int,
+                   device_ids: dict[str, int], logs: Path) -> float:  # fmt: skip
+    from arq import create_pool
+
+    arq_pool = await create_pool(RedisSettings.from_dsn(redis), job_serializer=serialize_job,
+                                 job_deserializer=deserialize_job, default_queue_name=BASELINE_QUEUE)  # fmt: skip
+    before = await stored_count(pool)
+    positions = [
+        {"deviceId": device_ids[f"bench-{i % DEVICES}"], "fixTime": T0 + first_second + i // DEVICES,
+         "latitude": 50.0, "longitude": 8.0, "speed": 20.0}
+        for i in range(count)
+    ]  # fmt: skip
+    worker = start([__file__, "--baseline-worker"], process_env(database, redis), logs / "baseline.log")
+    try:
+        started = time.perf_counter()
+        for position in positions:
+            await arq_pool.enqueue_job("store_one_position", position)
+        finished = await wait_stored(pool, before + count, 600)
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        worker.wait(30)
+        await arq_pool.aclose()
+    return count / (finished - started)
+
+
+async def main(quick: bool) -> None:
+    database, maintenance, redis = bench_urls()
+    batch_seconds = 20 if quick else 1000  # x 1,000 devices
+    single_seconds = 5 if quick else 60
+    baseline_count = 2_000 if quick else 10_000
+    ws_seconds = 3 if quick else 10
+    await prepare_database(database, maintenance)
+    flush = await connect_redis(redis)
+    await flush.flushdb()
+    await flush.aclose()
+
+    logs = Path(tempfile.mkdtemp(prefix="bench-ingest-"))
+    admin_port, listener_port = free_port(), free_port()
+    env = process_env(database, redis, TRACKER_ADMIN_PORT=str(admin_port), TRACKER_OSMAND_PORT=str(listener_port))
+    admin_url = f"http://127.0.0.1:{admin_port}"
+    processes = [start(["-m", "tracker_jobs", "admin"], env, logs / "admin.log")]
+    workers = [start(["-m", "tracker_jobs", "worker", "--queues", "positions"], env, logs / f"worker{i}.log")
+               for i in range(int(os.environ.get("BENCH_WORKERS", "1")))]  # fmt: skip
+    processes.extend(workers)
+    pool = await asyncpg.create_pool(database, min_size=1, max_size=2)
+    try:
+        connector = aiohttp.TCPConnector(limit=0)
+        async with aiohttp.ClientSession(connector=connector) as http:
+            for _ in range(200):
+                try:
+                    async with http.get(f"{admin_url}/health") as response:
+                        if (await response.json())["workers"] >= 1:
+                            break
+                except aiohttp.ClientError:
+                    pass
+                await asyncio.sleep(0.1)
+            # Register the fleet (one batch names every device), and let it be stored.
+            await post_all(http, f"{admin_url}/api/positions", batch_bodies(0, 1, DEVICES), 1)
+            await wait_stored(pool, DEVICES, 60)
+            device_ids = {row["unique_id"]: row["id"] for row in await pool.fetch("SELECT id, unique_id FROM devices")}
+
+            bodies = batch_bodies(1, batch_seconds, 5000)
+            total = batch_seconds * DEVICES
+            started = time.perf_counter()
+            accepted = await post_all(http, f"{admin_url}/api/positions", bodies, 4)
+            accepted_at = time.perf_counter()
+            await wait_stored(pool, DEVICES + total, 900)
+            finished = await wait_devices_at(pool, T0 + batch_seconds, 120)
+            assert accepted == total, (accepted, total)
+            batch_rate = total / (finished - started)
+            print(
+                f"batch API: {total:,} positions, accepted in {accepted_at - started:.1f} s, stored and devices "
+                f"updated in {finished - started:.1f} s: {batch_rate:,.0f} positions/s",
+                flush=True,
+            )
+            copy_rate = await copy_ceiling(database, batch_seconds)
+            print(
+                f"raw COPY of the same rows: {copy_rate:,.0f} rows/s (batch/COPY = {batch_rate / copy_rate:.2f})",
+                flush=True,
+            )
+
+            first = 1 + batch_seconds
+            before = await stored_count(pool)
+            started = time.perf_counter()
+            sent = await single_requests(listener_port, first, single_seconds, 128)
+            finished = await wait_stored(pool, before + sent, 300)
+            single_rate = sent / (finished - started)
+            print(
+                f"OsmAnd single requests: {sent:,} from 128 concurrent clients, stored in "
+                f"{finished - started:.1f} s: {single_rate:,.0f} positions/s",
+                flush=True,
+            )
+
+            first += single_seconds
+            ws_p99 = await websocket_latency(http, admin_url, listener_port, first, ws_seconds, 2000, device_ids)
+            print(f"websocket latency at 2,000 positions/s: p99 {ws_p99:.0f} ms", flush=True)
+            first += ws_seconds + 1
+            rss = max(peak_rss_mb(worker) for worker in workers)
+
+        baseline_rate = await baseline(database, redis, pool, first, baseline_count, device_ids, logs)
+        print(
+            f"seed design, one arq job per position: {baseline_count:,} positions at {baseline_rate:,.0f}/s", flush=True
+        )
+    finally:
+        await pool.close()
+        for process in processes:
+            process.send_signal(signal.SIGTERM)
+        for process in processes:
+            process.wait(30)
+    print(f"logs in {logs}", flush=True)
+    print(
+        f"RESULT batch_positions_per_s={batch_rate:.0f} single_positions_per_s={single_rate:.0f} "
+        f"copy_rows_per_s={copy_rate:.0f} ratio_batch_to_copy={batch_rate / copy_rate:.2f} "
+        f"speedup_vs_job_per_position={batch_rate / baseline_rate:.1f} ws_p99_ms={ws_p99:.0f} "
+        f"worker_peak_rss_mb={rss:.0f}",
+        flush=True,
+    )
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="smaller runs, under a minute, same keys")
+    parser.add_argument("--baseline-worker", action="store_true", help=argparse.SUPPRESS)
+    arguments = parser.parse_args()
+    if arguments.baseline_worker:
+        run_baseline_worker()
+    else:
+        uvloop.run(main(arguments.quick))

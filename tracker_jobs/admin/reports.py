@@ -1,0 +1,261 @@
+"""Reports over HTTP: ask for one as a job, read and download it, or get a short one directly (Traccar's API).
+
+A user sees their own reports and devices only; someone else's are 404 to them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from tracker_jobs.admin.auth import principal
+from tracker_jobs.admin.errors import ApiError, bad_request, not_found
+from tracker_jobs.admin.openapi import (
+    ANY_OBJECT,
+    BOOLEAN,
+    ID,
+    INTEGER,
+    STRING,
+    TIME,
+    Operation,
+    Query,
+    Reply,
+    array,
+    documented,
+    error_reply,
+    nullable,
+    obj,
+)
+from tracker_jobs.admin.params import json_object, parse_int, path_id, query_ints, query_time
+from tracker_jobs.admin.responses import json_response
+from tracker_jobs.admin.state import REDIS, SESSIONS, SETTINGS
+from tracker_jobs.admin.tasks import bounded_query_int
+from tracker_jobs.positions.decode import FieldError, parse_time
+from tracker_jobs.reports import exporters, service
+from tracker_jobs.reports.builders import DEVICE_KINDS, DIRECT_KINDS, ReportRequest
+
+DEFAULT_PAGE = 100
+MAX_PAGE = 1000
+MAX_OFFSET = 10_000_000
+STREAM_CHUNK_BYTES = 1024 * 1024
+DEVICE_FIELDS = ("device_id", "start", "end", "kind", "daily", "event_types", "formats")
+FLEET_FIELDS = ("start", "end", "device_ids", "formats")
+# What an Accept header may ask a direct answer for; anything else gets JSON, as Traccar answers.
+ACCEPTED_FORMATS = {exporters.XLSX_TYPE: "xlsx", "text/csv": "csv"}
+
+FORMAT = {"type": "string", "enum": list(exporters.FORMATS)}
+REPORT = obj({
+    "id": INTEGER, "kind": STRING, "userId": nullable(INTEGER),
+    "status": {"type": "string", "enum": ["queued", "in_progress", "complete", "failed"]},
+    "parameters": ANY_OBJECT, "formats": array(FORMAT), "rowCounts": ANY_OBJECT, "summary": ANY_OBJECT,
+    "error": nullable(STRING), "taskId": nullable(STRING), "progress": nullable(ANY_OBJECT),
+    "createdAt": TIME, "startedAt": nullable(TIME), "finishedAt": nullable(TIME),
+})  # fmt: skip
+QUEUED = obj({"task_id": STRING, "report_id": INTEGER})
+COMMON_BODY = {"start": TIME, "end": TIME, "formats": array(FORMAT)}
+DEVICE_BODY = obj({**COMMON_BODY, "device_id": ID, "kind": {"type": "string", "enum": list(DEVICE_KINDS)},
+                   "daily": BOOLEAN, "event_types": array(STRING)},
+                  required=("device_id", "start", "end"))  # fmt: skip
+FLEET_BODY = obj({**COMMON_BODY, "device_ids": nullable(array(ID))}, required=("start", "end"))
+TOO_LARGE = error_reply("the range is longer than a report may cover; the message names the limit")
+NO_DEVICE = error_reply("a device does not exist or is not one of the caller's; the message names it")
+
+
+@contextmanager
+def _report_errors(*, too_large_status: int = 400, end_field: str = "end") -> Iterator[None]:
+    """The service's refusals as 4xx answers that name the problem."""
+    try:
+        yield
+    except FieldError as error:
+        raise bad_request(error.field, error.problem) from None
+    except service.DeviceNotFound as error:
+        raise not_found(f"device {error.device_id}") from None
+    except service.RangeTooLarge as error:
+        if too_large_status == 413:
+            raise ApiError(413, "too_large", f"from/to: {error}; POST /api/tasks/report/device or "
+                           "/api/tasks/report/fleet makes it as a job") from None  # fmt: skip
+        raise bad_request(end_field, str(error)) from None
+    except service.ReportNotReady as error:
+        raise ApiError(409, "conflict", f"{error}; download it once its status is complete") from None
+
+
+def _known_fields(body: dict[str, Any], allowed: tuple[str, ...]) -> None:
+    unknown = sorted(set(body) - set(allowed))
+    if unknown:
+        raise bad_request(unknown[0][:40], f"is not a report field; expected {', '.join(allowed)}")
+
+
+def _required(body: dict[str, Any], name: str) -> Any:
+    if body.get(name) is None:
+        raise bad_request(name, "is required")
+    return body[name]
+
+
+def _flag(value: object, name: str) -> bool:
+    if not isinstance(value, bool):
+        raise bad_request(name, "must be true or false")
+    return value
+
+
+def _texts(value: object, name: str) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(item, str) and 0 < len(item) <= 64 for item in value):
+        raise bad_request(name, "must be a list of names")
+    return tuple(value)
+
+
+def _period(body: dict[str, Any]) -> tuple[Any, Any]:
+    return (
+        parse_time("start", _required(body, "start")),
+        parse_time("end", _required(body, "end")),
+    )
+
+
+async def _accepted(request: web.Request, report_request: ReportRequest, formats: list[str]) -> web.Response:
+    report_id, task_id = await service.create_report(
+        request.app[SESSIONS], request.app[REDIS], request.app[SETTINGS], principal(request), report_request, formats
+    )
+    return json_response({"task_id": task_id, "report_id": report_id}, status=202)
+
+
+@documented(Operation(
+    "Make one device's report as a job (summary, detailed, route, trips, stops, events)",
+    {202: Reply("queued: follow it at /api/reports/{report_id}", QUEUED), 404: NO_DEVICE}, body=DEVICE_BODY,
+    example={"device_id": 1, "start": "2026-01-01T00:00:00Z", "end": "2026-01-02T00:00:00Z", "kind": "trips"},
+    tag="reports"))  # fmt: skip
+async def post_device_report(request: web.Request) -> web.Response:
+    body = await json_object(request)
+    with _report_errors():
+        _known_fields(body, DEVICE_FIELDS)
+        start, end = _period(body)
+        report_request = ReportRequest(
+            kind=service.check_kind(body.get("kind", "summary"), DEVICE_KINDS),
+            device_ids=(parse_int("device_id", _required(body, "device_id")),),
+            start=start,
+            end=end,
+            daily=_flag(body.get("daily", False), "daily"),
+            event_types=_texts(body.get("event_types", []), "event_types"),
+        )
+        return await _accepted(request, report_request, service.check_formats(body.get("formats")))
+
+
+@documented(Operation(
+    "Make a fleet report as a job: summary, trips and stops per device plus totals, for the given devices "
+    "or every device the caller may see",
+    {202: Reply("queued: follow it at /api/reports/{report_id}", QUEUED), 404: NO_DEVICE},
+    body=FLEET_BODY, example={"start": "2026-01-01T00:00:00Z", "end": "2026-01-02T00:00:00Z"}, tag="reports"))  # fmt: skip
+async def post_fleet_report(request: web.Request) -> web.Response:
+    body = await json_object(request)
+    with _report_errors():
+        _known_fields(body, FLEET_FIELDS)
+        start, end = _period(body)
+        raw_ids = body.get("device_ids")
+        if raw_ids is not None and not isinstance(raw_ids, list):
+            raise bad_request("device_ids", "must be a list of device ids")
+        device_ids = tuple(parse_int("device_ids", raw) for raw in raw_ids or ())
+        report_request = ReportRequest("fleet", device_ids, start, end)
+        if raw_ids is not None and not device_ids:
+            raise bad_request("device_ids", "must name at least one device (leave it out for all)")
+        return await _accepted(request, report_request, service.check_formats(body.get("formats")))
+
+
+@documented(Operation(
+    "The caller's reports, newest first (an admin sees everyone's)", {200: Reply("reports", array(REPORT))},
+    query=(Query("limit", {"type": "integer", "minimum": 1, "maximum": MAX_PAGE}, f"default {DEFAULT_PAGE}"),
+           Query("offset", {"type": "integer", "minimum": 0, "maximum": MAX_OFFSET})), tag="reports"))  # fmt: skip
+async def list_reports(request: web.Request) -> web.Response:
+    limit = bounded_query_int(request, "limit", DEFAULT_PAGE, 1, MAX_PAGE)
+    offset = bounded_query_int(request, "offset", 0, 0, MAX_OFFSET)
+    async with request.app[SESSIONS]() as session:
+        reports = await service.list_reports(session, principal(request), limit, offset)
+    return json_response([await service.report_to_api(request.app[REDIS], report) for report in reports])
+
+
+@documented(Operation("One report: its status, row counts, summary and its job's progress",
+                      {200: Reply("the report", REPORT)}, path={"id": ID}, tag="reports"))  # fmt: skip
+async def get_report(request: web.Request) -> web.Response:
+    report_id = path_id(request)
+    async with request.app[SESSIONS]() as session:
+        report = await service.get_report(session, principal(request), report_id)
+    if report is None:
+        raise not_found(f"report {report_id}")
+    return json_response(await service.report_to_api(request.app[REDIS], report))
+
+
+@documented(Operation(
+    "A complete report's file; a format not made yet is queued (202) and listed in the report's formats when done",
+    {200: Reply("the file (JSON, CSV or a zip of CSVs, XLSX)", headers=("Content-Disposition",)),
+     202: Reply("the export is queued", obj({"task_id": STRING, "report_id": INTEGER, "format": FORMAT})),
+     409: error_reply("the report is not complete")},
+    path={"id": ID}, query=(Query("format", FORMAT, "json (default), csv or xlsx"),), tag="reports"))  # fmt: skip
+async def download_report(request: web.Request) -> web.StreamResponse:
+    report_id = path_id(request)
+    fmt = request.query.get("format") or "json"
+    if fmt not in exporters.FORMATS:
+        raise bad_request("format", f"expected one of {', '.join(exporters.FORMATS)}, got {fmt[:16]!r}")
+    with _report_errors():
+        found = await service.open_download(
+            request.app[SESSIONS], request.app[REDIS], principal(request), report_id, fmt
+        )
+    if found is None:
+        raise not_found(f"report {report_id}")
+    if isinstance(found, service.ExportQueued):
+        return json_response({"task_id": found.task_id, "report_id": report_id, "format": fmt}, status=202)
+    return await _send(request, found.content_type, found.size, found.file_name, found.chunks)
+
+
+@documented(Operation(
+    "A short report answered at once, as Traccar's /api/reports/{kind}: JSON rows, or XLSX/CSV when Accept asks",
+    {200: Reply("the rows", array(ANY_OBJECT)), 413: TOO_LARGE},
+    path={"kind": {"type": "string", "enum": list(DIRECT_KINDS)}},
+    query=(Query("deviceId", ID, "the devices", required=True, repeated=True), Query("from", TIME, required=True),
+           Query("to", TIME, required=True), Query("daily", BOOLEAN, "summary per local day"),
+           Query("type", STRING, "event types (events only)", repeated=True)), tag="reports"))  # fmt: skip
+async def direct_report(request: web.Request) -> web.StreamResponse:
+    kind = request.match_info["kind"]
+    if kind not in DIRECT_KINDS:
+        raise not_found(f"report kind {kind[:40]!r} (expected one of {', '.join(DIRECT_KINDS)})")
+    device_ids = tuple(query_ints(request, "deviceId"))
+    if not device_ids:
+        raise bad_request("deviceId", "is required")
+    start, end = query_time(request, "from"), query_time(request, "to")
+    if start is None or end is None:
+        raise bad_request("from" if start is None else "to", "is required")
+    daily = request.query.get("daily", "false")
+    if daily not in ("true", "false"):
+        raise bad_request("daily", "must be true or false")
+    report_request = ReportRequest(
+        kind, device_ids, start, end, daily == "true", tuple(request.query.getall("type", []))
+    )
+    fmt = next((fmt for accepted, fmt in ACCEPTED_FORMATS.items() if accepted in request.headers.get("Accept", "")),
+               "json")  # fmt: skip
+    with _report_errors(too_large_status=413):
+        async with service.direct_report(
+            request.app[SESSIONS], request.app[SETTINGS], principal(request), report_request, fmt
+        ) as answer:
+            name = None if fmt == "json" else answer.file_name
+            size = answer.path.stat().st_size
+            return await _send(request, answer.content_type, size, name, _read_file(answer.path))
+
+
+async def _read_file(path: Path) -> AsyncIterator[bytes]:
+    with path.open("rb") as source:
+        while chunk := source.read(STREAM_CHUNK_BYTES):
+            yield chunk
+
+
+async def _send(
+    request: web.Request, content_type: str, size: int, file_name: str | None, chunks: AsyncIterator[bytes]
+) -> web.StreamResponse:
+    headers = {"Content-Type": content_type, "Content-Length": str(size)}
+    if file_name is not None:
+        headers["Content-Disposition"] = f'attachment; filename="{file_name}"'
+    response = web.StreamResponse(headers=headers)
+    await response.prepare(request)
+    async for chunk in chunks:
+        await response.write(chunk)
+    await response.write_eof()
+    return response

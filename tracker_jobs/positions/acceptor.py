@@ -1,0 +1,74 @@
+"""Group commit for accepting positions: requests that arrive while a Redis write is in flight share
+the next one (one script call for the whole group, rate limits included), so a burst of
+single-position requests costs a few round trips, not several each. Every caller still gets its
+answer only after its own positions are in Redis."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from arq.connections import ArqRedis
+
+from tracker_jobs.db import utcnow
+from tracker_jobs.positions.decode import DecodedPosition
+from tracker_jobs.positions.service import RateLimit, accept_positions
+from tracker_jobs.positions.stream import partition_of
+
+Item = tuple[int, DecodedPosition]
+
+
+@dataclass
+class Answer:
+    task_ids: list[str]  # drain jobs of the partitions the accepted positions went to
+    waits_ms: list[int]  # per position: 0 accepted, else refused by its rate limit for this long
+
+
+@dataclass
+class _Request:
+    items: Sequence[Item]
+    limit: RateLimit | None
+    done: asyncio.Future[Answer]
+
+
+class Acceptor:
+    def __init__(self, redis: ArqRedis, partitions: int) -> None:
+        self.redis = redis
+        self.partitions = partitions
+        self.waiting: list[_Request] = []
+        self.writer: asyncio.Task[None] | None = None
+
+    async def accept(self, items: Sequence[Item], limit: RateLimit | None = None) -> Answer:
+        """Answer once the items are in Redis (those within `limit`); raise what the write raised."""
+        request = _Request(items, limit, asyncio.get_running_loop().create_future())
+        self.waiting.append(request)
+        if self.writer is None or self.writer.done():
+            self.writer = asyncio.create_task(self._write())
+        return await request.done
+
+    async def _write(self) -> None:
+        while self.waiting:
+            group, self.waiting = self.waiting, []
+            positions = [
+                (device_id, position, request.limit) for request in group for device_id, position in request.items
+            ]
+            try:
+                # The server time of a group is when its write starts: no position is stamped before it arrived.
+                accepted = await accept_positions(self.redis, self.partitions, positions, utcnow())
+            except Exception as error:  # every waiter hears the failure and answers its device
+                for request in group:
+                    if not request.done.done():
+                        request.done.set_exception(error)
+                continue
+            offset = 0
+            for request in group:
+                waits = accepted.waits_ms[offset : offset + len(request.items)]
+                offset += len(request.items)
+                used = dict.fromkeys(
+                    partition_of(device_id, self.partitions)
+                    for (device_id, _), wait in zip(request.items, waits, strict=True)
+                    if not wait
+                )
+                if not request.done.done():
+                    request.done.set_result(Answer([accepted.job_ids[p] for p in used], waits))

@@ -1,0 +1,80 @@
+"""The batch API's logic: decode every item, resolve its device among those the caller may use,
+and split the batch into what is accepted and what is rejected (with the index and reason)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col, or_, select
+
+from tracker_jobs.devices.models import Device
+from tracker_jobs.devices.service import register_devices, visible_device_ids
+from tracker_jobs.positions.decode import DecodedPosition, FieldError, decode_position_object
+from tracker_jobs.users.service import Principal
+
+
+@dataclass
+class BatchAnswer:
+    accepted: list[tuple[int, DecodedPosition]] = field(default_factory=list)
+    rejected: list[dict[str, Any]] = field(default_factory=list)
+    task_ids: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "accepted": len(self.accepted),
+            "rejected": self.rejected,
+            "task_id": self.task_ids[0] if self.task_ids else None,
+            "task_ids": self.task_ids,
+        }
+
+
+async def resolve_batch(
+    session: AsyncSession, principal: Principal, items: list[Any], *, now: datetime, auto_register: bool
+) -> BatchAnswer:
+    answer = BatchAnswer()
+    decoded: list[tuple[int, DecodedPosition]] = []
+    for index, item in enumerate(items):
+        try:
+            decoded.append((index, decode_position_object(item, now=now)))
+        except FieldError as error:
+            answer.rejected.append({"index": index, "reason": str(error)})
+    ids = {position.device_id for _, position in decoded if position.device_id is not None}
+    unique_ids = {position.unique_id for _, position in decoded if position.device_id is None}
+    by_id, by_unique_id = await _usable_devices(session, principal, ids, unique_ids)
+    unknown = unique_ids - set(by_unique_id)
+    if unknown and auto_register and principal.is_admin:
+        by_unique_id.update(await register_devices(session, unknown))
+        await session.commit()
+    for index, position in decoded:
+        if position.device_id is not None:
+            device_id = position.device_id if position.device_id in by_id else None
+            reference = f"deviceId: unknown device {position.device_id}"
+        else:
+            device_id = by_unique_id.get(position.unique_id)
+            reference = f"uniqueId: unknown device {position.unique_id!r}"
+        if device_id is None:
+            answer.rejected.append({"index": index, "reason": reference})
+        else:
+            answer.accepted.append((device_id, position))
+    answer.rejected.sort(key=lambda rejection: rejection["index"])
+    return answer
+
+
+async def _usable_devices(
+    session: AsyncSession, principal: Principal, ids: set[int], unique_ids: set[str]
+) -> tuple[set[int], dict[str, int]]:
+    """The referenced devices the caller may send for (enabled and visible to them)."""
+    if not ids and not unique_ids:
+        return set(), {}
+    query = select(Device.id, Device.unique_id).where(
+        or_(col(Device.id).in_(ids), col(Device.unique_id).in_(unique_ids)),
+        col(Device.id).in_(visible_device_ids(principal)),
+        col(Device.disabled).is_(False),
+    )
+    rows = (await session.execute(query)).all()
+    by_id = {device_id for device_id, _ in rows if device_id is not None}
+    by_unique_id = {unique_id: device_id for device_id, unique_id in rows if device_id is not None}
+    return by_id, by_unique_id

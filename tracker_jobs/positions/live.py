@@ -1,0 +1,63 @@
+"""Live state in Redis: each device's newest position (for the API and new websocket clients), and
+one pub/sub message per stored batch (for every admin process's websocket clients)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import orjson
+from redis.asyncio import Redis
+
+from tracker_jobs.monitor.counters import add_counts
+
+LIVE_CHANNEL = "tracker:live"
+# Write only when newer: a drainer that lost its lock cannot put an older position back.
+_SET_IF_NEWER = """
+local current = tonumber(redis.call('HGET', KEYS[1], 'fix') or '-1')
+if tonumber(ARGV[1]) > current then
+  redis.call('HSET', KEYS[1], 'fix', ARGV[1], 'position', ARGV[2])
+  return 1
+end
+return 0
+"""
+
+
+def live_key(device_id: int) -> str:
+    return f"tracker:live:{device_id}"
+
+
+async def publish_batch(
+    redis: Redis,
+    newest: list[tuple[float, dict[str, Any]]],
+    devices: list[dict[str, Any]],
+    counts: Mapping[str, int],
+) -> None:
+    """Cache each device's newest position (with its fix time, epoch seconds), publish the batch,
+    add the counters: one round trip."""
+    positions = [position for _, position in newest]
+    set_if_newer = redis.register_script(_SET_IF_NEWER)  # EVALSHA, loading the script once if missing
+    async with redis.pipeline(transaction=False) as pipe:
+        for fix_time, position in newest:
+            await set_if_newer(keys=[live_key(position["deviceId"])],
+                               args=[str(fix_time), orjson.dumps(position).decode()], client=pipe)  # fmt: skip
+        if positions or devices:
+            pipe.publish(LIVE_CHANNEL, orjson.dumps({"positions": positions, "devices": devices}))
+        add_counts(pipe, counts)
+        await pipe.execute()
+
+
+async def publish_devices(redis: Redis, devices: list[dict[str, Any]]) -> None:
+    """A status change without a position (e.g. a device gone silent)."""
+    if devices:
+        await redis.publish(LIVE_CHANNEL, orjson.dumps({"devices": devices}))
+
+
+async def latest_positions(redis: Redis, device_ids: Iterable[int]) -> list[dict[str, Any]]:
+    """The cached newest position of each device that has one, in Traccar's shape."""
+    ids = list(device_ids)
+    async with redis.pipeline(transaction=False) as pipe:
+        for device_id in ids:
+            pipe.hget(live_key(device_id), "position")
+        cached = await pipe.execute()
+    return [orjson.loads(raw) for raw in cached if raw is not None]
