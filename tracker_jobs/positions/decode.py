@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
+
 KNOTS_PER = {"kn": 1.0, "kmh": 1 / 1.852, "mps": 3600 / 1852, "mph": 1609.344 / 1852}
 MAX_UNIQUE_ID_LENGTH = 128
 # Epoch values above this are milliseconds (1e11 s is the year 5138; 1e11 ms is 1973).
@@ -118,9 +120,11 @@ def typed_value(raw: str) -> bool | int | float | str:
     if lowered in {"true", "false"}:
         return lowered == "true"
     try:
-        return int(raw)
+        whole = int(raw)
     except ValueError:
         pass
+    else:
+        return whole if -(2**63) <= whole < 2**63 else raw  # JSON readers and orjson stop at 64 bits
     try:
         number = float(raw)
     except ValueError:
@@ -175,7 +179,15 @@ def decode_osmand(params: Mapping[str, str], *, now: datetime, speed_unit: str =
     for key, raw in params.items():
         if key not in _OSMAND_KNOWN:
             attributes[key] = typed_value(raw)
+    check_attributes(attributes)
     return position
+
+
+def check_attributes(attributes: dict[str, Any]) -> dict[str, Any]:
+    """PostgreSQL's jsonb refuses NUL characters: say so to the sender rather than fail the batch later."""
+    if b"\\u0000" in orjson.dumps(attributes):
+        raise FieldError("attributes", "must not contain NUL characters")
+    return attributes
 
 
 def _object(field: str, raw: object) -> dict[str, Any]:
@@ -237,6 +249,7 @@ def decode_traccar_client_json(body: object, *, now: datetime) -> DecodedPositio
     extras = location.get("extras", root.get("extras"))
     if extras is not None:
         attributes.update(_object("location.extras", extras))
+    check_attributes(attributes)
     return position
 
 
@@ -275,5 +288,5 @@ def decode_position_object(item: object, *, now: datetime) -> DecodedPosition:
             raise FieldError("valid", "must be true or false")
         position.valid = data["valid"]
     if data.get("attributes") is not None:
-        position.attributes = dict(_object("attributes", data["attributes"]))
+        position.attributes = check_attributes(dict(_object("attributes", data["attributes"])))
     return position

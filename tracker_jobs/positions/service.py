@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
@@ -22,11 +23,19 @@ from tracker_jobs.positions import live, stream
 from tracker_jobs.positions.decode import DecodedPosition
 from tracker_jobs.positions.models import Position
 from tracker_jobs.positions.pipeline import PipelineConfig, run_pipeline
-from tracker_jobs.positions.store import StoredDevice, decode_entry, insert_positions, load_devices, move_devices
+from tracker_jobs.positions.store import (
+    REFUSED_FOR_GOOD,
+    StoredDevice,
+    decode_entry,
+    insert_positions,
+    load_devices,
+    move_devices,
+)
 from tracker_jobs.queues import enqueue
 from tracker_jobs.users.service import Principal
 
 DRAIN_JOB = "process_position_batch"
+log = logging.getLogger(__name__)
 ENTRIES_PER_READ = 10  # entries hold up to thousands of positions: read a few at a time
 MAX_DRAIN_S = 60.0  # a drain under endless load hands over, so no job runs into its time limit
 
@@ -114,11 +123,13 @@ class DrainResult:
     entries: int = 0
     stored: int = 0
     dropped: Counter[str] = field(default_factory=Counter)
+    set_aside: int = 0  # refused by the database for good: kept in the set-aside stream
     locked_out: bool = False
 
     def as_dict(self) -> dict[str, Any]:
         return {"partition": self.partition, "batches": self.batches, "entries": self.entries,
-                "stored": self.stored, "dropped": dict(self.dropped), "lockedOut": self.locked_out}  # fmt: skip
+                "stored": self.stored, "dropped": dict(self.dropped), "setAside": self.set_aside,
+                "lockedOut": self.locked_out}  # fmt: skip
 
 
 @dataclass
@@ -194,12 +205,24 @@ async def drain_partition(
         # stream when it lets go, so whatever this job was for is drained.
         result.locked_out = True
         return result
-    await redis.delete(stream.scheduled_key(partition))  # before reading: see stream's docstring
     deadline = time.monotonic() + MAX_DRAIN_S
     try:
-        while time.monotonic() < deadline and (entries := await _next_batch(redis, partition, consumer, batch_size)):
+        await redis.delete(stream.scheduled_key(partition))  # before reading: see stream's docstring
+        while time.monotonic() < deadline and not lock.lost:
+            entries = await _next_batch(redis, partition, consumer, batch_size)
+            if not entries:
+                break
             rows = [row for _, fields in entries for row in decode_entry(fields[b"p"])]
-            outcome = await store_batch(sessions, rows, config, datetime.now(UTC).timestamp())
+            try:
+                outcome = await store_batch(sessions, rows, config, datetime.now(UTC).timestamp())
+            except REFUSED_FOR_GOOD:
+                # A batch the database refuses for good must not stall its partition: set it aside
+                # (kept, for an operator) and go on with the rest. Anything else (the database away,
+                # a device deleted meanwhile) fails the job, and the entries wait to be run again.
+                log.exception("setting aside %d positions of partition %d the database refuses", len(rows), partition)
+                await stream.set_aside(redis, partition, entries)
+                result.set_aside += len(rows)
+                continue
             counts = {POSITIONS_STORED: outcome.stored, POSITIONS_DROPPED: sum(outcome.dropped.values())}
             await live.publish_batch(redis, outcome.newest, outcome.devices, counts)
             await stream.acknowledge(redis, partition, [entry_id for entry_id, _ in entries])
@@ -219,12 +242,21 @@ async def drain_partition(
 async def _next_batch(
     redis: ArqRedis, partition: int, consumer: str, batch_size: int
 ) -> list[tuple[bytes, dict[bytes, bytes]]]:
-    """Stream entries holding about `batch_size` positions (an entry holds one request group's)."""
+    """Stream entries holding about `batch_size` positions (an entry holds one request group's):
+    every unacknowledged entry first, oldest first, so a device's positions stay in order after an
+    interrupted drain; then new ones."""
     entries: list[tuple[bytes, dict[bytes, bytes]]] = []
-    positions = 0
-    while positions < batch_size and (
-        more := await stream.read_entries(redis, partition, consumer, ENTRIES_PER_READ, claim=not entries)
-    ):
+    positions, cursor = 0, b"0-0"
+    while positions < batch_size:
+        claimed, cursor = await stream.claim_entries(redis, partition, consumer, ENTRIES_PER_READ, cursor)
+        entries.extend(claimed)
+        positions += sum(int(fields[b"n"]) for _, fields in claimed)
+        if cursor == b"0-0":
+            break
+    while positions < batch_size and cursor == b"0-0":
+        more = await stream.read_new_entries(redis, partition, consumer, ENTRIES_PER_READ)
+        if not more:
+            break
         entries.extend(more)
         positions += sum(int(fields[b"n"]) for _, fields in more)
     return entries

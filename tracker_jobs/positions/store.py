@@ -11,6 +11,7 @@ from typing import Any
 import asyncpg
 import orjson
 import sqlalchemy as sa
+import sqlalchemy.exc
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
@@ -56,6 +57,10 @@ _DEVICE_NEWEST = sa.text(
                           WHERE current.id = devices.position_id AND current.fix_time >= :fix_time))
     """
 ).bindparams(sa.bindparam("fix_time", type_=UTCDateTime()))
+
+
+# What a batch can be refused with that no retry will mend: values the database will not take.
+REFUSED_FOR_GOOD: tuple[type[Exception], ...] = (asyncpg.DataError, sqlalchemy.exc.DataError, ValueError, TypeError)
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,6 +32,10 @@ LOCK_TTL_MS = 6_000
 SCHEDULED_TTL_S = 10
 _RELEASE = """
 if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end
+return 0
+"""
+_RENEW = """
+if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) end
 return 0
 """
 
@@ -172,6 +177,7 @@ class PartitionLock:
         self.key = lock_key(partition)
         self.token = uuid.uuid4().hex
         self.keeper: asyncio.Task[None] | None = None
+        self.lost = False  # the lock expired under us (Redis away too long): stop before the next batch
 
     async def acquire(self) -> bool:
         """Take the lock if it is free; never wait (a holder re-checks the stream when it lets go)."""
@@ -181,10 +187,10 @@ class PartitionLock:
         return True
 
     async def _keep(self) -> None:
-        while True:
+        while not self.lost:
             await asyncio.sleep(LOCK_TTL_MS / 3000)
             try:
-                await self.redis.pexpire(self.key, LOCK_TTL_MS)
+                self.lost = not await self.redis.eval(_RENEW, 1, self.key, self.token, str(LOCK_TTL_MS))  # type: ignore[misc]
             except Exception as error:  # Redis gone: the holder's own calls fail and end the drain
                 log.warning("cannot renew %s: %s", self.key, error)
 
@@ -194,32 +200,49 @@ class PartitionLock:
         await self.redis.eval(_RELEASE, 1, self.key, self.token)  # type: ignore[misc]
 
 
-async def read_entries(
-    redis: Redis, partition: int, consumer: str, count: int, *, claim: bool
-) -> list[tuple[bytes, dict[bytes, bytes]]]:
-    """The lock holder's next `count` entries at most. With `claim`, every unacknowledged one first
-    (a drainer died or failed holding them; the lock says nobody else is working on them)."""
+async def claim_entries(
+    redis: Redis, partition: int, consumer: str, count: int, cursor: bytes | str = "0-0"
+) -> tuple[list[tuple[bytes, dict[bytes, bytes]]], bytes]:
+    """Up to `count` unacknowledged entries from `cursor` on (a drainer died or failed holding them;
+    the lock says nobody else works on them), and the cursor to go on from (b"0-0": no more)."""
     key = stream_key(partition)
+    claimed: Any = await _with_group(redis, partition, lambda: redis.xautoclaim(
+        key, GROUP, consumer, min_idle_time=0, start_id=cursor, count=count))  # fmt: skip
+    next_cursor = claimed[0] if isinstance(claimed[0], bytes) else str(claimed[0]).encode()
+    return [entry for entry in claimed[1] if entry[1] is not None], next_cursor
+
+
+async def read_new_entries(
+    redis: Redis, partition: int, consumer: str, count: int
+) -> list[tuple[bytes, dict[bytes, bytes]]]:
+    """Up to `count` entries no drain has read yet."""
+    key = stream_key(partition)
+    fresh: Any = await _with_group(redis, partition, lambda: redis.xreadgroup(GROUP, consumer, {key: ">"}, count=count))
+    return list(fresh[0][1]) if fresh else []
+
+
+async def _with_group(redis: Redis, partition: int, command: Callable[[], Awaitable[Any]]) -> Any:
     try:
-        return await _read(redis, key, consumer, count, claim=claim)
+        return await command()
     except ResponseError as error:
         if "NOGROUP" not in str(error):
             raise
         # The stream went away under us (Redis restarted without its data, or flushed): start afresh.
         await ensure_group(redis, partition)
-        return await _read(redis, key, consumer, count, claim=claim)
+        return await command()
 
 
-async def _read(
-    redis: Redis, key: str, consumer: str, count: int, *, claim: bool
-) -> list[tuple[bytes, dict[bytes, bytes]]]:
-    if claim:
-        claimed: Any = await redis.xautoclaim(key, GROUP, consumer, min_idle_time=0, start_id="0-0", count=count)
-        entries: list[tuple[bytes, dict[bytes, bytes]]] = [entry for entry in claimed[1] if entry[1] is not None]
-        if entries:
-            return entries
-    fresh: Any = await redis.xreadgroup(GROUP, consumer, {key: ">"}, count=count)
-    return list(fresh[0][1]) if fresh else []
+SET_ASIDE_KEY = "tracker:positions:set-aside"
+
+
+async def set_aside(redis: Redis, partition: int, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> None:
+    """Move entries the database refuses for good to one stream an operator can inspect and replay."""
+    async with redis.pipeline(transaction=True) as pipe:
+        for entry_id, fields in entries:
+            pipe.xadd(SET_ASIDE_KEY, {"p": fields[b"p"], "n": fields[b"n"], "partition": partition, "from": entry_id})
+        pipe.xack(stream_key(partition), GROUP, *[entry_id for entry_id, _ in entries])
+        pipe.xdel(stream_key(partition), *[entry_id for entry_id, _ in entries])
+        await pipe.execute()
 
 
 async def acknowledge(redis: Redis, partition: int, entry_ids: list[bytes]) -> None:
