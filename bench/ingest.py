@@ -86,11 +86,19 @@ def start(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[b
         return subprocess.Popen([sys.executable, *args], env=env, stdout=out, stderr=subprocess.STDOUT)
 
 
-def peak_rss_mb(process: subprocess.Popen[bytes]) -> float:
+def memory_mb(process: subprocess.Popen[bytes], field: str = "VmHWM") -> float:
+    """VmHWM: the process's peak resident memory so far; VmRSS: its resident memory now."""
     for line in Path(f"/proc/{process.pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1]) / 1024
     return 0.0
+
+
+async def sample_rss(workers: list[subprocess.Popen[bytes]], samples: list[float]) -> None:
+    """The workers' resident memory every half second, to show it stays flat as positions flow."""
+    while True:
+        samples.append(sum(memory_mb(worker, "VmRSS") for worker in workers))
+        await asyncio.sleep(0.5)
 
 
 async def stored_count(pool: asyncpg.Pool) -> int:
@@ -371,6 +379,8 @@ async def main(quick: bool) -> None:
     workers = [start(["-m", "tracker_jobs", "worker", "--queues", "positions"], env, logs / f"worker{i}.log")
                for i in range(int(os.environ.get("BENCH_WORKERS", "1")))]  # fmt: skip
     processes.extend(workers)
+    rss_samples: list[float] = []
+    sampling = asyncio.create_task(sample_rss(workers, rss_samples))
     pool = await asyncpg.create_pool(database, min_size=1, max_size=2)
     try:
         connector = aiohttp.TCPConnector(limit=0)
@@ -424,7 +434,14 @@ async def main(quick: bool) -> None:
             ws_p99 = await websocket_latency(http, admin_url, listener_port, first, ws_seconds, 2000, device_ids)
             print(f"websocket latency at 2,000 positions/s: p99 {ws_p99:.0f} ms", flush=True)
             first += ws_seconds + 1
-            rss = max(peak_rss_mb(worker) for worker in workers)
+            rss = max(memory_mb(worker) for worker in workers)
+            sampling.cancel()
+            quarter = max(1, len(rss_samples) // 4)
+            print(
+                f"worker RSS over the run: first quarter max {max(rss_samples[:quarter]):.0f} MB, "
+                f"last quarter max {max(rss_samples[-quarter:]):.0f} MB, peak {rss:.0f} MB",
+                flush=True,
+            )
 
         baseline_rate = await baseline(database, redis, pool, first, baseline_count, device_ids, logs)
         print(
