@@ -17,8 +17,3 @@ def haversine_m(lat1: FloatArray, lon1: FloatArray, lat2: FloatArray, lon2: Floa
     a = np.sin(half_dphi) ** 2 + np.cos(phi1) * np.cos(phi2) * np.sin(half_dlambda) ** 2
     distance: FloatArray = 2.0 * EARTH_RADIUS_M * np.arcsin(np.sqrt(np.clip(a, 0.0, 1.0)))
     return distance
-
-
-def distance_m(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
-    """One distance, for scalar callers."""
-    return float(haversine_m(np.array([lat1]), np.array([lon1]), np.array([lat2]), np.array([lon2]))[0])

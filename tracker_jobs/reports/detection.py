@@ -13,8 +13,9 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from tracker_jobs.geo import EARTH_RADIUS_M
+
 # Traccar's DistanceCalculator measures on a sphere of the equatorial radius.
-EARTH_RADIUS_M = 6_378_137.0
 US_PER_S = 1_000_000
 # A window is searched in chunks that grow by this factor: a long stop costs few numpy calls.
 _FIRST_CHUNK = 64
