@@ -13,9 +13,11 @@ import asyncio
 import os
 import shutil
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 import sqlalchemy as sa
 from aiohttp.test_utils import TestClient, TestServer
@@ -23,7 +25,7 @@ from arq.connections import ArqRedis
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from tracker_jobs.admin.app import create_admin_app
-from tracker_jobs.admin.osmand import create_ingest_app
+from tracker_jobs.admin.osmand import serve_listener
 from tracker_jobs.config import Settings, load_settings
 from tracker_jobs.db import create_engine, session_factory, transaction
 from tracker_jobs.migrations import upgrade_database
@@ -140,11 +142,24 @@ async def admin_client(settings: Settings, redis: ArqRedis, engine: AsyncEngine)
         yield client
 
 
+@asynccontextmanager
+async def open_listener(
+    settings: Settings, redis: ArqRedis, engine: AsyncEngine
+) -> AsyncIterator[aiohttp.ClientSession]:
+    """The device listener on a free port, and an HTTP client for it (paths relative to it)."""
+    listener = await serve_listener(settings, redis, engine, "127.0.0.1", 0)
+    try:
+        async with aiohttp.ClientSession(base_url=f"http://127.0.0.1:{listener.port}") as client:
+            yield client
+    finally:
+        await listener.close()
+
+
 @pytest.fixture
 async def ingest_client(
     settings: Settings, redis: ArqRedis, engine: AsyncEngine
-) -> AsyncIterator[TestClient[Any, Any]]:
-    async with TestClient(TestServer(create_ingest_app(settings, redis, engine))) as client:
+) -> AsyncIterator[aiohttp.ClientSession]:
+    async with open_listener(settings, redis, engine) as client:
         yield client
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 from typing import Any
 
+import aiohttp
 import orjson
 import pytest
 from aiohttp.test_utils import TestClient
@@ -126,7 +127,7 @@ async def test_users_may_only_send_for_their_devices(
 
 
 async def test_traccar_client_json(
-    settings: Settings, ingest_client: Client, admin_client: Client, admin_headers: dict[str, str],
+    settings: Settings, ingest_client: aiohttp.ClientSession, admin_client: Client, admin_headers: dict[str, str],
     sessions: async_sessionmaker[AsyncSession],
 ) -> None:  # fmt: skip
     await add_device(sessions, "phone-7")

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
+import aiohttp
+import orjson
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 from arq.connections import ArqRedis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tests.conftest import make_settings
+from tests.conftest import make_settings, open_listener
 from tests.workers import run_burst
-from tracker_jobs.admin.osmand import create_ingest_app
 from tracker_jobs.config import Settings
 from tracker_jobs.positions import stream
 from tracker_jobs.queues import POSITIONS, queue_key
@@ -39,7 +40,7 @@ async def stream_lengths(redis: ArqRedis, partitions: int) -> int:
     ],
 )
 async def test_bad_requests_are_400_and_nothing_is_enqueued(
-    ingest_client: Client, redis: ArqRedis, settings: Settings, query: dict[str, str], field: str
+    ingest_client: aiohttp.ClientSession, redis: ArqRedis, settings: Settings, query: dict[str, str], field: str
 ) -> None:
     response = await ingest_client.get("/", params=query)
     assert response.status == 400
@@ -50,7 +51,7 @@ async def test_bad_requests_are_400_and_nothing_is_enqueued(
 
 
 async def test_unknown_device_is_404_when_auto_register_is_off(
-    ingest_client: Client, redis: ArqRedis, settings: Settings
+    ingest_client: aiohttp.ClientSession, redis: ArqRedis, settings: Settings
 ) -> None:
     assert settings.auto_register is False
     response = await ingest_client.get("/", params={"id": "stranger", "lat": "1", "lon": "2"})
@@ -64,7 +65,7 @@ async def test_auto_register_creates_the_device_and_stores_form_posts(
     admin_headers: dict[str, str],
 ) -> None:  # fmt: skip
     settings = make_settings(database_url, redis_url, TRACKER_AUTO_REGISTER="true")
-    async with TestClient(TestServer(create_ingest_app(settings, redis, engine))) as client:
+    async with open_listener(settings, redis, engine) as client:
         for second in range(3):
             response = await client.post(
                 "/", data={"id": "phone-1", "lat": "48.1", "lon": "11.5", "timestamp": str(1767225600 + second)}
@@ -94,7 +95,7 @@ async def test_a_rerun_batch_stores_nothing_twice(
 ) -> None:  # fmt: skip
     settings = make_settings(database_url, redis_url, TRACKER_AUTO_REGISTER="true")
     query = {"id": "twice", "lat": "1", "lon": "2", "timestamp": "1767225600"}
-    async with TestClient(TestServer(create_ingest_app(settings, redis, engine))) as client:
+    async with open_listener(settings, redis, engine) as client:
         assert (await client.get("/", params=query)).status == 200
         await run_burst(settings, POSITIONS)
         assert (await client.get("/", params=query)).status == 200  # the device sends it again
@@ -108,7 +109,7 @@ async def test_a_rerun_batch_stores_nothing_twice(
 async def test_redis_down_answers_503_with_retry_after(database_url: str, redis_url: str, engine: AsyncEngine) -> None:
     settings = make_settings(database_url, redis_url, TRACKER_AUTO_REGISTER="true")
     dead = ArqRedis(host="127.0.0.1", port=1, socket_connect_timeout=1)  # nothing listens on port 1
-    async with TestClient(TestServer(create_ingest_app(settings, dead, engine))) as client:
+    async with open_listener(settings, dead, engine) as client:
         response = await client.get("/", params={"id": "any", "lat": "1", "lon": "2"})
         assert response.status == 503
         assert response.headers["Retry-After"] == "5"
@@ -120,7 +121,7 @@ async def test_each_device_has_its_own_rate_limit(
     database_url: str, redis_url: str, redis: ArqRedis, engine: AsyncEngine
 ) -> None:
     settings = make_settings(database_url, redis_url, TRACKER_AUTO_REGISTER="true", TRACKER_DEVICE_RATE_LIMIT="2")
-    async with TestClient(TestServer(create_ingest_app(settings, redis, engine))) as client:
+    async with open_listener(settings, redis, engine) as client:
         for second in range(2):
             response = await client.get(
                 "/", params={"id": "chatty", "lat": "1", "lon": "2", "timestamp": str(1767225600 + second)}
@@ -134,3 +135,26 @@ async def test_each_device_has_its_own_rate_limit(
         other = await client.get("/", params={"id": "quiet", "lat": "1", "lon": "2"})
         assert other.status == 200
     assert await stream_lengths(redis, settings.position_partitions) == 3  # the refused one was not kept
+
+
+async def test_other_paths_and_methods_are_refused_with_json(ingest_client: aiohttp.ClientSession) -> None:
+    query = {"id": "d1", "lat": "1", "lon": "2"}
+    elsewhere = await ingest_client.get("/api/positions", params=query)
+    assert (elsewhere.status, (await elsewhere.json())["error"]["code"]) == (404, "not_found")
+    deleted = await ingest_client.delete("/", params=query)
+    assert (deleted.status, deleted.headers["Allow"]) == (405, "GET, POST")
+    assert (await deleted.json())["error"]["code"] == "method_not_allowed"
+
+
+async def test_a_repeated_field_keeps_its_first_value_and_garbage_bytes_are_replaced(
+    database_url: str, redis_url: str, redis: ArqRedis, engine: AsyncEngine
+) -> None:
+    settings = make_settings(database_url, redis_url, TRACKER_AUTO_REGISTER="true")
+    async with open_listener(settings, redis, engine) as client:
+        assert (await client.get("/?id=gw-1&lat=1&lat=95&lon=2&note=%ff+x")).status == 200
+    [(_, fields)] = [
+        entry for p in range(settings.position_partitions) for entry in await redis.xrange(stream.stream_key(p))
+    ]
+    [position] = orjson.loads(fields[b"p"])
+    assert position["latitude"] == 1.0
+    assert position["attributes"] == {"note": "\ufffd x"}

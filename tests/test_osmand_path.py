@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import aiohttp
 from aiohttp.test_utils import TestClient
 
 from tests.workers import run_burst
@@ -13,7 +14,7 @@ from tracker_jobs.queues import POSITIONS
 
 async def test_osmand_position_is_stored_and_readable(
     settings: Settings,
-    ingest_client: TestClient[Any, Any],
+    ingest_client: aiohttp.ClientSession,
     admin_client: TestClient[Any, Any],
     admin_headers: dict[str, str],
 ) -> None:

@@ -12,10 +12,9 @@ from aiohttp.test_utils import TestClient, TestServer
 from arq.connections import ArqRedis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tests.conftest import make_settings
+from tests.conftest import make_settings, open_listener
 from tests.operations.conftest import USER_TOKEN, Users, bearer
 from tracker_jobs.admin.app import create_admin_app
-from tracker_jobs.admin.osmand import create_ingest_app
 from tracker_jobs.config import Settings
 
 Client = TestClient[Any, Any]
@@ -56,7 +55,7 @@ async def test_the_admin_api_limits_each_token_and_each_address_without_one(
 async def test_the_device_listener_limits_each_device_not_the_address(
     limited: Settings, redis: ArqRedis, engine: AsyncEngine
 ) -> None:
-    async with TestClient(TestServer(create_ingest_app(limited, redis, engine))) as listener:
+    async with open_listener(limited, redis, engine) as listener:
 
         async def report(device: str, second: int) -> int:
             query = {"id": device, "lat": "52.5", "lon": "13.4", "timestamp": str(1_767_225_600 + second)}

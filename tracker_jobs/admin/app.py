@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from tracker_jobs.admin import devices, health, metrics, openapi, positions, reports, session, socket, tasks, users
 from tracker_jobs.admin.auth import require_token
 from tracker_jobs.admin.errors import json_errors
-from tracker_jobs.admin.osmand import create_ingest_app
+from tracker_jobs.admin.osmand import serve_listener
 from tracker_jobs.admin.ratelimit import rate_limit
 from tracker_jobs.admin.state import set_resources
 from tracker_jobs.config import Settings
@@ -59,21 +59,21 @@ async def serve(settings: Settings, redis_url: str, stopping: asyncio.Event) -> 
     """Serve the admin API and the device listener until `stopping` is set."""
     redis = await connect_redis(redis_url)
     engine = create_engine(settings.database_url)
-    runners = [
-        # A long request line (deviceId repeated for a fleet) must reach the app, not aiohttp's 8 KiB limit.
-        web.AppRunner(create_admin_app(settings, redis, engine), access_log=None, max_line_size=MAX_REQUEST_LINE_BYTES),
-        web.AppRunner(create_ingest_app(settings, redis, engine), access_log=None),
-    ]
+    # A long request line (deviceId repeated for a fleet) must reach the app, not aiohttp's 8 KiB limit.
+    runner = web.AppRunner(create_admin_app(settings, redis, engine), access_log=None,
+                           max_line_size=MAX_REQUEST_LINE_BYTES)  # fmt: skip
+    listener = None
     try:
-        for runner, port in zip(runners, (settings.admin_port, settings.osmand_port), strict=True):
-            await runner.setup()
-            # reuse_port: several admin processes may share the ports (the kernel spreads connections).
-            await web.TCPSite(runner, settings.host, port, reuse_address=True, reuse_port=True).start()
+        await runner.setup()
+        # reuse_port: several admin processes may share the ports (the kernel spreads connections).
+        await web.TCPSite(runner, settings.host, settings.admin_port, reuse_address=True, reuse_port=True).start()
+        listener = await serve_listener(settings, redis, engine, settings.host, settings.osmand_port)
         log.info("admin API on http://%s:%d, device listener on http://%s:%d",
                  settings.host, settings.admin_port, settings.host, settings.osmand_port)  # fmt: skip
         await stopping.wait()
     finally:
-        for runner in runners:
-            await runner.cleanup()
+        if listener is not None:
+            await listener.close()
+        await runner.cleanup()
         await redis.aclose()
         await engine.dispose()

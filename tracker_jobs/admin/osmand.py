@@ -1,5 +1,5 @@
 """The device listener (port 5055): the OsmAnd protocol and Traccar Client's JSON, answered as
-Traccar answers them.
+Traccar answers them, on the lean HTTP server of `http1` (a device port's hot path).
 
 A 200 is sent only once the position is in Redis; Redis down answers 503 with Retry-After so the
 device keeps the position and sends it again.
@@ -9,17 +9,18 @@ from __future__ import annotations
 
 import logging
 from typing import Any
+from urllib.parse import parse_qsl
 
 import redis.exceptions
 import sqlalchemy.exc
-from aiohttp import web
 from arq.connections import ArqRedis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tracker_jobs.admin.errors import ApiError, bad_request, json_errors
-from tracker_jobs.admin.params import json_body
+from tracker_jobs.admin.errors import ApiError, bad_request
+from tracker_jobs.admin.http1 import HttpServer, Reply, Request, json_error, serve_http
+from tracker_jobs.admin.params import parse_json
 from tracker_jobs.admin.ratelimit import too_many
-from tracker_jobs.admin.state import ACCEPTOR, DIRECTORY, SETTINGS, set_resources
+from tracker_jobs.admin.state import shared_acceptor, shared_directory
 from tracker_jobs.config import Settings
 from tracker_jobs.db import utcnow
 from tracker_jobs.devices.service import UnknownDevice
@@ -31,6 +32,7 @@ log = logging.getLogger(__name__)
 UNAVAILABLE = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, ConnectionError, OSError,
                sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError)  # fmt: skip
 MAX_BODY_BYTES = 64 * 1024
+OK = Reply(200)
 
 
 def redis_unavailable() -> ApiError:
@@ -38,41 +40,61 @@ def redis_unavailable() -> ApiError:
                     headers={"Retry-After": "5"})  # fmt: skip
 
 
-async def decode_request(request: web.Request) -> DecodedPosition:
-    settings = request.app[SETTINGS]
-    now = utcnow()
-    if request.method == "POST" and request.content_type == "application/json":
-        return decode_traccar_client_json(await json_body(request), now=now)
-    params: dict[str, Any] = dict(request.query)
-    if request.method == "POST" and request.content_type == "application/x-www-form-urlencoded":
-        params.update(await request.post())
-    return decode_osmand(params, now=now, speed_unit=settings.osmand_speed_unit)
+def form(encoded: str) -> dict[str, str]:
+    """Query or form fields; a repeated key keeps its first value, undecodable bytes become U+FFFD."""
+    fields: dict[str, str] = {}
+    for key, value in parse_qsl(encoded, keep_blank_values=True, errors="replace"):
+        fields.setdefault(key, value)
+    return fields
 
 
-async def receive(request: web.Request) -> web.Response:
-    try:
-        position = await decode_request(request)
-    except FieldError as error:
-        raise bad_request(error.field, error.problem) from None
-    settings = request.app[SETTINGS]
-    # Per device, never per address: many trackers report through one gateway.
-    limit = RateLimit(settings.device_rate_limit, settings.rate_limit_window_s) if settings.device_rate_limit else None
-    try:
-        device_id = await request.app[DIRECTORY].resolve(position.unique_id, auto_register=settings.auto_register)
-        answer = await request.app[ACCEPTOR].accept([(device_id, position)], limit)
-    except UnknownDevice:
-        raise ApiError(404, "unknown_device", f"id: device {position.unique_id!r} is not registered") from None
-    except UNAVAILABLE as error:
-        log.warning("refusing a position: %s", error)
-        raise redis_unavailable() from None
-    if answer.waits_ms[0]:
-        raise too_many(answer.waits_ms[0] / 1000, f"from device {position.unique_id!r}")
-    return web.Response(status=200)
+class DeviceListener:
+    """Answers one device request: decode, resolve the device, hand the position to the acceptor."""
+
+    def __init__(self, settings: Settings, redis: ArqRedis, engine: AsyncEngine) -> None:
+        self.settings = settings
+        self.acceptor = shared_acceptor(settings, redis)
+        self.directory = shared_directory(engine)
+        # Per device, never per address: many trackers report through one gateway.
+        self.limit = RateLimit(settings.device_rate_limit, settings.rate_limit_window_s) if settings.device_rate_limit else None  # fmt: skip
+
+    async def __call__(self, request: Request) -> Reply:
+        try:
+            await self.receive(request)
+        except ApiError as error:
+            return json_error(error.status, error.code, error.message, tuple(error.headers.items()))
+        return OK
+
+    def decode(self, request: Request) -> DecodedPosition:
+        now = utcnow()
+        if request.method == "POST" and request.content_type == "application/json":
+            return decode_traccar_client_json(parse_json(request.content_type, request.body), now=now)
+        params: dict[str, Any] = form(request.query)
+        if request.method == "POST" and request.content_type == "application/x-www-form-urlencoded":
+            params.update(form(request.body.decode("utf-8", "replace")))
+        return decode_osmand(params, now=now, speed_unit=self.settings.osmand_speed_unit)
+
+    async def receive(self, request: Request) -> None:
+        if request.path != "/":
+            raise ApiError(404, "not_found", f"{request.path[:80]} not found; devices report to /")
+        if request.method not in ("GET", "POST"):
+            raise ApiError(405, "method_not_allowed", f"{request.method} is not allowed; use GET or POST",
+                           headers={"Allow": "GET, POST"})  # fmt: skip
+        try:
+            position = self.decode(request)
+        except FieldError as error:
+            raise bad_request(error.field, error.problem) from None
+        try:
+            device_id = await self.directory.resolve(position.unique_id, auto_register=self.settings.auto_register)
+            answer = await self.acceptor.accept([(device_id, position)], self.limit)
+        except UnknownDevice:
+            raise ApiError(404, "unknown_device", f"id: device {position.unique_id!r} is not registered") from None
+        except UNAVAILABLE as error:
+            log.warning("refusing a position: %s", error)
+            raise redis_unavailable() from None
+        if answer.waits_ms[0]:
+            raise too_many(answer.waits_ms[0] / 1000, f"from device {position.unique_id!r}")
 
 
-def create_ingest_app(settings: Settings, redis: ArqRedis, engine: AsyncEngine) -> web.Application:
-    app = web.Application(middlewares=[json_errors], client_max_size=MAX_BODY_BYTES)
-    set_resources(app, settings, redis, engine)
-    app.router.add_route("GET", "/", receive)
-    app.router.add_route("POST", "/", receive)
-    return app
+async def serve_listener(settings: Settings, redis: ArqRedis, engine: AsyncEngine, host: str, port: int) -> HttpServer:
+    return await serve_http(DeviceListener(settings, redis, engine), host, port, max_body_bytes=MAX_BODY_BYTES)

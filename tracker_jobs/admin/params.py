@@ -13,9 +13,12 @@ from tracker_jobs.positions.decode import FieldError, parse_time
 
 
 async def json_body(request: web.Request) -> Any:
-    if request.content_type != "application/json":
+    return parse_json(request.content_type, await request.read())
+
+
+def parse_json(content_type: str, raw: bytes) -> Any:
+    if content_type != "application/json":
         raise ApiError(415, "unsupported_media_type", "the body must be JSON (Content-Type: application/json)")
-    raw = await request.read()
     try:
         return orjson.loads(raw)
     except orjson.JSONDecodeError as error:

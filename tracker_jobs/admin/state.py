@@ -1,4 +1,4 @@
-"""Typed keys for what the aiohttp apps keep: settings, Redis, database."""
+"""Typed keys for what the aiohttp apps keep: settings, Redis, database; what they share with the listener."""
 
 from __future__ import annotations
 
@@ -30,11 +30,19 @@ def set_resources(app: web.Application, settings: Settings, redis: ArqRedis, eng
     app[REDIS] = redis
     app[ENGINE] = engine
     app[SESSIONS] = session_factory(engine)
-    # The admin app and the listener of one process share these: a device deleted through the API
-    # is forgotten by the listener too, and their positions share Redis writes.
+    app[ACCEPTOR] = shared_acceptor(settings, redis)
+    app[DIRECTORY] = shared_directory(engine)
+
+
+# The admin app and the device listener of one process share these: a device deleted through the API
+# is forgotten by the listener too, and their positions share Redis writes.
+def shared_acceptor(settings: Settings, redis: ArqRedis) -> Acceptor:
     if redis not in _ACCEPTORS:
         _ACCEPTORS[redis] = Acceptor(redis, settings.position_partitions)
+    return _ACCEPTORS[redis]
+
+
+def shared_directory(engine: AsyncEngine) -> DeviceDirectory:
     if engine not in _DIRECTORIES:
-        _DIRECTORIES[engine] = DeviceDirectory(app[SESSIONS])
-    app[ACCEPTOR] = _ACCEPTORS[redis]
-    app[DIRECTORY] = _DIRECTORIES[engine]
+        _DIRECTORIES[engine] = DeviceDirectory(session_factory(engine))
+    return _DIRECTORIES[engine]
