@@ -22,6 +22,7 @@ from tracker_jobs.db import transaction
 from tracker_jobs.devices.models import Device
 from tracker_jobs.devices.statistics import summarise
 from tracker_jobs.devices.status import refresh_statuses, status_after_silence
+from tracker_jobs.positions import live
 from tracker_jobs.queues import POSITIONS
 
 Client = TestClient[Any, Any]
@@ -98,6 +99,15 @@ async def test_newest_position_comes_from_the_live_cache_and_late_ones_do_not_re
     await redis.flushdb()  # cache gone (e.g. Redis lost): the API falls back to the database
     [from_database] = await (await admin_client.get("/api/positions", headers=admin_headers)).json()
     assert from_database["id"] == latest["id"]
+
+
+async def test_the_live_cache_only_moves_forward_per_device(redis: ArqRedis) -> None:
+    """A drainer that lost its lock may publish late: whatever it holds must not replace a newer entry."""
+    await live.publish_batch(redis, [(100.0, {"deviceId": 1, "n": "a"}), (100.0, {"deviceId": 2, "n": "b"})], [], {})
+    # One batch: device 1 forward, device 2 backward, device 3 new.
+    await live.publish_batch(redis, [(150.0, {"deviceId": 1, "n": "c"}), (50.0, {"deviceId": 2, "n": "d"}),
+                                     (10.0, {"deviceId": 3, "n": "e"})], [], {})  # fmt: skip
+    assert [p["n"] for p in await live.latest_positions(redis, [1, 2, 3])] == ["c", "b", "e"]
 
 
 def test_summarise_statistics() -> None:

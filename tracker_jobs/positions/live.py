@@ -12,12 +12,14 @@ from redis.asyncio import Redis
 from tracker_jobs.monitor.counters import add_counts
 
 LIVE_CHANNEL = "tracker:live"
-# Write only when newer: a drainer that lost its lock cannot put an older position back.
+# Write only when newer: a drainer that lost its lock cannot put an older position back. One call for
+# the whole batch: KEYS are the devices' live keys, ARGV their (fix time, position) pairs in order.
 _SET_IF_NEWER = """
-local current = tonumber(redis.call('HGET', KEYS[1], 'fix') or '-1')
-if tonumber(ARGV[1]) > current then
-  redis.call('HSET', KEYS[1], 'fix', ARGV[1], 'position', ARGV[2])
-  return 1
+for i, key in ipairs(KEYS) do
+  local current = tonumber(redis.call('HGET', key, 'fix') or '-1')
+  if tonumber(ARGV[2 * i - 1]) > current then
+    redis.call('HSET', key, 'fix', ARGV[2 * i - 1], 'position', ARGV[2 * i])
+  end
 end
 return 0
 """
@@ -38,9 +40,10 @@ async def publish_batch(
     positions = [position for _, position in newest]
     set_if_newer = redis.register_script(_SET_IF_NEWER)  # EVALSHA, loading the script once if missing
     async with redis.pipeline(transaction=False) as pipe:
-        for fix_time, position in newest:
-            await set_if_newer(keys=[live_key(position["deviceId"])],
-                               args=[str(fix_time), orjson.dumps(position).decode()], client=pipe)  # fmt: skip
+        if newest:
+            keys = [live_key(position["deviceId"]) for _, position in newest]
+            args = [value for fix_time, position in newest for value in (str(fix_time), orjson.dumps(position))]
+            await set_if_newer(keys=keys, args=args, client=pipe)
         if positions or devices:
             pipe.publish(LIVE_CHANNEL, orjson.dumps({"positions": positions, "devices": devices}))
         add_counts(pipe, counts)

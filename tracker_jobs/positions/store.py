@@ -80,29 +80,34 @@ def decode_entry(payload: bytes) -> list[dict[str, Any]]:
     return rows
 
 
+# PostgreSQL reads the batch's devices with one array parameter (no IN list to render per batch).
+_PG_LOAD_DEVICES = """
+SELECT d.id, d.name, d.unique_id, d.disabled, d.total_distance, p.fix_time, p.latitude, p.longitude
+FROM devices AS d LEFT JOIN positions AS p ON p.id = d.position_id
+WHERE d.id = ANY($1::integer[])
+"""
+
+
 async def load_devices(session: AsyncSession, device_ids: Iterable[int]) -> dict[int, StoredDevice]:
     """The batch's devices that still exist, with their newest stored position (one query)."""
-    query = (
-        sa.select(
-            col(Device.id),
-            col(Device.name),
-            col(Device.unique_id),
-            col(Device.disabled),
-            col(Device.total_distance),
-            col(Position.fix_time),
-            col(Position.latitude),
-            col(Position.longitude),
-        )
-        .outerjoin(Position, col(Position.id) == col(Device.position_id))
-        .where(col(Device.id).in_(sorted(set(device_ids))))
-    )
+    wanted = sorted(set(device_ids))
+    rows: Iterable[Any]
+    if dialect_name(session) == "postgresql":
+        rows = await (await _driver(session)).fetch(_PG_LOAD_DEVICES, wanted)
+    else:
+        rows = await session.execute(
+            sa.select(col(Device.id), col(Device.name), col(Device.unique_id), col(Device.disabled),
+                      col(Device.total_distance), col(Position.fix_time), col(Position.latitude),
+                      col(Position.longitude))
+            .outerjoin(Position, col(Position.id) == col(Device.position_id))
+            .where(col(Device.id).in_(wanted))
+        )  # fmt: skip
     devices: dict[int, StoredDevice] = {}
-    for device_id, name, unique_id, disabled, odometer, fix_time, latitude, longitude in await session.execute(query):
+    for device_id, name, unique_id, disabled, odometer, fix_time, latitude, longitude in rows:
         state = None
         if fix_time is not None:
             state = DeviceState(fix_time=fix_time.timestamp(), latitude=latitude, longitude=longitude,
                                 odometer=odometer)  # fmt: skip
-        assert device_id is not None
         devices[device_id] = StoredDevice(device_id, name, unique_id, disabled, state)
     return devices
 
