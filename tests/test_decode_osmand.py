@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 
-from tracker_jobs.positions.decode import FieldError, decode_osmand
+from tracker_jobs.positions.decode import FieldError, decode_osmand, decode_traccar_client_json
 
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 
@@ -67,11 +68,26 @@ def test_speed_units(unit: str, knots: float) -> None:
         ({"id": "d", "lat": "1", "lon": "2", "timestamp": "yesterday"}, "timestamp"),
         ({"id": "d", "lat": "1", "lon": "2", "timestamp": "99999999999999999999"}, "timestamp"),
         ({"id": "d", "lat": "1", "lon": "2", "speed": "fast"}, "speed"),
+        ({"id": "d", "lat": "1", "lon": "2", "speed": "1e308"}, "speed"),  # finite in m/s, not in knots
         ({"id": "d", "location": "1;2"}, "location"),
         ({"id": "x" * 129, "lat": "1", "lon": "2"}, "id"),
     ],
 )
 def test_bad_fields_are_named(params: dict[str, str], field: str) -> None:
     with pytest.raises(FieldError) as raised:
-        decode_osmand(params, now=NOW)
+        decode_osmand(params, now=NOW, speed_unit="mps")
+    assert raised.value.field == field
+
+
+@pytest.mark.parametrize(
+    ("location", "field"),
+    [
+        ({"coords": {"latitude": 1, "longitude": 2, "speed": 1e308}}, "location.coords.speed"),
+        ({"coords": {"latitude": 1, "longitude": 2}, "battery": {"level": 1e307}}, "location.battery.level"),
+        ({"coords": {"latitude": 1, "longitude": 2}, "battery": {"level": 1.5}}, "location.battery.level"),
+    ],
+)
+def test_traccar_client_numbers_out_of_range_are_named(location: dict[str, Any], field: str) -> None:
+    with pytest.raises(FieldError) as raised:
+        decode_traccar_client_json({"device_id": "phone", "location": location}, now=NOW)
     assert raised.value.field == field

@@ -5,6 +5,7 @@ server parsed."""
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import AsyncIterator
 
 import orjson
@@ -21,6 +22,8 @@ async def echo(request: Request) -> Reply:
         raise RuntimeError("handler bug")
     if request.path == "/slow":
         await asyncio.sleep(0.05)
+    if request.path == "/slower":
+        await asyncio.sleep(0.3)
     document = {"method": request.method, "path": request.path, "query": request.query,
                 "type": request.content_type, "body": request.body.decode()}  # fmt: skip
     return Reply(200, orjson.dumps(document), (("Content-Type", "application/json"),))
@@ -38,6 +41,14 @@ async def read_reply(reader: asyncio.StreamReader) -> tuple[int, dict[str, str],
     headers = dict(line.split(": ", 1) for line in head[1:] if line)
     body = await reader.readexactly(int(headers["Content-Length"]))
     return int(head[0].split(" ")[1]), headers, body
+
+
+async def ended(reader: asyncio.StreamReader) -> bool:
+    """The server closed the connection: an end of stream, or a reset when it left our bytes unread."""
+    try:
+        return await asyncio.wait_for(reader.read(), 5) == b""
+    except ConnectionResetError:
+        return True
 
 
 async def exchange(port: int, raw: bytes, replies: int = 1) -> list[tuple[int, dict[str, str], bytes]]:
@@ -112,8 +123,27 @@ async def test_http_1_0_and_connection_close_end_the_connection(port: int) -> No
         (b"GET / HTTP/1.1\r\n" + b"X-Filler: y\r\n" * 2000 + b"\r\n", 431, "exceed"),
         (b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03 not http\r\n\r\n", 400, "malformed HTTP request"),
         (b"GET / HTTP/1.1\r\nContent-Length: -4\r\n\r\n", 400, "malformed HTTP request"),
+        (b"GET / HTTP/1.1\r\nX-Big: " + b"a" * 100_000, 431, "exceed"),  # one header, never finished
+        (b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n1;" + b"a" * 400_000, 413, "exceeds"),
+        (b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com\r\n\r\n", 400, "not a URL path"),
+        (
+            b"POST / HTTP/1.1\r\nConnection: Upgrade\r\nUpgrade: h2c\r\nContent-Length: 5\r\n\r\nhello",
+            400,
+            "upgrade requests with a body",
+        ),
     ],
-    ids=["declared-too-large", "chunked-too-large", "long-url", "many-headers", "tls-hello", "bad-length"],
+    ids=[
+        "declared-too-large",
+        "chunked-too-large",
+        "long-url",
+        "many-headers",
+        "tls-hello",
+        "bad-length",
+        "endless-header",
+        "endless-chunk-extension",
+        "connect",
+        "upgrade-with-body",
+    ],
 )
 async def test_bad_requests_get_a_json_error_and_the_connection_closes(
     port: int, raw: bytes, status: int, problem: str
@@ -124,7 +154,7 @@ async def test_bad_requests_get_a_json_error_and_the_connection_closes(
     assert answered == status
     assert headers["Connection"] == "close"
     assert problem in orjson.loads(body)["error"]["message"]
-    assert await asyncio.wait_for(reader.read(), 5) == b""
+    assert await ended(reader)
     writer.close()
 
 
@@ -156,13 +186,113 @@ async def test_an_idle_connection_is_closed(monkeypatch: pytest.MonkeyPatch) -> 
         await server.close()
 
 
-async def test_closing_the_server_answers_what_was_asked_first() -> None:
+async def test_closing_the_server_waits_for_the_answers_being_made() -> None:
     server = await serve_http(echo, "127.0.0.1", 0, max_body_bytes=MAX_BODY)
     reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
-    writer.write(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
-    await asyncio.sleep(0.01)  # the request is being answered
+    writer.write(b"GET /slower HTTP/1.1\r\nHost: x\r\n\r\n")
+    await asyncio.sleep(0.05)  # the request is being answered
+    started = asyncio.get_running_loop().time()
     await server.close()
-    status, _, _ = await asyncio.wait_for(read_reply(reader), 5)
-    assert status == 200
+    assert asyncio.get_running_loop().time() - started >= 0.2  # close waited for the handler
+    status, headers, _ = await asyncio.wait_for(read_reply(reader), 0.1)  # already sent
+    assert (status, headers["Connection"]) == (200, "close")
+    assert await asyncio.wait_for(reader.read(), 5) == b""
+    writer.close()
+
+
+@pytest.mark.parametrize(
+    ("raw", "limit"),
+    [
+        (b"GET / HTTP/1.1\r\nHost", "REQUEST_TIMEOUT_S"),
+        (b"POST / HTTP/1.1\r\nContent-Length: 10\r\n\r\nab", "REQUEST_TIMEOUT_S"),
+        (b"", "IDLE_TIMEOUT_S"),
+    ],
+    ids=["trickled-head", "trickled-body", "silent"],
+)
+async def test_slow_or_silent_clients_are_cut_off(monkeypatch: pytest.MonkeyPatch, raw: bytes, limit: str) -> None:
+    monkeypatch.setattr(http1, limit, 0.2)
+    server = await serve_http(echo, "127.0.0.1", 0, max_body_bytes=MAX_BODY)
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        writer.write(raw)
+        assert await asyncio.wait_for(reader.read(), 5) == b""  # dropped
+        writer.close()
+    finally:
+        await server.close()
+
+
+async def test_a_client_that_never_reads_is_dropped(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(http1, "WRITE_TIMEOUT_S", 0.3)
+    server = await serve_http(echo, "127.0.0.1", 0, max_body_bytes=MAX_BODY)
+    try:
+        client = socket.socket()
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        client.connect(("127.0.0.1", server.port))
+        client.setblocking(False)
+        _, writer = await asyncio.open_connection(sock=client)
+        writer.write(b"GET / HTTP/1.1\r\n\r\n" * 200_000)  # ~4 MB asked, ~40 MB of answers never read
+        for _ in range(100):
+            await asyncio.sleep(0.1)
+            if not server.connections:
+                break
+        assert not server.connections
+        writer.transport.abort()
+    finally:
+        await server.close()
+
+
+async def test_a_pipelined_flood_is_read_no_further_than_its_answers() -> None:
+    most_waiting = 0
+    server: http1.HttpServer
+
+    async def counting(request: Request) -> Reply:
+        nonlocal most_waiting
+        most_waiting = max([most_waiting, *(len(c.pending) for c in server.connections)])
+        return await echo(request)
+
+    server = await serve_http(counting, "127.0.0.1", 0, max_body_bytes=MAX_BODY)
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        writer.write(b"".join(b"GET /?n=%d HTTP/1.1\r\n\r\n" % n for n in range(5000)))  # one write
+        answers = [await asyncio.wait_for(read_reply(reader), 5) for _ in range(5000)]
+        assert [orjson.loads(body)["query"] for _, _, body in answers[-2:]] == ["n=4998", "n=4999"]
+        assert most_waiting <= http1.PIPELINE_PAUSE + http1.FEED_BYTES // 20  # not thousands
+        writer.close()
+    finally:
+        await server.close()
+
+
+async def test_head_answers_carry_no_body(port: int) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"HEAD / HTTP/1.1\r\nHost: x\r\n\r\nGET /?next HTTP/1.1\r\nHost: x\r\n\r\n")
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+    assert head.startswith(b"HTTP/1.1 200 ")
+    assert b"Content-Length: " in head
+    status, _, body = await read_reply(reader)  # the next answer follows the head at once
+    assert (status, orjson.loads(body)["query"]) == (200, "next")
+    writer.close()
+
+
+async def test_odd_but_valid_requests(port: int) -> None:
+    answers = await exchange(port, b"GET http://tracker:5055?id=7 HTTP/1.1\r\nHost: tracker\r\n\r\n")
+    assert orjson.loads(answers[0][2])["path"] == "/"  # an absolute URL without a path
+    # Expect: 100-continue from HTTP/1.0 is ignored: the first thing back is the answer.
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"POST / HTTP/1.0\r\nContent-Length: 2\r\nExpect: 100-continue\r\nConnection: keep-alive\r\n\r\nab")
+    status, headers, body = await read_reply(reader)
+    assert (status, headers["Connection"], orjson.loads(body)["body"]) == (200, "keep-alive", "ab")
+    # A client that half-closes after asking still gets its answer.
+    writer.write(b"GET /?last HTTP/1.1\r\nHost: x\r\n\r\n")
+    writer.write_eof()
+    assert (await read_reply(reader))[0] == 200
+    assert await ended(reader)
+    writer.close()
+
+
+async def test_an_upgrade_request_is_answered_and_the_connection_closes(port: int) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"GET /?up HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
+    status, headers, body = await read_reply(reader)
+    assert (status, headers["Connection"], orjson.loads(body)["query"]) == (200, "close", "up")
     assert await asyncio.wait_for(reader.read(), 5) == b""
     writer.close()

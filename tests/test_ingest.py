@@ -158,3 +158,18 @@ async def test_a_repeated_field_keeps_its_first_value_and_garbage_bytes_are_repl
     [position] = orjson.loads(fields[b"p"])
     assert position["latitude"] == 1.0
     assert position["attributes"] == {"note": "\ufffd x"}
+
+
+async def test_form_bodies_follow_their_charset_and_ignore_a_trailing_line_break(
+    database_url: str, redis_url: str, redis: ArqRedis, engine: AsyncEngine
+) -> None:
+    settings = make_settings(database_url, redis_url, TRACKER_AUTO_REGISTER="true")
+    body = "id=gw-2&lat=1&lon=2&driver=J%FCrgen&motion=true\r\n".encode("latin-1")
+    headers = {"Content-Type": "application/x-www-form-urlencoded; charset=latin-1"}
+    async with open_listener(settings, redis, engine) as client:
+        assert (await client.post("/", data=body, headers=headers)).status == 200
+    [(_, fields)] = [
+        entry for p in range(settings.position_partitions) for entry in await redis.xrange(stream.stream_key(p))
+    ]
+    [position] = orjson.loads(fields[b"p"])
+    assert position["attributes"] == {"driver": "Jürgen", "motion": True}

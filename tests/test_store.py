@@ -30,6 +30,16 @@ def rows(device_id: int) -> list[dict[str, Any]]:
             for second in range(50)]  # fmt: skip
 
 
+async def stored_state(sessions: async_sessionmaker[AsyncSession], device_id: int) -> tuple[int, Device, Position]:
+    """Positions stored in all, the device, and the position it points at as its newest."""
+    async with sessions() as session:
+        count = (await session.execute(select(func.count()).select_from(Position))).scalar_one()
+        device = await session.get(Device, device_id)
+        assert device is not None
+        newest = (await session.execute(select(Position).where(col(Position.id) == device.position_id))).scalar_one()
+    return count, device, newest
+
+
 async def test_a_batch_run_twice_is_stored_once(sessions: async_sessionmaker[AsyncSession]) -> None:
     device_id = await add_device(sessions, "twice")
     first = await store_batch(sessions, rows(device_id), PipelineConfig(), T0 + 200)
@@ -43,15 +53,25 @@ async def test_a_batch_run_twice_is_stored_once(sessions: async_sessionmaker[Asy
     assert again.stored == 0
     assert again.dropped == {"duplicate": 50}
     assert again.newest == []
-    async with sessions() as session:
-        count = (await session.execute(select(func.count()).select_from(Position))).scalar_one()
-        device = await session.get(Device, device_id)
-        assert device is not None
-        newest = (await session.execute(select(Position).where(col(Position.id) == device.position_id))).scalar_one()
+    count, device, newest = await stored_state(sessions, device_id)
     assert count == 50
     assert (device.position_id, device.total_distance) == (position_id, odometer)
     assert newest.fix_time.timestamp() == T0 + 49
     assert odometer > 500  # 49 steps of ~11 m
+
+
+async def test_a_rerun_batch_with_new_positions_stores_the_new_ones_atomically(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    """A drain killed after its commit and before its acknowledgement runs the batch again, perhaps
+    with entries that arrived since: the stored part is skipped, the new part stored, in one transaction."""
+    device_id = await add_device(sessions, "rerun")
+    assert (await store_batch(sessions, rows(device_id)[:30], PipelineConfig(), T0 + 200)).stored == 30
+    again = await store_batch(sessions, rows(device_id), PipelineConfig(), T0 + 300)
+    assert (again.stored, again.dropped) == (20, {"duplicate": 30})
+    count, _, newest = await stored_state(sessions, device_id)
+    assert count == 50
+    assert newest.fix_time.timestamp() == T0 + 49
 
 
 async def test_an_interrupted_drain_resumes_in_order(

@@ -5,7 +5,8 @@ on the benchmark machine, aiohttp's request machinery costs about 58 µs of CPU 
 server costs about 12 µs, which is most of what lets one listener process keep up with the fleet.
 httptools (llhttp, Node's parser) does the parsing. This module adds what a device port needs:
 keep-alive and pipelined requests answered in order, limits on the request head (431) and body
-(413), `Expect: 100-continue`, an idle timeout, and back-pressure both ways.
+(413), `Expect: 100-continue`, and deadlines and back-pressure against clients that are slow to
+send or never read.
 """
 
 from __future__ import annotations
@@ -26,7 +27,11 @@ import orjson
 log = logging.getLogger(__name__)
 
 MAX_HEAD_BYTES = 16 * 1024  # request line and headers: an OsmAnd query with many attributes fits
-IDLE_TIMEOUT_S = 75.0  # as aiohttp's keep-alive: a tracker reports at least every minute or so
+FEED_BYTES = 4096  # bytes parsed at a time: how far past a limit a request can get before it is refused
+IDLE_TIMEOUT_S = 75.0  # between requests, as aiohttp's keep-alive: a tracker reports every minute or so
+REQUEST_TIMEOUT_S = 30.0  # from a request's first byte to its last: a trickling sender is cut off
+WRITE_TIMEOUT_S = 30.0  # a client that stops reading its answers for this long is dropped
+CLOSE_GRACE_S = 10.0  # on shutdown, requests being answered get this long to finish
 PIPELINE_PAUSE = 32  # requests read ahead of their answers before reading pauses
 PIPELINE_RESUME = 8
 
@@ -42,6 +47,14 @@ class Request:
     @property
     def content_type(self) -> str:
         return self.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+
+    @property
+    def charset(self) -> str | None:
+        for parameter in self.headers.get("content-type", "").split(";")[1:]:
+            name, _, value = parameter.partition("=")
+            if name.strip().lower() == "charset":
+                return value.strip().strip('"') or None
+        return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +81,16 @@ class _Refused(Exception):
         self.reply = reply
 
 
+@dataclass(slots=True)
+class _Pending:
+    """A parsed request (or the refusal of one) waiting for its answer, and how to frame that answer."""
+
+    item: Request | Reply
+    keep_alive: bool
+    http_1_0: bool = False
+    head: bool = False  # a HEAD request: the answer carries no body
+
+
 _date = (0, "")
 
 
@@ -79,16 +102,19 @@ def _http_date() -> str:
     return _date[1]
 
 
-def encode_reply(reply: Reply, keep_alive: bool) -> bytes:
+def encode_reply(reply: Reply, pending: _Pending) -> bytes:
     lines = [
         f"HTTP/1.1 {reply.status} {HTTPStatus(reply.status).phrase}",
         f"Date: {_http_date()}",
         f"Content-Length: {len(reply.body)}",
         *(f"{name}: {value}" for name, value in reply.headers),
     ]
-    if not keep_alive:
+    if not pending.keep_alive:
         lines.append("Connection: close")
-    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + reply.body
+    elif pending.http_1_0:
+        lines.append("Connection: keep-alive")
+    head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+    return head if pending.head else head + reply.body
 
 
 class Connection(asyncio.Protocol):
@@ -100,14 +126,16 @@ class Connection(asyncio.Protocol):
         self.connections = connections
         self.parser = httptools.HttpRequestParser(self)
         self.transport: asyncio.Transport | None = None
-        # Parsed, not answered yet, with keep-alive; a Reply stands for a request refused while parsing.
-        self.pending: deque[tuple[Request | Reply, bool]] = deque()
+        self.pending: deque[_Pending] = deque()  # parsed, not answered yet, in order
+        self.unparsed = b""  # read while too many requests wait for their answers
         self.responder: asyncio.Task[None] | None = None
         self.writable = asyncio.Event()
         self.writable.set()
         self.reading_paused = False
-        self.idle_timer: asyncio.TimerHandle | None = None
+        self.timer: asyncio.TimerHandle | None = None  # the idle, request or write deadline running now
         self.closing = False  # no more requests are read; close once the pending ones are answered
+        self.in_message = False
+        self.in_head = False
         self._start_request()
 
     # --- asyncio.Protocol -------------------------------------------------------------------------
@@ -115,63 +143,121 @@ class Connection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is not an asyncio.Transport subclass
         self.connections.add(self)
-        self._arm_idle_timer()
+        self._deadline(IDLE_TIMEOUT_S)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.connections.discard(self)
         self.closing = True
+        self.pending.clear()
         self.writable.set()  # a responder waiting to write sees the connection gone and ends
-        if self.idle_timer is not None:
-            self.idle_timer.cancel()
+        self._deadline(None)
 
     def data_received(self, data: bytes) -> None:
-        if self.closing:
-            return
-        if self.idle_timer is not None:
-            self.idle_timer.cancel()
-            self.idle_timer = None
-        try:
-            self.parser.feed_data(data)
-        except httptools.HttpParserCallbackError as error:
-            refused = error.__context__
-            self._refuse(refused.reply if isinstance(refused, _Refused) else json_error(400, "bad_request", str(error)))
-        except httptools.HttpParserUpgrade:
-            self.closing = True  # no protocol switch here: answer what was asked, then close
-            self._close_when_answered()
-        except httptools.HttpParserError as error:
-            self._refuse(json_error(400, "bad_request", f"malformed HTTP request: {error}"))
+        if not self.closing:
+            self._feed(data)
+
+    def eof_received(self) -> bool:
+        """The client sent all it will (a half-close): answer what it asked, then close."""
+        self.closing = True
+        self._close_when_answered()
+        return True  # keep the transport open for the answers
 
     def pause_writing(self) -> None:
         self.writable.clear()
+        self._deadline(WRITE_TIMEOUT_S)
 
     def resume_writing(self) -> None:
         self.writable.set()
+        # Back to the deadline the connection had: a request half read, or idle, or none while answering.
+        self._deadline(REQUEST_TIMEOUT_S if self.in_message else IDLE_TIMEOUT_S if self.responder is None else None)
 
-    # --- httptools callbacks ----------------------------------------------------------------------
+    # --- parsing ----------------------------------------------------------------------------------
+
+    def _feed(self, data: bytes) -> None:
+        """Parse in slices, so limits hold within a slice of being crossed and a flood of pipelined
+        requests is read no further ahead than PIPELINE_PAUSE (the rest waits as bytes)."""
+        for start in range(0, len(data), FEED_BYTES):
+            if self.closing:
+                return
+            if len(self.pending) >= PIPELINE_PAUSE:
+                self.unparsed += data[start:]
+                if self.transport is not None and not self.reading_paused:
+                    self.transport.pause_reading()
+                    self.reading_paused = True
+                return
+            piece = data[start : start + FEED_BYTES]
+            try:
+                self.parser.feed_data(piece)
+            except httptools.HttpParserCallbackError as error:
+                refused = error.__context__
+                if not isinstance(refused, _Refused):
+                    log.error("cannot parse a request", exc_info=refused)
+                    refused = _Refused(json_error(400, "bad_request", "malformed HTTP request"))
+                self._refuse(refused.reply)
+                return
+            except httptools.HttpParserUpgrade:
+                self._no_upgrade()
+                return
+            except httptools.HttpParserError as error:
+                self._refuse(json_error(400, "bad_request", f"malformed HTTP request: {error}"))
+                return
+            # Counted per slice: httptools buffers a header until the next begins, so one endless
+            # header would never reach on_header; an endless chunked body never reaches on_body.
+            if self.in_head:
+                self.head_read += len(piece)  # may count a slice's bytes before the head began
+                if self.head_read > MAX_HEAD_BYTES + FEED_BYTES:
+                    self._refuse(self._head_too_large())
+                    return
+            if self.in_message:
+                self.message_bytes += len(piece)
+                if self.message_bytes > 2 * (self.max_body_bytes + MAX_HEAD_BYTES):  # body, framing, trailers
+                    self._refuse(self._too_large())
+                    return
 
     def _start_request(self) -> None:
         self.url = b""
         self.headers: dict[str, str] = {}
-        self.head_bytes = 0
+        self.head_bytes = 0  # of the request line and headers parsed so far
+        self.head_read = 0  # of the slices read while the head was still open
+        self.message_bytes = 0
         self.body: list[bytes] = []
         self.body_bytes = 0
 
     def on_message_begin(self) -> None:
         self._start_request()
+        self.in_message = self.in_head = True
+        self._deadline(REQUEST_TIMEOUT_S)
 
     def on_url(self, url: bytes) -> None:
         self.url += url
         self._count_head(len(url))
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._count_head(len(name) + len(value) + 4)
-        self.headers[name.decode("latin-1").lower()] = value.decode("latin-1")
+        if self.in_head:  # trailers after a chunked body are read and ignored
+            self._count_head(len(name) + len(value) + 4)
+            self.headers[name.decode("latin-1").lower()] = value.decode("latin-1")
+
+    def _count_head(self, size: int) -> None:
+        """Exact for the parts parsed so far; `_feed` counts the part httptools still holds."""
+        self.head_bytes += size
+        if self.head_bytes > MAX_HEAD_BYTES:
+            raise _Refused(self._head_too_large())
+
+    def _head_too_large(self) -> Reply:
+        return json_error(431, "too_large", f"the request head exceeds {MAX_HEAD_BYTES} bytes")
 
     def on_headers_complete(self) -> None:
+        self.in_head = False
         length = self.headers.get("content-length", "")
         if length.isdigit() and int(length) > self.max_body_bytes:
             raise _Refused(self._too_large())
-        if self.headers.get("expect", "").lower() == "100-continue" and self.transport is not None:
+        if (
+            self.headers.get("expect", "").lower() == "100-continue"
+            and self.parser.get_http_version() == "1.1"  # an HTTP/1.0 client's expectation is ignored
+            and not self.pending  # never ahead of an earlier request's answer
+            and self.responder is None
+            and self.transport is not None
+        ):
             self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
 
     def on_body(self, chunk: bytes) -> None:
@@ -181,50 +267,75 @@ class Connection(asyncio.Protocol):
         self.body.append(chunk)
 
     def on_message_complete(self) -> None:
-        url = httptools.parse_url(self.url)
+        self.in_message = False
+        self._deadline(None)
+        try:
+            url = httptools.parse_url(self.url)
+        except httptools.HttpParserInvalidURLError:
+            raise _Refused(json_error(400, "bad_request", "the request target is not a URL path")) from None
+        method = self.parser.get_method().decode("latin-1")
         request = Request(
-            method=self.parser.get_method().decode("latin-1"),
-            path=url.path.decode("latin-1"),
+            method=method,
+            path=(url.path or b"/").decode("latin-1"),  # an absolute URL may have no path
             query=(url.query or b"").decode("latin-1"),
             headers=self.headers,
             body=b"".join(self.body),
         )
-        self._queue(request, self.parser.should_keep_alive())
-        if len(self.pending) >= PIPELINE_PAUSE and self.transport is not None and not self.reading_paused:
-            self.transport.pause_reading()
-            self.reading_paused = True
-
-    def _count_head(self, size: int) -> None:
-        self.head_bytes += size
-        if self.head_bytes > MAX_HEAD_BYTES:
-            raise _Refused(json_error(431, "too_large", f"the request line and headers exceed {MAX_HEAD_BYTES} bytes"))
+        http_1_0 = self.parser.get_http_version() == "1.0"
+        self._queue(_Pending(request, self.parser.should_keep_alive(), http_1_0, method == "HEAD"))
 
     def _too_large(self) -> Reply:
         return json_error(413, "too_large", f"the body exceeds {self.max_body_bytes} bytes")
 
+    def _no_upgrade(self) -> None:
+        """No protocol switch here. The upgrade request was queued; llhttp skipped any body it had,
+        so one with a body is refused rather than answered as if empty. Then the connection closes."""
+        last = self.pending[-1] if self.pending else None
+        if last is not None and isinstance(last.item, Request):
+            declared = last.item.headers.get("content-length", "0") not in ("", "0")
+            if declared or "transfer-encoding" in last.item.headers:
+                last.item = json_error(400, "bad_request", "upgrade requests with a body are not supported")
+            last.keep_alive = False
+        self.closing = True
+        self._close_when_answered()
+
     # --- answering --------------------------------------------------------------------------------
 
+    def _queue(self, pending: _Pending) -> None:
+        self.pending.append(pending)
+        if self.responder is None:
+            self.responder = asyncio.get_running_loop().create_task(self._respond())
+
+    def _refuse(self, reply: Reply) -> None:
+        """A request that cannot be parsed on: answer it after those before it, then close."""
+        self.closing = True
+        self._deadline(None)
+        self._queue(_Pending(reply, keep_alive=False))
+
     async def _respond(self) -> None:
-        while self.pending:
-            item, keep_alive = self.pending[0]
-            reply = item if isinstance(item, Reply) else await self._answer(item)
-            self.pending.popleft()
-            await self.writable.wait()
-            if self.transport is None or self.transport.is_closing():
-                break
-            self.transport.write(encode_reply(reply, keep_alive))
-            if not keep_alive:
-                self.closing = True
-                self.transport.close()
-                break
-            if self.reading_paused and len(self.pending) <= PIPELINE_RESUME:
-                self.transport.resume_reading()
-                self.reading_paused = False
-        self.responder = None
-        if self.closing:
-            self._close_when_answered()
-        else:
-            self._arm_idle_timer()
+        try:
+            while self.pending:
+                pending = self.pending[0]
+                reply = pending.item if isinstance(pending.item, Reply) else await self._answer(pending.item)
+                await self.writable.wait()
+                if not self.pending or self.transport is None or self.transport.is_closing():
+                    return  # the connection went away meanwhile
+                self.pending.popleft()
+                if self.closing and not self.pending:
+                    pending.keep_alive = False  # the last answer before closing says so
+                self.transport.write(encode_reply(reply, pending))
+                if not pending.keep_alive:
+                    self.closing = True
+                    self.transport.close()
+                    return
+                if self.reading_paused and len(self.pending) <= PIPELINE_RESUME:
+                    self._resume_reading()
+        finally:
+            self.responder = None
+            if self.closing:
+                self._close_when_answered()
+            elif not self.in_message:
+                self._deadline(IDLE_TIMEOUT_S)
 
     async def _answer(self, request: Request) -> Reply:
         try:
@@ -233,29 +344,27 @@ class Connection(asyncio.Protocol):
             log.exception("unexpected error on %s %s", request.method, request.path)
             return json_error(500, "internal_error", "internal error; it has been logged")
 
-    def _queue(self, item: Request | Reply, keep_alive: bool) -> None:
-        self.pending.append((item, keep_alive))
-        if self.responder is None:
-            self.responder = asyncio.get_running_loop().create_task(self._respond())
-
-    def _refuse(self, reply: Reply) -> None:
-        """A request that cannot be parsed on: answer it after those before it, then close."""
-        self.closing = True
-        self._queue(reply, False)
+    def _resume_reading(self) -> None:
+        unparsed, self.unparsed = self.unparsed, b""
+        self._feed(unparsed)
+        if not self.unparsed and self.transport is not None and not self.closing:
+            self.reading_paused = False
+            self.transport.resume_reading()
 
     def _close_when_answered(self) -> None:
         if not self.pending and self.responder is None and self.transport is not None:
             self.transport.close()
 
-    def _arm_idle_timer(self) -> None:
-        if self.idle_timer is None and not self.closing:
-            self.idle_timer = asyncio.get_running_loop().call_later(IDLE_TIMEOUT_S, self._idle)
+    def _deadline(self, seconds: float | None) -> None:
+        """Run one deadline at a time (idle, request or write); past it, the connection is dropped."""
+        if self.timer is not None:
+            self.timer.cancel()
+        self.timer = None if seconds is None else asyncio.get_running_loop().call_later(seconds, self.abort)
 
-    def _idle(self) -> None:
-        self.idle_timer = None
-        if not self.pending and self.transport is not None:
-            self.closing = True
-            self.transport.close()
+    def abort(self) -> None:
+        self.timer = None
+        if self.transport is not None:
+            self.transport.abort()
 
     def close(self) -> None:
         """Stop reading; close once what was read is answered (the server is stopping)."""
@@ -283,7 +392,14 @@ class HttpServer:
         return port
 
     async def close(self) -> None:
+        """Stop accepting; let requests being answered finish (a 200 is never cut off half-sent), up to
+        CLOSE_GRACE_S; then drop what is left."""
         self.server.close()
         for connection in list(self.connections):
             connection.close()
+        answering = [c.responder for c in self.connections if c.responder is not None]
+        if answering:
+            await asyncio.wait(answering, timeout=CLOSE_GRACE_S)
+        for connection in list(self.connections):
+            connection.abort()
         await self.server.wait_closed()

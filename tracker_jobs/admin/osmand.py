@@ -7,6 +7,7 @@ device keeps the position and sends it again.
 
 from __future__ import annotations
 
+import codecs
 import logging
 from typing import Any
 from urllib.parse import parse_qsl
@@ -29,8 +30,10 @@ from tracker_jobs.positions.service import RateLimit
 
 log = logging.getLogger(__name__)
 # Redis (or, for a new device, the database) out of reach: the device should keep the position.
-UNAVAILABLE = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, ConnectionError, OSError,
-               sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError)  # fmt: skip
+# A Redis out of memory or read-only (a replica after failover) cannot take them either.
+UNAVAILABLE = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, redis.exceptions.OutOfMemoryError,
+               redis.exceptions.ReadOnlyError, ConnectionError, OSError, sqlalchemy.exc.OperationalError,
+               sqlalchemy.exc.InterfaceError)  # fmt: skip
 MAX_BODY_BYTES = 64 * 1024
 OK = Reply(200)
 
@@ -40,12 +43,22 @@ def redis_unavailable() -> ApiError:
                     headers={"Retry-After": "5"})  # fmt: skip
 
 
-def form(encoded: str) -> dict[str, str]:
+def form(encoded: str, charset: str = "utf-8") -> dict[str, str]:
     """Query or form fields; a repeated key keeps its first value, undecodable bytes become U+FFFD."""
     fields: dict[str, str] = {}
-    for key, value in parse_qsl(encoded, keep_blank_values=True, errors="replace"):
+    for key, value in parse_qsl(encoded, keep_blank_values=True, encoding=charset, errors="replace"):
         fields.setdefault(key, value)
     return fields
+
+
+def form_body(request: Request) -> dict[str, str]:
+    """A form body in its declared charset (UTF-8 if none or unknown), trailing line breaks ignored."""
+    charset = request.charset or "utf-8"
+    try:
+        codecs.lookup(charset)
+    except LookupError:
+        charset = "utf-8"
+    return form(request.body.rstrip().decode(charset, "replace"), charset)
 
 
 class DeviceListener:
@@ -71,7 +84,7 @@ class DeviceListener:
             return decode_traccar_client_json(parse_json(request.content_type, request.body), now=now)
         params: dict[str, Any] = form(request.query)
         if request.method == "POST" and request.content_type == "application/x-www-form-urlencoded":
-            params.update(form(request.body.decode("utf-8", "replace")))
+            params.update(form_body(request))
         return decode_osmand(params, now=now, speed_unit=self.settings.osmand_speed_unit)
 
     async def receive(self, request: Request) -> None:

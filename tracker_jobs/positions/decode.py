@@ -58,6 +58,13 @@ def parse_number(field: str, raw: object) -> float:
     return value
 
 
+def in_knots(field: str, speed: float, unit: str) -> float:
+    knots = speed * KNOTS_PER[unit]
+    if not math.isfinite(knots):  # finite in its own unit, too large in knots
+        raise FieldError(field, "is out of range")
+    return knots
+
+
 def parse_latitude(field: str, raw: object) -> float:
     value = parse_number(field, raw)
     if not -90.0 <= value <= 90.0:
@@ -159,7 +166,7 @@ def decode_osmand(params: Mapping[str, str], *, now: datetime, speed_unit: str =
     fix_time = parse_time("timestamp", timestamp) if timestamp else now
     position = DecodedPosition(unique_id=unique_id, fix_time=fix_time, latitude=latitude, longitude=longitude)
     if "speed" in params:
-        position.speed = parse_number("speed", params["speed"]) * KNOTS_PER[speed_unit]
+        position.speed = in_knots("speed", parse_number("speed", params["speed"]), speed_unit)
     course_key = "bearing" if "bearing" in params else "heading"
     if course_key in params:
         position.course = parse_number(course_key, params[course_key]) % 360.0
@@ -222,7 +229,7 @@ def decode_traccar_client_json(body: object, *, now: datetime) -> DecodedPositio
         longitude=parse_longitude("location.coords.longitude", coords["longitude"]),
     )
     speed = _known_number("location.coords.speed", coords.get("speed"))
-    position.speed = 0.0 if speed is None else speed * KNOTS_PER["mps"]
+    position.speed = 0.0 if speed is None else in_knots("location.coords.speed", speed, "mps")
     heading = _known_number("location.coords.heading", coords.get("heading"))
     position.course = 0.0 if heading is None else heading % 360.0
     position.accuracy = _known_number("location.coords.accuracy", coords.get("accuracy")) or 0.0
@@ -240,6 +247,8 @@ def decode_traccar_client_json(body: object, *, now: datetime) -> DecodedPositio
         battery = _object("location.battery", battery)
         level = _known_number("location.battery.level", battery.get("level"))
         if level is not None:
+            if level > 1:
+                raise FieldError("location.battery.level", f"must be between 0 and 1, got {level}")
             attributes["batteryLevel"] = round(level * 100)
         if isinstance(battery.get("is_charging"), bool):
             attributes["charge"] = battery["is_charging"]

@@ -12,7 +12,7 @@ import asyncpg
 import orjson
 import sqlalchemy as sa
 import sqlalchemy.exc
-from sqlalchemy.dialects import sqlite
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
@@ -80,12 +80,15 @@ def decode_entry(payload: bytes) -> list[dict[str, Any]]:
     return rows
 
 
-# PostgreSQL reads the batch's devices with one array parameter (no IN list to render per batch).
-_PG_LOAD_DEVICES = """
-SELECT d.id, d.name, d.unique_id, d.disabled, d.total_distance, p.fix_time, p.latitude, p.longitude
-FROM devices AS d LEFT JOIN positions AS p ON p.id = d.position_id
-WHERE d.id = ANY($1::integer[])
-"""
+# PostgreSQL reads the batch's devices with one array parameter (no IN list to render per batch). It
+# goes through the session, not the raw driver: its first statement is what opens the transaction.
+_PG_LOAD_DEVICES = sa.text(
+    """
+    SELECT d.id, d.name, d.unique_id, d.disabled, d.total_distance, p.fix_time, p.latitude, p.longitude
+    FROM devices AS d LEFT JOIN positions AS p ON p.id = d.position_id
+    WHERE d.id = ANY(:ids)
+    """
+).bindparams(sa.bindparam("ids", type_=postgresql.ARRAY(sa.Integer())))
 
 
 async def load_devices(session: AsyncSession, device_ids: Iterable[int]) -> dict[int, StoredDevice]:
@@ -93,7 +96,7 @@ async def load_devices(session: AsyncSession, device_ids: Iterable[int]) -> dict
     wanted = sorted(set(device_ids))
     rows: Iterable[Any]
     if dialect_name(session) == "postgresql":
-        rows = await (await _driver(session)).fetch(_PG_LOAD_DEVICES, wanted)
+        rows = await session.execute(_PG_LOAD_DEVICES, {"ids": wanted})
     else:
         rows = await session.execute(
             sa.select(col(Device.id), col(Device.name), col(Device.unique_id), col(Device.disabled),
@@ -228,6 +231,10 @@ def _columns(rows: list[dict[str, Any]], names: tuple[str, ...]) -> list[list[An
 
 
 async def _driver(session: AsyncSession) -> Any:
-    """The asyncpg connection under the session, inside the session's transaction."""
-    connection = await (await session.connection()).get_raw_connection()
-    return connection.driver_connection
+    """The asyncpg connection under the session, inside the session's transaction. SQLAlchemy opens
+    that transaction lazily, with the session's first statement: without one, the driver's statements
+    would each commit on their own."""
+    driver: Any = (await (await session.connection()).get_raw_connection()).driver_connection
+    if not driver.is_in_transaction():
+        raise RuntimeError("the raw driver is used before the session's transaction began")
+    return driver
