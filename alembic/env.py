@@ -38,10 +38,12 @@ def _configure(connection: Connection) -> None:
 async def _run_online() -> None:
     url = context.config.get_main_option("sqlalchemy.url") or get_settings().database_url
     engine = create_engine(url)
-    async with engine.connect() as connection:
-        await connection.run_sync(_configure)
-        await connection.commit()
-    await engine.dispose()
+    try:
+        async with engine.connect() as connection:
+            await connection.run_sync(_configure)
+            await connection.commit()
+    finally:  # a failed migration must not leave a connection (and a SQLite lock) open
+        await engine.dispose()
 
 
 connectable = context.config.attributes.get("connection")

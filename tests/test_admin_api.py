@@ -20,8 +20,9 @@ Client = TestClient[Any, Any]
 async def make_user(
     sessions: async_sessionmaker[AsyncSession], email: str, *, token: str, password: str | None = None
 ) -> int:
+    password_hash = None if password is None else await hash_password(password)
     async with transaction(sessions) as session:
-        user = User(name=email, email=email, role=Role.USER, password_hash=password and hash_password(password))
+        user = User(name=email, email=email, role=Role.USER, password_hash=password_hash)
         session.add(user)
         await session.flush()
         assert user.id is not None

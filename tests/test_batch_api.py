@@ -104,7 +104,9 @@ async def test_seed_endpoints_and_the_limit(
     assert (await response.json())["error"]["message"].startswith("positions:")
     all_bad = await admin_client.post("/api/positions", json=[{"deviceId": device}], headers=admin_headers)
     assert all_bad.status == 400
-    assert (await all_bad.json())["rejected"] == [{"index": 0, "reason": "latitude: is required"}]
+    assert (await all_bad.json())["rejected"] == [
+        {"index": 0, "code": "invalid_field", "reason": "latitude: is required"}
+    ]
     not_a_list = await admin_client.post("/api/positions", json={"deviceId": device}, headers=admin_headers)
     assert not_a_list.status == 400
     await run_burst(settings, POSITIONS)
@@ -123,7 +125,9 @@ async def test_users_may_only_send_for_their_devices(
     assert response.status == 202
     answer = await response.json()
     assert answer["accepted"] == 1
-    assert answer["rejected"] == [{"index": 1, "reason": f"deviceId: unknown device {theirs}"}]
+    assert answer["rejected"] == [
+        {"index": 1, "code": "unknown_device", "reason": f"deviceId: unknown device {theirs}"}
+    ]
 
 
 async def test_traccar_client_json(

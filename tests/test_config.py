@@ -23,6 +23,15 @@ def test_auto_register_defaults_off_once_a_database_is_configured() -> None:
     assert load_settings({"TRACKER_DATABASE_URL": "postgresql://u@h/db", "TRACKER_AUTO_REGISTER": "yes"}).auto_register
 
 
+def test_listener_connection_caps() -> None:
+    defaults = load_settings({})
+    assert (defaults.listener_max_connections, defaults.listener_max_connections_per_address) == (10_000, 1_000)
+    chosen = load_settings(
+        {"TRACKER_LISTENER_MAX_CONNECTIONS": "50000", "TRACKER_LISTENER_MAX_CONNECTIONS_PER_ADDRESS": "5000"}
+    )
+    assert (chosen.listener_max_connections, chosen.listener_max_connections_per_address) == (50_000, 5_000)
+
+
 @pytest.mark.parametrize(("raw", "expected"), [("true", True), ("1", True), ("YES", True), ("false", False),
                                                ("0", False), ("no", False)])  # fmt: skip
 def test_booleans(raw: str, expected: bool) -> None:
@@ -40,6 +49,13 @@ def test_booleans(raw: str, expected: bool) -> None:
         ("TRACKER_REDIS_URL", "localhost:6379", "TRACKER_REDIS_URL: expected redis://"),
         ("TRACKER_TIMEZONE", "Mars/Olympus", "TRACKER_TIMEZONE: expected an IANA time zone"),
         ("TRACKER_OSMAND_SPEED_UNIT", "furlongs", "TRACKER_OSMAND_SPEED_UNIT: expected one of"),
+        ("TRACKER_LISTENER_MAX_CONNECTIONS", "0", "TRACKER_LISTENER_MAX_CONNECTIONS: expected a number from 1 to"),
+        ("TRACKER_LISTENER_MAX_CONNECTIONS", "lots", "TRACKER_LISTENER_MAX_CONNECTIONS: expected a whole number"),
+        (
+            "TRACKER_LISTENER_MAX_CONNECTIONS_PER_ADDRESS",
+            "0",
+            "TRACKER_LISTENER_MAX_CONNECTIONS_PER_ADDRESS: expected a number from 1 to",
+        ),
     ],
 )
 def test_bad_values_name_the_variable(variable: str, value: str, expected: str) -> None:

@@ -1,18 +1,20 @@
 """The device port's lean HTTP/1.1 server, spoken to over raw sockets: keep-alive, pipelining, limits,
-malformed input, idle connections. The handler echoes what it was given, so each test can see what the
+malformed input, idle connections, caps on open connections. The handler echoes what it was given, so each test can see what the
 server parsed."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import resource
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import orjson
 import pytest
 
 from tracker_jobs.admin import http1
-from tracker_jobs.admin.http1 import Reply, Request, serve_http
+from tracker_jobs.admin.http1 import Reply, Request, connection_cap, serve_http
 
 MAX_BODY = 1024
 
@@ -296,3 +298,179 @@ async def test_an_upgrade_request_is_answered_and_the_connection_closes(port: in
     assert (status, headers["Connection"], orjson.loads(body)["query"]) == (200, "close", "up")
     assert await asyncio.wait_for(reader.read(), 5) == b""
     writer.close()
+
+
+Stream = tuple[asyncio.StreamReader, asyncio.StreamWriter]
+Connect = Callable[..., Awaitable[Stream]]
+
+
+@pytest.fixture
+async def connect() -> AsyncIterator[Connect]:
+    """Open connections from a chosen source address (every 127.x.y.z is this machine on Linux, so a test
+    can be many clients); all are closed when the test ends."""
+    writers: list[asyncio.StreamWriter] = []
+
+    async def open_from(port: int, source: str = "127.0.0.1") -> Stream:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port, local_addr=(source, 0))
+        writers.append(writer)
+        return reader, writer
+
+    yield open_from
+    for writer in writers:
+        writer.close()
+        await writer.wait_closed()
+
+
+async def served(stream: Stream) -> bool:
+    reader, writer = stream
+    writer.write(b"GET /?id=d1 HTTP/1.1\r\nHost: x\r\n\r\n")
+    status, _, body = await asyncio.wait_for(read_reply(reader), 5)
+    return status == 200 and orjson.loads(body)["query"] == "id=d1"
+
+
+async def refused(stream: Stream) -> str:
+    """Ask as a tracker does, at once: the answer is a 503 and the end. Returns its message."""
+    reader, writer = stream
+    writer.write(b"GET /?id=d1 HTTP/1.1\r\nHost: x\r\n\r\n")
+    status, headers, body = await asyncio.wait_for(read_reply(reader), 5)
+    assert (status, headers["Connection"], headers["Content-Type"]) == (503, "close", "application/json")
+    assert int(headers["Retry-After"]) > 0
+    error = orjson.loads(body)["error"]
+    assert error["code"] == "too_many_connections"
+    assert await ended(reader)
+    return str(error["message"])
+
+
+async def until(condition: Callable[[], bool]) -> None:
+    """The server sees a client's close a loop turn or two after it happens."""
+    for _ in range(500):
+        if condition():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("the server never got there")
+
+
+async def test_connections_past_the_per_address_cap_get_a_503_and_the_others_still_work(connect: Connect) -> None:
+    server = await serve_http(echo, "127.0.0.1", 0, max_body_bytes=MAX_BODY, max_connections_per_address=3)
+    try:
+        held = [await connect(server.port) for _ in range(3)]
+        assert all([await served(stream) for stream in held])
+        assert "too many open connections from 127.0.0.1" in await refused(await connect(server.port))
+        assert all([await served(stream) for stream in held])  # the earlier ones are untouched
+        assert await served(await connect(server.port, "127.0.0.2"))  # another address has its own slots
+        assert server.connections_per_address == {"127.0.0.1": 3, "127.0.0.2": 1}
+    finally:
+        await server.close()
+
+
+async def test_connections_past_the_overall_cap_get_a_503_and_the_others_still_work(connect: Connect) -> None:
+    server = await serve_http(echo, "127.0.0.1", 0, max_body_bytes=MAX_BODY, max_connections=3)
+    try:
+        held = [await connect(server.port, f"127.0.0.{n}") for n in (1, 2, 3)]  # each under its own cap
+        assert all([await served(stream) for stream in held])
+        message = await refused(await connect(server.port, "127.0.0.4"))
+        assert "the device port has too many open connections" in message
+        assert all([await served(stream) for stream in held])
+        assert len(server.connections) == 3
+    finally:
+        await server.close()
+
+
+@pytest.mark.parametrize(
+    ("caps", "sources"),
+    [
+        ({"max_connections_per_address": 2}, ["127.0.0.1", "127.0.0.1", "127.0.0.1"]),
+        ({"max_connections": 2}, ["127.0.0.1", "127.0.0.2", "127.0.0.3"]),
+    ],
+    ids=["per-address", "overall"],
+)
+async def test_closing_a_connection_frees_its_slot(connect: Connect, caps: dict[str, int], sources: list[str]) -> None:
+    server = await serve_http(echo, "127.0.0.1", 0, max_body_bytes=MAX_BODY, **caps)
+    try:
+        first, second = await connect(server.port, sources[0]), await connect(server.port, sources[1])
+        assert await served(first)
+        assert await served(second)
+        await refused(await connect(server.port, sources[2]))
+        first[1].close()
+        await until(lambda: len(server.connections) == 1)
+        assert await served(await connect(server.port, sources[2]))  # served again
+        await refused(await connect(server.port, sources[2]))  # and full again
+        second[1].transport.abort()  # a reset frees its slot as a close does
+        await until(lambda: len(server.connections) == 1)
+        assert await served(await connect(server.port, sources[1]))
+    finally:
+        await server.close()
+
+
+async def test_counts_return_to_zero_when_clients_disconnect(monkeypatch: pytest.MonkeyPatch, connect: Connect) -> None:
+    monkeypatch.setattr(http1, "REFUSAL_LINGER_S", 0.2)
+    server = await serve_http(echo, "127.0.0.1", 0, max_body_bytes=MAX_BODY, max_connections_per_address=2)
+    try:
+        streams = [await connect(server.port, f"127.0.0.{n}") for n in (1, 1, 2, 3)]
+        assert all([await served(stream) for stream in streams])
+        assert server.connections_per_address == {"127.0.0.1": 2, "127.0.0.2": 1, "127.0.0.3": 1}
+        # A refused client that never closes is let go after the linger, and holds no slot meanwhile.
+        reader, _ = await connect(server.port, "127.0.0.1")
+        assert (await asyncio.wait_for(read_reply(reader), 5))[0] == 503
+        assert server.slots.lingering
+        assert server.connections_per_address["127.0.0.1"] == 2
+        await until(lambda: not server.slots.lingering)
+        streams[0][1].close()  # a close
+        streams[1][1].transport.abort()  # a reset
+        streams[2][1].write_eof()  # a half-close: the server closes its side in turn
+        assert await ended(streams[2][0])
+        await until(lambda: server.connections_per_address == {"127.0.0.3": 1})
+        streams[3][1].close()
+        await until(lambda: not server.connections and not server.connections_per_address)
+    finally:
+        await server.close()
+
+
+async def test_refusals_are_logged_but_not_one_line_each(caplog: pytest.LogCaptureFixture, connect: Connect) -> None:
+    caplog.set_level(logging.WARNING, logger=http1.__name__)
+    server = await serve_http(echo, "127.0.0.1", 0, max_body_bytes=MAX_BODY, max_connections_per_address=1)
+    assert await served(await connect(server.port))
+    for _ in range(5):
+        await refused(await connect(server.port))
+    lines = [record.getMessage() for record in caplog.records if record.name == http1.__name__]
+    assert len(lines) == 1  # the first refusal is told at once, the next four wait for the interval
+    assert "cap of 1 connections per client address: refused 1 connection(s)" in lines[0]
+    await server.close()  # what is still untold is told on the way out
+    lines = [record.getMessage() for record in caplog.records if record.name == http1.__name__]
+    assert len(lines) == 2
+    assert "refused 4 connection(s)" in lines[1]
+    assert "the latest from 127.0.0.1" in lines[1]
+
+
+async def test_the_open_file_limit_is_raised_and_the_cap_leaves_a_reserve() -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or hard <= 1024:
+        pytest.skip("needs a finite hard open-file limit above 1024")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (1024, hard))  # lowering the soft limit is always allowed
+    try:
+        server = await serve_http(echo, "127.0.0.1", 0, max_body_bytes=MAX_BODY, max_connections=10 * hard)
+        await server.close()
+        assert resource.getrlimit(resource.RLIMIT_NOFILE)[0] == hard
+        assert server.max_connections == hard - max(256, hard // 10)  # asked for more than can be had
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+@pytest.mark.parametrize(
+    ("asked", "limit", "cap"),
+    [
+        (10_000, None, 10_000),  # no limit
+        (10_000, 1_048_576, 10_000),  # plenty
+        (10_000, 1024, 768),  # a reserve of 256
+        (10_000, 4096, 3687),  # a reserve of a tenth, when that is more
+        (10_000, 100, 1),  # a tiny limit still serves
+    ],
+)
+def test_connection_cap_keeps_descriptors_for_the_rest_of_the_process(asked: int, limit: int | None, cap: int) -> None:
+    assert connection_cap(asked, limit) == cap
+
+
+@pytest.mark.parametrize("caps", [{"max_connections": 0}, {"max_connections_per_address": 0}])
+async def test_a_cap_of_zero_is_refused(caps: dict[str, int]) -> None:
+    with pytest.raises(ValueError, match="at least 1"):
+        await serve_http(echo, "127.0.0.1", 0, max_body_bytes=MAX_BODY, **caps)

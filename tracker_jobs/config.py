@@ -60,6 +60,8 @@ class Settings:
     device_rate_limit: int  # positions per window per device on the listener; 0: off
     job_record_retention_days: int
     backlog_age_limit_s: int  # /health is degraded when a queue's oldest waiting job is older
+    listener_max_connections: int  # open connections on the device port (fewer if the open-file limit is low)
+    listener_max_connections_per_address: int  # of those from one client address; a gateway's trackers share one
 
     @property
     def embedded_redis(self) -> bool:
@@ -200,6 +202,11 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         device_rate_limit=_int(env, "TRACKER_DEVICE_RATE_LIMIT", 3_000, 0, 10**9),
         job_record_retention_days=_int(env, "TRACKER_JOB_RECORD_RETENTION_DAYS", 7, 1, 3650),
         backlog_age_limit_s=_int(env, "TRACKER_BACKLOG_AGE_LIMIT", 300, 1, 365 * 86_400),
+        # No 0 for off: a device port without a cap is what let one client take every descriptor.
+        listener_max_connections=_int(env, "TRACKER_LISTENER_MAX_CONNECTIONS", 10_000, 1, 1_000_000),
+        listener_max_connections_per_address=_int(
+            env, "TRACKER_LISTENER_MAX_CONNECTIONS_PER_ADDRESS", 1_000, 1, 1_000_000
+        ),
     )
 
 

@@ -1,15 +1,12 @@
 """GET /api/openapi.json describes every route of the admin app, and schemathesis, run against the
-real `tracker-jobs admin` process, finds no 5xx and no answer that the document does not describe."""
+real `tracker-jobs admin` process (`admin_url`, from conftest.py), finds no 5xx and no answer that the
+document does not describe."""
 
 from __future__ import annotations
 
 import itertools
-import subprocess
-import time
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 import requests
 import schemathesis
 from arq.connections import ArqRedis
@@ -25,7 +22,6 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from tests.conftest import ADMIN_TOKEN, make_settings
-from tests.processes import engine_env, running, tracker_jobs_command
 from tracker_jobs.admin.app import create_admin_app
 from tracker_jobs.admin.openapi import openapi_document, undocumented_routes
 from tracker_jobs.db import create_engine
@@ -44,24 +40,6 @@ async def test_every_route_is_in_the_document(tmp_path: Path, redis_url: str, re
     assert document["paths"]["/api/tasks/status"]["get"]["responses"].keys() >= {"200", "401", "403", "429"}
     assert document["paths"]["/health"]["get"]["security"] == []
     await engine.dispose()
-
-
-@pytest.fixture
-def admin_url(tmp_path: Path, redis_url: str, redis: ArqRedis) -> Iterator[str]:
-    env = engine_env(TRACKER_DATABASE_URL=f"sqlite:///{tmp_path / 'api.db'}", TRACKER_REDIS_URL=redis_url,
-                     TRACKER_ADMIN_TOKEN=ADMIN_TOKEN)  # fmt: skip
-    subprocess.run(tracker_jobs_command("migrate"), cwd=tmp_path, env=env, check=True, capture_output=True)
-    url = f"http://127.0.0.1:{env['TRACKER_ADMIN_PORT']}"
-    with running(tracker_jobs_command("admin"), tmp_path, env) as admin:
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            try:
-                if requests.get(f"{url}/health", timeout=1).status_code == 200:
-                    break
-            except requests.ConnectionError:
-                time.sleep(0.1)
-        yield url
-    assert admin.returncode == 0, admin.output  # type: ignore[attr-defined]
 
 
 def test_schemathesis_finds_no_server_error_and_no_undocumented_answer(admin_url: str) -> None:

@@ -10,10 +10,10 @@ from arq.connections import ArqRedis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tracker_jobs.admin import devices, health, metrics, openapi, positions, reports, session, socket, tasks, users
-from tracker_jobs.admin.auth import require_token
+from tracker_jobs.admin.auth import authenticate
 from tracker_jobs.admin.errors import json_errors
 from tracker_jobs.admin.osmand import serve_listener
-from tracker_jobs.admin.ratelimit import rate_limit
+from tracker_jobs.admin.params import bounded_query
 from tracker_jobs.admin.state import set_resources
 from tracker_jobs.config import Settings
 from tracker_jobs.db import create_engine
@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 
 
 def create_admin_app(settings: Settings, redis: ArqRedis, engine: AsyncEngine) -> web.Application:
-    app = web.Application(middlewares=[json_errors, rate_limit, require_token], client_max_size=MAX_BODY_BYTES)
+    app = web.Application(middlewares=[json_errors, bounded_query, authenticate], client_max_size=MAX_BODY_BYTES)
     set_resources(app, settings, redis, engine)
     router = app.router
     router.add_get("/health", health.health)

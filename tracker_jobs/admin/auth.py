@@ -1,12 +1,24 @@
-"""Bearer-token authentication for everything under /api/, and the role check."""
+"""Who is calling, and how often: bearer tokens for everything under /api/, the rate limits, the role
+check, and announcing access changes to every process.
+
+Rate limits: a request with a valid token counts against that token; every other request (no token,
+an unknown or expired token, a public route such as login) counts against the client's address, so
+guessing with `Authorization: Bearer junk` is limited like guessing passwords. Once an address has
+spent its budget, its tokens are not even looked up until the window ends: guessing costs no database
+work.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from aiohttp import web
 
+from tracker_jobs.access import AccessChange, publish_access_change
 from tracker_jobs.admin.errors import ApiError, Handler
-from tracker_jobs.admin.state import PRINCIPAL, SESSIONS
-from tracker_jobs.users.service import Principal, principal_for_token
+from tracker_jobs.admin.ratelimit import over_limit, seconds_to_wait, too_many
+from tracker_jobs.admin.state import DIRECTORY, PRINCIPAL, REDIS, SESSIONS, SETTINGS
+from tracker_jobs.users.service import Principal, hash_token, principal_for_token_hash
 
 PUBLIC = {("POST", "/api/session"), ("GET", "/api/openapi.json")}
 
@@ -25,18 +37,36 @@ def bearer_token(request: web.Request) -> str | None:
     return None
 
 
+def _unauthorized(message: str) -> ApiError:
+    return ApiError(401, "unauthorized", message, headers={"WWW-Authenticate": "Bearer"})
+
+
 @web.middleware
-async def require_token(request: web.Request, handler: Handler) -> web.StreamResponse:
-    if not request.path.startswith("/api/") or (request.method, request.path) in PUBLIC:
+async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
+    if not request.path.startswith("/api/"):
         return await handler(request)
+    settings, redis = request.app[SETTINGS], request.app[REDIS]
+    window_s = settings.rate_limit_window_s
+    address_key, address_limit = f"tracker:rate:address:{request.remote}", settings.anonymous_rate_limit
     token = bearer_token(request)
-    if token is None:
-        raise ApiError(401, "unauthorized", "an Authorization: Bearer <token> header is required",
-                       headers={"WWW-Authenticate": "Bearer"})  # fmt: skip
+    if token is None or (request.method, request.path) in PUBLIC:
+        if (wait_s := await seconds_to_wait(redis, address_key, address_limit, window_s)) is not None:
+            raise too_many(wait_s, "from this address")
+        if (request.method, request.path) in PUBLIC:
+            return await handler(request)
+        raise _unauthorized("an Authorization: Bearer <token> header is required")
+    if (wait_s := await over_limit(redis, address_key, address_limit)) is not None:
+        raise too_many(wait_s, "from this address")
+    token_hash = hash_token(token)
     async with request.app[SESSIONS]() as session:
-        principal = await principal_for_token(session, token)
+        principal = await principal_for_token_hash(session, token_hash)
     if principal is None:
-        raise ApiError(401, "unauthorized", "the token is unknown or expired", headers={"WWW-Authenticate": "Bearer"})
+        if (wait_s := await seconds_to_wait(redis, address_key, address_limit, window_s)) is not None:
+            raise too_many(wait_s, "from this address")
+        raise _unauthorized("the token is unknown or expired")
+    token_key = f"tracker:rate:token:{token_hash}"
+    if (wait_s := await seconds_to_wait(redis, token_key, settings.api_rate_limit, window_s)) is not None:
+        raise too_many(wait_s, "for this token")
     request[PRINCIPAL] = principal
     return await handler(request)
 
@@ -51,3 +81,13 @@ def require_admin(request: web.Request) -> Principal:
     if not caller.is_admin:
         raise ApiError(403, "forbidden", "this needs the admin role")
     return caller
+
+
+async def announce_access_change(
+    request: web.Request, *, users: Iterable[int] = (), devices: Iterable[int] = ()
+) -> None:
+    """After a commit that changed who may see or send what: this process's directory forgets at once
+    (its own listener must not wait for the round trip), and every process hears it."""
+    users, devices = frozenset(users), frozenset(devices)
+    request.app[DIRECTORY].apply(AccessChange(users=users, devices=devices))
+    await publish_access_change(request.app[REDIS], users=users, devices=devices)

@@ -7,53 +7,64 @@ from typing import Any
 
 from aiohttp import web
 
-from tracker_jobs.admin.auth import principal
+from tracker_jobs.admin.auth import announce_access_change, principal
 from tracker_jobs.admin.errors import ApiError, bad_request, not_found
 from tracker_jobs.admin.params import json_object, path_id, query_time
 from tracker_jobs.admin.responses import json_response
-from tracker_jobs.admin.state import DIRECTORY, REDIS, SESSIONS, SETTINGS
+from tracker_jobs.admin.state import REDIS, SESSIONS, SETTINGS
 from tracker_jobs.db import transaction, utcnow
 from tracker_jobs.devices import service
 from tracker_jobs.devices.statistics import device_statistics, today_range
-from tracker_jobs.positions.decode import FieldError, parse_number, parse_unique_id
+from tracker_jobs.fields import FieldError, check_json, parse_number, parse_text
+from tracker_jobs.positions.decode import parse_unique_id
 
 MAX_STATISTICS_RANGE = timedelta(days=31)
+# What a body may hold: the writable fields, and the read-only ones a client sends back from a GET.
+DEVICE_KEYS = {
+    "id",
+    "name",
+    "uniqueId",
+    "disabled",
+    "speedLimit",
+    "attributes",
+    "status",
+    "lastUpdate",
+    "positionId",
+    "totalDistance",
+    "motion",
+}
 
 
 def device_fields(body: dict[str, Any], *, creating: bool) -> dict[str, Any]:
     """The model fields a POST or PUT body sets, checked; unknown keys are refused by name."""
-    allowed = {"id", "name", "uniqueId", "disabled", "speedLimit", "attributes", "status", "lastUpdate",
-               "positionId", "totalDistance", "motion"}  # fmt: skip
-    unknown = sorted(set(body) - allowed)
+    unknown = sorted(set(body) - DEVICE_KEYS)
     if unknown:
-        raise bad_request(unknown[0], "is not a device field")
+        raise bad_request(unknown[0][:40], "is not a device field")
+    try:
+        return _checked_device_fields(body, creating=creating)
+    except FieldError as error:
+        raise bad_request(error.field, error.problem) from None
+
+
+def _checked_device_fields(body: dict[str, Any], *, creating: bool) -> dict[str, Any]:
     fields: dict[str, Any] = {}
     if creating or "uniqueId" in body:
-        try:
-            fields["unique_id"] = parse_unique_id("uniqueId", body.get("uniqueId", ""))
-        except FieldError as error:
-            raise bad_request(error.field, error.problem) from None
+        fields["unique_id"] = parse_unique_id("uniqueId", body.get("uniqueId", ""))
     if creating or "name" in body:
-        name = body.get("name", fields.get("unique_id"))
-        if not isinstance(name, str) or not name.strip() or len(name) > 128:
-            raise bad_request("name", "must be text of 1 to 128 characters")
-        fields["name"] = name.strip()
+        fields["name"] = parse_text("name", body.get("name", fields.get("unique_id")), 128)
     if "disabled" in body:
         if not isinstance(body["disabled"], bool):
-            raise bad_request("disabled", "must be true or false")
+            raise FieldError("disabled", "must be true or false")
         fields["disabled"] = body["disabled"]
     if "speedLimit" in body:
         limit = body["speedLimit"]
-        try:
-            fields["speed_limit"] = None if limit is None else parse_number("speedLimit", limit)
-        except FieldError as error:
-            raise bad_request(error.field, error.problem) from None
+        fields["speed_limit"] = None if limit is None else parse_number("speedLimit", limit)
         if fields["speed_limit"] is not None and fields["speed_limit"] <= 0:
-            raise bad_request("speedLimit", "must be a positive speed in knots")
+            raise FieldError("speedLimit", "must be a positive speed in knots")
     if "attributes" in body:
         if not isinstance(body["attributes"], dict):
-            raise bad_request("attributes", "must be a JSON object")
-        fields["attributes"] = body["attributes"]
+            raise FieldError("attributes", "must be a JSON object")
+        fields["attributes"] = check_json("attributes", body["attributes"])
     return fields
 
 
@@ -78,6 +89,8 @@ async def create_device(request: web.Request) -> web.Response:
         if await service.unique_id_taken(session, fields["unique_id"]):
             raise ApiError(409, "conflict", f"uniqueId: {fields['unique_id']!r} is already registered")
         device = await service.create_device(session, principal(request), fields)
+    assert device.id is not None
+    await announce_access_change(request, devices=[device.id])  # a socket that may see it shows it at once
     return json_response(service.device_to_api(device), status=201)
 
 
@@ -88,13 +101,13 @@ async def update_device(request: web.Request) -> web.Response:
         device = await service.get_device(session, principal(request), device_id)
         if device is None:
             raise not_found(f"device {device_id}")
-        old_unique_id = device.unique_id
         if "unique_id" in fields and await service.unique_id_taken(session, fields["unique_id"], except_id=device_id):
             raise ApiError(409, "conflict", f"uniqueId: {fields['unique_id']!r} is already registered")
+        changes_access = any(getattr(device, key) != fields[key] for key in ("unique_id", "disabled") if key in fields)
         for key, value in fields.items():
             setattr(device, key, value)
-    if device.unique_id != old_unique_id:
-        request.app[DIRECTORY].forget(old_unique_id)
+    if changes_access:
+        await announce_access_change(request, devices=[device_id])
     return json_response(service.device_to_api(device))
 
 
@@ -105,7 +118,8 @@ async def delete_device(request: web.Request) -> web.Response:
         if device is None:
             raise not_found(f"device {device_id}")
         await session.delete(device)
-    request.app[DIRECTORY].forget(device.unique_id)
+    await service.forget_device_state(request.app[REDIS], device_id)
+    await announce_access_change(request, devices=[device_id])
     return web.Response(status=204)
 
 

@@ -5,17 +5,19 @@ on the benchmark machine, aiohttp's request machinery costs about 58 µs of CPU 
 server costs about 12 µs, which is most of what lets one listener process keep up with the fleet.
 httptools (llhttp, Node's parser) does the parsing. This module adds what a device port needs:
 keep-alive and pipelined requests answered in order, limits on the request head (431) and body
-(413), `Expect: 100-continue`, and deadlines and back-pressure against clients that are slow to
-send or never read.
+(413), `Expect: 100-continue`, deadlines and back-pressure against clients that are slow to
+send or never read, and caps on open connections, overall and per client address, so that one client
+cannot take every file descriptor of the process (the admin API, Redis and the database share them).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import resource
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from email.utils import formatdate
 from http import HTTPStatus
@@ -34,6 +36,19 @@ WRITE_TIMEOUT_S = 30.0  # a client that stops reading its answers for this long 
 CLOSE_GRACE_S = 10.0  # on shutdown, requests being answered get this long to finish
 PIPELINE_PAUSE = 32  # requests read ahead of their answers before reading pauses
 PIPELINE_RESUME = 8
+MAX_CONNECTIONS = 10_000  # serve_http's default cap on open connections
+MAX_CONNECTIONS_PER_ADDRESS = 1_000  # and from one client address: not tiny, trackers behind a gateway share it
+# Descriptors always left to the rest of the process (admin API, Redis, database, log files) however
+# many connections are asked for: at least this many, or a tenth of the limit when that is more. It also
+# covers what a refusal holds: a burst of accepts (one listen backlog, about 100) and the lingering below.
+DESCRIPTOR_RESERVE = 256
+REFUSED_RETRY_AFTER_S = 10  # idle connections free their slots over time; trackers retry on their own
+# A refused client may have sent its request already; closing with it unread would reset the connection
+# and could destroy the 503 before the client reads it. So the server half-closes, reads and drops what
+# comes, and closes when the client does, for at most this long and this many refusals at a time.
+REFUSAL_LINGER_S = 2.0
+MAX_LINGERING_REFUSALS = 32
+REFUSAL_LOG_INTERVAL_S = 10.0  # at most one log line per cap this often, however many are refused
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,13 +132,102 @@ def encode_reply(reply: Reply, pending: _Pending) -> bytes:
     return head if pending.head else head + reply.body
 
 
+class _RefusalLog:
+    """Refused connections logged at WARNING at most once per REFUSAL_LOG_INTERVAL_S and cap, each line
+    with how many were refused since the last: a flood of connections must not become a flood of log
+    lines. What a burst leaves unlogged is written once the interval has passed, even if it was the end."""
+
+    def __init__(self) -> None:
+        self.unlogged: dict[str, int] = {}  # per cap: refused, not yet logged
+        self.latest: dict[str, tuple[str, str]] = {}  # per cap: (the cap's description, the last address)
+        self.quiet_until: dict[str, float] = {}  # per cap: no line before this loop time
+        self.timers: dict[str, asyncio.TimerHandle] = {}
+
+    def refused(self, cap: str, description: str, address: str) -> None:
+        self.unlogged[cap] = self.unlogged.get(cap, 0) + 1
+        self.latest[cap] = (description, address)
+        loop = asyncio.get_running_loop()
+        quiet_until = self.quiet_until.get(cap, 0.0)
+        if loop.time() >= quiet_until:
+            self._write(cap)
+        elif cap not in self.timers:
+            self.timers[cap] = loop.call_at(quiet_until, self._write, cap)
+
+    def _write(self, cap: str) -> None:
+        timer = self.timers.pop(cap, None)
+        if timer is not None:
+            timer.cancel()
+        count = self.unlogged.pop(cap, 0)
+        if count:
+            self.quiet_until[cap] = asyncio.get_running_loop().time() + REFUSAL_LOG_INTERVAL_S
+            description, address = self.latest[cap]
+            log.warning(
+                "device port %s: refused %d connection(s) with 503 since the last such line, the latest from %s",
+                description,
+                count,
+                address,
+            )
+
+    def flush(self) -> None:
+        """The server is stopping: write what is still unlogged now."""
+        for cap in list(self.timers):
+            self._write(cap)
+
+
+class _Slots:
+    """The server's open connections, overall and per client address, against its caps. Only a served
+    connection holds a slot; an address's entry goes with its last connection, so a scan from many
+    addresses leaves nothing behind."""
+
+    def __init__(self, max_connections: int, max_per_address: int) -> None:
+        self.max_connections = max_connections
+        self.max_per_address = max_per_address
+        self.connections: set[Connection] = set()
+        self.per_address: dict[str, int] = {}
+        self.lingering: set[Connection] = set()  # refused: answered, waiting a moment for the client to close
+        self.refusals = _RefusalLog()
+
+    def take(self, connection: Connection) -> Reply | None:
+        """Give the connection a slot, or the 503 that refuses it."""
+        if len(self.connections) >= self.max_connections:
+            description = f"at its cap of {self.max_connections} connections"
+            self.refusals.refused("overall", description, connection.address)
+            return self._refusal("the device port has too many open connections; try again later")
+        held = self.per_address.get(connection.address, 0)
+        if held >= self.max_per_address:
+            description = f"at its cap of {self.max_per_address} connections per client address"
+            self.refusals.refused("per address", description, connection.address)
+            return self._refusal(
+                f"too many open connections from {connection.address} (at most {self.max_per_address}); "
+                "close idle ones or try again later"
+            )
+        self.connections.add(connection)
+        self.per_address[connection.address] = held + 1
+        return None
+
+    def give_back(self, connection: Connection) -> None:
+        self.lingering.discard(connection)
+        if connection in self.connections:
+            self.connections.remove(connection)
+            held = self.per_address[connection.address] - 1
+            if held:
+                self.per_address[connection.address] = held
+            else:
+                del self.per_address[connection.address]
+
+    @staticmethod
+    def _refusal(message: str) -> Reply:
+        return json_error(503, "too_many_connections", message, (("Retry-After", str(REFUSED_RETRY_AFTER_S)),))
+
+
 class Connection(asyncio.Protocol):
     """One client connection: parse requests as bytes arrive, answer them in order."""
 
-    def __init__(self, handler: Handler, max_body_bytes: int, connections: set[Connection]) -> None:
+    def __init__(self, handler: Handler, max_body_bytes: int, slots: _Slots) -> None:
         self.handler = handler
         self.max_body_bytes = max_body_bytes
-        self.connections = connections
+        self.slots = slots
+        self.address = ""  # the client's, without the port: what the per-address cap counts
         self.parser = httptools.HttpRequestParser(self)
         self.transport: asyncio.Transport | None = None
         self.pending: deque[_Pending] = deque()  # parsed, not answered yet, in order
@@ -142,11 +246,27 @@ class Connection(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is not an asyncio.Transport subclass
-        self.connections.add(self)
+        peer = transport.get_extra_info("peername")
+        self.address = str(peer[0]) if isinstance(peer, tuple) else str(peer or "")  # tuple for IPv4 and IPv6
+        refusal = self.slots.take(self)
+        if refusal is not None:
+            self._refuse_connection(self.transport, refusal)
+            return
         self._deadline(IDLE_TIMEOUT_S)
 
+    def _refuse_connection(self, transport: asyncio.Transport, refusal: Reply) -> None:
+        """Over a cap: the 503 goes out at once, before anything is read, and nothing is ever parsed."""
+        self.closing = True  # data_received drops whatever the client sends
+        transport.write(encode_reply(refusal, _Pending(refusal, keep_alive=False)))
+        if len(self.slots.lingering) < MAX_LINGERING_REFUSALS and transport.can_write_eof():
+            self.slots.lingering.add(self)
+            transport.write_eof()  # eof_received closes when the client does
+            self._deadline(REFUSAL_LINGER_S)
+        else:
+            transport.close()  # too many lingering: the descriptor matters more than a clean close
+
     def connection_lost(self, exc: Exception | None) -> None:
-        self.connections.discard(self)
+        self.slots.give_back(self)
         self.closing = True
         self.pending.clear()
         self.writable.set()  # a responder waiting to write sees the connection gone and ends
@@ -372,24 +492,89 @@ class Connection(asyncio.Protocol):
         self._close_when_answered()
 
 
-async def serve_http(handler: Handler, host: str, port: int, *, max_body_bytes: int) -> HttpServer:
-    """Listen on host:port; several processes may share the port (the kernel spreads connections)."""
-    connections: set[Connection] = set()
+def raise_descriptor_limit() -> int | None:
+    """Raise the process's soft limit on open files to its hard limit (the soft one is often 1,024, far
+    below what a device port needs); return the limit in force, None when there is none."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        except (ValueError, OSError) as error:  # e.g. macOS refuses an unlimited hard limit as the soft one
+            log.warning("cannot raise the open-file limit from %d to %d: %s", soft, hard, error)
+    return None if soft == resource.RLIM_INFINITY else soft
+
+
+def connection_cap(max_connections: int, descriptor_limit: int | None) -> int:
+    """The most connections the server may hold: as many as asked, but never so many that the rest of
+    the process (admin API, Redis, database) is left without descriptors."""
+    if descriptor_limit is None:
+        return max_connections
+    reserve = max(DESCRIPTOR_RESERVE, descriptor_limit // 10)
+    return max(1, min(max_connections, descriptor_limit - reserve))
+
+
+async def serve_http(
+    handler: Handler,
+    host: str,
+    port: int,
+    *,
+    max_body_bytes: int,
+    max_connections: int = MAX_CONNECTIONS,
+    max_connections_per_address: int = MAX_CONNECTIONS_PER_ADDRESS,
+) -> HttpServer:
+    """Listen on host:port; several processes may share the port (the kernel spreads connections, and
+    each process applies the caps to its own). A connection over either cap is answered 503 and closed;
+    `max_connections` is lowered if the open-file limit would leave the process too few descriptors."""
+    if max_connections < 1 or max_connections_per_address < 1:
+        raise ValueError("max_connections and max_connections_per_address must be at least 1")
+    descriptor_limit = raise_descriptor_limit()
+    cap = connection_cap(max_connections, descriptor_limit)
+    slots = _Slots(cap, max_connections_per_address)
     loop = asyncio.get_running_loop()
-    server = await loop.create_server(lambda: Connection(handler, max_body_bytes, connections), host, port,
-                                      reuse_address=True, reuse_port=True)  # fmt: skip
-    return HttpServer(server, connections)
+    server = await loop.create_server(
+        lambda: Connection(handler, max_body_bytes, slots), host, port, reuse_address=True, reuse_port=True
+    )
+    http_server = HttpServer(server, slots)
+    log.info(
+        "HTTP server on port %d takes at most %d connections (%d asked; open-file limit %s) and %d per client address",
+        http_server.port,
+        cap,
+        max_connections,
+        "none" if descriptor_limit is None else descriptor_limit,
+        max_connections_per_address,
+    )
+    return http_server
 
 
 @dataclass
 class HttpServer:
     server: asyncio.Server
-    connections: set[Connection]
+    slots: _Slots
 
     @property
     def port(self) -> int:
         port: int = self.server.sockets[0].getsockname()[1]
         return port
+
+    @property
+    def connections(self) -> set[Connection]:
+        """The connections being served (not those refused)."""
+        return self.slots.connections
+
+    @property
+    def connections_per_address(self) -> Mapping[str, int]:
+        """Open connections per client address; an address without any has no entry."""
+        return self.slots.per_address
+
+    @property
+    def max_connections(self) -> int:
+        """The overall cap in force: as asked, or lower to leave the process descriptors."""
+        return self.slots.max_connections
+
+    @property
+    def max_connections_per_address(self) -> int:
+        return self.slots.max_per_address
 
     async def close(self) -> None:
         """Stop accepting; let requests being answered finish (a 200 is never cut off half-sent), up to
@@ -400,6 +585,7 @@ class HttpServer:
         answering = [c.responder for c in self.connections if c.responder is not None]
         if answering:
             await asyncio.wait(answering, timeout=CLOSE_GRACE_S)
-        for connection in list(self.connections):
+        for connection in [*self.connections, *self.slots.lingering]:
             connection.abort()
+        self.slots.refusals.flush()
         await self.server.wait_closed()

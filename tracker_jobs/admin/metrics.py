@@ -27,7 +27,7 @@ from tracker_jobs.monitor.stats import Rollup, job_totals, unfinished_counts
 
 COUNTER_HELP = {
     counters.POSITIONS_ACCEPTED: "Positions accepted from devices and the batch API (in Redis)",
-    counters.POSITIONS_REJECTED: "Positions refused as malformed",
+    counters.POSITIONS_REJECTED: "Positions refused at the door: malformed, unknown or disabled device, over its rate limit",
     counters.POSITIONS_STORED: "Positions written to the database",
     counters.POSITIONS_DROPPED: "Positions the pipeline filtered out (duplicates, jumps, ...)",
 }

@@ -19,6 +19,7 @@ from aiohttp import web
 from tracker_jobs.admin import devices, health, positions, session, socket
 from tracker_jobs.admin.errors import Handler
 from tracker_jobs.admin.responses import json_response
+from tracker_jobs.positions.batch import REJECTION_CODES
 
 JsonSchema = dict[str, Any]
 Auth = Literal["none", "token", "admin", "metrics"]
@@ -259,7 +260,9 @@ describe(positions.get_positions, Operation(
            Query("limit", {"type": "integer", "minimum": 1, "maximum": 100_000})),
     tag="positions"))  # fmt: skip
 BATCH_ANSWER = obj({
-    "accepted": INTEGER, "rejected": array(obj({"index": INTEGER, "reason": STRING})),
+    "accepted": INTEGER,
+    "rejected": array(obj({"index": INTEGER, "code": {"type": "string", "enum": list(REJECTION_CODES)},
+                           "reason": STRING})),
     "task_id": nullable(STRING), "task_ids": array(STRING),
 }, required=("accepted", "rejected"))  # fmt: skip
 POSITION_INPUT = obj({
@@ -285,7 +288,9 @@ _BATCH = Operation(
 describe(positions.post_positions, _BATCH)
 describe(positions.post_single_position, Operation(
     "One position on the batch path (the seed's name)",
-    {202: Reply("accepted", BATCH_ANSWER), 503: error_reply("Redis is unreachable; send again", "Retry-After")},
+    {202: Reply("accepted", BATCH_ANSWER), 403: error_reply("the device is disabled"),
+     404: error_reply("the device is unknown, or not one of the caller's"),
+     503: error_reply("Redis is unreachable; send again", "Retry-After")},
     body=POSITION_INPUT,
     example={"uniqueId": "walk-phone", "fixTime": "2026-01-01T00:00:01Z", "latitude": 52.5, "longitude": 13.4},
     tag="positions"))  # fmt: skip

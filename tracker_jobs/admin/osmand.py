@@ -8,6 +8,7 @@ device keeps the position and sends it again.
 from __future__ import annotations
 
 import codecs
+import contextlib
 import logging
 from typing import Any
 from urllib.parse import parse_qsl
@@ -24,8 +25,11 @@ from tracker_jobs.admin.ratelimit import too_many
 from tracker_jobs.admin.state import shared_acceptor, shared_directory
 from tracker_jobs.config import Settings
 from tracker_jobs.db import utcnow
-from tracker_jobs.devices.service import UnknownDevice
-from tracker_jobs.positions.decode import DecodedPosition, FieldError, decode_osmand, decode_traccar_client_json
+from tracker_jobs.devices.service import DisabledDevice, UnknownDevice
+from tracker_jobs.fields import FieldError
+from tracker_jobs.monitor.counters import POSITIONS_REJECTED, count
+from tracker_jobs.positions.batch import DISABLED, UNKNOWN
+from tracker_jobs.positions.decode import DecodedPosition, decode_osmand, decode_traccar_client_json
 from tracker_jobs.positions.service import RateLimit
 
 log = logging.getLogger(__name__)
@@ -52,13 +56,17 @@ def form(encoded: str, charset: str = "utf-8") -> dict[str, str]:
 
 
 def form_body(request: Request) -> dict[str, str]:
-    """A form body in its declared charset (UTF-8 if none or unknown), trailing line breaks ignored."""
+    """A form body in its declared charset (UTF-8 if none), trailing line breaks ignored. Only text
+    encodings are read: Python also names transforms (base64, zlib, rot13, ...) as codecs."""
     charset = request.charset or "utf-8"
     try:
-        codecs.lookup(charset)
-    except LookupError:
-        charset = "utf-8"
-    return form(request.body.rstrip().decode(charset, "replace"), charset)
+        if not codecs.lookup(charset)._is_text_encoding:
+            raise LookupError(charset)
+        return form(request.body.rstrip().decode(charset, "replace"), charset)
+    except (LookupError, UnicodeError, ValueError):  # idna and friends fail even with errors="replace"
+        raise FieldError(
+            "Content-Type", f"charset {charset[:40]!r} is not a text encoding this listener reads"
+        ) from None
 
 
 class DeviceListener:
@@ -87,6 +95,12 @@ class DeviceListener:
             params.update(form_body(request))
         return decode_osmand(params, now=now, speed_unit=self.settings.osmand_speed_unit)
 
+    async def refused(self, error: ApiError) -> ApiError:
+        """Count a position refused at the door (its device's rate limit counts inside the accept)."""
+        with contextlib.suppress(*UNAVAILABLE):
+            await count(self.acceptor.redis, {POSITIONS_REJECTED: 1})
+        return error
+
     async def receive(self, request: Request) -> None:
         if request.path != "/":
             raise ApiError(404, "not_found", f"{request.path[:80]} not found; devices report to /")
@@ -95,13 +109,21 @@ class DeviceListener:
                            headers={"Allow": "GET, POST"})  # fmt: skip
         try:
             position = self.decode(request)
-        except FieldError as error:
-            raise bad_request(error.field, error.problem) from None
-        try:
             device_id = await self.directory.resolve(position.unique_id, auto_register=self.settings.auto_register)
-            answer = await self.acceptor.accept([(device_id, position)], self.limit)
+        except FieldError as error:
+            raise await self.refused(bad_request(error.field, error.problem)) from None
         except UnknownDevice:
-            raise ApiError(404, "unknown_device", f"id: device {position.unique_id!r} is not registered") from None
+            refusal = ApiError(404, UNKNOWN, f"id: device {position.unique_id!r} is not registered")
+            raise await self.refused(refusal) from None
+        except DisabledDevice:
+            raise await self.refused(
+                ApiError(403, DISABLED, f"id: device {position.unique_id!r} is disabled")
+            ) from None
+        except UNAVAILABLE as error:
+            log.warning("refusing a position: %s", error)
+            raise redis_unavailable() from None
+        try:
+            answer = await self.acceptor.accept([(device_id, position)], self.limit)
         except UNAVAILABLE as error:
             log.warning("refusing a position: %s", error)
             raise redis_unavailable() from None
@@ -110,4 +132,11 @@ class DeviceListener:
 
 
 async def serve_listener(settings: Settings, redis: ArqRedis, engine: AsyncEngine, host: str, port: int) -> HttpServer:
-    return await serve_http(DeviceListener(settings, redis, engine), host, port, max_body_bytes=MAX_BODY_BYTES)
+    return await serve_http(
+        DeviceListener(settings, redis, engine),
+        host,
+        port,
+        max_body_bytes=MAX_BODY_BYTES,
+        max_connections=settings.listener_max_connections,
+        max_connections_per_address=settings.listener_max_connections_per_address,
+    )

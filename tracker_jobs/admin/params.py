@@ -8,8 +8,9 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from tracker_jobs.admin.errors import ApiError, bad_request
-from tracker_jobs.positions.decode import FieldError, parse_time
+from tracker_jobs.admin.errors import ApiError, Handler, bad_request
+from tracker_jobs.fields import FieldError, parse_id, parse_time
+from tracker_jobs.fields import parse_int as parse_field_int
 
 
 async def json_body(request: web.Request) -> Any:
@@ -32,6 +33,15 @@ async def json_object(request: web.Request) -> dict[str, Any]:
     return body
 
 
+@web.middleware
+async def bounded_query(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """No query parameter reaches a handler, a log line or the database with a NUL character in it."""
+    for name, value in request.query.items():
+        if "\x00" in name or "\x00" in value:
+            raise bad_request(name.replace("\x00", "\\0")[:40], "must not contain NUL characters")
+    return await handler(request)
+
+
 def query_int(request: web.Request, name: str) -> int | None:
     raw = request.query.get(name)
     if raw is None or raw == "":
@@ -39,20 +49,19 @@ def query_int(request: web.Request, name: str) -> int | None:
     return parse_int(name, raw)
 
 
-def query_ints(request: web.Request, name: str) -> list[int]:
-    return [parse_int(name, raw) for raw in request.query.getall(name, [])]
+def query_ids(request: web.Request, name: str) -> list[int]:
+    """A repeated id parameter (?deviceId=1&deviceId=2); each within the id column's range."""
+    try:
+        return [parse_id(name, raw) for raw in request.query.getall(name, [])]
+    except FieldError as error:
+        raise bad_request(error.field, error.problem) from None
 
 
 def parse_int(name: str, raw: object) -> int:
-    if isinstance(raw, bool):
-        raise bad_request(name, "must be a whole number")
     try:
-        value: int = int(raw)  # type: ignore[call-overload]
-    except (TypeError, ValueError):
-        raise bad_request(name, f"must be a whole number, got {str(raw)[:40]!r}") from None
-    if not -(2**63) <= value < 2**63:
-        raise bad_request(name, "is out of range")
-    return value
+        return parse_field_int(name, raw)
+    except FieldError as error:
+        raise bad_request(error.field, error.problem) from None
 
 
 def path_id(request: web.Request, name: str = "id") -> int:

@@ -9,18 +9,21 @@ from aiohttp import web
 from tracker_jobs.admin.auth import principal
 from tracker_jobs.admin.errors import ApiError, bad_request
 from tracker_jobs.admin.osmand import UNAVAILABLE, redis_unavailable
-from tracker_jobs.admin.params import json_body, query_int, query_ints, query_time
+from tracker_jobs.admin.params import json_body, query_ids, query_int, query_time
 from tracker_jobs.admin.responses import json_response
 from tracker_jobs.admin.state import ACCEPTOR, REDIS, SESSIONS, SETTINGS
 from tracker_jobs.db import utcnow
-from tracker_jobs.positions.batch import BatchAnswer, resolve_batch
+from tracker_jobs.monitor.counters import POSITIONS_REJECTED, count
+from tracker_jobs.positions.batch import DISABLED, UNKNOWN, BatchAnswer, resolve_batch
 from tracker_jobs.positions.service import latest_positions, positions_in_range
 
 MAX_POSITIONS_PER_REQUEST = 100_000
+# One position refused: the status the device listener answers for the same reason.
+SINGLE_STATUS = {UNKNOWN: 404, DISABLED: 403}
 
 
 async def get_positions(request: web.Request) -> web.Response:
-    device_ids = query_ints(request, "deviceId")
+    device_ids = query_ids(request, "deviceId")
     start, end = query_time(request, "from"), query_time(request, "to")
     if start is not None and end is not None and start > end:
         raise bad_request("from", "must not be after to")
@@ -47,6 +50,8 @@ async def _accept_batch(request: web.Request, items: list[Any]) -> BatchAnswer:
                                          auto_register=settings.auto_register)  # fmt: skip
         if answer.accepted:
             answer.task_ids = (await request.app[ACCEPTOR].accept(answer.accepted)).task_ids
+        if answer.rejected:
+            await count(request.app[REDIS], {POSITIONS_REJECTED: len(answer.rejected)})
     except UNAVAILABLE:
         raise redis_unavailable() from None
     return answer
@@ -78,5 +83,6 @@ async def post_single_position(request: web.Request) -> web.Response:
     body = await json_body(request)
     answer = await _accept_batch(request, [body])
     if answer.rejected:
-        raise ApiError(400, "invalid_field", answer.rejected[0]["reason"])
+        rejection = answer.rejected[0]
+        raise ApiError(SINGLE_STATUS.get(rejection["code"], 400), rejection["code"], rejection["reason"])
     return _batch_response(answer)

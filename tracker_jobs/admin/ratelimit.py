@@ -1,6 +1,7 @@
 """Rate limits kept in Redis, so they hold across processes: a fixed window per key, one script call each.
 
-The admin API is limited per token (per client address for requests without one, such as login).
+The admin API is limited per token, and per client address for requests that carry no valid token
+(see `auth`).
 Device ingest is limited per device inside the position acceptor's own Redis round trip and answered
 with `too_many` from here. A limit of 0 turns it off. Redis out of reach lets requests through: a limit
 must not become an outage.
@@ -11,16 +12,12 @@ from __future__ import annotations
 import hashlib
 import math
 
-from aiohttp import web
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from tracker_jobs.admin.auth import bearer_token
-from tracker_jobs.admin.errors import ApiError, Handler
-from tracker_jobs.admin.state import REDIS, SETTINGS
-from tracker_jobs.users.service import hash_token
+from tracker_jobs.admin.errors import ApiError
 
 _COUNT_SCRIPT = """
 local count = redis.call('INCR', KEYS[1])
@@ -50,23 +47,21 @@ async def seconds_to_wait(redis: Redis, key: str, limit: int, window_s: int) -> 
     return int(ttl_ms) / 1000 if int(count) > limit else None
 
 
+async def over_limit(redis: Redis, key: str, limit: int) -> float | None:
+    """Whether `key` has already spent its `limit` this window (counting nothing): the seconds left, or None."""
+    if limit <= 0:
+        return None
+    try:
+        async with redis.pipeline(transaction=False) as pipe:
+            pipe.get(key)
+            pipe.pttl(key)
+            count, ttl_ms = await pipe.execute()
+    except _REDIS_AWAY:
+        return None
+    return max(int(ttl_ms), 1) / 1000 if count is not None and int(count) > limit else None
+
+
 def too_many(wait_s: float, whose: str) -> ApiError:
     retry_after = max(1, math.ceil(wait_s))
     return ApiError(429, "rate_limited", f"too many requests {whose}; try again in {retry_after} s",
                     headers={"Retry-After": str(retry_after)})  # fmt: skip
-
-
-@web.middleware
-async def rate_limit(request: web.Request, handler: Handler) -> web.StreamResponse:
-    if not request.path.startswith("/api/"):
-        return await handler(request)
-    settings = request.app[SETTINGS]
-    token = bearer_token(request)
-    if token is not None:
-        key, limit, whose = f"tracker:rate:token:{hash_token(token)}", settings.api_rate_limit, "for this token"
-    else:
-        key, limit, whose = f"tracker:rate:address:{request.remote}", settings.anonymous_rate_limit, "from this address"
-    wait_s = await seconds_to_wait(request.app[REDIS], key, limit, settings.rate_limit_window_s)
-    if wait_s is not None:
-        raise too_many(wait_s, whose)
-    return await handler(request)

@@ -30,11 +30,11 @@ from tracker_jobs.admin.openapi import (
     nullable,
     obj,
 )
-from tracker_jobs.admin.params import json_object, parse_int, path_id, query_ints, query_time
+from tracker_jobs.admin.params import json_object, path_id, query_ids, query_time
 from tracker_jobs.admin.responses import json_response
 from tracker_jobs.admin.state import REDIS, SESSIONS, SETTINGS
 from tracker_jobs.admin.tasks import bounded_query_int
-from tracker_jobs.positions.decode import FieldError, parse_time
+from tracker_jobs.fields import FieldError, check_no_nul, parse_id, parse_time
 from tracker_jobs.reports import exporters, service
 from tracker_jobs.reports.builders import DEVICE_KINDS, DIRECT_KINDS, ReportRequest
 
@@ -104,7 +104,7 @@ def _flag(value: object, name: str) -> bool:
 def _texts(value: object, name: str) -> tuple[str, ...]:
     if not isinstance(value, list) or not all(isinstance(item, str) and 0 < len(item) <= 64 for item in value):
         raise bad_request(name, "must be a list of names")
-    return tuple(value)
+    return tuple(check_no_nul(name, item) for item in value)
 
 
 def _period(body: dict[str, Any]) -> tuple[Any, Any]:
@@ -133,7 +133,7 @@ async def post_device_report(request: web.Request) -> web.Response:
         start, end = _period(body)
         report_request = ReportRequest(
             kind=service.check_kind(body.get("kind", "summary"), DEVICE_KINDS),
-            device_ids=(parse_int("device_id", _required(body, "device_id")),),
+            device_ids=(parse_id("device_id", _required(body, "device_id")),),
             start=start,
             end=end,
             daily=_flag(body.get("daily", False), "daily"),
@@ -155,7 +155,7 @@ async def post_fleet_report(request: web.Request) -> web.Response:
         raw_ids = body.get("device_ids")
         if raw_ids is not None and not isinstance(raw_ids, list):
             raise bad_request("device_ids", "must be a list of device ids")
-        device_ids = tuple(parse_int("device_ids", raw) for raw in raw_ids or ())
+        device_ids = tuple(parse_id("device_ids", raw) for raw in raw_ids or ())
         report_request = ReportRequest("fleet", device_ids, start, end)
         if raw_ids is not None and not device_ids:
             raise bad_request("device_ids", "must name at least one device (leave it out for all)")
@@ -218,7 +218,7 @@ async def direct_report(request: web.Request) -> web.StreamResponse:
     kind = request.match_info["kind"]
     if kind not in DIRECT_KINDS:
         raise not_found(f"report kind {kind[:40]!r} (expected one of {', '.join(DIRECT_KINDS)})")
-    device_ids = tuple(query_ints(request, "deviceId"))
+    device_ids = tuple(query_ids(request, "deviceId"))
     if not device_ids:
         raise bad_request("deviceId", "is required")
     start, end = query_time(request, "from"), query_time(request, "to")

@@ -3,6 +3,12 @@
 Every admin process subscribes to the workers' pub/sub channel and serves its own clients, so any
 number of admin processes can run. Each client gets only the devices its user may see; an admin gets
 every device, including devices registered after the socket opened.
+
+A socket keeps no more authority than its token: when any process announces an access change
+(`tracker_jobs.access`), the sockets of those users are checked again at once: closed when the token
+no longer lets its user in (password changed, session ended, token revoked, user disabled or deleted),
+re-filtered when the user's role or devices changed. Every socket is also checked once a minute, for
+sessions that simply expired and for announcements lost while Redis was away.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ import logging
 import os
 import socket
 import time
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,23 +28,27 @@ from aiohttp import WSMsgType, web
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from tracker_jobs.admin.auth import principal
-from tracker_jobs.admin.state import REDIS, SESSIONS
-from tracker_jobs.devices.service import device_to_api, list_devices
+from tracker_jobs.access import ACCESS_CHANNEL, EVERYTHING, AccessChange
+from tracker_jobs.admin.auth import bearer_token, principal
+from tracker_jobs.admin.state import DIRECTORY, REDIS, SESSIONS
+from tracker_jobs.devices.service import DeviceDirectory, device_to_api, list_devices
 from tracker_jobs.positions.live import LIVE_CHANNEL
 from tracker_jobs.positions.service import latest_positions
-from tracker_jobs.users.service import Principal
+from tracker_jobs.users.service import Principal, hash_token, principals_by_token_hash
 
 log = logging.getLogger(__name__)
 CLIENTS_KEY = "tracker:websocket-clients"  # admin process -> how many sockets it serves (for /metrics)
 CLIENT_QUEUE = 256  # messages a slow client may fall behind before it is dropped (it reconnects)
 REFRESH_ACCESS_S = 5.0  # a user's visible devices are re-read at most this often, on an unknown id
+RECHECK_S = 60.0  # every socket's token is checked again this often, whatever was announced
+REVOKED = 1008  # websocket close code "policy violation": the token no longer lets its user in
 
 
 @dataclass(eq=False)  # each socket is itself, hashable by identity
 class Client:
     ws: web.WebSocketResponse
     principal: Principal
+    token_hash: str
     allowed: set[int]
     inbox: asyncio.Queue[bytes] = field(default_factory=lambda: asyncio.Queue(CLIENT_QUEUE))
     refreshed: float = field(default_factory=time.monotonic)
@@ -46,22 +57,23 @@ class Client:
 class LiveHub:
     """Subscribes once per process and hands each message to every client's own sender."""
 
-    def __init__(self, redis: Redis, sessions: async_sessionmaker[AsyncSession]) -> None:
+    def __init__(self, redis: Redis, sessions: async_sessionmaker[AsyncSession], directory: DeviceDirectory) -> None:
         self.redis = redis
         self.sessions = sessions
+        self.directory = directory  # this process's uniqueId map, told of access changes here too
         self.clients: set[Client] = set()
-        self.listener: asyncio.Task[None] | None = None
-        self.closing: set[asyncio.Task[bool]] = set()  # keeps closing sockets' tasks alive until done
+        self.tasks: list[asyncio.Task[None]] = []
+        self.closing: set[asyncio.Task[Any]] = set()  # keeps closing sockets' and re-check tasks alive until done
         self.process = f"{socket.gethostname()}:{os.getpid()}"
 
     async def start(self) -> None:
-        self.listener = asyncio.create_task(self._listen())
+        self.tasks = [asyncio.create_task(self._listen()), asyncio.create_task(self._recheck_periodically())]
 
     async def stop(self) -> None:
-        if self.listener is not None:
-            self.listener.cancel()
+        for task in self.tasks:
+            task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self.listener
+                await task
         for client in list(self.clients):
             await client.ws.close(code=1001, message=b"server shutting down")
         with contextlib.suppress(Exception):
@@ -71,9 +83,15 @@ class LiveHub:
         while True:
             try:
                 async with self.redis.pubsub() as pubsub:
-                    await pubsub.subscribe(LIVE_CHANNEL)
+                    await pubsub.subscribe(LIVE_CHANNEL, ACCESS_CHANNEL)
+                    # Whatever was announced while unsubscribed is lost: check everything once.
+                    self._access_changed(EVERYTHING)
                     async for message in pubsub.listen():
-                        if message["type"] == "message":
+                        if message["type"] != "message":
+                            continue
+                        if message["channel"] == ACCESS_CHANNEL.encode():
+                            self._access_changed(AccessChange.decode(message["data"]))
+                        else:
                             self._dispatch(message["data"])
             except asyncio.CancelledError:
                 raise
@@ -88,9 +106,46 @@ class LiveHub:
             except asyncio.QueueFull:
                 log.warning("dropping a websocket client that fell %d messages behind", CLIENT_QUEUE)
                 self.clients.discard(client)
-                closing = asyncio.create_task(client.ws.close(code=1013, message=b"too slow; reconnect"))
-                self.closing.add(closing)
-                closing.add_done_callback(self.closing.discard)
+                self._in_background(client.ws.close(code=1013, message=b"too slow; reconnect"))
+
+    def _in_background(self, work: Coroutine[Any, Any, Any]) -> None:
+        task = asyncio.create_task(work)
+        self.closing.add(task)
+        task.add_done_callback(self.closing.discard)
+
+    def _access_changed(self, change: AccessChange) -> None:
+        self.directory.apply(change)
+        for client in self.clients:
+            if change.devices and not client.principal.is_admin:
+                client.refreshed = float("-inf")  # its next unknown device re-reads what it may see, at once
+        if change.everything or change.users:
+            self._in_background(self.recheck(change))
+
+    async def _recheck_periodically(self) -> None:
+        while True:
+            await asyncio.sleep(RECHECK_S)
+            try:
+                await self.recheck(EVERYTHING)
+            except Exception as error:  # the database away: sockets stay until the next check succeeds
+                log.warning("could not re-check websocket clients: %s", error)
+
+    async def recheck(self, change: AccessChange) -> None:
+        """Check again the sockets of the users `change` names (or all): close those whose token no
+        longer lets them in; re-filter those whose user's role changed."""
+        affected = [c for c in self.clients if change.everything or c.principal.user_id in change.users]
+        if not affected:
+            return
+        async with self.sessions() as session:
+            current = await principals_by_token_hash(session, {client.token_hash for client in affected})
+        for client in affected:
+            now = current.get(client.token_hash)
+            if now is None:
+                self.clients.discard(client)
+                await client.ws.close(code=REVOKED, message=b"access revoked; log in again")
+            elif now != client.principal:
+                client.principal = now
+                client.allowed = await self._reload_allowed(now)
+                client.refreshed = time.monotonic()
 
     async def publish_count(self) -> None:
         with contextlib.suppress(Exception):
@@ -126,6 +181,8 @@ HUB = web.AppKey("live_hub", LiveHub)
 
 async def socket_handler(request: web.Request) -> web.WebSocketResponse:
     caller = principal(request)
+    token = bearer_token(request)
+    assert token is not None  # the auth middleware let the request through
     ws = web.WebSocketResponse(heartbeat=30.0)
     await ws.prepare(request)
     hub = request.app[HUB]
@@ -135,7 +192,7 @@ async def socket_handler(request: web.Request) -> web.WebSocketResponse:
         positions = await latest_positions(session, request.app[REDIS], caller, ids)
     await ws.send_str(orjson.dumps({"devices": [device_to_api(d) for d in devices]}).decode())
     await ws.send_str(orjson.dumps({"positions": positions}).decode())
-    client = Client(ws=ws, principal=caller, allowed=set(ids))
+    client = Client(ws=ws, principal=caller, token_hash=hash_token(token), allowed=set(ids))
     hub.clients.add(client)
     await hub.publish_count()
     sender = asyncio.create_task(hub.serve(client))
@@ -154,7 +211,7 @@ def install(app: web.Application) -> None:
     """Route and lifecycle of the hub on the admin app."""
 
     async def start(app: web.Application) -> None:
-        app[HUB] = LiveHub(app[REDIS], app[SESSIONS])
+        app[HUB] = LiveHub(app[REDIS], app[SESSIONS], app[DIRECTORY])
         await app[HUB].start()
 
     async def stop(app: web.Application) -> None:

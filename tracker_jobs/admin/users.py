@@ -10,7 +10,7 @@ from typing import Any
 
 from aiohttp import web
 
-from tracker_jobs.admin.auth import bearer_token, require_admin
+from tracker_jobs.admin.auth import announce_access_change, bearer_token, require_admin
 from tracker_jobs.admin.errors import ApiError, bad_request, not_found
 from tracker_jobs.admin.openapi import (
     BOOLEAN,
@@ -30,18 +30,16 @@ from tracker_jobs.admin.params import json_object, path_id
 from tracker_jobs.admin.responses import json_response
 from tracker_jobs.admin.state import SESSIONS
 from tracker_jobs.db import transaction
+from tracker_jobs.fields import FieldError, parse_text
 from tracker_jobs.users import service
 from tracker_jobs.users.models import Role
-
-MIN_PASSWORD = 8
-MAX_PASSWORD = 1024  # scrypt reads all of it; a longer one is a way to burn CPU, not a safer password
 
 USER = obj({"id": INTEGER, "name": STRING, "email": STRING, "role": {"type": "string", "enum": list(Role)},
             "disabled": BOOLEAN, "createdAt": TIME})  # fmt: skip
 USER_INPUT = obj({
     "name": {"type": "string", "minLength": 1, "maxLength": 128},
     "email": {"type": "string", "minLength": 3, "maxLength": 256},
-    "password": {"type": "string", "minLength": MIN_PASSWORD, "maxLength": MAX_PASSWORD},
+    "password": {"type": "string", "minLength": service.MIN_PASSWORD, "maxLength": service.MAX_PASSWORD},
     "role": {"type": "string", "enum": list(Role)},
     "disabled": BOOLEAN,
 }, required=())  # fmt: skip
@@ -57,31 +55,39 @@ def user_fields(body: dict[str, Any], *, creating: bool) -> dict[str, Any]:
     """The fields a POST or PUT body sets, checked; unknown keys are refused by name."""
     unknown = sorted(set(body) - {"name", "email", "password", "role", "disabled"})
     if unknown:
-        raise bad_request(unknown[0], "is not a user field")
+        raise bad_request(unknown[0][:40], "is not a user field")
+    try:
+        return _checked_user_fields(body, creating=creating)
+    except FieldError as error:
+        raise bad_request(error.field, error.problem) from None
+
+
+def parse_email(raw: object) -> str:
+    email = service.normalize_email(parse_text("email", raw, 256))
+    if "@" not in email or len(email) < 3:
+        raise FieldError("email", "must be an email address of at most 256 characters")
+    return email
+
+
+def _checked_user_fields(body: dict[str, Any], *, creating: bool) -> dict[str, Any]:
     fields: dict[str, Any] = {}
     if creating or "email" in body:
-        email = body.get("email")
-        if not isinstance(email, str) or "@" not in email.strip() or not 3 <= len(email.strip()) <= 256:
-            raise bad_request("email", "must be an email address of at most 256 characters")
-        fields["email"] = email.strip()
+        fields["email"] = parse_email(body.get("email"))
     if creating or "name" in body:
-        name = body.get("name", fields.get("email"))
-        if not isinstance(name, str) or not name.strip() or len(name) > 128:
-            raise bad_request("name", "must be text of 1 to 128 characters")
-        fields["name"] = name.strip()
+        fields["name"] = parse_text("name", body.get("name", fields.get("email")), 128)
     if creating or "password" in body:
         password = body.get("password")
-        if not isinstance(password, str) or not MIN_PASSWORD <= len(password) <= MAX_PASSWORD:
-            raise bad_request("password", f"must be text of {MIN_PASSWORD} to {MAX_PASSWORD} characters")
+        if not isinstance(password, str) or not service.MIN_PASSWORD <= len(password) <= service.MAX_PASSWORD:
+            raise FieldError("password", f"must be text of {service.MIN_PASSWORD} to {service.MAX_PASSWORD} characters")
         fields["password"] = password
     if "role" in body or creating:
         role = body.get("role", Role.USER)
         if role not in tuple(Role):
-            raise bad_request("role", f"must be one of {', '.join(Role)}")
+            raise FieldError("role", f"must be one of {', '.join(Role)}")
         fields["role"] = role
     if "disabled" in body:
         if not isinstance(body["disabled"], bool):
-            raise bad_request("disabled", "must be true or false")
+            raise FieldError("disabled", "must be true or false")
         fields["disabled"] = body["disabled"]
     return fields
 
@@ -132,10 +138,15 @@ async def update_user(request: web.Request) -> web.Response:
             raise not_found(f"user {user_id}")
         if "email" in fields and await service.email_taken(session, fields["email"], except_id=user_id):
             raise ApiError(409, "conflict", f"email: {fields['email']!r} belongs to another user")
+        changes_access = "password" in fields or any(
+            getattr(user, key) != fields[key] for key in ("role", "disabled") if key in fields
+        )
         try:
             await service.update_user(session, user, fields)
         except service.LastAdmin as error:
             raise ApiError(409, "conflict", f"{error}; make another admin first") from None
+    if changes_access:
+        await announce_access_change(request, users=[user_id])
     return json_response(service.user_to_api(user))
 
 
@@ -152,6 +163,7 @@ async def delete_user(request: web.Request) -> web.Response:
             await service.delete_user(session, user)
         except service.LastAdmin as error:
             raise ApiError(409, "conflict", f"{error}; make another admin first") from None
+    await announce_access_change(request, users=[user_id])
     return web.Response(status=204)
 
 
@@ -178,13 +190,14 @@ async def create_token(request: web.Request) -> web.Response:
     unknown = sorted(set(body) - {"name"})
     if unknown:
         raise bad_request(unknown[0], "is not a token field")
-    name = body.get("name", "api")
-    if not isinstance(name, str) or not name.strip() or len(name) > 128:
-        raise bad_request("name", "must be text of 1 to 128 characters")
+    try:
+        name = parse_text("name", body.get("name", "api"), 128)
+    except FieldError as error:
+        raise bad_request(error.field, error.problem) from None
     async with transaction(request.app[SESSIONS]) as session:
         if await service.get_user(session, user_id) is None:
             raise not_found(f"user {user_id}")
-        record, token = await service.create_api_token(session, user_id, name.strip())
+        record, token = await service.create_api_token(session, user_id, name)
     return json_response({**service.token_to_api(record), "token": token}, status=201)
 
 
@@ -200,6 +213,7 @@ async def delete_token(request: web.Request) -> web.Response:
         if token.token_hash == service.hash_token(bearer_token(request) or ""):
             raise ApiError(409, "conflict", "this request is authenticated with that token; use another one")
         await session.delete(token)
+    await announce_access_change(request, users=[user_id])
     return web.Response(status=204)
 
 

@@ -20,6 +20,8 @@ class DeviceStatus(StrEnum):
 
 class Device(SQLModel, table=True):
     __tablename__ = "devices"
+    # SQLite AUTOINCREMENT: a deleted row's id is never handed out again (to another user's row).
+    __table_args__ = {"sqlite_autoincrement": True}
 
     id: int | None = Field(default=None, primary_key=True)
     unique_id: str = Field(max_length=128, sa_column_kwargs={"unique": True})
@@ -50,6 +52,7 @@ class Maintenance(SQLModel, table=True):
     """A service interval: due when `type` (e.g. totalDistance, hours) passes start + n * period."""
 
     __tablename__ = "maintenances"
+    __table_args__ = {"sqlite_autoincrement": True}
 
     id: int | None = Field(default=None, primary_key=True)
     device_id: int = Field(
@@ -67,6 +70,7 @@ class DeviceCommand(SQLModel, table=True):
     """A command queued for a device (e.g. change its reporting interval)."""
 
     __tablename__ = "device_commands"
+    __table_args__ = {"sqlite_autoincrement": True}
 
     id: int | None = Field(default=None, primary_key=True)
     device_id: int = Field(

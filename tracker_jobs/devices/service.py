@@ -6,16 +6,21 @@ import asyncio
 import time
 from typing import Any
 
+from redis.asyncio import Redis
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlmodel import col, select
 from sqlmodel.sql.expression import SelectOfScalar
 
+from tracker_jobs.access import AccessChange
 from tracker_jobs.db import dialect_name, iso, transaction
 from tracker_jobs.devices.models import Device, UserDevice
+from tracker_jobs.devices.statistics import statistics_key
+from tracker_jobs.positions.live import live_key
+from tracker_jobs.positions.stream import rate_key
 from tracker_jobs.users.service import Principal
 
-DIRECTORY_REFRESH_S = 60.0  # how stale a process's map may get (a deleted device's positions are dropped later)
+DIRECTORY_REFRESH_S = 60.0  # a safety net: changes reach every process at once through access.ACCESS_CHANNEL
 UNKNOWN_FOR_S = 10.0  # an unregistered id is not looked up again for this long
 
 
@@ -23,57 +28,77 @@ class UnknownDevice(LookupError):
     """A device reported that is not registered, and auto-registration is off."""
 
 
+class DisabledDevice(LookupError):
+    """A device reported that an operator has disabled: its positions are refused at the door."""
+
+
 class DeviceDirectory:
     """uniqueId -> device id for the ingest path, kept in this process's memory.
 
-    The whole map is loaded in one query and reloaded once a minute, so a reporting fleet costs no
-    database round trip per position; a device the map does not know yet is looked up (or
-    registered) once."""
+    The whole map is loaded in one query, so a reporting fleet costs no database round trip per
+    position; a device the map does not know yet is looked up (or registered) once. A device that is
+    deleted, disabled or renamed anywhere is forgotten at once (`apply`, fed by the access channel),
+    and the map is reloaded once a minute in case a message was missed."""
 
     def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
         self.sessions = sessions
         self.ids: dict[str, int] = {}
+        self.disabled: set[int] = set()
         self.unknown: dict[str, float] = {}
         self.loaded_at = float("-inf")
         self.loading = asyncio.Lock()
 
     async def resolve(self, unique_id: str, *, auto_register: bool) -> int:
+        """The device's id; UnknownDevice or DisabledDevice when its positions must be refused."""
         if time.monotonic() - self.loaded_at > DIRECTORY_REFRESH_S:
             await self._load()
         found = self.ids.get(unique_id)
-        if found is not None:
-            return found
+        if found is None:
+            found = await self._look_up(unique_id, auto_register=auto_register)
+        if found in self.disabled:
+            raise DisabledDevice(unique_id)
+        return found
+
+    async def _look_up(self, unique_id: str, *, auto_register: bool) -> int:
         if not auto_register and time.monotonic() - self.unknown.get(unique_id, float("-inf")) < UNKNOWN_FOR_S:
             raise UnknownDevice(unique_id)
         async with transaction(self.sessions) as session:
-            device_id = await _device_id(session, unique_id)
-            if device_id is None:
+            row = (
+                await session.execute(select(Device.id, Device.disabled).where(col(Device.unique_id) == unique_id))
+            ).first()
+            if row is None:
                 if not auto_register:
                     self.unknown[unique_id] = time.monotonic()
                     raise UnknownDevice(unique_id)
-                device_id = await register_device(session, unique_id)
+                device_id, disabled = await register_device(session, unique_id), False
+            else:
+                device_id, disabled = row
+        assert device_id is not None
         self.ids[unique_id] = device_id
+        if disabled:
+            self.disabled.add(device_id)
         return device_id
 
-    def forget(self, unique_id: str) -> None:
-        self.ids.pop(unique_id, None)
+    def apply(self, change: AccessChange) -> None:
+        """Forget the devices a change names (the next position looks them up again), or all of them."""
+        if change.everything:
+            self.loaded_at = float("-inf")
+        elif change.devices:
+            kept = self.ids.items()
+            self.ids = {unique_id: device_id for unique_id, device_id in kept if device_id not in change.devices}
+            self.disabled -= change.devices
+        self.unknown.clear()  # a device created meanwhile is looked up at once
 
     async def _load(self) -> None:
         async with self.loading:
             if time.monotonic() - self.loaded_at <= DIRECTORY_REFRESH_S:
                 return  # another request loaded it while this one waited
             async with self.sessions() as session:
-                rows = await session.execute(select(Device.unique_id, Device.id))
-                self.ids = {unique_id: device_id for unique_id, device_id in rows if device_id is not None}
+                rows = (await session.execute(select(Device.unique_id, Device.id, Device.disabled))).all()
+            self.ids = {unique_id: device_id for unique_id, device_id, _ in rows if device_id is not None}
+            self.disabled = {device_id for _, device_id, disabled in rows if disabled and device_id is not None}
             self.unknown.clear()
             self.loaded_at = time.monotonic()
-
-
-async def _device_id(session: AsyncSession, unique_id: str) -> int | None:
-    found: int | None = (
-        await session.execute(select(Device.id).where(col(Device.unique_id) == unique_id))
-    ).scalar_one_or_none()
-    return found
 
 
 async def register_device(session: AsyncSession, unique_id: str) -> int:
@@ -128,6 +153,11 @@ async def create_device(session: AsyncSession, principal: Principal, fields: dic
         assert device.id is not None
         session.add(UserDevice(user_id=principal.user_id, device_id=device.id))
     return device
+
+
+async def forget_device_state(redis: Redis, device_id: int) -> None:
+    """Drop what Redis keeps for a deleted device: its newest position, statistics and rate window."""
+    await redis.delete(live_key(device_id), statistics_key(device_id), rate_key(device_id))
 
 
 def device_to_api(device: Device) -> dict[str, Any]:

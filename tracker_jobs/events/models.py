@@ -15,6 +15,8 @@ class Geofence(SQLModel, table=True):
     """An area as WKT, as Traccar keeps it: POLYGON, LINESTRING, or CIRCLE (lat lon, radius_m)."""
 
     __tablename__ = "geofences"
+    # SQLite AUTOINCREMENT: a deleted row's id is never handed out again (to another user's row).
+    __table_args__ = {"sqlite_autoincrement": True}
 
     id: int | None = Field(default=None, primary_key=True)
     name: str = Field(max_length=128)
@@ -36,7 +38,12 @@ class Event(SQLModel, table=True):
     """`type` uses Traccar's names: geofenceEnter, geofenceExit, deviceOverspeed, deviceOffline, maintenance."""
 
     __tablename__ = "events"
-    __table_args__ = (sa.Index("ix_events_device_id_event_time", "device_id", "event_time"),)
+    __table_args__ = (
+        sa.Index("ix_events_device_id_event_time", "device_id", "event_time"),
+        # SQLite AUTOINCREMENT: an id is never reused, so sent_notifications.event_id (no foreign key)
+        # never comes to name another device's event.
+        {"sqlite_autoincrement": True},
+    )
 
     id: int | None = Field(default=None, primary_key=True, sa_type=BigId)
     type: str = Field(max_length=64)

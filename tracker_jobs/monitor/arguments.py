@@ -8,6 +8,7 @@ import typing
 from dataclasses import dataclass
 from typing import Any
 
+from tracker_jobs.fields import FieldError, check_json
 from tracker_jobs.queues import JobSpec
 
 _JSON_TYPE_NAMES = {int: "integer", float: "number", str: "string", bool: "boolean", type(None): "null"}
@@ -65,6 +66,10 @@ def check_arguments(spec: JobSpec, given: dict[str, Any]) -> dict[str, Any]:
             raise ArgumentError(
                 name, f"{spec.name} takes no such argument (it takes: {', '.join(parameters) or 'none'})"
             )
+        try:  # job payloads are stored as JSON and shown back in task records: bounded like any free-form input
+            check_json(name, given[name])
+        except FieldError as error:
+            raise ArgumentError(name, error.problem) from None
     for parameter in parameters.values():
         if parameter.name in given:
             if not fits(given[parameter.name], parameter.annotation):

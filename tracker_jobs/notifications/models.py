@@ -15,6 +15,8 @@ class NotificationRule(SQLModel, table=True):
     """`event_type` as in Event.type; `channels` is a list of web, mail, webhook; attributes hold e.g. the URL."""
 
     __tablename__ = "notification_rules"
+    # SQLite AUTOINCREMENT: a deleted row's id is never handed out again (to another user's row).
+    __table_args__ = {"sqlite_autoincrement": True}
 
     id: int | None = Field(default=None, primary_key=True)
     user_id: int = Field(sa_column=sa.Column(sa.ForeignKey("users.id", ondelete="CASCADE"), nullable=False, index=True))
@@ -26,6 +28,7 @@ class NotificationRule(SQLModel, table=True):
 
 class SentNotification(SQLModel, table=True):
     __tablename__ = "sent_notifications"
+    __table_args__ = {"sqlite_autoincrement": True}
 
     id: int | None = Field(default=None, primary_key=True, sa_type=BigId)
     rule_id: int | None = Field(

@@ -12,8 +12,13 @@ from sqlmodel import col, or_, select
 
 from tracker_jobs.devices.models import Device
 from tracker_jobs.devices.service import register_devices, visible_device_ids
-from tracker_jobs.positions.decode import DecodedPosition, FieldError, decode_position_object
+from tracker_jobs.fields import FieldError
+from tracker_jobs.positions.decode import DecodedPosition, decode_position_object
 from tracker_jobs.users.service import Principal
+
+# Why an item was rejected, as the listener's error codes say it.
+UNKNOWN, DISABLED = "unknown_device", "device_disabled"
+REJECTION_CODES = ("invalid_field", UNKNOWN, DISABLED)
 
 
 @dataclass
@@ -40,41 +45,48 @@ async def resolve_batch(
         try:
             decoded.append((index, decode_position_object(item, now=now)))
         except FieldError as error:
-            answer.rejected.append({"index": index, "reason": str(error)})
+            answer.rejected.append({"index": index, "code": "invalid_field", "reason": str(error)})
     ids = {position.device_id for _, position in decoded if position.device_id is not None}
     unique_ids = {position.unique_id for _, position in decoded if position.device_id is None}
-    by_id, by_unique_id = await _usable_devices(session, principal, ids, unique_ids)
+    by_id, by_unique_id, disabled = await _visible_devices(session, principal, ids, unique_ids)
     unknown = unique_ids - set(by_unique_id)
     if unknown and auto_register and principal.is_admin:
-        by_unique_id.update(await register_devices(session, unknown))
+        # Only ids no device holds are registered: a disabled device stays disabled, and its positions refused.
+        registered = await register_devices(session, unknown)
         await session.commit()
+        by_unique_id.update(registered)
+        by_id.update(registered.values())
     for index, position in decoded:
         if position.device_id is not None:
             device_id = position.device_id if position.device_id in by_id else None
-            reference = f"deviceId: unknown device {position.device_id}"
+            field, name = "deviceId", str(position.device_id)
         else:
             device_id = by_unique_id.get(position.unique_id)
-            reference = f"uniqueId: unknown device {position.unique_id!r}"
+            field, name = "uniqueId", repr(position.unique_id)
         if device_id is None:
-            answer.rejected.append({"index": index, "reason": reference})
+            answer.rejected.append({"index": index, "code": UNKNOWN, "reason": f"{field}: unknown device {name}"})
+        elif device_id in disabled:
+            answer.rejected.append({"index": index, "code": DISABLED, "reason": f"{field}: device {name} is disabled"})
         else:
             answer.accepted.append((device_id, position))
     answer.rejected.sort(key=lambda rejection: rejection["index"])
     return answer
 
 
-async def _usable_devices(
+async def _visible_devices(
     session: AsyncSession, principal: Principal, ids: set[int], unique_ids: set[str]
-) -> tuple[set[int], dict[str, int]]:
-    """The referenced devices the caller may send for (enabled and visible to them)."""
+) -> tuple[set[int], dict[str, int], set[int]]:
+    """The referenced devices the caller may see: their ids, their uniqueIds, and which are disabled."""
     if not ids and not unique_ids:
-        return set(), {}
-    query = select(Device.id, Device.unique_id).where(
+        return set(), {}, set()
+    query = select(Device.id, Device.unique_id, Device.disabled).where(
         or_(col(Device.id).in_(ids), col(Device.unique_id).in_(unique_ids)),
         col(Device.id).in_(visible_device_ids(principal)),
-        col(Device.disabled).is_(False),
     )
-    rows = (await session.execute(query)).all()
-    by_id = {device_id for device_id, _ in rows if device_id is not None}
-    by_unique_id = {unique_id: device_id for device_id, unique_id in rows if device_id is not None}
-    return by_id, by_unique_id
+    found = await session.execute(query)
+    rows = [(device_id, unique_id, disabled) for device_id, unique_id, disabled in found if device_id is not None]
+    return (
+        {device_id for device_id, _, _ in rows},
+        {unique_id: device_id for device_id, unique_id, _ in rows},
+        {device_id for device_id, _, disabled in rows if disabled},
+    )

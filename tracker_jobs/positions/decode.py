@@ -8,26 +8,13 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
-import orjson
+from tracker_jobs.fields import FieldError, check_json, parse_number, parse_time
 
 KNOTS_PER = {"kn": 1.0, "kmh": 1 / 1.852, "mps": 3600 / 1852, "mph": 1609.344 / 1852}
 MAX_UNIQUE_ID_LENGTH = 128
-# Epoch values above this are milliseconds (1e11 s is the year 5138; 1e11 ms is 1973).
-_EPOCH_MS_THRESHOLD = 1e11
-_EARLIEST = datetime(1990, 1, 1, tzinfo=UTC)
-_LATEST = datetime(2200, 1, 1, tzinfo=UTC)
-
-
-class FieldError(ValueError):
-    """A field of a device's message is missing or wrong."""
-
-    def __init__(self, field: str, problem: str) -> None:
-        super().__init__(f"{field}: {problem}")
-        self.field = field
-        self.problem = problem
 
 
 @dataclass(slots=True)
@@ -44,18 +31,6 @@ class DecodedPosition:
     protocol: str = "osmand"
     attributes: dict[str, Any] = field(default_factory=dict)
     device_id: int | None = None
-
-
-def parse_number(field: str, raw: object) -> float:
-    if isinstance(raw, bool):
-        raise FieldError(field, "must be a number")
-    try:
-        value = float(raw)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        raise FieldError(field, f"must be a number, got {str(raw)[:40]!r}") from None
-    if not math.isfinite(value):
-        raise FieldError(field, "must be a finite number")
-    return value
 
 
 def in_knots(field: str, speed: float, unit: str) -> float:
@@ -88,37 +63,6 @@ def parse_unique_id(field: str, raw: object) -> str:
     if len(value) > MAX_UNIQUE_ID_LENGTH or not value.isprintable():
         raise FieldError(field, f"must be at most {MAX_UNIQUE_ID_LENGTH} printable characters")
     return value
-
-
-def parse_time(field: str, raw: object) -> datetime:
-    """Epoch seconds or milliseconds, ISO-8601, or `yyyy-MM-dd HH:mm:ss`; without a zone it is UTC."""
-    if (isinstance(raw, int | float) and not isinstance(raw, bool)) or (isinstance(raw, str) and _is_number(raw)):
-        epoch = parse_number(field, raw)
-        if abs(epoch) > _EPOCH_MS_THRESHOLD:
-            epoch /= 1000.0
-        try:
-            parsed = datetime.fromtimestamp(epoch, UTC)
-        except (OverflowError, OSError, ValueError):
-            raise FieldError(field, "is out of range") from None
-    elif isinstance(raw, str):
-        try:
-            parsed = datetime.fromisoformat(raw.strip())
-        except ValueError:
-            raise FieldError(field, "must be epoch seconds, epoch milliseconds or ISO-8601") from None
-        parsed = parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
-    else:
-        raise FieldError(field, "must be epoch seconds, epoch milliseconds or ISO-8601")
-    if not _EARLIEST <= parsed < _LATEST:
-        raise FieldError(field, f"is out of range: {parsed.isoformat()}")
-    return parsed
-
-
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
 
 
 def typed_value(raw: str) -> bool | int | float | str:
@@ -191,10 +135,8 @@ def decode_osmand(params: Mapping[str, str], *, now: datetime, speed_unit: str =
 
 
 def check_attributes(attributes: dict[str, Any]) -> dict[str, Any]:
-    """PostgreSQL's jsonb refuses NUL characters: say so to the sender rather than fail the batch later."""
-    if b"\\u0000" in orjson.dumps(attributes):
-        raise FieldError("attributes", "must not contain NUL characters")
-    return attributes
+    """Bounded at the door (depth, size, no NUL): say so to the sender rather than fail the batch later."""
+    return check_json("attributes", attributes)  # type: ignore[no-any-return]
 
 
 def _object(field: str, raw: object) -> dict[str, Any]:

@@ -15,7 +15,12 @@ class Position(SQLModel, table=True):
     __tablename__ = "positions"
     # (device_id, fix_time) is unique so a re-run batch stores nothing twice, and it is the index
     # every per-device time-range query (API, reports, cleanup) walks.
-    __table_args__ = (sa.UniqueConstraint("device_id", "fix_time", name="uq_positions_device_id_fix_time"),)
+    # AUTOINCREMENT on SQLite: ids are never reused, so a deleted position's id (still named by
+    # devices.position_id or events.position_id, which have no foreign key) never means another row.
+    __table_args__ = (
+        sa.UniqueConstraint("device_id", "fix_time", name="uq_positions_device_id_fix_time"),
+        {"sqlite_autoincrement": True},
+    )
 
     id: int | None = Field(default=None, primary_key=True, sa_type=BigId)
     device_id: int = Field(sa_column=sa.Column(sa.ForeignKey("devices.id", ondelete="CASCADE"), nullable=False))

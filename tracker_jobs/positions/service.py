@@ -73,10 +73,6 @@ class Accepted:
     waits_ms: list[int]  # per position: 0 accepted, else refused by its device's rate limit for this long
 
 
-def rate_key(device_id: int) -> str:
-    return f"tracker:rate:device:{device_id}"
-
-
 async def accept_positions(
     redis: ArqRedis,
     partitions: int,
@@ -96,7 +92,7 @@ async def accept_positions(
         if limit is None:
             bulk[partition].append(payload)
         else:
-            limited.append(stream.Limited(partition, payload, rate_key(device_id), limit.limit))
+            limited.append(stream.Limited(partition, payload, stream.rate_key(device_id), limit.limit))
             limited_at.append(index)
             window_s = limit.window_s
     scheduled = await stream.append(redis, bulk, limited, window_s)

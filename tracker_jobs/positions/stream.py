@@ -23,6 +23,8 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
+from tracker_jobs.monitor.counters import COUNTERS_KEY, POSITIONS_ACCEPTED, POSITIONS_REJECTED
+
 log = logging.getLogger(__name__)
 
 GROUP = "store"
@@ -52,6 +54,11 @@ def lock_key(partition: int) -> str:
     return f"tracker:positions:{partition}:lock"
 
 
+def rate_key(device_id: int) -> str:
+    """The device's rate-limit window, counted inside the append script."""
+    return f"tracker:rate:device:{device_id}"
+
+
 def partition_of(device_id: int, partitions: int) -> int:
     return device_id % partitions
 
@@ -77,10 +84,12 @@ class Scheduled:
 # thousands costs a handful of XADDs. Positions under a device rate limit are counted first (INCR per
 # device) and only the allowed ones join their partition's entry. Then each touched partition's
 # "scheduled" flag is claimed (SET NX) and the drain job holding it read back.
-# KEYS: stream and flag key per partition (P partitions), then one rate key per limited position.
-# ARGV: window ms, flag ttl s, P, P proposed job ids, P bulk payloads (unlimited positions, joined
-# with commas; may be empty), P bulk counts, then per limited position: its partition (1-based),
-# limit and payload. Each entry has fields p (the array) and n (how many positions it holds).
+# The engine's accepted and rejected counters move in the same call.
+# KEYS: stream and flag key per partition (P partitions), then one rate key per limited position, then
+# the counters hash. ARGV: window ms, flag ttl s, P, P proposed job ids, P bulk payloads (unlimited
+# positions, joined with commas; may be empty), P bulk counts, then per limited position: its
+# partition (1-based), limit and payload; last, the accepted and the rejected counters' names.
+# Each entry has fields p (the array) and n (how many positions it holds).
 _APPEND = """
 local window, ttl, parts = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local chunks, counts, waits = {}, {}, {}
@@ -90,7 +99,8 @@ for part = 1, parts do
   counts[part] = tonumber(ARGV[3 + 2 * parts + part])
   if bulk ~= '' then chunks[part][1] = bulk end
 end
-local limited = #KEYS - 2 * parts
+local limited = #KEYS - 2 * parts - 1
+local refused = 0
 for i = 1, limited do
   local base = 3 + 3 * parts + 3 * (i - 1)
   local part, limit, rate = tonumber(ARGV[base + 1]), tonumber(ARGV[base + 2]), KEYS[2 * parts + i]
@@ -98,20 +108,24 @@ for i = 1, limited do
   if redis.call('PTTL', rate) < 0 then redis.call('PEXPIRE', rate, window) end
   if count > limit then
     waits[i] = math.max(redis.call('PTTL', rate), 1)
+    refused = refused + 1
   else
     waits[i] = 0
     table.insert(chunks[part], ARGV[base + 3])
     counts[part] = counts[part] + 1
   end
 end
-local flags = {}
+local flags, accepted = {}, 0
 for part = 1, parts do
+  accepted = accepted + counts[part]
   if #chunks[part] > 0 then
     redis.call('XADD', KEYS[2 * part - 1], '*', 'p', '[' .. table.concat(chunks[part], ',') .. ']', 'n', counts[part])
     local claimed = redis.call('SET', KEYS[2 * part], ARGV[3 + part], 'NX', 'EX', ttl)
     flags[#flags + 1] = {part, claimed and 1 or 0, redis.call('GET', KEYS[2 * part])}
   end
 end
+if accepted > 0 then redis.call('HINCRBY', KEYS[#KEYS], ARGV[#ARGV - 1], accepted) end
+if refused > 0 then redis.call('HINCRBY', KEYS[#KEYS], ARGV[#ARGV], refused) end
 return {waits, flags}
 """
 
@@ -134,12 +148,14 @@ async def append(redis: Redis, bulk: dict[int, list[bytes]], limited: list[Limit
     slot = {partition: index + 1 for index, partition in enumerate(partitions)}
     keys = [key for partition in partitions for key in (stream_key(partition), scheduled_key(partition))]
     keys += [item.rate_key for item in limited]
+    keys.append(COUNTERS_KEY)
     args: list[Any] = [window_s * 1000, SCHEDULED_TTL_S, len(partitions)]
     args += [f"drain:{partition}:{uuid.uuid4().hex}" for partition in partitions]
     args += [b",".join(bulk.get(partition, [])) for partition in partitions]
     args += [len(bulk.get(partition, [])) for partition in partitions]
     for item in limited:
         args += [slot[item.partition], item.limit, item.payload]
+    args += [POSITIONS_ACCEPTED, POSITIONS_REJECTED]
     waits, flags = await redis.register_script(_APPEND)(keys=keys, args=args)
     new: dict[int, str] = {}
     job_ids: dict[int, str] = {}

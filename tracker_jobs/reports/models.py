@@ -15,6 +15,8 @@ class Report(SQLModel, table=True):
     """`kind`: route, trips, stops, summary, events, detailed, fleet, daily; `status`: queued … complete/failed."""
 
     __tablename__ = "reports"
+    # SQLite AUTOINCREMENT: a deleted row's id is never handed out again (to another user's row).
+    __table_args__ = {"sqlite_autoincrement": True}
 
     id: int | None = Field(default=None, primary_key=True)
     user_id: int | None = Field(

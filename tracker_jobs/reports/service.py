@@ -21,8 +21,8 @@ from tracker_jobs.config import Settings
 from tracker_jobs.db import iso, transaction, utcnow
 from tracker_jobs.devices.models import Device
 from tracker_jobs.devices.service import visible_device_ids
+from tracker_jobs.fields import FieldError
 from tracker_jobs.monitor.progress import read_progress
-from tracker_jobs.positions.decode import FieldError
 from tracker_jobs.queues import enqueue
 from tracker_jobs.reports import exporters, files
 from tracker_jobs.reports.builders import (

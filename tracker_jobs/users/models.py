@@ -18,6 +18,8 @@ class Role(StrEnum):
 
 class User(SQLModel, table=True):
     __tablename__ = "users"
+    # SQLite AUTOINCREMENT: a deleted row's id is never handed out again (to another user's row).
+    __table_args__ = {"sqlite_autoincrement": True}
 
     id: int | None = Field(default=None, primary_key=True)
     name: str = Field(max_length=128)
@@ -32,6 +34,7 @@ class ApiToken(SQLModel, table=True):
     """A long-lived bearer token; `token_hash` is SHA-256 of a random 256-bit secret."""
 
     __tablename__ = "api_tokens"
+    __table_args__ = {"sqlite_autoincrement": True}
 
     id: int | None = Field(default=None, primary_key=True)
     user_id: int = Field(sa_column=sa.Column(sa.ForeignKey("users.id", ondelete="CASCADE"), nullable=False, index=True))
@@ -45,6 +48,7 @@ class UserSession(SQLModel, table=True):
     """A login session made by POST /api/session; removed once `expires_at` has passed."""
 
     __tablename__ = "sessions"
+    __table_args__ = {"sqlite_autoincrement": True}
 
     id: int | None = Field(default=None, primary_key=True)
     user_id: int = Field(sa_column=sa.Column(sa.ForeignKey("users.id", ondelete="CASCADE"), nullable=False, index=True))

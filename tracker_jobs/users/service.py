@@ -3,9 +3,12 @@ Secrets are stored only as hashes."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import secrets
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -20,8 +23,14 @@ from tracker_jobs.users.models import ApiToken, Role, User, UserSession
 BOOTSTRAP_EMAIL = "admin@localhost"
 BOOTSTRAP_TOKEN_NAME = "TRACKER_ADMIN_TOKEN"  # noqa: S105 -- the name of a token, not a secret
 SESSION_LIFETIME = timedelta(days=7)
+MIN_PASSWORD = 8
+MAX_PASSWORD = 1024  # scrypt reads all of it; a longer one is a way to burn CPU, not a safer password
 # scrypt with n=2**14, r=8: ~50 ms and 16 MiB per guess, the cost OWASP suggests for password storage.
 _SCRYPT = {"n": 2**14, "r": 8, "p": 1}
+# scrypt runs in threads of its own (it releases the GIL), never on the event loop that serves devices
+# and the API; two at most, so a stream of logins queues instead of taking every core and 16 MiB each.
+_HASHING = ThreadPoolExecutor(max_workers=2, thread_name_prefix="scrypt")
+TOKEN_TOUCH_INTERVAL = timedelta(minutes=1)  # lastUsedAt is written at most this often per token
 
 
 @dataclass(frozen=True)
@@ -36,21 +45,35 @@ class Principal:
         return self.role == Role.ADMIN
 
 
-def hash_password(password: str) -> str:
+def _scrypt(password: str, salt: bytes) -> bytes:
+    return hashlib.scrypt(password.encode(), salt=salt, **_SCRYPT)
+
+
+async def _scrypt_off_loop(password: str, salt: bytes) -> bytes:
+    return await asyncio.get_running_loop().run_in_executor(_HASHING, _scrypt, password, salt)
+
+
+async def hash_password(password: str) -> str:
     salt = secrets.token_bytes(16)
-    digest = hashlib.scrypt(password.encode(), salt=salt, **_SCRYPT)
+    digest = await _scrypt_off_loop(password, salt)
     return f"scrypt${salt.hex()}${digest.hex()}"
 
 
-def verify_password(password: str, stored: str) -> bool:
+async def verify_password(password: str, stored: str) -> bool:
     try:
         scheme, salt_hex, digest_hex = stored.split("$")
+        salt = bytes.fromhex(salt_hex)
     except ValueError:
         return False
     if scheme != "scrypt":
         return False
-    digest = hashlib.scrypt(password.encode(), salt=bytes.fromhex(salt_hex), **_SCRYPT)
+    digest = await _scrypt_off_loop(password, salt)
     return hmac.compare_digest(digest.hex(), digest_hex)
+
+
+def normalize_email(email: str) -> str:
+    """Emails are compared and kept unique case-insensitively: stored lowercased."""
+    return email.strip().lower()
 
 
 def new_token() -> str:
@@ -63,30 +86,64 @@ def hash_token(token: str) -> str:
 
 
 async def principal_for_token(session: AsyncSession, token: str) -> Principal | None:
-    """The enabled user holding this API token or unexpired session token."""
-    token_hash = hash_token(token)
-    api_token = select(ApiToken.user_id).where(col(ApiToken.token_hash) == token_hash)
-    login = select(UserSession.user_id).where(
-        col(UserSession.token_hash) == token_hash, col(UserSession.expires_at) > utcnow()
+    """The enabled user holding this API token or unexpired session token; an API token's
+    `last_used_at` is brought up to date (at most once a minute, so reads stay reads)."""
+    return await principal_for_token_hash(session, hash_token(token))
+
+
+async def principal_for_token_hash(session: AsyncSession, token_hash: str) -> Principal | None:
+    now = utcnow()
+    by_api_token = (
+        select(User.id, User.role, ApiToken.id, ApiToken.last_used_at)
+        .join(ApiToken, col(ApiToken.user_id) == col(User.id))
+        .where(col(ApiToken.token_hash) == token_hash, col(User.disabled).is_(False))
     )
-    row = (
-        await session.execute(
-            select(User.id, User.role).where(
-                col(User.id).in_(api_token.union(login).scalar_subquery()),
-                col(User.disabled).is_(False),
-            )
+    by_session = (
+        select(User.id, User.role, sa.null(), sa.null())
+        .join(UserSession, col(UserSession.user_id) == col(User.id))
+        .where(
+            col(UserSession.token_hash) == token_hash, col(UserSession.expires_at) > now, col(User.disabled).is_(False)
         )
-    ).first()
-    return None if row is None else Principal(user_id=row[0], role=row[1])
+    )
+    row: Any = (await session.execute(sa.union_all(by_api_token, by_session))).first()
+    if row is None:
+        return None
+    user_id, role, api_token_id, last_used_at = row
+    if api_token_id is not None and (last_used_at is None or last_used_at < now - TOKEN_TOUCH_INTERVAL):
+        await session.execute(sa.update(ApiToken).where(col(ApiToken.id) == api_token_id).values(last_used_at=now))
+        await session.commit()
+    return Principal(user_id=user_id, role=role)
+
+
+async def principals_by_token_hash(session: AsyncSession, token_hashes: Iterable[str]) -> dict[str, Principal]:
+    """Of these token hashes, the ones that still let their enabled user in, with who that is now."""
+    wanted, now = list(set(token_hashes)), utcnow()
+    if not wanted:
+        return {}
+    by_api_token = (
+        select(ApiToken.token_hash, User.id, User.role)
+        .join(User, col(ApiToken.user_id) == col(User.id))
+        .where(col(ApiToken.token_hash).in_(wanted), col(User.disabled).is_(False))
+    )
+    by_session = (
+        select(UserSession.token_hash, User.id, User.role)
+        .join(User, col(UserSession.user_id) == col(User.id))
+        .where(
+            col(UserSession.token_hash).in_(wanted), col(UserSession.expires_at) > now, col(User.disabled).is_(False)
+        )
+    )
+    rows: Any = await session.execute(sa.union_all(by_api_token, by_session))
+    return {token_hash: Principal(user_id=user_id, role=role) for token_hash, user_id, role in rows}
 
 
 async def login(session: AsyncSession, email: str, password: str) -> tuple[str, datetime] | None:
     """A new session token and its expiry, or None when the email or password is wrong."""
-    user = (await session.execute(select(User).where(col(User.email) == email))).scalar_one_or_none()
+    query = select(User).where(col(User.email) == normalize_email(email))
+    user = (await session.execute(query)).scalar_one_or_none()
     if user is None or user.disabled or user.password_hash is None:
-        hash_password(password)  # spend the same time, so a wrong email is not told from a wrong password
+        await hash_password(password)  # spend the same time, so a wrong email is not told from a wrong password
         return None
-    if not verify_password(password, user.password_hash):
+    if not await verify_password(password, user.password_hash):
         return None
     token = new_token()
     expires = utcnow() + SESSION_LIFETIME
@@ -162,7 +219,7 @@ async def get_user(session: AsyncSession, user_id: int) -> User | None:
 
 
 async def email_taken(session: AsyncSession, email: str, *, except_id: int | None = None) -> bool:
-    query = select(User.id).where(col(User.email) == email)
+    query = select(User.id).where(sa.func.lower(col(User.email)) == normalize_email(email))
     if except_id is not None:
         query = query.where(col(User.id) != except_id)
     return (await session.execute(query)).first() is not None
@@ -171,7 +228,7 @@ async def email_taken(session: AsyncSession, email: str, *, except_id: int | Non
 async def create_user(session: AsyncSession, fields: dict[str, Any]) -> User:
     """`fields`: name, email, role, disabled and `password` (stored only as its scrypt hash)."""
     password = fields.pop("password", None)
-    user = User(**fields, password_hash=None if password is None else hash_password(password))
+    user = User(**fields, password_hash=None if password is None else await hash_password(password))
     session.add(user)
     await session.flush()
     return user
@@ -187,7 +244,7 @@ async def update_user(session: AsyncSession, user: User, fields: dict[str, Any])
     for name, value in fields.items():
         setattr(user, name, value)
     if password is not None:
-        user.password_hash = hash_password(password)
+        user.password_hash = await hash_password(password)
         await session.execute(sa.delete(UserSession).where(col(UserSession.user_id) == user.id))
 
 

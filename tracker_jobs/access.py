@@ -1,0 +1,51 @@
+"""Telling every process that someone's access changed, so nothing cached outlives it.
+
+Whoever changes a user (password, role, disabled, deleted), ends a session, revokes a token, or
+creates, disables, renames or deletes a device publishes an AccessChange after the commit. Every admin
+and listener process hears it: open websockets of those users are checked again (closed when their
+token no longer lets them in, filtered anew when their devices or role changed), and the uniqueId
+directories forget those devices. Pub/sub delivers at most once, so a process that lost its
+subscription treats the gap as "everything changed" and checks everything again.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import orjson
+from redis.asyncio import Redis
+
+log = logging.getLogger(__name__)
+ACCESS_CHANNEL = "tracker:access"
+
+
+@dataclass(frozen=True)
+class AccessChange:
+    users: frozenset[int] = frozenset()  # their sessions, tokens, role or state changed, or they are gone
+    devices: frozenset[int] = frozenset()  # created, disabled, renamed (uniqueId) or deleted
+    everything: bool = False  # a subscription was lost: check every socket and reload every directory
+
+    def encode(self) -> bytes:
+        return orjson.dumps({"users": sorted(self.users), "devices": sorted(self.devices)})
+
+    @classmethod
+    def decode(cls, data: bytes) -> AccessChange:
+        message = orjson.loads(data)
+        return cls(users=frozenset(message.get("users", ())), devices=frozenset(message.get("devices", ())))
+
+
+EVERYTHING = AccessChange(everything=True)
+
+
+async def publish_access_change(redis: Redis, *, users: Iterable[int] = (), devices: Iterable[int] = ()) -> None:
+    """Call after the change has committed. A Redis away is logged, not raised: the change itself stands,
+    and every process re-checks its sockets and reloads its directory on a timer as well."""
+    change = AccessChange(users=frozenset(users), devices=frozenset(devices))
+    if not change.users and not change.devices:
+        return
+    try:
+        await redis.publish(ACCESS_CHANNEL, change.encode())
+    except Exception as error:  # the change is committed; the periodic re-check catches up
+        log.warning("could not announce an access change (%s): %s", change, error)
