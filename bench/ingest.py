@@ -76,8 +76,15 @@ async def prepare_database(database: str, maintenance: str) -> None:
 
 def process_env(database: str, redis: str, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("TRACKER_") or k.startswith("TRACKER_TEST")}
-    env.update(TRACKER_DATABASE_URL=database, TRACKER_REDIS_URL=redis, TRACKER_ADMIN_TOKEN=TOKEN,
-               TRACKER_AUTO_REGISTER="true", TRACKER_HOST="127.0.0.1", TRACKER_LOG_LEVEL="WARNING", **extra)  # fmt: skip
+    env.update(
+        TRACKER_DATABASE_URL=database,
+        TRACKER_REDIS_URL=redis,
+        TRACKER_ADMIN_TOKEN=TOKEN,
+        TRACKER_AUTO_REGISTER="true",
+        TRACKER_HOST="127.0.0.1",
+        TRACKER_LOG_LEVEL="WARNING",
+        **extra,
+    )
     return env
 
 
@@ -132,11 +139,17 @@ async def wait_devices_at(pool: asyncpg.Pool, fix_epoch: int, timeout_s: float) 
 def batch_bodies(first_second: int, seconds: int, per_body: int) -> list[bytes]:
     """Bodies for the batch API: every device's positions for `seconds` seconds, interleaved."""
     items = [
-        {"uniqueId": f"bench-{device}", "fixTime": T0 + second, "latitude": 50.0 + second * 0.0001,
-         "longitude": 8.0 + device * 0.001, "speed": 20.0, "course": 0.0}
+        {
+            "uniqueId": f"bench-{device}",
+            "fixTime": T0 + second,
+            "latitude": 50.0 + second * 0.0001,
+            "longitude": 8.0 + device * 0.001,
+            "speed": 20.0,
+            "course": 0.0,
+        }
         for second in range(first_second, first_second + seconds)
         for device in range(DEVICES)
-    ]  # fmt: skip
+    ]
     return [orjson.dumps(items[i : i + per_body]) for i in range(0, len(items), per_body)]
 
 
@@ -162,17 +175,43 @@ async def copy_ceiling(database: str, seconds: int) -> float:
     """Raw COPY of the same rows into a copy of the positions table: the write ceiling."""
     connection = await asyncpg.connect(database)
     try:
-        await connection.execute("DROP TABLE IF EXISTS copy_ceiling; "
-                                 "CREATE TABLE copy_ceiling (LIKE positions INCLUDING ALL)")  # fmt: skip
+        await connection.execute(
+            "DROP TABLE IF EXISTS copy_ceiling; CREATE TABLE copy_ceiling (LIKE positions INCLUDING ALL)"
+        )
         ids = await connection.fetch("SELECT id FROM devices ORDER BY id")
         now = datetime.now(UTC)
-        columns = ("device_id", "protocol", "fix_time", "server_time", "latitude", "longitude", "altitude", "speed",
-                   "course", "accuracy", "valid", "attributes")  # fmt: skip
+        columns = (
+            "device_id",
+            "protocol",
+            "fix_time",
+            "server_time",
+            "latitude",
+            "longitude",
+            "altitude",
+            "speed",
+            "course",
+            "accuracy",
+            "valid",
+            "attributes",
+        )
         rows = [
-            (row["id"], "api", datetime.fromtimestamp(T0 + second, UTC), now, 50.0 + second * 0.0001, 8.0, 0.0, 20.0,
-             0.0, 0.0, True, '{"distance": 11.1, "totalDistance": 1000.0, "motion": true}')
-            for second in range(seconds) for row in ids
-        ]  # fmt: skip
+            (
+                row["id"],
+                "api",
+                datetime.fromtimestamp(T0 + second, UTC),
+                now,
+                50.0 + second * 0.0001,
+                8.0,
+                0.0,
+                20.0,
+                0.0,
+                0.0,
+                True,
+                '{"distance": 11.1, "totalDistance": 1000.0, "motion": true}',
+            )
+            for second in range(seconds)
+            for row in ids
+        ]
         started = time.perf_counter()
         await connection.copy_records_to_table("copy_ceiling", records=rows, columns=columns)
         elapsed = time.perf_counter() - started
@@ -211,14 +250,19 @@ class KeepAliveClient:
 
 
 def osmand_path(device: int, second: int) -> str:
-    return (f"/?id=bench-{device}&lat={50.0 + second * 0.0001:.5f}&lon={8.0 + device * 0.001:.4f}"
-            f"&timestamp={T0 + second}&speed=20")  # fmt: skip
+    return (
+        f"/?id=bench-{device}&lat={50.0 + second * 0.0001:.5f}&lon={8.0 + device * 0.001:.4f}"
+        f"&timestamp={T0 + second}&speed=20"
+    )
 
 
 async def single_requests(listener_port: int, first_second: int, seconds: int, clients: int) -> int:
     """OsmAnd GETs, one position each, from many concurrent clients."""
-    paths = [osmand_path(device, second) for second in range(first_second, first_second + seconds)
-             for device in range(DEVICES)]  # fmt: skip
+    paths = [
+        osmand_path(device, second)
+        for second in range(first_second, first_second + seconds)
+        for device in range(DEVICES)
+    ]
     paths.reverse()
     sent = 0
 
@@ -238,15 +282,23 @@ async def single_requests(listener_port: int, first_second: int, seconds: int, c
     return sent
 
 
-async def websocket_latency(http: aiohttp.ClientSession, admin: str, listener_port: int, first_second: int,
-                            seconds: int, rate: int, device_ids: dict[str, int]) -> float:  # fmt: skip
+async def websocket_latency(
+    http: aiohttp.ClientSession,
+    admin: str,
+    listener_port: int,
+    first_second: int,
+    seconds: int,
+    rate: int,
+    device_ids: dict[str, int],
+) -> float:
     """p99 ms from a device's request to its position on an admin's websocket, at `rate` positions/s.
     A websocket message carries each device's newest position of a stored batch; at this rate every
     device reports every half second, so (nearly) every position is its device's newest."""
     sent_at: dict[tuple[int, str], float] = {}
     latencies: list[float] = []
-    schedule = [(device, second) for second in range(first_second, first_second + seconds)
-                for device in range(DEVICES)][: rate * seconds]  # fmt: skip
+    schedule = [
+        (device, second) for second in range(first_second, first_second + seconds) for device in range(DEVICES)
+    ][: rate * seconds]
     async with http.ws_connect(f"{admin}/api/socket", headers={"Authorization": f"Bearer {TOKEN}"}) as ws:
         await ws.receive()
         await ws.receive()  # the devices and newest positions sent on connect
@@ -304,10 +356,17 @@ async def store_one_position(ctx: dict[str, Any], position: dict[str, Any]) -> N
             "INSERT INTO positions (device_id, protocol, fix_time, server_time, latitude, longitude, altitude, speed,"
             " course, accuracy, valid, attributes) VALUES ($1, 'osmand', $2, now(), $3, $4, 0, $5, 0, 0, true, '{}')"
             " ON CONFLICT DO NOTHING RETURNING id",
-            position["deviceId"], fix, position["latitude"], position["longitude"], position["speed"],
-        )  # fmt: skip
-        await driver.execute("UPDATE devices SET position_id = $1, last_update = now(), status = 'online' "
-                             "WHERE id = $2", position_id, position["deviceId"])  # fmt: skip
+            position["deviceId"],
+            fix,
+            position["latitude"],
+            position["longitude"],
+            position["speed"],
+        )
+        await driver.execute(
+            "UPDATE devices SET position_id = $1, last_update = now(), status = 'online' WHERE id = $2",
+            position_id,
+            position["deviceId"],
+        )
 
 
 async def baseline_startup(ctx: dict[str, Any]) -> None:
@@ -335,18 +394,28 @@ def run_baseline_worker() -> None:
     worker.run()
 
 
-async def baseline(database: str, redis: str, pool: asyncpg.Pool, first_second: int, count: int,
-                   device_ids: dict[str, int], logs: Path) -> float:  # fmt: skip
+async def baseline(
+    database: str, redis: str, pool: asyncpg.Pool, first_second: int, count: int, device_ids: dict[str, int], logs: Path
+) -> float:
     from arq import create_pool
 
-    arq_pool = await create_pool(RedisSettings.from_dsn(redis), job_serializer=serialize_job,
-                                 job_deserializer=deserialize_job, default_queue_name=BASELINE_QUEUE)  # fmt: skip
+    arq_pool = await create_pool(
+        RedisSettings.from_dsn(redis),
+        job_serializer=serialize_job,
+        job_deserializer=deserialize_job,
+        default_queue_name=BASELINE_QUEUE,
+    )
     before = await stored_count(pool)
     positions = [
-        {"deviceId": device_ids[f"bench-{i % DEVICES}"], "fixTime": T0 + first_second + i // DEVICES,
-         "latitude": 50.0, "longitude": 8.0, "speed": 20.0}
+        {
+            "deviceId": device_ids[f"bench-{i % DEVICES}"],
+            "fixTime": T0 + first_second + i // DEVICES,
+            "latitude": 50.0,
+            "longitude": 8.0,
+            "speed": 20.0,
+        }
         for i in range(count)
-    ]  # fmt: skip
+    ]
     worker = start([__file__, "--baseline-worker"], process_env(database, redis), logs / "baseline.log")
     try:
         started = time.perf_counter()
@@ -376,8 +445,10 @@ async def main(quick: bool) -> None:
     env = process_env(database, redis, TRACKER_ADMIN_PORT=str(admin_port), TRACKER_OSMAND_PORT=str(listener_port))
     admin_url = f"http://127.0.0.1:{admin_port}"
     processes = [start(["-m", "tracker_jobs", "admin"], env, logs / "admin.log")]
-    workers = [start(["-m", "tracker_jobs", "worker", "--queues", "positions"], env, logs / f"worker{i}.log")
-               for i in range(int(os.environ.get("BENCH_WORKERS", "1")))]  # fmt: skip
+    workers = [
+        start(["-m", "tracker_jobs", "worker", "--queues", "positions"], env, logs / f"worker{i}.log")
+        for i in range(int(os.environ.get("BENCH_WORKERS", "1")))
+    ]
     processes.extend(workers)
     rss_samples: list[float] = []
     sampling = asyncio.create_task(sample_rss(workers, rss_samples))

@@ -244,8 +244,11 @@ async def prepare_data(
         connection = await asyncpg.connect(database_url)
         await connection.execute("VACUUM ANALYZE positions")
         await connection.close()
-        print(f"loaded {scale.fleet_rows:,} fleet and {scale.route_rows:,} route positions "
-              f"in {time.perf_counter() - started:.0f} s", flush=True)  # fmt: skip
+        print(
+            f"loaded {scale.fleet_rows:,} fleet and {scale.route_rows:,} route positions "
+            f"in {time.perf_counter() - started:.0f} s",
+            flush=True,
+        )
     return fleet, route
 
 
@@ -253,8 +256,12 @@ async def prepare_data(
 
 
 def launch_worker(database_url: str, redis_url: str) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "TRACKER_DATABASE_URL": database_url, "TRACKER_REDIS_URL": redis_url,
-           "TRACKER_LOG_LEVEL": "WARNING"}  # fmt: skip
+    env = {
+        **os.environ,
+        "TRACKER_DATABASE_URL": database_url,
+        "TRACKER_REDIS_URL": redis_url,
+        "TRACKER_LOG_LEVEL": "WARNING",
+    }
     return subprocess.Popen([sys.executable, "-m", "tracker_jobs", "worker", "--queues", "reports"], env=env)
 
 
@@ -355,8 +362,13 @@ async def vectorised_trips(
         for device_id in batch:
             track = tracks.track(device_id)
             trips = detect(track.fix_time_us, track.latitude, track.longitude, params)
-            found[device_id] = list(zip(track.position_id[trips.trip_starts].tolist(),
-                                        track.position_id[trips.trip_ends].tolist(), strict=True))  # fmt: skip
+            found[device_id] = list(
+                zip(
+                    track.position_id[trips.trip_starts].tolist(),
+                    track.position_id[trips.trip_ends].tolist(),
+                    strict=True,
+                )
+            )
     return found
 
 
@@ -400,8 +412,11 @@ async def detection_speedup(
         if ours != loop:
             raise SystemExit("the vectorised and the per-position detection disagree")
     trips = sum(len(found) for found in ours.values())
-    print(f"detection ({trips:,} trips), seconds per run: ours {', '.join(f'{s:.2f}' for s in ours_s)}; "
-          f"loop over ORM rows {', '.join(f'{s:.1f}' for s in loop_s)}", flush=True)  # fmt: skip
+    print(
+        f"detection ({trips:,} trips), seconds per run: ours {', '.join(f'{s:.2f}' for s in ours_s)}; "
+        f"loop over ORM rows {', '.join(f'{s:.1f}' for s in loop_s)}",
+        flush=True,
+    )
     return statistics.median(loop_s) / statistics.median(ours_s)
 
 
@@ -422,8 +437,11 @@ async def run(scale: Scale, database_url: str, redis_url: str) -> str:
 
     fleet_request = ReportRequest("fleet", tuple(fleet), START, end)
     fleet_s, fleet_report, fleet_mb = await in_worker(database_url, redis_url, lambda: bench.report(fleet_request))
-    print(f"fleet report: {scale.fleet_rows:,} positions, {fleet_report.row_counts} in {fleet_s:.2f} s, "
-          f"worker peak {fleet_mb:.0f} MB", flush=True)  # fmt: skip
+    print(
+        f"fleet report: {scale.fleet_rows:,} positions, {fleet_report.row_counts} in {fleet_s:.2f} s, "
+        f"worker peak {fleet_mb:.0f} MB",
+        flush=True,
+    )
 
     subset_end = START + timedelta(days=scale.subset_days)
     print(

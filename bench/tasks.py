@@ -51,8 +51,12 @@ CONCURRENCY = 16  # jobs a worker runs at once, the same for both sides
 BARE_QUEUE = "bench:bare"
 SEED_PREFIX = "seed-"
 # (share of the seeded records in tenths, job name, queue): position drains dominate, as in a fleet.
-SEEDED_JOBS = [(6, "process_position_batch", "positions"), (2, "send_webhook", "notifications"),
-               (1, "ping", "cleanup"), (1, "generate_device_report", "reports")]  # fmt: skip
+SEEDED_JOBS = [
+    (6, "process_position_batch", "positions"),
+    (2, "send_webhook", "notifications"),
+    (1, "ping", "cleanup"),
+    (1, "generate_device_report", "reports"),
+]
 
 
 def bench_urls() -> tuple[str, str, str]:
@@ -104,9 +108,16 @@ async def seed_records(engine: AsyncEngine, count: int) -> float:
     tenths = [(name, queue) for share, name, queue in SEEDED_JOBS for _ in range(share)]
     async with engine.begin() as connection:
         await connection.execute(sa.text("TRUNCATE job_records, job_stat_minutes, job_stat_totals"))
-        await connection.execute(SEED_RECORDS, {"prefix": SEED_PREFIX, "names": [name for name, _ in tenths],
-                                                "queues": [queue for _, queue in tenths],
-                                                "spacing_ms": 86_400_000 / count, "count": count})  # fmt: skip
+        await connection.execute(
+            SEED_RECORDS,
+            {
+                "prefix": SEED_PREFIX,
+                "names": [name for name, _ in tenths],
+                "queues": [queue for _, queue in tenths],
+                "spacing_ms": 86_400_000 / count,
+                "count": count,
+            },
+        )
         finished = (await connection.execute(FINISHED_TRIES, {"bounds": list(DURATION_BOUNDS_S)})).all()
     batch = RecordBatch()
     for minute, name, queue, state, bucket, number, duration_sum, duration_max in finished:
@@ -132,9 +143,18 @@ async def bare_round(redis: ArqRedis, redis_url: str, jobs: int) -> float:
     started = time.perf_counter()
     for _ in range(jobs):
         await redis.enqueue_job("noop", _queue_name=BARE_QUEUE)
-    worker = Worker(functions=[arq_function(noop, name="noop")], queue_name=BARE_QUEUE, redis_settings=redis_settings(redis_url),
-                    burst=True, handle_signals=False, poll_delay=0, max_jobs=CONCURRENCY, keep_result=3600,
-                    job_serializer=serialize_job, job_deserializer=deserialize_job)  # fmt: skip
+    worker = Worker(
+        functions=[arq_function(noop, name="noop")],
+        queue_name=BARE_QUEUE,
+        redis_settings=redis_settings(redis_url),
+        burst=True,
+        handle_signals=False,
+        poll_delay=0,
+        max_jobs=CONCURRENCY,
+        keep_result=3600,
+        job_serializer=serialize_job,
+        job_deserializer=deserialize_job,
+    )
     await worker.async_run()
     await worker.close()
     assert worker.jobs_complete == jobs
@@ -154,8 +174,15 @@ async def recorded_round(redis: ArqRedis, settings: Settings, engine: AsyncEngin
         assert job is not None
         ids.append(job.job_id)
     await enqueuer.stop()  # its queued records are committed, as another process's would be
-    worker = build_worker(CLEANUP, settings.redis_url, burst=True, handle_signals=False, poll_delay=0,
-                          max_jobs=CONCURRENCY, ctx={"settings": settings})  # fmt: skip
+    worker = build_worker(
+        CLEANUP,
+        settings.redis_url,
+        burst=True,
+        handle_signals=False,
+        poll_delay=0,
+        max_jobs=CONCURRENCY,
+        ctx={"settings": settings},
+    )
     await worker.async_run()
     await worker.close()  # the worker's last records are written before it stops
     elapsed = time.perf_counter() - started
@@ -212,8 +239,14 @@ async def main(quick: bool) -> None:
     logging.basicConfig(level=logging.WARNING)
     database, maintenance, redis_url = bench_urls()
     await create_database(database, maintenance)
-    settings = load_settings({"TRACKER_DATABASE_URL": database, "TRACKER_REDIS_URL": redis_url,
-                              "TRACKER_ADMIN_TOKEN": TOKEN, "TRACKER_LOG_LEVEL": "WARNING"})  # fmt: skip
+    settings = load_settings(
+        {
+            "TRACKER_DATABASE_URL": database,
+            "TRACKER_REDIS_URL": redis_url,
+            "TRACKER_ADMIN_TOKEN": TOKEN,
+            "TRACKER_LOG_LEVEL": "WARNING",
+        }
+    )
     engine = create_engine(database)
     redis = await connect_redis(redis_url)
     await redis.flushdb()
@@ -225,13 +258,22 @@ async def main(quick: bool) -> None:
         jobs, rounds = (1_000, 3) if quick else (5_000, 5)
         bare_s, recorded_s = await measure_overhead(redis, redis_url, settings, engine, jobs, rounds)
         ratio = recorded_s / bare_s
-        print(f"no-op job: bare arq {bare_s * 1e6:.0f} us, with records {recorded_s * 1e6:.0f} us "
-              f"({jobs:,} jobs x {rounds} rounds each, median)", flush=True)  # fmt: skip
+        print(
+            f"no-op job: bare arq {bare_s * 1e6:.0f} us, with records {recorded_s * 1e6:.0f} us "
+            f"({jobs:,} jobs x {rounds} rounds each, median)",
+            flush=True,
+        )
         stats_ms = await measure_stats(settings, redis, engine, 5 if quick else 20)
-        print(f"GET /api/tasks/stats over {RECORDS:,} records: 1h {stats_ms['1h']:.1f} ms, 24h {stats_ms['24h']:.1f} ms "
-              "(median)", flush=True)  # fmt: skip
-        print(f"RESULT overhead_ratio={ratio:.2f} stats_ms_1m={max(stats_ms.values()):.1f} "
-              f"bare_us_per_job={bare_s * 1e6:.0f} recorded_us_per_job={recorded_s * 1e6:.0f}", flush=True)  # fmt: skip
+        print(
+            f"GET /api/tasks/stats over {RECORDS:,} records: 1h {stats_ms['1h']:.1f} ms, 24h {stats_ms['24h']:.1f} ms "
+            "(median)",
+            flush=True,
+        )
+        print(
+            f"RESULT overhead_ratio={ratio:.2f} stats_ms_1m={max(stats_ms.values()):.1f} "
+            f"bare_us_per_job={bare_s * 1e6:.0f} recorded_us_per_job={recorded_s * 1e6:.0f}",
+            flush=True,
+        )
     finally:
         await redis.flushdb()
         await redis.aclose()

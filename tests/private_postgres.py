@@ -44,8 +44,17 @@ class PrivatePostgres:
         self._run(str(self.bin / "initdb"), "-D", str(self.directory / "data"), "-U", "postgres", "-A", "trust")
 
     def start(self) -> None:
-        self._run(str(self.bin / "pg_ctl"), "-D", str(self.directory / "data"), "-l", str(self.directory / "log"),
-                  "-o", f"-p {self.port} -k {self.directory} -c listen_addresses=127.0.0.1", "-w", "start")  # fmt: skip
+        self._run(
+            str(self.bin / "pg_ctl"),
+            "-D",
+            str(self.directory / "data"),
+            "-l",
+            str(self.directory / "log"),
+            "-o",
+            f"-p {self.port} -k {self.directory} -c listen_addresses=127.0.0.1",
+            "-w",
+            "start",
+        )
 
     def stop(self, mode: str = "fast") -> None:
         self._run(str(self.bin / "pg_ctl"), "-D", str(self.directory / "data"), "-m", mode, "-w", "stop")

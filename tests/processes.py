@@ -55,8 +55,9 @@ def tracker_jobs_command(*args: str) -> list[str]:
 
 def engine_env(**variables: str) -> dict[str, str]:
     """Free ports for the admin API and the listener, plus the given variables."""
-    return clean_env(TRACKER_ADMIN_PORT=str(free_port()), TRACKER_OSMAND_PORT=str(free_port()),
-                     TRACKER_HOST="127.0.0.1", **variables)  # fmt: skip
+    return clean_env(
+        TRACKER_ADMIN_PORT=str(free_port()), TRACKER_OSMAND_PORT=str(free_port()), TRACKER_HOST="127.0.0.1", **variables
+    )
 
 
 async def wait_for(probe: Callable[[], Any], seconds: float, what: str) -> Any:

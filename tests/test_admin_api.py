@@ -39,8 +39,13 @@ async def error_of(response: Any) -> dict[str, str]:
 
 
 async def test_api_needs_a_token(admin_client: Client) -> None:
-    for method, path in [("GET", "/api/devices"), ("POST", "/api/devices"), ("GET", "/api/positions"),
-                         ("GET", "/api/devices/1"), ("DELETE", "/api/session")]:  # fmt: skip
+    for method, path in [
+        ("GET", "/api/devices"),
+        ("POST", "/api/devices"),
+        ("GET", "/api/positions"),
+        ("GET", "/api/devices/1"),
+        ("DELETE", "/api/session"),
+    ]:
         response = await admin_client.request(method, path)
         assert response.status == 401, path
         assert (await error_of(response))["code"] == "unauthorized"

@@ -37,8 +37,14 @@ async def add_device(sessions: async_sessionmaker[AsyncSession], unique_id: str,
 
 
 def position(device_id: int, second: int, **fields: Any) -> dict[str, Any]:
-    return {"deviceId": device_id, "fixTime": T0 + second, "latitude": 10.0 + second * 0.001, "longitude": 20.0,
-            "speed": 5.0, **fields}  # fmt: skip
+    return {
+        "deviceId": device_id,
+        "fixTime": T0 + second,
+        "latitude": 10.0 + second * 0.001,
+        "longitude": 20.0,
+        "speed": 5.0,
+        **fields,
+    }
 
 
 async def stored(admin_client: Client, admin_headers: dict[str, str]) -> list[dict[str, Any]]:
@@ -65,14 +71,19 @@ async def test_batch_accepts_the_good_and_lists_the_bad(
     answer = await response.json()
     assert answer["accepted"] == 3
     assert [(r["index"], r["reason"].split(":")[0]) for r in answer["rejected"]] == [
-        (1, "latitude"), (2, "fixTime"), (3, "deviceId"), (4, "position")
-    ]  # fmt: skip
+        (1, "latitude"),
+        (2, "fixTime"),
+        (3, "deviceId"),
+        (4, "position"),
+    ]
     assert answer["task_id"].startswith("drain:")
     await run_burst(settings, POSITIONS)
     positions = await stored(admin_client, admin_headers)
     assert [p["fixTime"] for p in positions] == [
-        "2026-01-01T00:00:00+00:00", "2026-01-01T00:00:30+00:00", "2026-01-01T00:01:00+00:00"
-    ]  # fmt: skip
+        "2026-01-01T00:00:00+00:00",
+        "2026-01-01T00:00:30+00:00",
+        "2026-01-01T00:01:00+00:00",
+    ]
     assert positions[1]["attributes"]["fuel"] == 41.5
     assert positions[1]["attributes"]["totalDistance"] > positions[0]["attributes"]["totalDistance"]
 
@@ -97,9 +108,10 @@ async def test_seed_endpoints_and_the_limit(
     assert (await bad_single.json())["error"]["message"].startswith("longitude:")
     too_many = [position(device, second) for second in range(settings.batch_limit + 1)]
     response = await admin_client.post(
-        "/api/positions", data=io.BytesIO(orjson.dumps(too_many)),
+        "/api/positions",
+        data=io.BytesIO(orjson.dumps(too_many)),
         headers={**admin_headers, "Content-Type": "application/json"},
-    )  # fmt: skip
+    )
     assert response.status == 413
     assert (await response.json())["error"]["message"].startswith("positions:")
     all_bad = await admin_client.post("/api/positions", json=[{"deviceId": device}], headers=admin_headers)
@@ -131,9 +143,12 @@ async def test_users_may_only_send_for_their_devices(
 
 
 async def test_traccar_client_json(
-    settings: Settings, ingest_client: aiohttp.ClientSession, admin_client: Client, admin_headers: dict[str, str],
+    settings: Settings,
+    ingest_client: aiohttp.ClientSession,
+    admin_client: Client,
+    admin_headers: dict[str, str],
     sessions: async_sessionmaker[AsyncSession],
-) -> None:  # fmt: skip
+) -> None:
     await add_device(sessions, "phone-7")
     body = {
         "device_id": "phone-7",
@@ -165,12 +180,20 @@ async def test_traccar_client_json(
 
 
 async def test_drain_result_names_what_the_pipeline_dropped(
-    settings: Settings, admin_client: Client, admin_headers: dict[str, str], redis: ArqRedis,
+    settings: Settings,
+    admin_client: Client,
+    admin_headers: dict[str, str],
+    redis: ArqRedis,
     sessions: async_sessionmaker[AsyncSession],
-) -> None:  # fmt: skip
+) -> None:
     device = await add_device(sessions, "glitchy")
-    body = [position(device, 0), position(device, 10, latitude=0.0, longitude=0.0), position(device, 20),
-            position(device, 30, latitude=60.0), position(device, 40)]  # fmt: skip
+    body = [
+        position(device, 0),
+        position(device, 10, latitude=0.0, longitude=0.0),
+        position(device, 20),
+        position(device, 30, latitude=60.0),
+        position(device, 40),
+    ]
     answer = await (await admin_client.post("/api/positions", json=body, headers=admin_headers)).json()
     await run_burst(settings, POSITIONS)
     info = await Job(answer["task_id"], redis, _deserializer=deserialize_job).result_info()

@@ -32,8 +32,9 @@ def test_listener_connection_caps() -> None:
     assert (chosen.listener_max_connections, chosen.listener_max_connections_per_address) == (50_000, 5_000)
 
 
-@pytest.mark.parametrize(("raw", "expected"), [("true", True), ("1", True), ("YES", True), ("false", False),
-                                               ("0", False), ("no", False)])  # fmt: skip
+@pytest.mark.parametrize(
+    ("raw", "expected"), [("true", True), ("1", True), ("YES", True), ("false", False), ("0", False), ("no", False)]
+)
 def test_booleans(raw: str, expected: bool) -> None:
     assert load_settings({"TRACKER_AUTO_REGISTER": raw}).auto_register is expected
 

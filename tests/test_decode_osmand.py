@@ -15,11 +15,26 @@ NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 
 def test_full_query() -> None:
     position = decode_osmand(
-        {"id": "dev1", "lat": "52.5", "lon": "-13.25", "timestamp": "1767225600", "speed": "10",
-         "bearing": "370", "altitude": "35.5", "accuracy": "4", "hdop": "0.9", "batt": "87", "charge": "true",
-         "valid": "false", "driver": "ann", "ignition": "true", "rpm": "1500", "temp": "21.5"},
+        {
+            "id": "dev1",
+            "lat": "52.5",
+            "lon": "-13.25",
+            "timestamp": "1767225600",
+            "speed": "10",
+            "bearing": "370",
+            "altitude": "35.5",
+            "accuracy": "4",
+            "hdop": "0.9",
+            "batt": "87",
+            "charge": "true",
+            "valid": "false",
+            "driver": "ann",
+            "ignition": "true",
+            "rpm": "1500",
+            "temp": "21.5",
+        },
         now=NOW,
-    )  # fmt: skip
+    )
     assert position.unique_id == "dev1"
     assert (position.latitude, position.longitude) == (52.5, -13.25)
     assert position.fix_time == datetime(2026, 1, 1, tzinfo=UTC)
@@ -28,8 +43,15 @@ def test_full_query() -> None:
     assert position.altitude == 35.5
     assert position.accuracy == 4.0
     assert position.valid is False
-    assert position.attributes == {"hdop": 0.9, "batteryLevel": 87.0, "charge": True, "driver": "ann",
-                                   "ignition": True, "rpm": 1500, "temp": 21.5}  # fmt: skip
+    assert position.attributes == {
+        "hdop": 0.9,
+        "batteryLevel": 87.0,
+        "charge": True,
+        "driver": "ann",
+        "ignition": True,
+        "rpm": 1500,
+        "temp": 21.5,
+    }
 
 
 @pytest.mark.parametrize(

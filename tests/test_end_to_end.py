@@ -63,8 +63,12 @@ async def test_up_on_the_embedded_default(tmp_path: Path) -> None:
 async def test_up_on_postgresql_and_external_redis(
     tmp_path: Path, clean_postgres_url: str, redis_url: str, redis: ArqRedis
 ) -> None:
-    env = engine_env(TRACKER_DATABASE_URL=clean_postgres_url, TRACKER_REDIS_URL=redis_url,
-                     TRACKER_ADMIN_TOKEN=ADMIN_TOKEN, TRACKER_AUTO_REGISTER="true")  # fmt: skip
+    env = engine_env(
+        TRACKER_DATABASE_URL=clean_postgres_url,
+        TRACKER_REDIS_URL=redis_url,
+        TRACKER_ADMIN_TOKEN=ADMIN_TOKEN,
+        TRACKER_AUTO_REGISTER="true",
+    )
     with running(tracker_jobs_command("up"), tmp_path, env) as up:
         await report_and_read_back(env)
     assert up.returncode == 0, up.output  # type: ignore[attr-defined]
@@ -75,8 +79,12 @@ async def test_arq_cli_worker_and_a_two_queue_worker_store_positions(
     tmp_path: Path, redis_url: str, redis: ArqRedis
 ) -> None:
     database = f"sqlite:///{tmp_path / 'cli.db'}"
-    base = engine_env(TRACKER_DATABASE_URL=database, TRACKER_REDIS_URL=redis_url, TRACKER_ADMIN_TOKEN=ADMIN_TOKEN,
-                      TRACKER_AUTO_REGISTER="true")  # fmt: skip
+    base = engine_env(
+        TRACKER_DATABASE_URL=database,
+        TRACKER_REDIS_URL=redis_url,
+        TRACKER_ADMIN_TOKEN=ADMIN_TOKEN,
+        TRACKER_AUTO_REGISTER="true",
+    )
     subprocess.run(tracker_jobs_command("migrate"), cwd=tmp_path, env=base, check=True, capture_output=True)
     arq = str(Path(sys.executable).with_name("arq"))
     with (
@@ -97,8 +105,9 @@ async def test_arq_cli_worker_and_a_two_queue_worker_store_positions(
 @pytest.mark.parametrize("command", ["worker", "admin"])
 def test_unreachable_redis_is_a_one_line_error(tmp_path: Path, command: str) -> None:
     env = clean_env(TRACKER_REDIS_URL="redis://127.0.0.1:1/0", TRACKER_DATABASE_URL=f"sqlite:///{tmp_path}/x.db")
-    result = subprocess.run(tracker_jobs_command(command), cwd=tmp_path, env=env, capture_output=True, text=True,
-                            timeout=60)  # fmt: skip
+    result = subprocess.run(
+        tracker_jobs_command(command), cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 2
     assert (
         result.stderr.strip().splitlines()[-1].startswith("tracker-jobs: cannot reach Redis at redis://127.0.0.1:1/0")
@@ -108,16 +117,18 @@ def test_unreachable_redis_is_a_one_line_error(tmp_path: Path, command: str) -> 
 
 def test_bad_setting_stops_start_up_naming_it(tmp_path: Path) -> None:
     env = clean_env(TRACKER_ADMIN_PORT="eighty")
-    result = subprocess.run(tracker_jobs_command("up"), cwd=tmp_path, env=env, capture_output=True, text=True,
-                            timeout=60)  # fmt: skip
+    result = subprocess.run(
+        tracker_jobs_command("up"), cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 2
     assert result.stderr.strip() == "tracker-jobs: TRACKER_ADMIN_PORT: expected a whole number, got 'eighty'"
 
 
 def test_unreachable_database_is_a_one_line_error(tmp_path: Path) -> None:
     env = clean_env(TRACKER_DATABASE_URL="postgresql://postgres:secret@127.0.0.1:1/none")
-    result = subprocess.run(tracker_jobs_command("migrate"), cwd=tmp_path, env=env, capture_output=True, text=True,
-                            timeout=60)  # fmt: skip
+    result = subprocess.run(
+        tracker_jobs_command("migrate"), cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 2
     assert (
         result.stderr.strip()
@@ -129,8 +140,9 @@ def test_unreachable_database_is_a_one_line_error(tmp_path: Path) -> None:
 
 def test_an_unmigrated_database_is_a_one_line_error(tmp_path: Path, redis_url: str) -> None:
     env = clean_env(TRACKER_REDIS_URL=redis_url, TRACKER_DATABASE_URL=f"sqlite:///{tmp_path}/empty.db")
-    result = subprocess.run(tracker_jobs_command("admin"), cwd=tmp_path, env=env, capture_output=True, text=True,
-                            timeout=60)  # fmt: skip
+    result = subprocess.run(
+        tracker_jobs_command("admin"), cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 2
     assert result.stderr.strip().endswith("is not at the newest schema: run `tracker-jobs migrate` first")
     assert "Traceback" not in result.stderr

@@ -50,11 +50,15 @@ async def count_rows(database_url: str) -> tuple[int, int]:
 def batch(round_: int, size: int) -> list[dict[str, Any]]:
     """Plausible positions (no pipeline filter drops them), unique per device and second."""
     return [
-        {"uniqueId": f"fault-{i % DEVICES}", "fixTime": T0 + round_ * 10 + i // DEVICES,
-         "latitude": 50.0 + (round_ * 10 + i // DEVICES) * 0.0001, "longitude": 8.0 + (i % DEVICES) * 0.01,
-         "speed": 20.0}
+        {
+            "uniqueId": f"fault-{i % DEVICES}",
+            "fixTime": T0 + round_ * 10 + i // DEVICES,
+            "latitude": 50.0 + (round_ * 10 + i // DEVICES) * 0.0001,
+            "longitude": 8.0 + (i % DEVICES) * 0.01,
+            "speed": 20.0,
+        }
         for i in range(size)
-    ]  # fmt: skip
+    ]
 
 
 async def send(http: aiohttp.ClientSession, admin: str, body: list[dict[str, Any]]) -> int:
@@ -76,20 +80,35 @@ async def wait_until_stored(database_url: str, expected: int, seconds: float) ->
 def engine_processes(
     tmp_path: Path, clean_postgres_url: str, redis_url: str, redis: ArqRedis
 ) -> Iterator[dict[str, Any]]:
-    env = engine_env(TRACKER_DATABASE_URL=clean_postgres_url, TRACKER_REDIS_URL=redis_url,
-                     TRACKER_ADMIN_TOKEN=ADMIN_TOKEN, TRACKER_AUTO_REGISTER="true",
-                     TRACKER_POSITION_BATCH_SIZE="200")  # fmt: skip
+    env = engine_env(
+        TRACKER_DATABASE_URL=clean_postgres_url,
+        TRACKER_REDIS_URL=redis_url,
+        TRACKER_ADMIN_TOKEN=ADMIN_TOKEN,
+        TRACKER_AUTO_REGISTER="true",
+        TRACKER_POSITION_BATCH_SIZE="200",
+    )
     with ExitStack() as stack:
         stack.enter_context(running(tracker_jobs_command("admin"), tmp_path, env))
         log = stack.enter_context(open(tmp_path / "workers.log", "a"))  # what the workers say, for a post-mortem
-        yield {"env": env, "admin": f"http://127.0.0.1:{env['TRACKER_ADMIN_PORT']}", "log": log,
-               "database_url": clean_postgres_url, "tmp_path": tmp_path}  # fmt: skip
+        yield {
+            "env": env,
+            "admin": f"http://127.0.0.1:{env['TRACKER_ADMIN_PORT']}",
+            "log": log,
+            "database_url": clean_postgres_url,
+            "tmp_path": tmp_path,
+        }
 
 
 def start_worker(processes: dict[str, Any]) -> subprocess.Popen[str]:
     command = tracker_jobs_command("worker", "--queues", "positions")
-    return subprocess.Popen(command, cwd=processes["tmp_path"], env=processes["env"], stdout=processes["log"],
-                            stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    return subprocess.Popen(
+        command,
+        cwd=processes["tmp_path"],
+        env=processes["env"],
+        stdout=processes["log"],
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
 
 
 async def test_kill_9_the_worker_again_and_again(engine_processes: dict[str, Any]) -> None:
@@ -145,8 +164,12 @@ async def _healthy(http: aiohttp.ClientSession, admin: str) -> bool:
 async def test_postgresql_outage_loses_nothing(tmp_path: Path, redis_url: str, redis: ArqRedis) -> None:
     with private_postgres() as postgres:
         await asyncio.to_thread(upgrade_database, postgres.url)
-        env = engine_env(TRACKER_DATABASE_URL=postgres.url, TRACKER_REDIS_URL=redis_url,
-                         TRACKER_ADMIN_TOKEN=ADMIN_TOKEN, TRACKER_AUTO_REGISTER="true")  # fmt: skip
+        env = engine_env(
+            TRACKER_DATABASE_URL=postgres.url,
+            TRACKER_REDIS_URL=redis_url,
+            TRACKER_ADMIN_TOKEN=ADMIN_TOKEN,
+            TRACKER_AUTO_REGISTER="true",
+        )
         listener = f"http://127.0.0.1:{env['TRACKER_OSMAND_PORT']}"
         admin = f"http://127.0.0.1:{env['TRACKER_ADMIN_PORT']}"
         with (

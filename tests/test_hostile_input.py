@@ -25,24 +25,53 @@ JSON = st.recursive(
     lambda children: st.lists(children, max_size=6) | st.dictionaries(st.text(max_size=12), children, max_size=6),
     max_leaves=30,
 )
-FIELDS = ["id", "deviceid", "lat", "lon", "location", "timestamp", "speed", "bearing", "altitude", "accuracy",
-          "hdop", "batt", "charge", "valid", "deviceId", "uniqueId", "fixTime", "latitude", "longitude"]  # fmt: skip
-NUMBERISH = st.one_of(st.text(max_size=20), st.floats().map(str), st.integers().map(str),
-                      st.sampled_from(["nan", "inf", "-0", "1e400", "52.5", "1767225600", ""]))  # fmt: skip
+FIELDS = [
+    "id",
+    "deviceid",
+    "lat",
+    "lon",
+    "location",
+    "timestamp",
+    "speed",
+    "bearing",
+    "altitude",
+    "accuracy",
+    "hdop",
+    "batt",
+    "charge",
+    "valid",
+    "deviceId",
+    "uniqueId",
+    "fixTime",
+    "latitude",
+    "longitude",
+]
+NUMBERISH = st.one_of(
+    st.text(max_size=20),
+    st.floats().map(str),
+    st.integers().map(str),
+    st.sampled_from(["nan", "inf", "-0", "1e400", "52.5", "1767225600", ""]),
+)
 QUERY = st.dictionaries(st.sampled_from(FIELDS) | st.text(max_size=10), NUMBERISH, max_size=8)
 POSITION_LIKE = st.fixed_dictionaries(
     {},
-    optional={name: JSON | NUMBERISH | st.floats() for name in ["deviceId", "uniqueId", "fixTime", "latitude",
-                                                                 "longitude", "speed", "valid", "attributes"]},
-)  # fmt: skip
+    optional={
+        name: JSON | NUMBERISH | st.floats()
+        for name in ["deviceId", "uniqueId", "fixTime", "latitude", "longitude", "speed", "valid", "attributes"]
+    },
+)
 HYPOTHESIS = settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 
 @pytest.fixture(scope="module")
 def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, int]]:
     directory = tmp_path_factory.mktemp("hostile")
-    env = engine_env(TRACKER_DATABASE_URL=f"sqlite:///{directory / 'hostile.db'}", TRACKER_REDIS_URL=REDIS_URL,
-                     TRACKER_ADMIN_TOKEN=ADMIN_TOKEN, TRACKER_AUTO_REGISTER="true")  # fmt: skip
+    env = engine_env(
+        TRACKER_DATABASE_URL=f"sqlite:///{directory / 'hostile.db'}",
+        TRACKER_REDIS_URL=REDIS_URL,
+        TRACKER_ADMIN_TOKEN=ADMIN_TOKEN,
+        TRACKER_AUTO_REGISTER="true",
+    )
     subprocess.run(tracker_jobs_command("migrate"), cwd=directory, env=env, check=True, capture_output=True)
     with running(tracker_jobs_command("admin"), directory, env) as admin:
         ports = {"admin": int(env["TRACKER_ADMIN_PORT"]), "listener": int(env["TRACKER_OSMAND_PORT"])}
@@ -143,8 +172,9 @@ def test_deep_huge_and_strange_bodies(
 
 
 def test_ten_thousand_devices_in_one_batch(engine: dict[str, int]) -> None:
-    body = [{"uniqueId": f"fleet-{i}", "fixTime": 1_767_225_600, "latitude": 1.0, "longitude": 2.0}
-            for i in range(10_000)]  # fmt: skip
+    body = [
+        {"uniqueId": f"fleet-{i}", "fixTime": 1_767_225_600, "latitude": 1.0, "longitude": 2.0} for i in range(10_000)
+    ]
     status, answer = request("POST", engine["admin"], "/api/positions", json.dumps(body).encode(), AUTH)
     assert status == 202, answer
     assert json.loads(answer)["accepted"] == 10_000

@@ -26,8 +26,13 @@ async def echo(request: Request) -> Reply:
         await asyncio.sleep(0.05)
     if request.path == "/slower":
         await asyncio.sleep(0.3)
-    document = {"method": request.method, "path": request.path, "query": request.query,
-                "type": request.content_type, "body": request.body.decode()}  # fmt: skip
+    document = {
+        "method": request.method,
+        "path": request.path,
+        "query": request.query,
+        "type": request.content_type,
+        "body": request.body.decode(),
+    }
     return Reply(200, orjson.dumps(document), (("Content-Type", "application/json"),))
 
 
@@ -75,16 +80,19 @@ async def test_keep_alive_serves_many_requests_on_one_connection(port: int) -> N
 
 async def test_pipelined_requests_are_answered_in_order(port: int) -> None:
     # The first takes longest: answers must still come back in the order asked.
-    raw = b"".join(f"GET {path}?n={n} HTTP/1.1\r\nHost: x\r\n\r\n".encode()
-                   for n, path in enumerate(["/slow", "/", "/slow", "/"]))  # fmt: skip
+    raw = b"".join(
+        f"GET {path}?n={n} HTTP/1.1\r\nHost: x\r\n\r\n".encode() for n, path in enumerate(["/slow", "/", "/slow", "/"])
+    )
     answers = await exchange(port, raw, replies=4)
     assert [orjson.loads(body)["query"] for _, _, body in answers] == ["n=0", "n=1", "n=2", "n=3"]
 
 
 async def test_post_bodies_plain_and_chunked(port: int) -> None:
     form = b"id=d1&lat=1&lon=2"
-    plain = (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded; charset=utf-8\r\n"
-             b"Content-Length: %d\r\n\r\n%s" % (len(form), form))  # fmt: skip
+    plain = (
+        b"POST / HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded; charset=utf-8\r\n"
+        b"Content-Length: %d\r\n\r\n%s" % (len(form), form)
+    )
     chunked = b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nid=d1\r\n6\r\n&lat=1\r\n0\r\n\r\n"
     (_, _, first), (_, _, second) = await exchange(port, plain + chunked, replies=2)
     assert orjson.loads(first)["body"] == "id=d1&lat=1&lon=2"

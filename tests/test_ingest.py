@@ -61,9 +61,13 @@ async def test_unknown_device_is_404_when_auto_register_is_off(
 
 
 async def test_auto_register_creates_the_device_and_stores_form_posts(
-    database_url: str, redis_url: str, redis: ArqRedis, engine: AsyncEngine, admin_client: Client,
+    database_url: str,
+    redis_url: str,
+    redis: ArqRedis,
+    engine: AsyncEngine,
+    admin_client: Client,
     admin_headers: dict[str, str],
-) -> None:  # fmt: skip
+) -> None:
     settings = make_settings(database_url, redis_url, TRACKER_AUTO_REGISTER="true")
     async with open_listener(settings, redis, engine) as client:
         for second in range(3):
@@ -90,9 +94,13 @@ async def test_auto_register_creates_the_device_and_stores_form_posts(
 
 
 async def test_a_rerun_batch_stores_nothing_twice(
-    database_url: str, redis_url: str, redis: ArqRedis, engine: AsyncEngine, admin_client: Client,
+    database_url: str,
+    redis_url: str,
+    redis: ArqRedis,
+    engine: AsyncEngine,
+    admin_client: Client,
     admin_headers: dict[str, str],
-) -> None:  # fmt: skip
+) -> None:
     settings = make_settings(database_url, redis_url, TRACKER_AUTO_REGISTER="true")
     query = {"id": "twice", "lat": "1", "lon": "2", "timestamp": "1767225600"}
     async with open_listener(settings, redis, engine) as client:

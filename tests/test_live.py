@@ -41,9 +41,13 @@ async def test_socket_needs_a_token(admin_client: Client) -> None:
 
 
 async def test_socket_pushes_each_user_only_their_devices(
-    settings: Settings, redis: ArqRedis, engine: AsyncEngine, admin_client: Client, admin_headers: dict[str, str],
+    settings: Settings,
+    redis: ArqRedis,
+    engine: AsyncEngine,
+    admin_client: Client,
+    admin_headers: dict[str, str],
     sessions: async_sessionmaker[AsyncSession],
-) -> None:  # fmt: skip
+) -> None:
     ann = await make_user(sessions, "ann@example.com", token="ann-token")
     mine = await add_device(sessions, "ann-car", owner=ann)
     theirs = await add_device(sessions, "bob-car")
@@ -80,9 +84,12 @@ async def test_socket_pushes_each_user_only_their_devices(
 
 
 async def test_newest_position_comes_from_the_live_cache_and_late_ones_do_not_replace_it(
-    settings: Settings, admin_client: Client, admin_headers: dict[str, str], redis: ArqRedis,
+    settings: Settings,
+    admin_client: Client,
+    admin_headers: dict[str, str],
+    redis: ArqRedis,
     sessions: async_sessionmaker[AsyncSession],
-) -> None:  # fmt: skip
+) -> None:
     device = await add_device(sessions, "courier")
     await admin_client.post("/api/positions", json=[position(device, 100)], headers=admin_headers)
     await run_burst(settings, POSITIONS)
@@ -105,8 +112,12 @@ async def test_the_live_cache_only_moves_forward_per_device(redis: ArqRedis) -> 
     """A drainer that lost its lock may publish late: whatever it holds must not replace a newer entry."""
     await live.publish_batch(redis, [(100.0, {"deviceId": 1, "n": "a"}), (100.0, {"deviceId": 2, "n": "b"})], [], {})
     # One batch: device 1 forward, device 2 backward, device 3 new.
-    await live.publish_batch(redis, [(150.0, {"deviceId": 1, "n": "c"}), (50.0, {"deviceId": 2, "n": "d"}),
-                                     (10.0, {"deviceId": 3, "n": "e"})], [], {})  # fmt: skip
+    await live.publish_batch(
+        redis,
+        [(150.0, {"deviceId": 1, "n": "c"}), (50.0, {"deviceId": 2, "n": "d"}), (10.0, {"deviceId": 3, "n": "e"})],
+        [],
+        {},
+    )
     assert [p["n"] for p in await live.latest_positions(redis, [1, 2, 3])] == ["c", "b", "e"]
 
 
@@ -141,8 +152,9 @@ async def test_statistics_endpoint(
     assert stats["range"]["maxSpeed"] == 10.0
     assert stats["range"]["movingTime"] == 120.0
     assert stats["today"]["positions"] == 0  # 2026-01-01 is not today
-    bad = await admin_client.get(f"/api/devices/{device}/statistics", params={"from": "2026-01-01T00:00:00Z"},
-                                 headers=admin_headers)  # fmt: skip
+    bad = await admin_client.get(
+        f"/api/devices/{device}/statistics", params={"from": "2026-01-01T00:00:00Z"}, headers=admin_headers
+    )
     assert bad.status == 400
     too_long = await admin_client.get(
         f"/api/devices/{device}/statistics",
@@ -163,18 +175,26 @@ def test_status_thresholds() -> None:
 async def test_silent_devices_go_unknown_then_offline(sessions: async_sessionmaker[AsyncSession]) -> None:
     now = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
     async with transaction(sessions) as session:
-        session.add_all([
-            Device(unique_id="fresh", name="fresh", status="online", last_update=now - timedelta(seconds=30)),
-            Device(unique_id="quiet", name="quiet", status="online", last_update=now - timedelta(minutes=20)),
-            Device(unique_id="gone", name="gone", status="unknown", last_update=now - timedelta(hours=2)),
-            Device(unique_id="patient", name="patient", status="online", last_update=now - timedelta(minutes=20),
-                   attributes={"unknownAfter": 3600}),
-        ])  # fmt: skip
+        session.add_all(
+            [
+                Device(unique_id="fresh", name="fresh", status="online", last_update=now - timedelta(seconds=30)),
+                Device(unique_id="quiet", name="quiet", status="online", last_update=now - timedelta(minutes=20)),
+                Device(unique_id="gone", name="gone", status="unknown", last_update=now - timedelta(hours=2)),
+                Device(
+                    unique_id="patient",
+                    name="patient",
+                    status="online",
+                    last_update=now - timedelta(minutes=20),
+                    attributes={"unknownAfter": 3600},
+                ),
+            ]
+        )
     async with transaction(sessions) as session:
         changes = await refresh_statuses(session, now, 600, 3600)
     assert sorted((change["uniqueId"], change["status"]) for change in changes) == [
-        ("gone", "offline"), ("quiet", "unknown")
-    ]  # fmt: skip
+        ("gone", "offline"),
+        ("quiet", "unknown"),
+    ]
     async with sessions() as session:
         again = await refresh_statuses(session, now, 600, 3600)
     assert again == []

@@ -14,8 +14,17 @@ STEP_M = 111.32
 
 
 def row(device: int, t: float, lat: float = 10.0, lon: float = 20.0, **extra: Any) -> dict[str, Any]:
-    return {"device_id": device, "fix_time": t, "latitude": lat, "longitude": lon, "speed": extra.pop("speed", 0.0),
-            "accuracy": extra.pop("accuracy", 5.0), "valid": extra.pop("valid", True), "attributes": {}, **extra}  # fmt: skip
+    return {
+        "device_id": device,
+        "fix_time": t,
+        "latitude": lat,
+        "longitude": lon,
+        "speed": extra.pop("speed", 0.0),
+        "accuracy": extra.pop("accuracy", 5.0),
+        "valid": extra.pop("valid", True),
+        "attributes": {},
+        **extra,
+    }
 
 
 def times(result: Any, device: int | None = None) -> list[float]:
@@ -26,8 +35,11 @@ def test_sorts_by_device_then_time_and_accumulates_the_odometer() -> None:
     rows = [row(2, NOW - 10), row(1, NOW - 20, lat=10.002), row(1, NOW - 30, lat=10.001), row(1, NOW - 40)]
     result = run_pipeline(rows, {}, PipelineConfig(), NOW)
     assert [(r["device_id"], r["fix_time"]) for r in result.kept] == [
-        (1, NOW - 40), (1, NOW - 30), (1, NOW - 20), (2, NOW - 10)
-    ]  # fmt: skip
+        (1, NOW - 40),
+        (1, NOW - 30),
+        (1, NOW - 20),
+        (2, NOW - 10),
+    ]
     distances = [r["attributes"]["distance"] for r in result.kept]
     assert distances[0] == 0.0  # a device's first position ever
     assert distances[3] == 0.0

@@ -24,10 +24,23 @@ T0 = 1_767_225_600.0
 
 
 def rows(device_id: int) -> list[dict[str, Any]]:
-    return [{"device_id": device_id, "protocol": "osmand", "fix_time": T0 + second, "server_time": T0 + 100,
-             "latitude": 10.0 + second * 0.0001, "longitude": 20.0, "altitude": 0.0, "speed": 12.0, "course": 0.0,
-             "accuracy": 5.0, "valid": True, "attributes": {}}
-            for second in range(50)]  # fmt: skip
+    return [
+        {
+            "device_id": device_id,
+            "protocol": "osmand",
+            "fix_time": T0 + second,
+            "server_time": T0 + 100,
+            "latitude": 10.0 + second * 0.0001,
+            "longitude": 20.0,
+            "altitude": 0.0,
+            "speed": 12.0,
+            "course": 0.0,
+            "accuracy": 5.0,
+            "valid": True,
+            "attributes": {},
+        }
+        for second in range(50)
+    ]
 
 
 async def stored_state(sessions: async_sessionmaker[AsyncSession], device_id: int) -> tuple[int, Device, Position]:
@@ -85,8 +98,13 @@ async def test_an_interrupted_drain_resumes_in_order(
     server = datetime.fromtimestamp(T0 + 100, UTC)
 
     def one(second: int) -> list[tuple[int, DecodedPosition, None]]:
-        position = DecodedPosition(unique_id="resumed", fix_time=datetime.fromtimestamp(T0 + second, UTC),
-                                   latitude=10.0 + second * 0.0001, longitude=20.0, speed=12.0)  # fmt: skip
+        position = DecodedPosition(
+            unique_id="resumed",
+            fix_time=datetime.fromtimestamp(T0 + second, UTC),
+            latitude=10.0 + second * 0.0001,
+            longitude=20.0,
+            speed=12.0,
+        )
         return [(device_id, position, None)]
 
     for second in range(30):
@@ -95,8 +113,9 @@ async def test_an_interrupted_drain_resumes_in_order(
     assert len(dead) == 30
     for second in range(30, 40):
         await accept_positions(redis, settings.position_partitions, one(second), server)
-    result = await drain_partition(redis, sessions, partition, consumer="next-worker", batch_size=5000,
-                                   config=PipelineConfig())  # fmt: skip
+    result = await drain_partition(
+        redis, sessions, partition, consumer="next-worker", batch_size=5000, config=PipelineConfig()
+    )
     assert result.stored == 40
     async with sessions() as session:
         device = await session.get(Device, device_id)

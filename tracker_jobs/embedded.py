@@ -53,16 +53,24 @@ class EmbeddedRedis:
         self.directory.mkdir(parents=True, exist_ok=True)
         command = [
             redis_server_binary(),
-            "--bind", "127.0.0.1",
-            "--port", str(self.port),
-            "--dir", str(self.directory),
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--dir",
+            str(self.directory),
             # A 2xx to a device means the position is in Redis; the AOF keeps all but the last second.
-            "--appendonly", "yes",
-            "--appendfsync", "everysec",
-            "--save", "",
-            "--daemonize", "no",
-            "--logfile", str(self.directory / "redis.log"),
-        ]  # fmt: skip
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            "everysec",
+            "--save",
+            "",
+            "--daemonize",
+            "no",
+            "--logfile",
+            str(self.directory / "redis.log"),
+        ]
         self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, preexec_fn=child_dies_with_parent)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

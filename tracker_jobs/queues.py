@@ -68,8 +68,15 @@ JOB_QUEUES: dict[str, str] = {
 
 # Jobs an admin may start by hand (POST /api/tasks/run/{name}); their arguments are checked against
 # the job function's signature (monitor/arguments.py).
-RUNNABLE_BY_HAND = {"cleanup_expired_sessions", "cleanup_job_records", "ping", "generate_device_report",
-                    "generate_fleet_report", "export_report_data", "generate_daily_reports"}  # fmt: skip
+RUNNABLE_BY_HAND = {
+    "cleanup_expired_sessions",
+    "cleanup_job_records",
+    "ping",
+    "generate_device_report",
+    "generate_fleet_report",
+    "export_report_data",
+    "generate_daily_reports",
+}
 # The job base enforces each job's timeout itself, so the record says why it stopped; arq's own
 # timeout is a backstop this much later.
 ARQ_TIMEOUT_GRACE_S = 5
@@ -124,8 +131,13 @@ def job(*, timeout_s: int = 300, max_tries: int = 5, keep_result_s: int = 3600) 
         async def run(ctx: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
             job_id = str(ctx.get("job_id", ""))
             job_try = int(ctx.get("job_try", 1))
-            record = JOB_RECORDS.started(job_id, name, queue, kwargs, ctx.get("enqueue_time") or utcnow(), job_try,
-                                         CURRENT_PROCESS.key) if job_id else None  # fmt: skip
+            record = (
+                JOB_RECORDS.started(
+                    job_id, name, queue, kwargs, ctx.get("enqueue_time") or utcnow(), job_try, CURRENT_PROCESS.key
+                )
+                if job_id
+                else None
+            )
             running = CURRENT_JOB.set((job_id, name))
             CURRENT_PROCESS.job_started(job_id, name)
             deadline = asyncio.timeout(timeout_s)
@@ -168,9 +180,14 @@ def job(*, timeout_s: int = 300, max_tries: int = 5, keep_result_s: int = 3600) 
 
 
 def _ended(
-    job_id: str, record: JobRun | None, state: str, *, result: Any = None, error: BaseException | None = None,
+    job_id: str,
+    record: JobRun | None,
+    state: str,
+    *,
+    result: Any = None,
+    error: BaseException | None = None,
     counted: bool = True,
-) -> None:  # fmt: skip
+) -> None:
     CURRENT_PROCESS.job_ended(job_id, failed=state == "failed")
     if record is not None:
         JOB_RECORDS.ended(record, state, result=result, error=error, counted=counted)

@@ -124,58 +124,128 @@ def _show(args: argparse.Namespace, data: Any, table: Callable[[Any], None]) -> 
 def status(api: AdminApi, args: argparse.Namespace) -> int:
     def table(data: dict[str, Any]) -> None:
         states = ["queued", "in_progress", "retrying", "complete", "failed", "cancelled"]
-        _print_table(["QUEUE", *(state.upper() for state in states)],
-                     [[queue, *(counts.get(state, 0) for state in states)] for queue, counts in data["queues"].items()])  # fmt: skip
+        _print_table(
+            ["QUEUE", *(state.upper() for state in states)],
+            [[queue, *(counts.get(state, 0) for state in states)] for queue, counts in data["queues"].items()],
+        )
         print(f"\nworkers: {data['workers']['live']} live, {data['workers']['lost']} lost")
         if data["running"]:
             print("\nrunning now:")
-            _print_table(["ID", "NAME", "WORKER", "STARTED", "PROGRESS"],
-                         [[task["id"], task["name"], task["worker"], task["startedAt"], _percent(task)]
-                          for task in data["running"]])  # fmt: skip
+            _print_table(
+                ["ID", "NAME", "WORKER", "STARTED", "PROGRESS"],
+                [
+                    [task["id"], task["name"], task["worker"], task["startedAt"], _percent(task)]
+                    for task in data["running"]
+                ],
+            )
 
     return _show(args, api.call("GET", "/api/tasks/status"), table)
 
 
 def queues(api: AdminApi, args: argparse.Namespace) -> int:
     def table(data: list[dict[str, Any]]) -> None:
-        _print_table(["QUEUE", "LENGTH", "WAITING", "RUNNING", "DEFERRED", "OLDEST_WAITING_S", "WORKERS"],
-                     [[queue["name"], queue["length"], queue["waiting"], queue["running"], queue["deferred"],
-                       queue["oldestWaitingAgeS"], queue["workers"]] for queue in data])  # fmt: skip
+        _print_table(
+            ["QUEUE", "LENGTH", "WAITING", "RUNNING", "DEFERRED", "OLDEST_WAITING_S", "WORKERS"],
+            [
+                [
+                    queue["name"],
+                    queue["length"],
+                    queue["waiting"],
+                    queue["running"],
+                    queue["deferred"],
+                    queue["oldestWaitingAgeS"],
+                    queue["workers"],
+                ]
+                for queue in data
+            ],
+        )
 
     return _show(args, api.call("GET", "/api/tasks/queues"), table)
 
 
 def workers(api: AdminApi, args: argparse.Namespace) -> int:
     def table(data: list[dict[str, Any]]) -> None:
-        _print_table(["WORKER", "STATE", "QUEUES", "RUNNING", "DONE", "FAILED", "LAST_HEARTBEAT"],
-                     [[worker["id"], worker["state"], ",".join(worker["queues"]), len(worker["running"]),
-                       worker["done"], worker["failed"], worker["lastHeartbeat"]] for worker in data])  # fmt: skip
+        _print_table(
+            ["WORKER", "STATE", "QUEUES", "RUNNING", "DONE", "FAILED", "LAST_HEARTBEAT"],
+            [
+                [
+                    worker["id"],
+                    worker["state"],
+                    ",".join(worker["queues"]),
+                    len(worker["running"]),
+                    worker["done"],
+                    worker["failed"],
+                    worker["lastHeartbeat"],
+                ]
+                for worker in data
+            ],
+        )
 
     return _show(args, api.call("GET", "/api/tasks/workers"), table)
 
 
 def stats(api: AdminApi, args: argparse.Namespace) -> int:
     def table(data: list[dict[str, Any]]) -> None:
-        _print_table(["NAME", "QUEUE", "COMPLETE", "FAILED", "CANCELLED", "RETRIED", "FAILURE_RATE", "P50_S", "P95_S",
-                      "MAX_S", "PER_MIN"],
-                     [[entry["name"], entry["queue"], entry["counts"]["complete"], entry["counts"]["failed"],
-                       entry["counts"]["cancelled"], entry["counts"]["retried"], entry["failureRate"],
-                       entry["durationS"]["p50"], entry["durationS"]["p95"], entry["durationS"]["max"],
-                       entry["throughputPerMin"]] for entry in data])  # fmt: skip
+        _print_table(
+            [
+                "NAME",
+                "QUEUE",
+                "COMPLETE",
+                "FAILED",
+                "CANCELLED",
+                "RETRIED",
+                "FAILURE_RATE",
+                "P50_S",
+                "P95_S",
+                "MAX_S",
+                "PER_MIN",
+            ],
+            [
+                [
+                    entry["name"],
+                    entry["queue"],
+                    entry["counts"]["complete"],
+                    entry["counts"]["failed"],
+                    entry["counts"]["cancelled"],
+                    entry["counts"]["retried"],
+                    entry["failureRate"],
+                    entry["durationS"]["p50"],
+                    entry["durationS"]["p95"],
+                    entry["durationS"]["max"],
+                    entry["throughputPerMin"],
+                ]
+                for entry in data
+            ],
+        )
 
     return _show(args, api.call("GET", "/api/tasks/stats", query=[("window", args.window)]), table)
 
 
 def list_tasks(api: AdminApi, args: argparse.Namespace) -> int:
     query = [("state", state) for state in args.state]
-    query += [(key, value) for key, value in (("name", args.name), ("queue", args.queue), ("from", args.start),
-                                               ("to", args.end)) if value]  # fmt: skip
+    query += [
+        (key, value)
+        for key, value in (("name", args.name), ("queue", args.queue), ("from", args.start), ("to", args.end))
+        if value
+    ]
     query += [("limit", str(args.limit)), ("offset", str(args.offset))]
 
     def table(data: list[dict[str, Any]]) -> None:
-        _print_table(["ID", "NAME", "QUEUE", "STATE", "ENQUEUED", "TRIES", "PROGRESS"],
-                     [[task["id"], task["name"], task["queue"], task["state"], task["enqueuedAt"], task["tries"],
-                       _percent(task)] for task in data])  # fmt: skip
+        _print_table(
+            ["ID", "NAME", "QUEUE", "STATE", "ENQUEUED", "TRIES", "PROGRESS"],
+            [
+                [
+                    task["id"],
+                    task["name"],
+                    task["queue"],
+                    task["state"],
+                    task["enqueuedAt"],
+                    task["tries"],
+                    _percent(task),
+                ]
+                for task in data
+            ],
+        )
 
     return _show(args, api.call("GET", "/api/tasks", query=query), table)
 
@@ -211,8 +281,12 @@ def follow(api: AdminApi, task_id: str) -> dict[str, Any]:
         percent = float(task["progress"]["percent"])
         filled = int(BAR_WIDTH * min(percent, 100.0) / 100)
         bar = "#" * filled + "-" * (BAR_WIDTH - filled)
-        print(f"\r[{bar}] {percent:5.1f}% {task['state']:<11} {task['progress']['message'][:40]:<40}",
-              end="", file=sys.stderr, flush=True)  # fmt: skip
+        print(
+            f"\r[{bar}] {percent:5.1f}% {task['state']:<11} {task['progress']['message'][:40]:<40}",
+            end="",
+            file=sys.stderr,
+            flush=True,
+        )
         if task["state"] in TERMINAL_STATES:
             print(file=sys.stderr, flush=True)
             return task
@@ -268,13 +342,23 @@ def _percent(task: dict[str, Any]) -> str:
 
 
 def _print_task(task: dict[str, Any]) -> None:
-    fields = [("id", task["id"]), ("name", task["name"]), ("queue", task["queue"]), ("state", task["state"]),
-              ("args", json.dumps(task["args"])), ("user", task["userId"]), ("enqueued", task["enqueuedAt"]),
-              ("started", task["startedAt"]), ("finished", task["finishedAt"]), ("duration_s", task["durationS"]),
-              ("tries", task["tries"]), ("worker", task["worker"]),
-              ("progress", f"{_percent(task)} {task['progress']['message']}".rstrip()),
-              ("result", None if task["result"] is None else json.dumps(task["result"])),
-              ("retried_as", task["retriedAs"])]  # fmt: skip
+    fields = [
+        ("id", task["id"]),
+        ("name", task["name"]),
+        ("queue", task["queue"]),
+        ("state", task["state"]),
+        ("args", json.dumps(task["args"])),
+        ("user", task["userId"]),
+        ("enqueued", task["enqueuedAt"]),
+        ("started", task["startedAt"]),
+        ("finished", task["finishedAt"]),
+        ("duration_s", task["durationS"]),
+        ("tries", task["tries"]),
+        ("worker", task["worker"]),
+        ("progress", f"{_percent(task)} {task['progress']['message']}".rstrip()),
+        ("result", None if task["result"] is None else json.dumps(task["result"])),
+        ("retried_as", task["retriedAs"]),
+    ]
     error = task["error"]
     if error is not None:
         fields.append(("error", f"{error['type']}: {error['message']}"))

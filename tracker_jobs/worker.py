@@ -126,11 +126,16 @@ async def on_shutdown(ctx: dict[str, Any]) -> None:
 
 def queue_functions(queue: str) -> list[Function]:
     return [
-        func(cast(WorkerCoroutine, spec.coroutine), name=spec.name, timeout=spec.arq_timeout_s, max_tries=spec.max_tries,
-             keep_result=spec.keep_result_s)
+        func(
+            cast(WorkerCoroutine, spec.coroutine),
+            name=spec.name,
+            timeout=spec.arq_timeout_s,
+            max_tries=spec.max_tries,
+            keep_result=spec.keep_result_s,
+        )
         for spec in REGISTRY.values()
         if spec.queue == queue
-    ]  # fmt: skip
+    ]
 
 
 def worker_settings(queue: str) -> type[WorkerSettingsBase]:

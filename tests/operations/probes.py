@@ -37,8 +37,15 @@ async def probe_log_line(ctx: dict[str, Any], text: str) -> dict[str, Any]:
 async def run_cleanup_burst(settings: Settings) -> Worker:
     """The real cleanup worker in burst mode, with the probe jobs registered above."""
     assert settings.redis_url is not None
-    worker = build_worker(CLEANUP, settings.redis_url, burst=True, handle_signals=False, poll_delay=0.05,
-                          ctx={"settings": settings}, functions=queue_functions(CLEANUP))  # fmt: skip
+    worker = build_worker(
+        CLEANUP,
+        settings.redis_url,
+        burst=True,
+        handle_signals=False,
+        poll_delay=0.05,
+        ctx={"settings": settings},
+        functions=queue_functions(CLEANUP),
+    )
     try:
         await worker.async_run()
     finally:

@@ -14,12 +14,23 @@ from tracker_jobs.tasks_cli import TasksCommandFailed, parse_arguments
 @pytest.mark.parametrize(
     ("value", "annotation", "expected"),
     [
-        (1, int, True), (1.5, int, False), (True, int, False), (1, float, True), (True, float, False),
-        ("x", str, True), (None, str | None, True), (None, str, False), ([1, 2], list[int], True),
-        ([1, "2"], list[int], False), ({"a": 1}, dict[str, int], True), ({"a": "b"}, dict[str, int], False),
-        ("kmh", Literal["kn", "kmh"], True), ("mph", Literal["kn", "kmh"], False), (object(), Any, True),
+        (1, int, True),
+        (1.5, int, False),
+        (True, int, False),
+        (1, float, True),
+        (True, float, False),
+        ("x", str, True),
+        (None, str | None, True),
+        (None, str, False),
+        ([1, 2], list[int], True),
+        ([1, "2"], list[int], False),
+        ({"a": 1}, dict[str, int], True),
+        ({"a": "b"}, dict[str, int], False),
+        ("kmh", Literal["kn", "kmh"], True),
+        ("mph", Literal["kn", "kmh"], False),
+        (object(), Any, True),
     ],
-)  # fmt: skip
+)
 def test_json_values_fit_declared_types(value: Any, annotation: Any, expected: bool) -> None:
     assert fits(value, annotation) is expected
 
@@ -42,11 +53,24 @@ def test_arguments_are_checked_against_the_signature() -> None:
 
 
 def test_cli_arguments_take_the_declared_types() -> None:
-    types = {"seconds": "number", "steps": "integer", "label": "string", "flag": "boolean", "ids": "array of integer",
-             "limit": "integer | null"}  # fmt: skip
+    types = {
+        "seconds": "number",
+        "steps": "integer",
+        "label": "string",
+        "flag": "boolean",
+        "ids": "array of integer",
+        "limit": "integer | null",
+    }
     pairs = ["seconds=1.5", "steps=3", "label=123", "flag=true", "ids=[1,2]", "limit=null", 'other={"a": 1}']
-    assert parse_arguments(pairs, types) == {"seconds": 1.5, "steps": 3, "label": "123", "flag": True,
-                                             "ids": [1, 2], "limit": None, "other": {"a": 1}}  # fmt: skip
+    assert parse_arguments(pairs, types) == {
+        "seconds": 1.5,
+        "steps": 3,
+        "label": "123",
+        "flag": True,
+        "ids": [1, 2],
+        "limit": None,
+        "other": {"a": 1},
+    }
     assert parse_arguments(["steps=many"], types) == {"steps": "many"}  # the API answers 400 naming it
     with pytest.raises(TasksCommandFailed, match="expected KEY=VALUE"):
         parse_arguments(["steps"], types)

@@ -29,9 +29,22 @@ BODIES = {
     "POST /api/users": lambda who: {"email": f"walk-{who.replace(' ', '-')}@example.com", "password": "long enough"},
 }  # for a path parameter this test has no object for: nobody's, so 404 to a user
 # Routes whose 2xx for an admin this test can promise; others (from other modules) must just not fail.
-OWN_PREFIXES = ("/health", "/metrics", "/api/openapi.json", "/api/session", "/api/devices", "/api/users",
-                "/api/tasks/status", "/api/tasks/queues", "/api/tasks/workers", "/api/tasks/stats", "/api/tasks/jobs",
-                "/api/tasks/task", "/api/tasks/run", "/api/tasks/retry-failed")  # fmt: skip
+OWN_PREFIXES = (
+    "/health",
+    "/metrics",
+    "/api/openapi.json",
+    "/api/session",
+    "/api/devices",
+    "/api/users",
+    "/api/tasks/status",
+    "/api/tasks/queues",
+    "/api/tasks/workers",
+    "/api/tasks/stats",
+    "/api/tasks/jobs",
+    "/api/tasks/task",
+    "/api/tasks/run",
+    "/api/tasks/retry-failed",
+)
 
 
 @dataclass(frozen=True)
@@ -96,12 +109,17 @@ async def someone_elses_objects(
 
 
 async def test_every_route_with_no_token_a_user_token_and_an_admin_token(
-    admin_client: Client, admin_headers: dict[str, str], redis: ArqRedis,
-    sessions: async_sessionmaker[AsyncSession], users: Users,
-) -> None:  # fmt: skip
+    admin_client: Client,
+    admin_headers: dict[str, str],
+    redis: ArqRedis,
+    sessions: async_sessionmaker[AsyncSession],
+    users: Users,
+) -> None:
     objects = await someone_elses_objects(admin_client, redis, sessions, users)
-    routes = sorted((Route(route.method, route_path(route), operation)
-                     for route, operation in documented_routes(admin_client.app)), key=Route.sort_key)  # fmt: skip
+    routes = sorted(
+        (Route(route.method, route_path(route), operation) for route, operation in documented_routes(admin_client.app)),
+        key=Route.sort_key,
+    )
     assert len(routes) > 30
     problems: list[str] = []
 

@@ -18,8 +18,9 @@ from tests.processes import engine_env, running, tracker_jobs_command
 
 
 def tasks(env: dict[str, str], cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(tracker_jobs_command("tasks", *args), cwd=cwd, env=env, capture_output=True, text=True,
-                          timeout=60)  # fmt: skip
+    return subprocess.run(
+        tracker_jobs_command("tasks", *args), cwd=cwd, env=env, capture_output=True, text=True, timeout=60
+    )
 
 
 def tasks_json(env: dict[str, str], cwd: Path, *args: str) -> Any:
@@ -41,8 +42,11 @@ def wait_until(probe: Any, seconds: float, what: str) -> Any:
 def api(env: dict[str, str], path: str) -> Any:
     """Read the admin API directly: cheaper than the command line for waiting on something."""
     try:
-        response = requests.get(f"http://127.0.0.1:{env['TRACKER_ADMIN_PORT']}{path}", timeout=5,
-                                headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})  # fmt: skip
+        response = requests.get(
+            f"http://127.0.0.1:{env['TRACKER_ADMIN_PORT']}{path}",
+            timeout=5,
+            headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
+        )
     except requests.ConnectionError:
         return None
     return response.json() if response.status_code == 200 else None
@@ -88,8 +92,9 @@ def test_tasks_commands_on_the_embedded_default_and_after_a_restart(tmp_path: Pa
 async def test_cancel_retry_and_records_that_outlive_redis_on_postgresql(
     tmp_path: Path, clean_postgres_url: str, redis_url: str, redis: ArqRedis
 ) -> None:
-    env = engine_env(TRACKER_DATABASE_URL=clean_postgres_url, TRACKER_REDIS_URL=redis_url,
-                     TRACKER_ADMIN_TOKEN=ADMIN_TOKEN)  # fmt: skip
+    env = engine_env(
+        TRACKER_DATABASE_URL=clean_postgres_url, TRACKER_REDIS_URL=redis_url, TRACKER_ADMIN_TOKEN=ADMIN_TOKEN
+    )
     subprocess.run(tracker_jobs_command("migrate"), cwd=tmp_path, env=env, check=True, capture_output=True)
 
     def serve() -> Any:

@@ -22,8 +22,15 @@ Client = TestClient[Any, Any]
 
 @pytest.fixture
 def limited(database_url: str, redis_url: str) -> Settings:
-    return make_settings(database_url, redis_url, TRACKER_API_RATE_LIMIT="3", TRACKER_ANONYMOUS_RATE_LIMIT="2",
-                         TRACKER_DEVICE_RATE_LIMIT="2", TRACKER_RATE_LIMIT_WINDOW="1", TRACKER_AUTO_REGISTER="true")  # fmt: skip
+    return make_settings(
+        database_url,
+        redis_url,
+        TRACKER_API_RATE_LIMIT="3",
+        TRACKER_ANONYMOUS_RATE_LIMIT="2",
+        TRACKER_DEVICE_RATE_LIMIT="2",
+        TRACKER_RATE_LIMIT_WINDOW="1",
+        TRACKER_AUTO_REGISTER="true",
+    )
 
 
 @pytest.fixture

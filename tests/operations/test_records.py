@@ -79,8 +79,15 @@ async def test_rollups_add_up_and_the_window_limits_the_stats(sessions: async_se
         day = {entry["name"]: entry for entry in await job_stats(session, "24h")}["ping"]
         totals = (await session.execute(sa.select(job_stat_totals.c.complete, job_stat_totals.c.cancelled))).one()
         minutes = (await session.execute(sa.select(sa.func.count()).select_from(job_stat_minutes))).scalar_one()
-    assert hour["counts"] == {"complete": 4, "failed": 1, "cancelled": 1, "retried": 0, "queued": 0,
-                              "in_progress": 0, "retrying": 0}  # fmt: skip
+    assert hour["counts"] == {
+        "complete": 4,
+        "failed": 1,
+        "cancelled": 1,
+        "retried": 0,
+        "queued": 0,
+        "in_progress": 0,
+        "retrying": 0,
+    }
     assert hour["failureRate"] == 0.2
     assert hour["durationS"]["max"] == 3.0
     assert 0.0025 < hour["durationS"]["p50"] <= 0.005

@@ -122,8 +122,12 @@ async def test_run_by_hand_checks_the_arguments(admin_client: Client, admin_head
         {"name": "seconds", "type": "number", "required": False, "default": 0.0},
         {"name": "steps", "type": "integer", "required": False, "default": 1},
     ]
-    for body, field in [({"seconds": "soon"}, "seconds"), ({"steps": 1.5}, "steps"), ({"steps": True}, "steps"),
-                        ({"colour": "red"}, "colour")]:  # fmt: skip
+    for body, field in [
+        ({"seconds": "soon"}, "seconds"),
+        ({"steps": 1.5}, "steps"),
+        ({"steps": True}, "steps"),
+        ({"colour": "red"}, "colour"),
+    ]:
         response = await admin_client.post("/api/tasks/run/ping", json=body, headers=admin_headers)
         assert response.status == 400, body
         assert (await response.json())["error"]["message"].startswith(f"{field}:")
@@ -224,8 +228,14 @@ async def test_status_queues_and_workers_while_a_worker_runs(
     assert health["alerts"] == ["cleanup: jobs waiting and no live worker serves the queue"]
 
     assert settings.redis_url is not None
-    worker = build_worker(CLEANUP, settings.redis_url, handle_signals=False, poll_delay=0.05,
-                          ctx={"settings": settings}, functions=queue_functions(CLEANUP))  # fmt: skip
+    worker = build_worker(
+        CLEANUP,
+        settings.redis_url,
+        handle_signals=False,
+        poll_delay=0.05,
+        ctx={"settings": settings},
+        functions=queue_functions(CLEANUP),
+    )
     run = asyncio.create_task(worker.async_run())
     try:
         await wait_for_state(admin_client, admin_headers, task_id, "in_progress")

@@ -17,12 +17,19 @@ Client = TestClient[Any, Any]
 async def test_admins_create_change_and_delete_users(
     admin_client: Client, admin_headers: dict[str, str], sessions: async_sessionmaker[AsyncSession]
 ) -> None:
-    created = await admin_client.post("/api/users", headers=admin_headers, json={
-        "name": "Dispatcher", "email": "dispatch@example.com", "password": "correct horse", "role": "user"})  # fmt: skip
+    created = await admin_client.post(
+        "/api/users",
+        headers=admin_headers,
+        json={"name": "Dispatcher", "email": "dispatch@example.com", "password": "correct horse", "role": "user"},
+    )
     assert created.status == 201
     user = await created.json()
     assert {key: user[key] for key in ("name", "email", "role", "disabled")} == {
-        "name": "Dispatcher", "email": "dispatch@example.com", "role": "user", "disabled": False}  # fmt: skip
+        "name": "Dispatcher",
+        "email": "dispatch@example.com",
+        "role": "user",
+        "disabled": False,
+    }
     async with sessions() as session:
         stored = await session.get(User, user["id"])
     assert stored is not None
@@ -35,11 +42,15 @@ async def test_admins_create_change_and_delete_users(
     session_token = (await login.json())["token"]
     assert (await admin_client.get("/api/devices", headers=bearer(session_token))).status == 200
 
-    taken = await admin_client.post("/api/users", headers=admin_headers,
-                                    json={"email": "dispatch@example.com", "password": "another one"})  # fmt: skip
+    taken = await admin_client.post(
+        "/api/users", headers=admin_headers, json={"email": "dispatch@example.com", "password": "another one"}
+    )
     assert taken.status == 409
-    renamed = await admin_client.put(f"/api/users/{user['id']}", headers=admin_headers,
-                                     json={"name": "Night dispatcher", "password": "a new passphrase"})  # fmt: skip
+    renamed = await admin_client.put(
+        f"/api/users/{user['id']}",
+        headers=admin_headers,
+        json={"name": "Night dispatcher", "password": "a new passphrase"},
+    )
     assert (await renamed.json())["name"] == "Night dispatcher"
     assert (await admin_client.get("/api/devices", headers=bearer(session_token))).status == 401  # sessions ended
     listed = await (await admin_client.get("/api/users", headers=admin_headers)).json()
@@ -50,12 +61,16 @@ async def test_admins_create_change_and_delete_users(
 
 @pytest.mark.parametrize(
     ("body", "field"),
-    [({"password": "long enough"}, "email"), ({"email": "no-at-sign", "password": "long enough"}, "email"),
-     ({"email": "a@b.c", "password": "short"}, "password"), ({"email": "a@b.c", "password": 12345678}, "password"),
-     ({"email": "a@b.c", "password": "long enough", "role": "owner"}, "role"),
-     ({"email": "a@b.c", "password": "long enough", "disabled": "no"}, "disabled"),
-     ({"email": "a@b.c", "password": "long enough", "colour": "red"}, "colour")],
-)  # fmt: skip
+    [
+        ({"password": "long enough"}, "email"),
+        ({"email": "no-at-sign", "password": "long enough"}, "email"),
+        ({"email": "a@b.c", "password": "short"}, "password"),
+        ({"email": "a@b.c", "password": 12345678}, "password"),
+        ({"email": "a@b.c", "password": "long enough", "role": "owner"}, "role"),
+        ({"email": "a@b.c", "password": "long enough", "disabled": "no"}, "disabled"),
+        ({"email": "a@b.c", "password": "long enough", "colour": "red"}, "colour"),
+    ],
+)
 async def test_bad_user_bodies_name_the_field(
     admin_client: Client, admin_headers: dict[str, str], body: dict[str, Any], field: str
 ) -> None:
@@ -106,6 +121,11 @@ async def test_the_last_admin_and_the_token_in_use_are_protected(
 
 
 async def test_users_api_is_for_admins_only(admin_client: Client, users: Users) -> None:
-    for method, path in [("GET", "/api/users"), ("POST", "/api/users"), ("GET", f"/api/users/{users.user}"),
-                         ("DELETE", f"/api/users/{users.other}"), ("POST", f"/api/users/{users.user}/tokens")]:  # fmt: skip
+    for method, path in [
+        ("GET", "/api/users"),
+        ("POST", "/api/users"),
+        ("GET", f"/api/users/{users.user}"),
+        ("DELETE", f"/api/users/{users.other}"),
+        ("POST", f"/api/users/{users.user}/tokens"),
+    ]:
         assert (await admin_client.request(method, path, headers=bearer(USER_TOKEN))).status == 403, path

@@ -165,11 +165,15 @@ def assert_xlsx_matches(content: bytes, document: dict[str, Any], timezone: str 
         columns = SECTION_COLUMNS[name]
         header, *rows = list(workbook[name].iter_rows(values_only=True, max_col=len(columns)))
         assert list(header) == [column.name for column in columns]
-        expected = [[_xlsx_expected(column.type, row.get(column.name), timezone) for column in columns]
-                    for row in document[name]]  # fmt: skip
+        expected = [
+            [_xlsx_expected(column.type, row.get(column.name), timezone) for column in columns]
+            for row in document[name]
+        ]
         # openpyxl writes 16 significant digits of a float.
-        assert [list(row) for row in rows] == [[pytest.approx(value, rel=1e-15) if isinstance(value, float)
-                                                else value for value in row] for row in expected]  # fmt: skip
+        assert [list(row) for row in rows] == [
+            [pytest.approx(value, rel=1e-15) if isinstance(value, float) else value for value in row]
+            for row in expected
+        ]
     workbook.close()
 
 

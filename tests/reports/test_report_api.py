@@ -90,13 +90,17 @@ async def test_bad_report_requests_name_the_problem(admin_client: Client, fleet:
         ("/api/reports/weekly", direct(fleet), 404, "report kind 'weekly'"),
         ("/api/reports/trips", {"from": DAY.isoformat(), "to": NEXT_DAY.isoformat()}, 400, "deviceId: is required"),
         ("/api/reports/trips", {"deviceId": str(fleet.van), "from": DAY.isoformat()}, 400, "to: is required"),
-        ("/api/reports/trips", direct(fleet, **{"from": NEXT_DAY.isoformat(), "to": DAY.isoformat()}), 400,
-         "from: must be before to"),
+        (
+            "/api/reports/trips",
+            direct(fleet, **{"from": NEXT_DAY.isoformat(), "to": DAY.isoformat()}),
+            400,
+            "from: must be before to",
+        ),
         ("/api/reports/trips", direct(fleet, deviceId=str(fleet.bus)), 404, f"device {fleet.bus} not found"),
         ("/api/reports/summary", direct(fleet, daily="maybe"), 400, "daily: must be true or false"),
         ("/api/reports/1/download", {"format": "pdf"}, 400, "format: expected one of json, csv, xlsx"),
         ("/api/reports/77", {}, 404, "report 77 not found"),
-    ]  # fmt: skip
+    ]
     for path, params, status, message in gets:
         response = await admin_client.get(path, params=params, headers=fleet.ann)
         assert response.status == status, (path, params, await response.text())

@@ -108,8 +108,15 @@ async def test_fleet_report_covers_what_the_user_sees(settings: Settings, admin_
     assert found["status"] == "complete", found["error"]
     assert found["parameters"]["device_ids"] == [fleet.van, fleet.truck]
     trip = fleet.expected_trip()
-    totals = {"devices": 2, "trips": 1, "stops": 3, "distance": trip["distance"], "duration": trip["duration"],
-              "averageSpeed": trip["averageSpeed"], "maxSpeed": trip["maxSpeed"]}  # fmt: skip
+    totals = {
+        "devices": 2,
+        "trips": 1,
+        "stops": 3,
+        "distance": trip["distance"],
+        "duration": trip["duration"],
+        "averageSpeed": trip["averageSpeed"],
+        "maxSpeed": trip["maxSpeed"],
+    }
     assert_rows([dict(sorted(found["summary"].items()))], [dict(sorted(totals.items()))])  # JSONB keeps no key order
     document = orjson.loads((await download(admin_client, queued["report_id"], "json", fleet.ann))[0])
     assert [row["deviceName"] for row in document["summary"]] == ["van", "truck"]

@@ -60,16 +60,22 @@ async def serve(settings: Settings, redis_url: str, stopping: asyncio.Event) -> 
     redis = await connect_redis(redis_url)
     engine = create_engine(settings.database_url)
     # A long request line (deviceId repeated for a fleet) must reach the app, not aiohttp's 8 KiB limit.
-    runner = web.AppRunner(create_admin_app(settings, redis, engine), access_log=None,
-                           max_line_size=MAX_REQUEST_LINE_BYTES)  # fmt: skip
+    runner = web.AppRunner(
+        create_admin_app(settings, redis, engine), access_log=None, max_line_size=MAX_REQUEST_LINE_BYTES
+    )
     listener = None
     try:
         await runner.setup()
         # reuse_port: several admin processes may share the ports (the kernel spreads connections).
         await web.TCPSite(runner, settings.host, settings.admin_port, reuse_address=True, reuse_port=True).start()
         listener = await serve_listener(settings, redis, engine, settings.host, settings.osmand_port)
-        log.info("admin API on http://%s:%d, device listener on http://%s:%d",
-                 settings.host, settings.admin_port, settings.host, settings.osmand_port)  # fmt: skip
+        log.info(
+            "admin API on http://%s:%d, device listener on http://%s:%d",
+            settings.host,
+            settings.admin_port,
+            settings.host,
+            settings.osmand_port,
+        )
         await stopping.wait()
     finally:
         if listener is not None:

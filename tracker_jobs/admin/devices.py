@@ -139,8 +139,11 @@ async def get_statistics(request: web.Request) -> web.Response:
         if await service.get_device(session, principal(request), device_id) is None:
             raise not_found(f"device {device_id}")
         redis, motion = request.app[REDIS], settings.motion_speed_kn
-        body = {"today": await device_statistics(session, redis, device_id, *today_range(utcnow(), settings.timezone),
-                                                 motion)}  # fmt: skip
+        body = {
+            "today": await device_statistics(
+                session, redis, device_id, *today_range(utcnow(), settings.timezone), motion
+            )
+        }
         if start is not None and end is not None:
             body["range"] = await device_statistics(session, redis, device_id, start, end, motion)
     return json_response(body)

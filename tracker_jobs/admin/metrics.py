@@ -36,9 +36,15 @@ COUNTER_HELP = {
 class Snapshot(Collector):
     """The values read for one scrape, as metric families."""
 
-    def __init__(self, totals: list[Rollup], unfinished: dict[tuple[str, str], dict[str, int]],
-                 backlogs: list[Any], workers: list[dict[str, Any]], engine_counts: dict[str, int],
-                 websocket_clients: int) -> None:  # fmt: skip
+    def __init__(
+        self,
+        totals: list[Rollup],
+        unfinished: dict[tuple[str, str], dict[str, int]],
+        backlogs: list[Any],
+        workers: list[dict[str, Any]],
+        engine_counts: dict[str, int],
+        websocket_clients: int,
+    ) -> None:
         self.totals = totals
         self.unfinished = unfinished
         self.backlogs = backlogs
@@ -54,16 +60,22 @@ class Snapshot(Collector):
             workers.add_metric([state], sum(1 for worker in self.workers if worker["state"] == state))
         yield workers
         for name in sorted(COUNTER_HELP.keys() | self.engine_counts.keys()):
-            yield CounterMetricFamily(f"tracker_{name}", COUNTER_HELP.get(name, name.replace("_", " ")),
-                                      value=self.engine_counts.get(name, 0))  # fmt: skip
-        yield GaugeMetricFamily("tracker_websocket_clients", "Open websocket connections on all admin processes",
-                                value=self.websocket_clients)  # fmt: skip
+            yield CounterMetricFamily(
+                f"tracker_{name}", COUNTER_HELP.get(name, name.replace("_", " ")), value=self.engine_counts.get(name, 0)
+            )
+        yield GaugeMetricFamily(
+            "tracker_websocket_clients",
+            "Open websocket connections on all admin processes",
+            value=self.websocket_clients,
+        )
 
     def _jobs(self) -> Iterator[Metric]:
-        finished = CounterMetricFamily("tracker_jobs_finished", "Finished job tries by outcome",
-                                       labels=["name", "queue", "outcome"])  # fmt: skip
-        durations = HistogramMetricFamily("tracker_job_duration_seconds", "Run time of complete and failed tries",
-                                          labels=["name", "queue"])  # fmt: skip
+        finished = CounterMetricFamily(
+            "tracker_jobs_finished", "Finished job tries by outcome", labels=["name", "queue", "outcome"]
+        )
+        durations = HistogramMetricFamily(
+            "tracker_job_duration_seconds", "Run time of complete and failed tries", labels=["name", "queue"]
+        )
         for rollup in self.totals:
             for outcome in OUTCOME_COLUMNS:
                 finished.add_metric([rollup.name, rollup.queue, outcome], rollup.counts[outcome])
@@ -72,8 +84,9 @@ class Snapshot(Collector):
                 cumulative += number
                 buckets.append((bound, cumulative))
             durations.add_metric([rollup.name, rollup.queue], buckets, rollup.duration_sum_s)
-        unfinished = GaugeMetricFamily("tracker_jobs", "Jobs queued, running or waiting for a retry, by state",
-                                       labels=["name", "queue", "state"])  # fmt: skip
+        unfinished = GaugeMetricFamily(
+            "tracker_jobs", "Jobs queued, running or waiting for a retry, by state", labels=["name", "queue", "state"]
+        )
         for (name, queue), by_state in sorted(self.unfinished.items()):
             for state, number in by_state.items():
                 unfinished.add_metric([name, queue, state], number)
@@ -82,8 +95,9 @@ class Snapshot(Collector):
     def _queues(self) -> Iterator[Metric]:
         length = GaugeMetricFamily("tracker_queue_length", "Jobs in the queue not running", labels=["queue"])
         running = GaugeMetricFamily("tracker_queue_running", "Jobs of the queue running now", labels=["queue"])
-        oldest = GaugeMetricFamily("tracker_queue_oldest_waiting_age_seconds", "Age of the oldest waiting job",
-                                   labels=["queue"])  # fmt: skip
+        oldest = GaugeMetricFamily(
+            "tracker_queue_oldest_waiting_age_seconds", "Age of the oldest waiting job", labels=["queue"]
+        )
         for backlog in self.backlogs:
             length.add_metric([backlog.name], backlog.waiting + backlog.deferred)
             running.add_metric([backlog.name], backlog.running)
@@ -97,13 +111,24 @@ async def read_snapshot(request: web.Request) -> Snapshot:
         totals = await job_totals(session)
         unfinished = await unfinished_counts(session)
     clients: dict[bytes, bytes] = await redis.hgetall(CLIENTS_KEY)  # type: ignore[misc]
-    return Snapshot(totals, unfinished, await queue_backlogs(redis), await live_workers(redis),
-                    await counters.read_counts(redis), sum(int(count) for count in clients.values()))  # fmt: skip
+    return Snapshot(
+        totals,
+        unfinished,
+        await queue_backlogs(redis),
+        await live_workers(redis),
+        await counters.read_counts(redis),
+        sum(int(count) for count in clients.values()),
+    )
 
 
-@documented(Operation("Prometheus metrics: jobs by name and state, durations, queues, workers, positions, sockets",
-                      {200: Reply("Prometheus text format", {"type": "string"}, media_type="text/plain")},
-                      auth="metrics", tag="health"))  # fmt: skip
+@documented(
+    Operation(
+        "Prometheus metrics: jobs by name and state, durations, queues, workers, positions, sockets",
+        {200: Reply("Prometheus text format", {"type": "string"}, media_type="text/plain")},
+        auth="metrics",
+        tag="health",
+    )
+)
 async def metrics(request: web.Request) -> web.Response:
     expected = request.app[SETTINGS].metrics_token
     if expected is not None and not hmac.compare_digest((bearer_token(request) or "").encode(), expected.encode()):

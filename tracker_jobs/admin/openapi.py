@@ -37,8 +37,12 @@ def array(items: JsonSchema, **constraints: Any) -> JsonSchema:
 
 def obj(properties: dict[str, JsonSchema], required: tuple[str, ...] | None = None, **more: Any) -> JsonSchema:
     """An object schema; every property is required unless `required` says which are."""
-    return {"type": "object", "properties": properties,
-            "required": list(properties if required is None else required), **more}  # fmt: skip
+    return {
+        "type": "object",
+        "properties": properties,
+        "required": list(properties if required is None else required),
+        **more,
+    }
 
 
 STRING: JsonSchema = {"type": "string"}
@@ -81,8 +85,14 @@ class Query:
 
     def as_openapi(self) -> dict[str, Any]:
         schema = array(self.schema) if self.repeated else self.schema
-        return {"name": self.name, "in": "query", "required": self.required, "schema": schema,
-                "description": self.description, **({"explode": True} if self.repeated else {})}  # fmt: skip
+        return {
+            "name": self.name,
+            "in": "query",
+            "required": self.required,
+            "schema": schema,
+            "description": self.description,
+            **({"explode": True} if self.repeated else {}),
+        }
 
 
 @dataclass(frozen=True)
@@ -99,8 +109,9 @@ class Operation:
 
     def as_openapi(self, path: str) -> dict[str, Any]:
         names = _PATH_PARAMETER.findall(path)
-        parameters = [{"name": name, "in": "path", "required": True, "schema": self.path.get(name, STRING)}
-                      for name in names]  # fmt: skip
+        parameters = [
+            {"name": name, "in": "path", "required": True, "schema": self.path.get(name, STRING)} for name in names
+        ]
         parameters += [query.as_openapi() for query in self.query]
         described: dict[str, Any] = {
             "summary": self.summary,
@@ -121,8 +132,9 @@ class Operation:
     def _all_responses(self, path: str) -> dict[int, Reply]:
         common: dict[int, Reply] = {}
         if path.startswith("/api/"):
-            common[429] = error_reply("too many requests for this token (or address, without one); "
-                                      "wait Retry-After seconds", "Retry-After")  # fmt: skip
+            common[429] = error_reply(
+                "too many requests for this token (or address, without one); wait Retry-After seconds", "Retry-After"
+            )
         if self.auth in ("token", "admin"):
             common[401] = error_reply("no token, or an unknown or expired one", "WWW-Authenticate")
         if self.auth == "metrics":
@@ -196,40 +208,86 @@ def install(app: web.Application) -> None:
 
 # --- The foundation's routes, described here so their modules stay as they are ---
 
-DEVICE = obj({
-    "id": INTEGER, "name": STRING, "uniqueId": STRING, "status": STRING, "disabled": BOOLEAN,
-    "lastUpdate": nullable(TIME), "positionId": nullable(INTEGER), "speedLimit": nullable(NUMBER),
-    "totalDistance": NUMBER, "motion": BOOLEAN, "attributes": ANY_OBJECT,
-}, required=("id", "name", "uniqueId", "status", "disabled"))  # fmt: skip
-DEVICE_INPUT = obj({
-    "name": {"type": "string", "minLength": 1, "maxLength": 128},
-    "uniqueId": {"type": "string", "minLength": 1, "maxLength": 128},
-    "speedLimit": nullable({"type": "number", "exclusiveMinimum": True, "minimum": 0}),
-    "disabled": BOOLEAN, "attributes": ANY_OBJECT,
-}, required=())  # fmt: skip
-POSITION = obj({
-    "id": nullable(INTEGER), "deviceId": INTEGER, "fixTime": TIME, "serverTime": nullable(TIME),
-    "latitude": NUMBER, "longitude": NUMBER, "altitude": NUMBER, "speed": NUMBER, "course": NUMBER,
-    "accuracy": NUMBER, "valid": BOOLEAN, "attributes": ANY_OBJECT,
-}, required=("deviceId", "fixTime", "latitude", "longitude"))  # fmt: skip
+DEVICE = obj(
+    {
+        "id": INTEGER,
+        "name": STRING,
+        "uniqueId": STRING,
+        "status": STRING,
+        "disabled": BOOLEAN,
+        "lastUpdate": nullable(TIME),
+        "positionId": nullable(INTEGER),
+        "speedLimit": nullable(NUMBER),
+        "totalDistance": NUMBER,
+        "motion": BOOLEAN,
+        "attributes": ANY_OBJECT,
+    },
+    required=("id", "name", "uniqueId", "status", "disabled"),
+)
+DEVICE_INPUT = obj(
+    {
+        "name": {"type": "string", "minLength": 1, "maxLength": 128},
+        "uniqueId": {"type": "string", "minLength": 1, "maxLength": 128},
+        "speedLimit": nullable({"type": "number", "exclusiveMinimum": True, "minimum": 0}),
+        "disabled": BOOLEAN,
+        "attributes": ANY_OBJECT,
+    },
+    required=(),
+)
+POSITION = obj(
+    {
+        "id": nullable(INTEGER),
+        "deviceId": INTEGER,
+        "fixTime": TIME,
+        "serverTime": nullable(TIME),
+        "latitude": NUMBER,
+        "longitude": NUMBER,
+        "altitude": NUMBER,
+        "speed": NUMBER,
+        "course": NUMBER,
+        "accuracy": NUMBER,
+        "valid": BOOLEAN,
+        "attributes": ANY_OBJECT,
+    },
+    required=("deviceId", "fixTime", "latitude", "longitude"),
+)
 QUEUE_HEALTH = obj({"backlog": INTEGER, "oldestWaitingAgeS": nullable(NUMBER), "workers": INTEGER})
-HEALTH = obj({
-    "status": {"type": "string", "enum": ["healthy", "degraded", "unhealthy"]},
-    "redis": obj({"connected": BOOLEAN}), "database": obj({"connected": BOOLEAN}), "workers": INTEGER,
-    "queues": {"type": "object", "additionalProperties": QUEUE_HEALTH}, "alerts": array(STRING),
-}, required=("status", "redis", "database", "workers"))  # fmt: skip
+HEALTH = obj(
+    {
+        "status": {"type": "string", "enum": ["healthy", "degraded", "unhealthy"]},
+        "redis": obj({"connected": BOOLEAN}),
+        "database": obj({"connected": BOOLEAN}),
+        "workers": INTEGER,
+        "queues": {"type": "object", "additionalProperties": QUEUE_HEALTH},
+        "alerts": array(STRING),
+    },
+    required=("status", "redis", "database", "workers"),
+)
 
-describe(health.health, Operation(
-    "Redis, database, live workers and each queue's backlog; degraded when a queue with jobs has no live "
-    "worker or its oldest waiting job is older than TRACKER_BACKLOG_AGE_LIMIT",
-    {200: Reply("healthy or degraded", HEALTH), 503: Reply("Redis or the database is unreachable", HEALTH)},
-    auth="none", tag="health"))  # fmt: skip
-describe(session.create_session, Operation(
-    "Log in: a session token that expires after 7 days",
-    {200: Reply("the session", obj({"token": STRING, "expires": TIME})),
-     401: error_reply("wrong email or password")},
-    auth="none", body=obj({"email": STRING, "password": STRING}),
-    example={"email": "admin@localhost", "password": "not-the-password"}, tag="session"))  # fmt: skip
+describe(
+    health.health,
+    Operation(
+        "Redis, database, live workers and each queue's backlog; degraded when a queue with jobs has no live "
+        "worker or its oldest waiting job is older than TRACKER_BACKLOG_AGE_LIMIT",
+        {200: Reply("healthy or degraded", HEALTH), 503: Reply("Redis or the database is unreachable", HEALTH)},
+        auth="none",
+        tag="health",
+    ),
+)
+describe(
+    session.create_session,
+    Operation(
+        "Log in: a session token that expires after 7 days",
+        {
+            200: Reply("the session", obj({"token": STRING, "expires": TIME})),
+            401: error_reply("wrong email or password"),
+        },
+        auth="none",
+        body=obj({"email": STRING, "password": STRING}),
+        example={"email": "admin@localhost", "password": "not-the-password"},
+        tag="session",
+    ),
+)
 describe(
     session.delete_session,
     Operation("Log out: end the session whose token is sent", {204: Reply("ended (or there was none)")}, tag="session"),
@@ -238,68 +296,134 @@ describe(
     devices.list_devices,
     Operation("The devices the caller may see", {200: Reply("devices", array(DEVICE))}, tag="devices"),
 )
-describe(devices.create_device, Operation(
-    "Register a device (linked to the caller)",
-    {201: Reply("the device", DEVICE), 409: error_reply("the uniqueId is taken")},
-    body=DEVICE_INPUT, example={"name": "Truck 7", "uniqueId": "walk-truck-7"}, tag="devices"))  # fmt: skip
+describe(
+    devices.create_device,
+    Operation(
+        "Register a device (linked to the caller)",
+        {201: Reply("the device", DEVICE), 409: error_reply("the uniqueId is taken")},
+        body=DEVICE_INPUT,
+        example={"name": "Truck 7", "uniqueId": "walk-truck-7"},
+        tag="devices",
+    ),
+)
 describe(
     devices.get_device, Operation("One device", {200: Reply("the device", DEVICE)}, path={"id": ID}, tag="devices")
 )
-describe(devices.update_device, Operation(
-    "Change some of a device's fields",
-    {200: Reply("the device", DEVICE), 409: error_reply("the uniqueId is taken")},
-    path={"id": ID}, body=DEVICE_INPUT, example={"name": "Truck 7b"}, tag="devices"))  # fmt: skip
+describe(
+    devices.update_device,
+    Operation(
+        "Change some of a device's fields",
+        {200: Reply("the device", DEVICE), 409: error_reply("the uniqueId is taken")},
+        path={"id": ID},
+        body=DEVICE_INPUT,
+        example={"name": "Truck 7b"},
+        tag="devices",
+    ),
+)
 describe(
     devices.delete_device,
     Operation("Delete a device and its positions", {204: Reply("deleted")}, path={"id": ID}, tag="devices"),
 )
-describe(positions.get_positions, Operation(
-    "Positions of visible devices in a time range, or each one's latest",
-    {200: Reply("positions ordered per device by fix time", array(POSITION))},
-    query=(Query("deviceId", ID, "only these devices", repeated=True), Query("from", TIME), Query("to", TIME),
-           Query("limit", {"type": "integer", "minimum": 1, "maximum": 100_000})),
-    tag="positions"))  # fmt: skip
-BATCH_ANSWER = obj({
-    "accepted": INTEGER,
-    "rejected": array(obj({"index": INTEGER, "code": {"type": "string", "enum": list(REJECTION_CODES)},
-                           "reason": STRING})),
-    "task_id": nullable(STRING), "task_ids": array(STRING),
-}, required=("accepted", "rejected"))  # fmt: skip
-POSITION_INPUT = obj({
-    "deviceId": ID, "uniqueId": {"type": "string", "minLength": 1, "maxLength": 128}, "fixTime": TIME,
-    "latitude": {"type": "number", "minimum": -90, "maximum": 90},
-    "longitude": {"type": "number", "minimum": -180, "maximum": 180},
-    "speed": NUMBER, "course": NUMBER, "altitude": NUMBER, "accuracy": NUMBER, "valid": BOOLEAN,
-    "attributes": ANY_OBJECT,
-}, required=("latitude", "longitude"))  # fmt: skip
-STATISTICS = obj({
-    "positions": INTEGER, "distance": NUMBER, "maxSpeed": NUMBER, "averageSpeed": NUMBER, "movingTime": NUMBER,
-}, required=(), additionalProperties=True)  # fmt: skip
+describe(
+    positions.get_positions,
+    Operation(
+        "Positions of visible devices in a time range, or each one's latest",
+        {200: Reply("positions ordered per device by fix time", array(POSITION))},
+        query=(
+            Query("deviceId", ID, "only these devices", repeated=True),
+            Query("from", TIME),
+            Query("to", TIME),
+            Query("limit", {"type": "integer", "minimum": 1, "maximum": 100_000}),
+        ),
+        tag="positions",
+    ),
+)
+BATCH_ANSWER = obj(
+    {
+        "accepted": INTEGER,
+        "rejected": array(
+            obj({"index": INTEGER, "code": {"type": "string", "enum": list(REJECTION_CODES)}, "reason": STRING})
+        ),
+        "task_id": nullable(STRING),
+        "task_ids": array(STRING),
+    },
+    required=("accepted", "rejected"),
+)
+POSITION_INPUT = obj(
+    {
+        "deviceId": ID,
+        "uniqueId": {"type": "string", "minLength": 1, "maxLength": 128},
+        "fixTime": TIME,
+        "latitude": {"type": "number", "minimum": -90, "maximum": 90},
+        "longitude": {"type": "number", "minimum": -180, "maximum": 180},
+        "speed": NUMBER,
+        "course": NUMBER,
+        "altitude": NUMBER,
+        "accuracy": NUMBER,
+        "valid": BOOLEAN,
+        "attributes": ANY_OBJECT,
+    },
+    required=("latitude", "longitude"),
+)
+STATISTICS = obj(
+    {
+        "positions": INTEGER,
+        "distance": NUMBER,
+        "maxSpeed": NUMBER,
+        "averageSpeed": NUMBER,
+        "movingTime": NUMBER,
+    },
+    required=(),
+    additionalProperties=True,
+)
 _BATCH = Operation(
     "The batch API: up to TRACKER_BATCH_LIMIT positions in Traccar's shape; the good go through, the bad are "
     "listed by index",
-    {202: Reply("accepted (in Redis, to be stored)", BATCH_ANSWER),
-     400: Reply("no position accepted (the rejected ones are listed), or the body is malformed",
-                {"anyOf": [BATCH_ANSWER, ERROR]}),
-     503: error_reply("Redis is unreachable; send again", "Retry-After")},
+    {
+        202: Reply("accepted (in Redis, to be stored)", BATCH_ANSWER),
+        400: Reply(
+            "no position accepted (the rejected ones are listed), or the body is malformed",
+            {"anyOf": [BATCH_ANSWER, ERROR]},
+        ),
+        503: error_reply("Redis is unreachable; send again", "Retry-After"),
+    },
     body={"oneOf": [array(POSITION_INPUT), obj({"positions": array(POSITION_INPUT)})]},
     example=[{"uniqueId": "walk-phone", "fixTime": "2026-01-01T00:00:00Z", "latitude": 52.5, "longitude": 13.4}],
-    tag="positions")  # fmt: skip
+    tag="positions",
+)
 describe(positions.post_positions, _BATCH)
-describe(positions.post_single_position, Operation(
-    "One position on the batch path (the seed's name)",
-    {202: Reply("accepted", BATCH_ANSWER), 403: error_reply("the device is disabled"),
-     404: error_reply("the device is unknown, or not one of the caller's"),
-     503: error_reply("Redis is unreachable; send again", "Retry-After")},
-    body=POSITION_INPUT,
-    example={"uniqueId": "walk-phone", "fixTime": "2026-01-01T00:00:01Z", "latitude": 52.5, "longitude": 13.4},
-    tag="positions"))  # fmt: skip
-describe(devices.get_statistics, Operation(
-    "A device's statistics today (in TRACKER_TIMEZONE) and, with from and to, over that range (31 days at most)",
-    {200: Reply("statistics", obj({"today": STATISTICS, "range": STATISTICS}, required=("today",)))},
-    path={"id": ID}, query=(Query("from", TIME), Query("to", TIME)), tag="devices"))  # fmt: skip
-describe(socket.socket_handler, Operation(
-    "Websocket of live updates (token also as ?token=): {devices} and {positions} on connect, then one message "
-    "per stored batch for the devices the caller may see",
-    {101: Reply("switching to the websocket protocol"), 400: error_reply("not a websocket request")},
-    query=(Query("token", STRING, "the bearer token, for browsers that cannot set headers"),), tag="positions"))  # fmt: skip
+describe(
+    positions.post_single_position,
+    Operation(
+        "One position on the batch path (the seed's name)",
+        {
+            202: Reply("accepted", BATCH_ANSWER),
+            403: error_reply("the device is disabled"),
+            404: error_reply("the device is unknown, or not one of the caller's"),
+            503: error_reply("Redis is unreachable; send again", "Retry-After"),
+        },
+        body=POSITION_INPUT,
+        example={"uniqueId": "walk-phone", "fixTime": "2026-01-01T00:00:01Z", "latitude": 52.5, "longitude": 13.4},
+        tag="positions",
+    ),
+)
+describe(
+    devices.get_statistics,
+    Operation(
+        "A device's statistics today (in TRACKER_TIMEZONE) and, with from and to, over that range (31 days at most)",
+        {200: Reply("statistics", obj({"today": STATISTICS, "range": STATISTICS}, required=("today",)))},
+        path={"id": ID},
+        query=(Query("from", TIME), Query("to", TIME)),
+        tag="devices",
+    ),
+)
+describe(
+    socket.socket_handler,
+    Operation(
+        "Websocket of live updates (token also as ?token=): {devices} and {positions} on connect, then one message "
+        "per stored batch for the devices the caller may see",
+        {101: Reply("switching to the websocket protocol"), 400: error_reply("not a websocket request")},
+        query=(Query("token", STRING, "the bearer token, for browsers that cannot set headers"),),
+        tag="positions",
+    ),
+)

@@ -35,16 +35,24 @@ from tracker_jobs.positions.service import RateLimit
 log = logging.getLogger(__name__)
 # Redis (or, for a new device, the database) out of reach: the device should keep the position.
 # A Redis out of memory or read-only (a replica after failover) cannot take them either.
-UNAVAILABLE = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, redis.exceptions.OutOfMemoryError,
-               redis.exceptions.ReadOnlyError, ConnectionError, OSError, sqlalchemy.exc.OperationalError,
-               sqlalchemy.exc.InterfaceError)  # fmt: skip
+UNAVAILABLE = (
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    redis.exceptions.OutOfMemoryError,
+    redis.exceptions.ReadOnlyError,
+    ConnectionError,
+    OSError,
+    sqlalchemy.exc.OperationalError,
+    sqlalchemy.exc.InterfaceError,
+)
 MAX_BODY_BYTES = 64 * 1024
 OK = Reply(200)
 
 
 def redis_unavailable() -> ApiError:
-    return ApiError(503, "unavailable", "cannot store positions right now; send again later",
-                    headers={"Retry-After": "5"})  # fmt: skip
+    return ApiError(
+        503, "unavailable", "cannot store positions right now; send again later", headers={"Retry-After": "5"}
+    )
 
 
 def form(encoded: str, charset: str = "utf-8") -> dict[str, str]:
@@ -77,7 +85,9 @@ class DeviceListener:
         self.acceptor = shared_acceptor(settings, redis)
         self.directory = shared_directory(engine)
         # Per device, never per address: many trackers report through one gateway.
-        self.limit = RateLimit(settings.device_rate_limit, settings.rate_limit_window_s) if settings.device_rate_limit else None  # fmt: skip
+        self.limit = (
+            RateLimit(settings.device_rate_limit, settings.rate_limit_window_s) if settings.device_rate_limit else None
+        )
 
     async def __call__(self, request: Request) -> Reply:
         try:
@@ -105,8 +115,12 @@ class DeviceListener:
         if request.path != "/":
             raise ApiError(404, "not_found", f"{request.path[:80]} not found; devices report to /")
         if request.method not in ("GET", "POST"):
-            raise ApiError(405, "method_not_allowed", f"{request.method} is not allowed; use GET or POST",
-                           headers={"Allow": "GET, POST"})  # fmt: skip
+            raise ApiError(
+                405,
+                "method_not_allowed",
+                f"{request.method} is not allowed; use GET or POST",
+                headers={"Allow": "GET, POST"},
+            )
         try:
             position = self.decode(request)
             device_id = await self.directory.resolve(position.unique_id, auto_register=self.settings.auto_register)

@@ -46,8 +46,9 @@ async def _accept_batch(request: web.Request, items: list[Any]) -> BatchAnswer:
     now = utcnow()
     try:
         async with request.app[SESSIONS]() as session:
-            answer = await resolve_batch(session, principal(request), items, now=now,
-                                         auto_register=settings.auto_register)  # fmt: skip
+            answer = await resolve_batch(
+                session, principal(request), items, now=now, auto_register=settings.auto_register
+            )
         if answer.accepted:
             answer.task_ids = (await request.app[ACCEPTOR].accept(answer.accepted)).task_ids
         if answer.rejected:
@@ -61,8 +62,10 @@ def _batch_response(answer: BatchAnswer) -> web.Response:
     body = answer.as_dict()
     if not answer.accepted:
         first = answer.rejected[0] if answer.rejected else {"index": 0, "reason": "the batch is empty"}
-        body["error"] = {"code": "invalid_positions",
-                         "message": f"no position accepted; index {first['index']}: {first['reason']}"}  # fmt: skip
+        body["error"] = {
+            "code": "invalid_positions",
+            "message": f"no position accepted; index {first['index']}: {first['reason']}",
+        }
         return json_response(body, status=400)
     return json_response(body, status=202)
 

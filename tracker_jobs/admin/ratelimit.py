@@ -63,5 +63,9 @@ async def over_limit(redis: Redis, key: str, limit: int) -> float | None:
 
 def too_many(wait_s: float, whose: str) -> ApiError:
     retry_after = max(1, math.ceil(wait_s))
-    return ApiError(429, "rate_limited", f"too many requests {whose}; try again in {retry_after} s",
-                    headers={"Retry-After": str(retry_after)})  # fmt: skip
+    return ApiError(
+        429,
+        "rate_limited",
+        f"too many requests {whose}; try again in {retry_after} s",
+        headers={"Retry-After": str(retry_after)},
+    )

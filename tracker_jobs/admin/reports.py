@@ -48,18 +48,36 @@ FLEET_FIELDS = ("start", "end", "device_ids", "formats")
 ACCEPTED_FORMATS = {exporters.XLSX_TYPE: "xlsx", "text/csv": "csv"}
 
 FORMAT = {"type": "string", "enum": list(exporters.FORMATS)}
-REPORT = obj({
-    "id": INTEGER, "kind": STRING, "userId": nullable(INTEGER),
-    "status": {"type": "string", "enum": ["queued", "in_progress", "complete", "failed"]},
-    "parameters": ANY_OBJECT, "formats": array(FORMAT), "rowCounts": ANY_OBJECT, "summary": ANY_OBJECT,
-    "error": nullable(STRING), "taskId": nullable(STRING), "progress": nullable(ANY_OBJECT),
-    "createdAt": TIME, "startedAt": nullable(TIME), "finishedAt": nullable(TIME),
-})  # fmt: skip
+REPORT = obj(
+    {
+        "id": INTEGER,
+        "kind": STRING,
+        "userId": nullable(INTEGER),
+        "status": {"type": "string", "enum": ["queued", "in_progress", "complete", "failed"]},
+        "parameters": ANY_OBJECT,
+        "formats": array(FORMAT),
+        "rowCounts": ANY_OBJECT,
+        "summary": ANY_OBJECT,
+        "error": nullable(STRING),
+        "taskId": nullable(STRING),
+        "progress": nullable(ANY_OBJECT),
+        "createdAt": TIME,
+        "startedAt": nullable(TIME),
+        "finishedAt": nullable(TIME),
+    }
+)
 QUEUED = obj({"task_id": STRING, "report_id": INTEGER})
 COMMON_BODY = {"start": TIME, "end": TIME, "formats": array(FORMAT)}
-DEVICE_BODY = obj({**COMMON_BODY, "device_id": ID, "kind": {"type": "string", "enum": list(DEVICE_KINDS)},
-                   "daily": BOOLEAN, "event_types": array(STRING)},
-                  required=("device_id", "start", "end"))  # fmt: skip
+DEVICE_BODY = obj(
+    {
+        **COMMON_BODY,
+        "device_id": ID,
+        "kind": {"type": "string", "enum": list(DEVICE_KINDS)},
+        "daily": BOOLEAN,
+        "event_types": array(STRING),
+    },
+    required=("device_id", "start", "end"),
+)
 FLEET_BODY = obj({**COMMON_BODY, "device_ids": nullable(array(ID))}, required=("start", "end"))
 TOO_LARGE = error_reply("the range is longer than a report may cover; the message names the limit")
 NO_DEVICE = error_reply("a device does not exist or is not one of the caller's; the message names it")
@@ -76,8 +94,11 @@ def _report_errors(*, too_large_status: int = 400, end_field: str = "end") -> It
         raise not_found(f"device {error.device_id}") from None
     except service.RangeTooLarge as error:
         if too_large_status == 413:
-            raise ApiError(413, "too_large", f"from/to: {error}; POST /api/tasks/report/device or "
-                           "/api/tasks/report/fleet makes it as a job") from None  # fmt: skip
+            raise ApiError(
+                413,
+                "too_large",
+                f"from/to: {error}; POST /api/tasks/report/device or /api/tasks/report/fleet makes it as a job",
+            ) from None
         raise bad_request(end_field, str(error)) from None
     except service.ReportNotReady as error:
         raise ApiError(409, "conflict", f"{error}; download it once its status is complete") from None
@@ -121,11 +142,15 @@ async def _accepted(request: web.Request, report_request: ReportRequest, formats
     return json_response({"task_id": task_id, "report_id": report_id}, status=202)
 
 
-@documented(Operation(
-    "Make one device's report as a job (summary, detailed, route, trips, stops, events)",
-    {202: Reply("queued: follow it at /api/reports/{report_id}", QUEUED), 404: NO_DEVICE}, body=DEVICE_BODY,
-    example={"device_id": 1, "start": "2026-01-01T00:00:00Z", "end": "2026-01-02T00:00:00Z", "kind": "trips"},
-    tag="reports"))  # fmt: skip
+@documented(
+    Operation(
+        "Make one device's report as a job (summary, detailed, route, trips, stops, events)",
+        {202: Reply("queued: follow it at /api/reports/{report_id}", QUEUED), 404: NO_DEVICE},
+        body=DEVICE_BODY,
+        example={"device_id": 1, "start": "2026-01-01T00:00:00Z", "end": "2026-01-02T00:00:00Z", "kind": "trips"},
+        tag="reports",
+    )
+)
 async def post_device_report(request: web.Request) -> web.Response:
     body = await json_object(request)
     with _report_errors():
@@ -142,11 +167,16 @@ async def post_device_report(request: web.Request) -> web.Response:
         return await _accepted(request, report_request, service.check_formats(body.get("formats")))
 
 
-@documented(Operation(
-    "Make a fleet report as a job: summary, trips and stops per device plus totals, for the given devices "
-    "or every device the caller may see",
-    {202: Reply("queued: follow it at /api/reports/{report_id}", QUEUED), 404: NO_DEVICE},
-    body=FLEET_BODY, example={"start": "2026-01-01T00:00:00Z", "end": "2026-01-02T00:00:00Z"}, tag="reports"))  # fmt: skip
+@documented(
+    Operation(
+        "Make a fleet report as a job: summary, trips and stops per device plus totals, for the given devices "
+        "or every device the caller may see",
+        {202: Reply("queued: follow it at /api/reports/{report_id}", QUEUED), 404: NO_DEVICE},
+        body=FLEET_BODY,
+        example={"start": "2026-01-01T00:00:00Z", "end": "2026-01-02T00:00:00Z"},
+        tag="reports",
+    )
+)
 async def post_fleet_report(request: web.Request) -> web.Response:
     body = await json_object(request)
     with _report_errors():
@@ -162,10 +192,17 @@ async def post_fleet_report(request: web.Request) -> web.Response:
         return await _accepted(request, report_request, service.check_formats(body.get("formats")))
 
 
-@documented(Operation(
-    "The caller's reports, newest first (an admin sees everyone's)", {200: Reply("reports", array(REPORT))},
-    query=(Query("limit", {"type": "integer", "minimum": 1, "maximum": MAX_PAGE}, f"default {DEFAULT_PAGE}"),
-           Query("offset", {"type": "integer", "minimum": 0, "maximum": MAX_OFFSET})), tag="reports"))  # fmt: skip
+@documented(
+    Operation(
+        "The caller's reports, newest first (an admin sees everyone's)",
+        {200: Reply("reports", array(REPORT))},
+        query=(
+            Query("limit", {"type": "integer", "minimum": 1, "maximum": MAX_PAGE}, f"default {DEFAULT_PAGE}"),
+            Query("offset", {"type": "integer", "minimum": 0, "maximum": MAX_OFFSET}),
+        ),
+        tag="reports",
+    )
+)
 async def list_reports(request: web.Request) -> web.Response:
     limit = bounded_query_int(request, "limit", DEFAULT_PAGE, 1, MAX_PAGE)
     offset = bounded_query_int(request, "offset", 0, 0, MAX_OFFSET)
@@ -174,8 +211,14 @@ async def list_reports(request: web.Request) -> web.Response:
     return json_response([await service.report_to_api(request.app[REDIS], report) for report in reports])
 
 
-@documented(Operation("One report: its status, row counts, summary and its job's progress",
-                      {200: Reply("the report", REPORT)}, path={"id": ID}, tag="reports"))  # fmt: skip
+@documented(
+    Operation(
+        "One report: its status, row counts, summary and its job's progress",
+        {200: Reply("the report", REPORT)},
+        path={"id": ID},
+        tag="reports",
+    )
+)
 async def get_report(request: web.Request) -> web.Response:
     report_id = path_id(request)
     async with request.app[SESSIONS]() as session:
@@ -185,12 +228,19 @@ async def get_report(request: web.Request) -> web.Response:
     return json_response(await service.report_to_api(request.app[REDIS], report))
 
 
-@documented(Operation(
-    "A complete report's file; a format not made yet is queued (202) and listed in the report's formats when done",
-    {200: Reply("the file (JSON, CSV or a zip of CSVs, XLSX)", headers=("Content-Disposition",)),
-     202: Reply("the export is queued", obj({"task_id": STRING, "report_id": INTEGER, "format": FORMAT})),
-     409: error_reply("the report is not complete")},
-    path={"id": ID}, query=(Query("format", FORMAT, "json (default), csv or xlsx"),), tag="reports"))  # fmt: skip
+@documented(
+    Operation(
+        "A complete report's file; a format not made yet is queued (202) and listed in the report's formats when done",
+        {
+            200: Reply("the file (JSON, CSV or a zip of CSVs, XLSX)", headers=("Content-Disposition",)),
+            202: Reply("the export is queued", obj({"task_id": STRING, "report_id": INTEGER, "format": FORMAT})),
+            409: error_reply("the report is not complete"),
+        },
+        path={"id": ID},
+        query=(Query("format", FORMAT, "json (default), csv or xlsx"),),
+        tag="reports",
+    )
+)
 async def download_report(request: web.Request) -> web.StreamResponse:
     report_id = path_id(request)
     fmt = request.query.get("format") or "json"
@@ -207,13 +257,21 @@ async def download_report(request: web.Request) -> web.StreamResponse:
     return await _send(request, found.content_type, found.size, found.file_name, found.chunks)
 
 
-@documented(Operation(
-    "A short report answered at once, as Traccar's /api/reports/{kind}: JSON rows, or XLSX/CSV when Accept asks",
-    {200: Reply("the rows", array(ANY_OBJECT)), 413: TOO_LARGE},
-    path={"kind": {"type": "string", "enum": list(DIRECT_KINDS)}},
-    query=(Query("deviceId", ID, "the devices", required=True, repeated=True), Query("from", TIME, required=True),
-           Query("to", TIME, required=True), Query("daily", BOOLEAN, "summary per local day"),
-           Query("type", STRING, "event types (events only)", repeated=True)), tag="reports"))  # fmt: skip
+@documented(
+    Operation(
+        "A short report answered at once, as Traccar's /api/reports/{kind}: JSON rows, or XLSX/CSV when Accept asks",
+        {200: Reply("the rows", array(ANY_OBJECT)), 413: TOO_LARGE},
+        path={"kind": {"type": "string", "enum": list(DIRECT_KINDS)}},
+        query=(
+            Query("deviceId", ID, "the devices", required=True, repeated=True),
+            Query("from", TIME, required=True),
+            Query("to", TIME, required=True),
+            Query("daily", BOOLEAN, "summary per local day"),
+            Query("type", STRING, "event types (events only)", repeated=True),
+        ),
+        tag="reports",
+    )
+)
 async def direct_report(request: web.Request) -> web.StreamResponse:
     kind = request.match_info["kind"]
     if kind not in DIRECT_KINDS:
@@ -230,8 +288,9 @@ async def direct_report(request: web.Request) -> web.StreamResponse:
     report_request = ReportRequest(
         kind, device_ids, start, end, daily == "true", tuple(request.query.getall("type", []))
     )
-    fmt = next((fmt for accepted, fmt in ACCEPTED_FORMATS.items() if accepted in request.headers.get("Accept", "")),
-               "json")  # fmt: skip
+    fmt = next(
+        (fmt for accepted, fmt in ACCEPTED_FORMATS.items() if accepted in request.headers.get("Accept", "")), "json"
+    )
     with _report_errors(too_large_status=413):
         async with service.direct_report(
             request.app[SESSIONS], request.app[SETTINGS], principal(request), report_request, fmt

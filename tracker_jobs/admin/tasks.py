@@ -46,32 +46,74 @@ MAX_PAGE = 1000
 MAX_OFFSET = 10_000_000
 MAX_RETRY_FAILED = 10_000
 
-TASK = obj({
-    "id": STRING, "name": STRING, "queue": STRING, "args": ANY_OBJECT, "state": {"type": "string", "enum": list(STATES)},
-    "userId": nullable(INTEGER), "enqueuedAt": TIME, "startedAt": nullable(TIME), "finishedAt": nullable(TIME),
-    "durationS": nullable(NUMBER), "tries": INTEGER, "worker": nullable(STRING),
-    "error": nullable(obj({"type": STRING, "message": nullable(STRING), "traceback": nullable(STRING)})),
-    "result": nullable(ANY_OBJECT), "progress": obj({"percent": NUMBER, "message": STRING}),
-    "retriedAs": nullable(STRING),
-})  # fmt: skip
+TASK = obj(
+    {
+        "id": STRING,
+        "name": STRING,
+        "queue": STRING,
+        "args": ANY_OBJECT,
+        "state": {"type": "string", "enum": list(STATES)},
+        "userId": nullable(INTEGER),
+        "enqueuedAt": TIME,
+        "startedAt": nullable(TIME),
+        "finishedAt": nullable(TIME),
+        "durationS": nullable(NUMBER),
+        "tries": INTEGER,
+        "worker": nullable(STRING),
+        "error": nullable(obj({"type": STRING, "message": nullable(STRING), "traceback": nullable(STRING)})),
+        "result": nullable(ANY_OBJECT),
+        "progress": obj({"percent": NUMBER, "message": STRING}),
+        "retriedAs": nullable(STRING),
+    }
+)
 TASK_ID = {"type": "string", "minLength": 1}
 ACCEPTED = obj({"task_id": STRING})
 COUNTS = {"type": "object", "additionalProperties": INTEGER}
-QUEUE = obj({"name": STRING, "length": INTEGER, "waiting": INTEGER, "running": INTEGER, "deferred": INTEGER,
-             "oldestWaitingAgeS": nullable(NUMBER), "workers": INTEGER})  # fmt: skip
-WORKER = obj({
-    "id": STRING, "host": STRING, "pid": INTEGER, "state": {"type": "string", "enum": ["live", "lost"]},
-    "queues": array(STRING), "concurrency": COUNTS, "running": array(obj({"id": STRING, "name": STRING})),
-    "done": INTEGER, "failed": INTEGER, "started": TIME, "lastHeartbeat": TIME,
-})  # fmt: skip
+QUEUE = obj(
+    {
+        "name": STRING,
+        "length": INTEGER,
+        "waiting": INTEGER,
+        "running": INTEGER,
+        "deferred": INTEGER,
+        "oldestWaitingAgeS": nullable(NUMBER),
+        "workers": INTEGER,
+    }
+)
+WORKER = obj(
+    {
+        "id": STRING,
+        "host": STRING,
+        "pid": INTEGER,
+        "state": {"type": "string", "enum": ["live", "lost"]},
+        "queues": array(STRING),
+        "concurrency": COUNTS,
+        "running": array(obj({"id": STRING, "name": STRING})),
+        "done": INTEGER,
+        "failed": INTEGER,
+        "started": TIME,
+        "lastHeartbeat": TIME,
+    }
+)
 DURATION = nullable(NUMBER)
-STAT = obj({
-    "name": STRING, "queue": STRING, "window": STRING, "counts": COUNTS, "failureRate": nullable(NUMBER),
-    "durationS": obj({"p50": DURATION, "p95": DURATION, "max": DURATION, "mean": DURATION}),
-    "throughputPerMin": NUMBER,
-})  # fmt: skip
-STATUS = obj({"queues": {"type": "object", "additionalProperties": COUNTS},
-              "workers": obj({"live": INTEGER, "lost": INTEGER}), "running": array(TASK)})  # fmt: skip
+STAT = obj(
+    {
+        "name": STRING,
+        "queue": STRING,
+        "window": STRING,
+        "counts": COUNTS,
+        "failureRate": nullable(NUMBER),
+        "durationS": obj({"p50": DURATION, "p95": DURATION, "max": DURATION, "mean": DURATION}),
+        "throughputPerMin": NUMBER,
+    }
+)
+STATUS = obj(
+    {
+        "queues": {"type": "object", "additionalProperties": COUNTS},
+        "workers": obj({"live": INTEGER, "lost": INTEGER}),
+        "running": array(TASK),
+    }
+)
 RUNNABLE = obj(
     {
         "name": STRING,
@@ -130,34 +172,57 @@ async def write_pending_records(request: web.Request) -> None:
         log.warning("writing job records failed: %s", error)
 
 
-@documented(Operation("Counts per queue and state, live and lost workers, the jobs running now",
-                      {200: Reply("status", STATUS)}, auth="admin", tag="tasks"))  # fmt: skip
+@documented(
+    Operation(
+        "Counts per queue and state, live and lost workers, the jobs running now",
+        {200: Reply("status", STATUS)},
+        auth="admin",
+        tag="tasks",
+    )
+)
 async def get_status(request: web.Request) -> web.Response:
     require_admin(request)
     async with request.app[SESSIONS]() as session:
         return json_response(await service.task_status(request.app[REDIS], session))
 
 
-@documented(Operation("One entry per queue: jobs waiting, running, deferred, the oldest waiting job's age",
-                      {200: Reply("queues", array(QUEUE))}, auth="admin", tag="tasks"))  # fmt: skip
+@documented(
+    Operation(
+        "One entry per queue: jobs waiting, running, deferred, the oldest waiting job's age",
+        {200: Reply("queues", array(QUEUE))},
+        auth="admin",
+        tag="tasks",
+    )
+)
 async def get_queues(request: web.Request) -> web.Response:
     require_admin(request)
     return json_response(await service.queues(request.app[REDIS]))
 
 
-@documented(Operation("One entry per worker process; silent for 3 heartbeats it is lost, later dropped",
-                      {200: Reply("workers", array(WORKER))}, auth="admin", tag="tasks"))  # fmt: skip
+@documented(
+    Operation(
+        "One entry per worker process; silent for 3 heartbeats it is lost, later dropped",
+        {200: Reply("workers", array(WORKER))},
+        auth="admin",
+        tag="tasks",
+    )
+)
 async def get_workers(request: web.Request) -> web.Response:
     require_admin(request)
     async with request.app[SESSIONS]() as session:
         return json_response(await service.workers(request.app[REDIS], session))
 
 
-@documented(Operation(
-    "Per job name and queue over the window: counts by outcome and state, failure rate, duration p50/p95/max, "
-    "throughput per minute",
-    {200: Reply("statistics", array(STAT))}, auth="admin",
-    query=(Query("window", {"type": "string", "enum": list(WINDOWS)}, "1h (default) or 24h"),), tag="tasks"))  # fmt: skip
+@documented(
+    Operation(
+        "Per job name and queue over the window: counts by outcome and state, failure rate, duration p50/p95/max, "
+        "throughput per minute",
+        {200: Reply("statistics", array(STAT))},
+        auth="admin",
+        query=(Query("window", {"type": "string", "enum": list(WINDOWS)}, "1h (default) or 24h"),),
+        tag="tasks",
+    )
+)
 async def get_stats(request: web.Request) -> web.Response:
     require_admin(request)
     window = request.query.get("window") or "1h"
@@ -167,17 +232,31 @@ async def get_stats(request: web.Request) -> web.Response:
         return json_response(await job_stats(session, window))
 
 
-@documented(Operation("The jobs that may be run by hand, with their arguments",
-                      {200: Reply("jobs", array(RUNNABLE))}, auth="admin", tag="tasks"))  # fmt: skip
+@documented(
+    Operation(
+        "The jobs that may be run by hand, with their arguments",
+        {200: Reply("jobs", array(RUNNABLE))},
+        auth="admin",
+        tag="tasks",
+    )
+)
 async def get_runnable_jobs(request: web.Request) -> web.Response:
     require_admin(request)
     return json_response(service.runnable_jobs())
 
 
-@documented(Operation(
-    "Task records, newest first (a user sees the tasks they started)", {200: Reply("tasks", array(TASK))},
-    query=(*FILTERS, Query("limit", {"type": "integer", "minimum": 1, "maximum": MAX_PAGE}, f"default {DEFAULT_PAGE}"),
-           Query("offset", {"type": "integer", "minimum": 0, "maximum": MAX_OFFSET})), tag="tasks"))  # fmt: skip
+@documented(
+    Operation(
+        "Task records, newest first (a user sees the tasks they started)",
+        {200: Reply("tasks", array(TASK))},
+        query=(
+            *FILTERS,
+            Query("limit", {"type": "integer", "minimum": 1, "maximum": MAX_PAGE}, f"default {DEFAULT_PAGE}"),
+            Query("offset", {"type": "integer", "minimum": 0, "maximum": MAX_OFFSET}),
+        ),
+        tag="tasks",
+    )
+)
 async def list_task_records(request: web.Request) -> web.Response:
     filters = task_filters(request)
     limit = bounded_query_int(request, "limit", DEFAULT_PAGE, 1, MAX_PAGE)
@@ -188,8 +267,14 @@ async def list_task_records(request: web.Request) -> web.Response:
     return json_response([service.task_to_api(record) for record in records])
 
 
-@documented(Operation("One task's record, with a running job's live progress", {200: Reply("the task", TASK)},
-                      path=TASK_PATH, tag="tasks"))  # fmt: skip
+@documented(
+    Operation(
+        "One task's record, with a running job's live progress",
+        {200: Reply("the task", TASK)},
+        path=TASK_PATH,
+        tag="tasks",
+    )
+)
 async def get_task_record(request: web.Request) -> web.Response:
     task_id = request.match_info["id"]
     record = await service.find_task(request.app[SESSIONS], principal(request), task_id)
@@ -201,8 +286,14 @@ async def get_task_record(request: web.Request) -> web.Response:
     return json_response(await service.task_with_progress(request.app[REDIS], record))
 
 
-@documented(Operation("Cancel: removed from its queue if waiting, aborted if running; cancelled either way",
-                      {200: Reply("the cancelled task", TASK), 409: NOT_NOW}, path=TASK_PATH, tag="tasks"))  # fmt: skip
+@documented(
+    Operation(
+        "Cancel: removed from its queue if waiting, aborted if running; cancelled either way",
+        {200: Reply("the cancelled task", TASK), 409: NOT_NOW},
+        path=TASK_PATH,
+        tag="tasks",
+    )
+)
 async def cancel_task_record(request: web.Request) -> web.Response:
     task_id = request.match_info["id"]
     await write_pending_records(request)
@@ -215,8 +306,14 @@ async def cancel_task_record(request: web.Request) -> web.Response:
     return json_response(service.task_to_api(record))
 
 
-@documented(Operation("Enqueue a failed or cancelled task again with the same arguments",
-                      {202: Reply("the new task", ACCEPTED), 409: NOT_NOW}, path=TASK_PATH, tag="tasks"))  # fmt: skip
+@documented(
+    Operation(
+        "Enqueue a failed or cancelled task again with the same arguments",
+        {202: Reply("the new task", ACCEPTED), 409: NOT_NOW},
+        path=TASK_PATH,
+        tag="tasks",
+    )
+)
 async def retry_task_record(request: web.Request) -> web.Response:
     task_id = request.match_info["id"]
     try:
@@ -229,11 +326,21 @@ async def retry_task_record(request: web.Request) -> web.Response:
     return json_response({"task_id": new_id}, status=202)
 
 
-@documented(Operation(
-    "Retry every failed task that matches the filters and was not retried yet (a user: their own)",
-    {202: Reply("the new tasks", obj({"task_ids": array(STRING), "count": INTEGER}))},
-    query=(*FILTERS, Query("limit", {"type": "integer", "minimum": 1, "maximum": MAX_RETRY_FAILED},
-                           f"at most this many (default {MAX_RETRY_FAILED})")), tag="tasks"))  # fmt: skip
+@documented(
+    Operation(
+        "Retry every failed task that matches the filters and was not retried yet (a user: their own)",
+        {202: Reply("the new tasks", obj({"task_ids": array(STRING), "count": INTEGER}))},
+        query=(
+            *FILTERS,
+            Query(
+                "limit",
+                {"type": "integer", "minimum": 1, "maximum": MAX_RETRY_FAILED},
+                f"at most this many (default {MAX_RETRY_FAILED})",
+            ),
+        ),
+        tag="tasks",
+    )
+)
 async def retry_failed_tasks(request: web.Request) -> web.Response:
     filters = task_filters(request)
     limit = bounded_query_int(request, "limit", MAX_RETRY_FAILED, 1, MAX_RETRY_FAILED)
@@ -242,10 +349,18 @@ async def retry_failed_tasks(request: web.Request) -> web.Response:
     return json_response({"task_ids": new_ids, "count": len(new_ids)}, status=202)
 
 
-@documented(Operation(
-    "Run a job by hand (see GET /api/tasks/jobs); the body holds its arguments",
-    {202: Reply("the task", ACCEPTED)}, auth="admin", path={"job_name": STRING},
-    body=ANY_OBJECT, body_required=False, example={"seconds": 0}, tag="tasks"))  # fmt: skip
+@documented(
+    Operation(
+        "Run a job by hand (see GET /api/tasks/jobs); the body holds its arguments",
+        {202: Reply("the task", ACCEPTED)},
+        auth="admin",
+        path={"job_name": STRING},
+        body=ANY_OBJECT,
+        body_required=False,
+        example={"seconds": 0},
+        tag="tasks",
+    )
+)
 async def run_task(request: web.Request) -> web.Response:
     caller = require_admin(request)
     name = request.match_info["job_name"]

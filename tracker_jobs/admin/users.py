@@ -34,15 +34,26 @@ from tracker_jobs.fields import FieldError, parse_text
 from tracker_jobs.users import service
 from tracker_jobs.users.models import Role
 
-USER = obj({"id": INTEGER, "name": STRING, "email": STRING, "role": {"type": "string", "enum": list(Role)},
-            "disabled": BOOLEAN, "createdAt": TIME})  # fmt: skip
-USER_INPUT = obj({
-    "name": {"type": "string", "minLength": 1, "maxLength": 128},
-    "email": {"type": "string", "minLength": 3, "maxLength": 256},
-    "password": {"type": "string", "minLength": service.MIN_PASSWORD, "maxLength": service.MAX_PASSWORD},
-    "role": {"type": "string", "enum": list(Role)},
-    "disabled": BOOLEAN,
-}, required=())  # fmt: skip
+USER = obj(
+    {
+        "id": INTEGER,
+        "name": STRING,
+        "email": STRING,
+        "role": {"type": "string", "enum": list(Role)},
+        "disabled": BOOLEAN,
+        "createdAt": TIME,
+    }
+)
+USER_INPUT = obj(
+    {
+        "name": {"type": "string", "minLength": 1, "maxLength": 128},
+        "email": {"type": "string", "minLength": 3, "maxLength": 256},
+        "password": {"type": "string", "minLength": service.MIN_PASSWORD, "maxLength": service.MAX_PASSWORD},
+        "role": {"type": "string", "enum": list(Role)},
+        "disabled": BOOLEAN,
+    },
+    required=(),
+)
 TOKEN = obj({"id": INTEGER, "userId": INTEGER, "name": STRING, "createdAt": TIME, "lastUsedAt": nullable(TIME)})
 NEW_TOKEN = {**TOKEN, "properties": {**TOKEN["properties"], "token": STRING}, "required": [*TOKEN["required"], "token"]}
 USER_PATH = {"id": ID}
@@ -99,10 +110,21 @@ async def list_users(request: web.Request) -> web.Response:
         return json_response([service.user_to_api(user) for user in await service.list_users(session)])
 
 
-@documented(Operation(
-    "Create a user (role defaults to user)", {201: Reply("the user", USER), 409: TAKEN}, auth="admin",
-    body=USER_INPUT, example={"name": "Dispatcher", "email": "walk-dispatcher@example.com",
-                              "password": "a long passphrase", "role": "user"}, tag="users"))  # fmt: skip
+@documented(
+    Operation(
+        "Create a user (role defaults to user)",
+        {201: Reply("the user", USER), 409: TAKEN},
+        auth="admin",
+        body=USER_INPUT,
+        example={
+            "name": "Dispatcher",
+            "email": "walk-dispatcher@example.com",
+            "password": "a long passphrase",
+            "role": "user",
+        },
+        tag="users",
+    )
+)
 async def create_user(request: web.Request) -> web.Response:
     require_admin(request)
     fields = user_fields(await json_object(request), creating=True)
@@ -124,10 +146,17 @@ async def get_user(request: web.Request) -> web.Response:
     return json_response(service.user_to_api(user))
 
 
-@documented(Operation(
-    "Change some of a user's fields; a new password ends their login sessions",
-    {200: Reply("the user", USER), 409: TAKEN}, auth="admin", path=USER_PATH, body=USER_INPUT,
-    example={"name": "Dispatcher two"}, tag="users"))  # fmt: skip
+@documented(
+    Operation(
+        "Change some of a user's fields; a new password ends their login sessions",
+        {200: Reply("the user", USER), 409: TAKEN},
+        auth="admin",
+        path=USER_PATH,
+        body=USER_INPUT,
+        example={"name": "Dispatcher two"},
+        tag="users",
+    )
+)
 async def update_user(request: web.Request) -> web.Response:
     require_admin(request)
     user_id = path_id(request)
@@ -150,8 +179,15 @@ async def update_user(request: web.Request) -> web.Response:
     return json_response(service.user_to_api(user))
 
 
-@documented(Operation("Delete a user, their sessions and tokens", {204: Reply("deleted"), 409: LAST_ADMIN},
-                      auth="admin", path=USER_PATH, tag="users"))  # fmt: skip
+@documented(
+    Operation(
+        "Delete a user, their sessions and tokens",
+        {204: Reply("deleted"), 409: LAST_ADMIN},
+        auth="admin",
+        path=USER_PATH,
+        tag="users",
+    )
+)
 async def delete_user(request: web.Request) -> web.Response:
     require_admin(request)
     user_id = path_id(request)
@@ -167,8 +203,15 @@ async def delete_user(request: web.Request) -> web.Response:
     return web.Response(status=204)
 
 
-@documented(Operation("A user's API tokens (never the tokens themselves)", {200: Reply("tokens", array(TOKEN))},
-                      auth="admin", path=USER_PATH, tag="users"))  # fmt: skip
+@documented(
+    Operation(
+        "A user's API tokens (never the tokens themselves)",
+        {200: Reply("tokens", array(TOKEN))},
+        auth="admin",
+        path=USER_PATH,
+        tag="users",
+    )
+)
 async def list_tokens(request: web.Request) -> web.Response:
     require_admin(request)
     user_id = path_id(request)
@@ -179,10 +222,18 @@ async def list_tokens(request: web.Request) -> web.Response:
     return json_response([service.token_to_api(token) for token in tokens])
 
 
-@documented(Operation(
-    "A new long-lived API token for the user; `token` is shown this once", {201: Reply("the token", NEW_TOKEN)},
-    auth="admin", path=USER_PATH, body=obj({"name": {"type": "string", "minLength": 1, "maxLength": 128}}),
-    body_required=False, example={"name": "fleet dashboard"}, tag="users"))  # fmt: skip
+@documented(
+    Operation(
+        "A new long-lived API token for the user; `token` is shown this once",
+        {201: Reply("the token", NEW_TOKEN)},
+        auth="admin",
+        path=USER_PATH,
+        body=obj({"name": {"type": "string", "minLength": 1, "maxLength": 128}}),
+        body_required=False,
+        example={"name": "fleet dashboard"},
+        tag="users",
+    )
+)
 async def create_token(request: web.Request) -> web.Response:
     require_admin(request)
     user_id = path_id(request)
@@ -201,8 +252,15 @@ async def create_token(request: web.Request) -> web.Response:
     return json_response({**service.token_to_api(record), "token": token}, status=201)
 
 
-@documented(Operation("Revoke one of a user's API tokens", {204: Reply("revoked"), 409: LAST_ADMIN},
-                      auth="admin", path=TOKEN_PATH, tag="users"))  # fmt: skip
+@documented(
+    Operation(
+        "Revoke one of a user's API tokens",
+        {204: Reply("revoked"), 409: LAST_ADMIN},
+        auth="admin",
+        path=TOKEN_PATH,
+        tag="users",
+    )
+)
 async def delete_token(request: web.Request) -> web.Response:
     require_admin(request)
     user_id, token_id = path_id(request), path_id(request, "token_id")

@@ -17,8 +17,9 @@ async def update_device_status(ctx: dict[str, Any], device_id: int) -> dict[str,
     """Recompute one device's online/unknown/offline status from how long it has been silent."""
     settings = ctx["resources"].settings
     async with transaction(ctx["resources"].sessions) as session:
-        changes = await refresh_statuses(session, utcnow(), settings.device_unknown_after_s,
-                                         settings.device_offline_after_s, device_ids=[device_id])  # fmt: skip
+        changes = await refresh_statuses(
+            session, utcnow(), settings.device_unknown_after_s, settings.device_offline_after_s, device_ids=[device_id]
+        )
     await publish_devices(ctx["redis"], changes)
     return {"deviceId": device_id, "changed": [change["status"] for change in changes]}
 
@@ -34,5 +35,6 @@ async def calculate_device_statistics(
     else:
         begin, finish = parse_time("start", start), parse_time("end", end)
     async with ctx["resources"].sessions() as session:
-        return await device_statistics(session, ctx["redis"], device_id, begin, finish, settings.motion_speed_kn,
-                                       refresh=True)  # fmt: skip
+        return await device_statistics(
+            session, ctx["redis"], device_id, begin, finish, settings.motion_speed_kn, refresh=True
+        )

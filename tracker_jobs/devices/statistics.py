@@ -23,8 +23,9 @@ from tracker_jobs.positions.models import Position
 CACHE_TTL_S = 60
 
 
-def summarise(fix_times: np.ndarray, lats: np.ndarray, lons: np.ndarray, speeds: np.ndarray,
-              motion_speed_kn: float) -> dict[str, Any]:  # fmt: skip
+def summarise(
+    fix_times: np.ndarray, lats: np.ndarray, lons: np.ndarray, speeds: np.ndarray, motion_speed_kn: float
+) -> dict[str, Any]:
     """Statistics of one device's positions, sorted by fix time (epoch seconds; speeds in knots)."""
     count = len(fix_times)
     if count == 0:
@@ -46,9 +47,15 @@ def statistics_key(device_id: int) -> str:
 
 
 async def device_statistics(
-    session: AsyncSession, redis: Redis, device_id: int, start: datetime, end: datetime, motion_speed_kn: float,
-    *, refresh: bool = False,
-) -> dict[str, Any]:  # fmt: skip
+    session: AsyncSession,
+    redis: Redis,
+    device_id: int,
+    start: datetime,
+    end: datetime,
+    motion_speed_kn: float,
+    *,
+    refresh: bool = False,
+) -> dict[str, Any]:
     """The device's statistics from `start` to `end`, from the cache unless `refresh`."""
     key, field = statistics_key(device_id), f"{start.timestamp()}:{end.timestamp()}"
     if not refresh and (cached := await redis.hget(key, field)) is not None:  # type: ignore[misc]
@@ -63,8 +70,12 @@ async def device_statistics(
     rows = (await session.execute(query)).all()
     times = np.fromiter((row[0].timestamp() for row in rows), dtype=np.float64, count=len(rows))
     columns = np.array([row[1:] for row in rows], dtype=np.float64).reshape(len(rows), 3)
-    result = {"deviceId": device_id, "from": start.isoformat(), "to": end.isoformat(),
-              **summarise(times, columns[:, 0], columns[:, 1], columns[:, 2], motion_speed_kn)}  # fmt: skip
+    result = {
+        "deviceId": device_id,
+        "from": start.isoformat(),
+        "to": end.isoformat(),
+        **summarise(times, columns[:, 0], columns[:, 1], columns[:, 2], motion_speed_kn),
+    }
     async with redis.pipeline(transaction=True) as pipe:
         pipe.hset(key, mapping={field: orjson.dumps({**result, "cachedAt": time.time()})})
         pipe.expire(key, CACHE_TTL_S)  # the whole hash goes once no range of it was asked for a while

@@ -38,9 +38,12 @@ _SET_STATUS = (
 
 
 async def refresh_statuses(
-    session: AsyncSession, now: datetime, unknown_after_s: int, offline_after_s: int,
+    session: AsyncSession,
+    now: datetime,
+    unknown_after_s: int,
+    offline_after_s: int,
     device_ids: list[int] | None = None,
-) -> list[dict[str, Any]]:  # fmt: skip
+) -> list[dict[str, Any]]:
     """Move silent devices to unknown, then offline; return the devices that changed (API shape)."""
     query = select(Device).where(col(Device.status) != DeviceStatus.OFFLINE, col(Device.last_update).is_not(None))
     if device_ids is not None:

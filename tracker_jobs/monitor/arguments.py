@@ -37,11 +37,15 @@ def job_parameters(spec: JobSpec) -> list[JobParameter]:
     hints = typing.get_type_hints(spec.function)
     parameters = list(inspect.signature(spec.function).parameters.values())[1:]  # after ctx
     return [
-        JobParameter(parameter.name, hints.get(parameter.name, Any), parameter.default is inspect.Parameter.empty,
-                     None if parameter.default is inspect.Parameter.empty else parameter.default)
+        JobParameter(
+            parameter.name,
+            hints.get(parameter.name, Any),
+            parameter.default is inspect.Parameter.empty,
+            None if parameter.default is inspect.Parameter.empty else parameter.default,
+        )
         for parameter in parameters
         if parameter.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
-    ]  # fmt: skip
+    ]
 
 
 def type_name(annotation: Any) -> str:

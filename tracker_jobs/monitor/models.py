@@ -12,8 +12,28 @@ from sqlmodel import Field, SQLModel
 from tracker_jobs.db import JsonDict, UTCDateTime
 
 # Upper bounds (seconds) of the job duration histogram buckets; one more bucket holds longer runs.
-DURATION_BOUNDS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
-                     120.0, 300.0, 600.0, 1800.0, 3600.0)  # fmt: skip
+DURATION_BOUNDS_S = (
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+    60.0,
+    120.0,
+    300.0,
+    600.0,
+    1800.0,
+    3600.0,
+)
 BUCKET_COLUMNS = tuple(f"bucket_{index:02d}" for index in range(len(DURATION_BOUNDS_S) + 1))
 # Outcomes a finished try is counted under in the rollups.
 OUTCOME_COLUMNS = ("complete", "failed", "cancelled", "retried")

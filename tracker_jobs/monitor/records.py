@@ -48,8 +48,20 @@ MAX_RESULT_BYTES = 16_384
 MAX_ERROR_CHARS = 2_000
 MAX_TRACEBACK_CHARS = 8_000
 # Fields a newer revision overwrites; identity fields (name, queue, args, enqueued_at) keep their first value.
-MUTABLE_FIELDS = ("state", "started_at", "finished_at", "tries", "worker", "error_type", "error_message",
-                  "traceback", "result", "progress", "progress_message", "revision")  # fmt: skip
+MUTABLE_FIELDS = (
+    "state",
+    "started_at",
+    "finished_at",
+    "tries",
+    "worker",
+    "error_type",
+    "error_message",
+    "traceback",
+    "result",
+    "progress",
+    "progress_message",
+    "revision",
+)
 log = logging.getLogger(__name__)
 
 
@@ -242,8 +254,9 @@ class JobRecords:
         """A try of a job began in this worker process (None when nothing here writes records)."""
         if not self.collecting:
             return None
-        run = JobRun(job_id, name, queue, args, enqueued_at, state="in_progress", tries=tries, worker=worker,
-                     started_at=utcnow())  # fmt: skip
+        run = JobRun(
+            job_id, name, queue, args, enqueued_at, state="in_progress", tries=tries, worker=worker, started_at=utcnow()
+        )
         self.running[job_id] = run
         self.pending.put(run)
         return run
@@ -351,8 +364,10 @@ async def write_batch(session: AsyncSession, batch: RecordBatch) -> None:
     if runs:
         await session.execute(_record_upsert(dialect), [run.row() for run in runs])
     if batch.outcomes:
-        minutes = [{"minute": minute, "name": name, "queue": queue, **outcomes.values()}
-                   for (minute, name, queue), outcomes in batch.outcomes.items()]  # fmt: skip
+        minutes = [
+            {"minute": minute, "name": name, "queue": queue, **outcomes.values()}
+            for (minute, name, queue), outcomes in batch.outcomes.items()
+        ]
         await session.execute(_rollup_upsert(dialect, "minutes"), minutes)
         await session.execute(_rollup_upsert(dialect, "totals"), _totals(batch.outcomes))
 

@@ -127,13 +127,17 @@ def task_to_api(record: JobRecord, live_progress: dict[str, Any] | None = None) 
         "durationS": duration,
         "tries": record.tries,
         "worker": record.worker,
-        "error": None if record.error_type is None else {
-            "type": record.error_type, "message": record.error_message, "traceback": record.traceback,
+        "error": None
+        if record.error_type is None
+        else {
+            "type": record.error_type,
+            "message": record.error_message,
+            "traceback": record.traceback,
         },
         "result": record.result,
         "progress": progress,
         "retriedAs": record.retried_as,
-    }  # fmt: skip
+    }
 
 
 async def task_with_progress(redis: Redis, record: JobRecord) -> dict[str, Any]:
@@ -221,19 +225,25 @@ async def _retry(redis: ArqRedis, sessions: async_sessionmaker[AsyncSession], re
         if unsent:
             async with transaction(sessions) as session:
                 for record_id, new_id in unsent:
-                    await session.execute(sa.update(JobRecord).where(
-                        col(JobRecord.id) == record_id, col(JobRecord.retried_as) == new_id).values(retried_as=None))  # fmt: skip
+                    await session.execute(
+                        sa.update(JobRecord)
+                        .where(col(JobRecord.id) == record_id, col(JobRecord.retried_as) == new_id)
+                        .values(retried_as=None)
+                    )
     return enqueued
 
 
 def runnable_jobs() -> list[dict[str, Any]]:
     """The jobs an admin may run by hand, with the arguments each takes."""
     return [
-        {"name": name, "queue": REGISTRY[name].queue,
-         "parameters": [parameter.as_api() for parameter in job_parameters(REGISTRY[name])]}
+        {
+            "name": name,
+            "queue": REGISTRY[name].queue,
+            "parameters": [parameter.as_api() for parameter in job_parameters(REGISTRY[name])],
+        }
         for name in sorted(RUNNABLE_BY_HAND)
         if name in REGISTRY
-    ]  # fmt: skip
+    ]
 
 
 def runnable_job(name: str) -> bool:
@@ -295,8 +305,12 @@ async def task_status(redis: Redis, session: AsyncSession) -> dict[str, Any]:
     for (_, queue), by_state in (await unfinished_counts(session)).items():
         for state, number in by_state.items():
             counts.setdefault(queue, dict.fromkeys(STATES, 0))[state] += number
-    running_query = (select(JobRecord).where(col(JobRecord.state) == "in_progress")
-                     .order_by(col(JobRecord.started_at)).limit(RUNNING_SHOWN))  # fmt: skip
+    running_query = (
+        select(JobRecord)
+        .where(col(JobRecord.state) == "in_progress")
+        .order_by(col(JobRecord.started_at))
+        .limit(RUNNING_SHOWN)
+    )
     running = list((await session.execute(running_query)).scalars())
     found = await live_workers(redis)
     return {
@@ -324,8 +338,11 @@ async def delete_old_records(
     cutoff = (now or utcnow()) - timedelta(days=retention_days)
     removed = 0
     while True:
-        old = (select(JobRecord.id).where(col(JobRecord.enqueued_at) < cutoff, col(JobRecord.state).in_(TERMINAL_STATES))
-               .limit(RETENTION_BATCH))  # fmt: skip
+        old = (
+            select(JobRecord.id)
+            .where(col(JobRecord.enqueued_at) < cutoff, col(JobRecord.state).in_(TERMINAL_STATES))
+            .limit(RETENTION_BATCH)
+        )
         async with transaction(sessions) as session:
             result = await session.execute(sa.delete(JobRecord).where(col(JobRecord.id).in_(old.scalar_subquery())))
         removed += int(result.rowcount)  # type: ignore[attr-defined]

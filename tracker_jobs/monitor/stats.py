@@ -66,10 +66,16 @@ async def summed_rollups(session: AsyncSession, table: sa.Table, since: datetime
     rows = (await session.execute(query.group_by(table.c.name, table.c.queue))).all()
     outcomes = len(OUTCOME_COLUMNS)
     return [
-        Rollup(name, queue, dict(zip(OUTCOME_COLUMNS, map(int, values[:outcomes]), strict=True)),
-               float(values[outcomes]), float(longest or 0.0), [int(number) for number in values[outcomes + 1:]])
+        Rollup(
+            name,
+            queue,
+            dict(zip(OUTCOME_COLUMNS, map(int, values[:outcomes]), strict=True)),
+            float(values[outcomes]),
+            float(longest or 0.0),
+            [int(number) for number in values[outcomes + 1 :]],
+        )
         for name, queue, longest, *values in rows
-    ]  # fmt: skip
+    ]
 
 
 async def unfinished_counts(session: AsyncSession) -> dict[tuple[str, str], dict[str, int]]:
@@ -96,20 +102,22 @@ async def job_stats(session: AsyncSession, window: str, now: datetime | None = N
     for name, queue in sorted(rollups.keys() | unfinished.keys()):
         rollup = rollups.get((name, queue)) or Rollup(name, queue, dict.fromkeys(OUTCOME_COLUMNS, 0), 0.0, 0.0, [])
         ended = rollup.counts["complete"] + rollup.counts["failed"]
-        entries.append({
-            "name": name,
-            "queue": queue,
-            "window": window,
-            "counts": {**rollup.counts, **unfinished.get((name, queue), dict.fromkeys(UNFINISHED_STATES, 0))},
-            "failureRate": round(rollup.counts["failed"] / ended, 4) if ended else None,
-            "durationS": {
-                "p50": rollup.percentile(0.5),
-                "p95": rollup.percentile(0.95),
-                "max": rollup.duration_max_s if rollup.timed else None,
-                "mean": round(rollup.duration_sum_s / rollup.timed, 6) if rollup.timed else None,
-            },
-            "throughputPerMin": round(ended / minutes, 3),
-        })  # fmt: skip
+        entries.append(
+            {
+                "name": name,
+                "queue": queue,
+                "window": window,
+                "counts": {**rollup.counts, **unfinished.get((name, queue), dict.fromkeys(UNFINISHED_STATES, 0))},
+                "failureRate": round(rollup.counts["failed"] / ended, 4) if ended else None,
+                "durationS": {
+                    "p50": rollup.percentile(0.5),
+                    "p95": rollup.percentile(0.95),
+                    "max": rollup.duration_max_s if rollup.timed else None,
+                    "mean": round(rollup.duration_sum_s / rollup.timed, 6) if rollup.timed else None,
+                },
+                "throughputPerMin": round(ended / minutes, 3),
+            }
+        )
     return entries
 
 

@@ -85,9 +85,22 @@ def typed_value(raw: str) -> bool | int | float | str:
 
 # OsmAnd keys with a meaning of their own; every other key is kept in attributes.
 _OSMAND_KNOWN = {
-    "id", "deviceid", "lat", "lon", "location", "timestamp", "speed", "bearing", "heading",
-    "altitude", "accuracy", "hdop", "batt", "charge", "valid",
-}  # fmt: skip
+    "id",
+    "deviceid",
+    "lat",
+    "lon",
+    "location",
+    "timestamp",
+    "speed",
+    "bearing",
+    "heading",
+    "altitude",
+    "accuracy",
+    "hdop",
+    "batt",
+    "charge",
+    "valid",
+}
 
 
 def decode_osmand(params: Mapping[str, str], *, now: datetime, speed_unit: str = "kn") -> DecodedPosition:

@@ -39,8 +39,9 @@ async def process_single_position(ctx: dict[str, Any], position: dict[str, Any])
     """One position in Traccar's shape (deviceId or uniqueId), put on the same batch path as all others."""
     resources = ctx["resources"]
     async with resources.sessions() as session:
-        answer = await resolve_batch(session, SYSTEM, [position], now=utcnow(),
-                                     auto_register=resources.settings.auto_register)  # fmt: skip
+        answer = await resolve_batch(
+            session, SYSTEM, [position], now=utcnow(), auto_register=resources.settings.auto_register
+        )
     if answer.accepted:
         partitions = resources.settings.position_partitions
         items = [(device_id, position, None) for device_id, position in answer.accepted]
@@ -55,7 +56,8 @@ async def sweep_position_partitions(ctx: dict[str, Any]) -> dict[str, Any]:
     settings = ctx["resources"].settings
     scheduled = await schedule_backlog(ctx["redis"], list(range(settings.position_partitions)))
     async with transaction(ctx["resources"].sessions) as session:
-        changes = await refresh_statuses(session, utcnow(), settings.device_unknown_after_s,
-                                         settings.device_offline_after_s)  # fmt: skip
+        changes = await refresh_statuses(
+            session, utcnow(), settings.device_unknown_after_s, settings.device_offline_after_s
+        )
     await publish_devices(ctx["redis"], changes)
     return {"scheduled": scheduled, "statusChanges": len(changes)}

@@ -188,9 +188,17 @@ def run_pipeline(
 
 
 def _thin(
-    device: Ints, fix: Floats, lat: Floats, lon: Floats, alive: Bools, reason: Any,
-    state_fix: Floats, state_lat: Floats, state_lon: Floats, config: PipelineConfig,
-) -> None:  # fmt: skip
+    device: Ints,
+    fix: Floats,
+    lat: Floats,
+    lon: Floats,
+    alive: Bools,
+    reason: Any,
+    state_fix: Floats,
+    state_lat: Floats,
+    state_lon: Floats,
+    config: PipelineConfig,
+) -> None:
     """Optional thinning: keep a position only once min_period_s has passed and it is min_distance_m
     from the last kept one. Greedy by nature, so it walks the alive rows (it is off by default)."""
     last_device, last_fix, last_lat, last_lon = -1, np.nan, np.nan, np.nan

@@ -123,9 +123,15 @@ class DrainResult:
     locked_out: bool = False
 
     def as_dict(self) -> dict[str, Any]:
-        return {"partition": self.partition, "batches": self.batches, "entries": self.entries,
-                "stored": self.stored, "dropped": dict(self.dropped), "setAside": self.set_aside,
-                "lockedOut": self.locked_out}  # fmt: skip
+        return {
+            "partition": self.partition,
+            "batches": self.batches,
+            "entries": self.entries,
+            "stored": self.stored,
+            "dropped": dict(self.dropped),
+            "setAside": self.set_aside,
+            "lockedOut": self.locked_out,
+        }
 
 
 @dataclass
@@ -166,16 +172,23 @@ async def store_batch(
         for device_id, row in result.newest.items()
         if (device_id, row["fix_time"]) in ids
     ]
-    changes = [_device_change(devices[device_id], server_time, result.newest.get(device_id), ids)
-               for device_id, server_time in seen.items()]  # fmt: skip
+    changes = [
+        _device_change(devices[device_id], server_time, result.newest.get(device_id), ids)
+        for device_id, server_time in seen.items()
+    ]
     return BatchOutcome(stored=inserted.stored, dropped=+dropped, newest=newest, devices=changes)
 
 
 def _device_change(
     device: StoredDevice, server_time: float, newest: Mapping[str, Any] | None, ids: Mapping[tuple[int, float], int]
 ) -> dict[str, Any]:
-    change: dict[str, Any] = {"id": device.id, "name": device.name, "uniqueId": device.unique_id,
-                              "status": "online", "lastUpdate": _iso_epoch(server_time)}  # fmt: skip
+    change: dict[str, Any] = {
+        "id": device.id,
+        "name": device.name,
+        "uniqueId": device.unique_id,
+        "status": "online",
+        "lastUpdate": _iso_epoch(server_time),
+    }
     if newest is not None and (device.id, newest["fix_time"]) in ids:
         change["positionId"] = ids[(device.id, newest["fix_time"])]
         change["totalDistance"] = newest["attributes"]["totalDistance"]
@@ -307,9 +320,13 @@ async def latest_positions(
 
 
 async def positions_in_range(
-    session: AsyncSession, principal: Principal, device_ids: list[int], start: datetime | None,
-    end: datetime | None, limit: int,
-) -> list[dict[str, Any]]:  # fmt: skip
+    session: AsyncSession,
+    principal: Principal,
+    device_ids: list[int],
+    start: datetime | None,
+    end: datetime | None,
+    limit: int,
+) -> list[dict[str, Any]]:
     """Positions in a time range, ordered per device by fix time."""
     query = select(Position).where(col(Position.device_id).in_(visible_device_ids(principal)))
     if device_ids:

@@ -21,8 +21,20 @@ from tracker_jobs.devices.models import Device
 from tracker_jobs.positions.models import Position
 from tracker_jobs.positions.pipeline import DeviceState
 
-COLUMNS = ("device_id", "protocol", "fix_time", "server_time", "latitude", "longitude", "altitude", "speed",
-           "course", "accuracy", "valid", "attributes")  # fmt: skip
+COLUMNS = (
+    "device_id",
+    "protocol",
+    "fix_time",
+    "server_time",
+    "latitude",
+    "longitude",
+    "altitude",
+    "speed",
+    "course",
+    "accuracy",
+    "valid",
+    "attributes",
+)
 _POSITIONS: sa.Table = Position.__table__  # type: ignore[attr-defined]
 
 # Rows arrive by COPY into a per-connection scratch table, then move over in one statement that skips
@@ -99,18 +111,26 @@ async def load_devices(session: AsyncSession, device_ids: Iterable[int]) -> dict
         rows = await session.execute(_PG_LOAD_DEVICES, {"ids": wanted})
     else:
         rows = await session.execute(
-            sa.select(col(Device.id), col(Device.name), col(Device.unique_id), col(Device.disabled),
-                      col(Device.total_distance), col(Position.fix_time), col(Position.latitude),
-                      col(Position.longitude))
+            sa.select(
+                col(Device.id),
+                col(Device.name),
+                col(Device.unique_id),
+                col(Device.disabled),
+                col(Device.total_distance),
+                col(Position.fix_time),
+                col(Position.latitude),
+                col(Position.longitude),
+            )
             .outerjoin(Position, col(Position.id) == col(Device.position_id))
             .where(col(Device.id).in_(wanted))
-        )  # fmt: skip
+        )
     devices: dict[int, StoredDevice] = {}
     for device_id, name, unique_id, disabled, odometer, fix_time, latitude, longitude in rows:
         state = None
         if fix_time is not None:
-            state = DeviceState(fix_time=fix_time.timestamp(), latitude=latitude, longitude=longitude,
-                                odometer=odometer)  # fmt: skip
+            state = DeviceState(
+                fix_time=fix_time.timestamp(), latitude=latitude, longitude=longitude, odometer=odometer
+            )
         devices[device_id] = StoredDevice(device_id, name, unique_id, disabled, state)
     return devices
 
@@ -124,11 +144,22 @@ def as_records(rows: list[dict[str, Any]], *, json_text: bool) -> list[tuple[Any
         if server not in server_times:
             server_times[server] = datetime.fromtimestamp(server, UTC)
         attributes = row["attributes"]
-        records.append((
-            row["device_id"], row["protocol"], datetime.fromtimestamp(row["fix_time"], UTC), server_times[server],
-            row["latitude"], row["longitude"], row["altitude"], row["speed"], row["course"], row["accuracy"],
-            row["valid"], orjson.dumps(attributes).decode() if json_text else attributes,
-        ))  # fmt: skip
+        records.append(
+            (
+                row["device_id"],
+                row["protocol"],
+                datetime.fromtimestamp(row["fix_time"], UTC),
+                server_times[server],
+                row["latitude"],
+                row["longitude"],
+                row["altitude"],
+                row["speed"],
+                row["course"],
+                row["accuracy"],
+                row["valid"],
+                orjson.dumps(attributes).decode() if json_text else attributes,
+            )
+        )
     return records
 
 
@@ -206,12 +237,16 @@ async def move_devices(
     """Every device that sent data is online; those with a newer position move forward."""
     seen_rows = [{"device_id": d, "server_time": datetime.fromtimestamp(t, UTC)} for d, t in seen.items()]
     forward = [
-        {"device_id": device_id, "position_id": ids[(device_id, row["fix_time"])],
-         "fix_time": datetime.fromtimestamp(row["fix_time"], UTC),
-         "odometer": row["attributes"]["totalDistance"], "motion": row["attributes"]["motion"]}
+        {
+            "device_id": device_id,
+            "position_id": ids[(device_id, row["fix_time"])],
+            "fix_time": datetime.fromtimestamp(row["fix_time"], UTC),
+            "odometer": row["attributes"]["totalDistance"],
+            "motion": row["attributes"]["motion"],
+        }
         for device_id, row in newest.items()
         if (device_id, row["fix_time"]) in ids
-    ]  # fmt: skip
+    ]
     if not seen_rows:
         return
     if dialect_name(session) == "postgresql":

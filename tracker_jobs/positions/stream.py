@@ -180,8 +180,11 @@ async def unscheduled(redis: Redis, partitions: list[int]) -> dict[int, str]:
             pipe.set(scheduled_key(partition), f"drain:{partition}:{uuid.uuid4().hex}", nx=True, ex=SCHEDULED_TTL_S)
             pipe.get(scheduled_key(partition))
         flags = await pipe.execute() if waiting else []
-    return {partition: holder.decode()
-            for partition, claimed, holder in zip(waiting, flags[0::2], flags[1::2], strict=True) if claimed}  # fmt: skip
+    return {
+        partition: holder.decode()
+        for partition, claimed, holder in zip(waiting, flags[0::2], flags[1::2], strict=True)
+        if claimed
+    }
 
 
 class PartitionLock:
@@ -222,8 +225,9 @@ async def claim_entries(
     """Up to `count` unacknowledged entries from `cursor` on (a drainer died or failed holding them;
     the lock says nobody else works on them), and the cursor to go on from (b"0-0": no more)."""
     key = stream_key(partition)
-    claimed: Any = await _with_group(redis, partition, lambda: redis.xautoclaim(
-        key, GROUP, consumer, min_idle_time=0, start_id=cursor, count=count))  # fmt: skip
+    claimed: Any = await _with_group(
+        redis, partition, lambda: redis.xautoclaim(key, GROUP, consumer, min_idle_time=0, start_id=cursor, count=count)
+    )
     next_cursor = claimed[0] if isinstance(claimed[0], bytes) else str(claimed[0]).encode()
     return [entry for entry in claimed[1] if entry[1] is not None], next_cursor
 

@@ -47,8 +47,11 @@ class DeviceFrames:
 
 def detection_params(defaults: DetectionParams, device: DeviceInfo) -> DetectionParams:
     """The settings, overridden by the device's minDistance, minDuration and stopGap attributes."""
-    values = {"min_distance_m": defaults.min_distance_m, "min_duration_s": defaults.min_duration_s,
-              "stop_gap_s": defaults.stop_gap_s}  # fmt: skip
+    values = {
+        "min_distance_m": defaults.min_distance_m,
+        "min_duration_s": defaults.min_duration_s,
+        "stop_gap_s": defaults.stop_gap_s,
+    }
     for attribute, field in PARAMETER_ATTRIBUTES.items():
         if attribute not in device.attributes:
             continue
@@ -187,8 +190,9 @@ def _empty_summary(device: DeviceInfo, rows: int) -> pd.DataFrame:
     """A device without positions: a row of zeros for the range, none for days."""
     values: dict[str, list[Any]] = {name: _unknown(rows) for name in (*_SUMMARY_COLUMNS, _START_ID, _END_ID)}
     if rows:
-        values.update(deviceId=[device.id], deviceName=[device.name], distance=[0.0], averageSpeed=[0.0],
-                      maxSpeed=[0.0])  # fmt: skip
+        values.update(
+            deviceId=[device.id], deviceName=[device.name], distance=[0.0], averageSpeed=[0.0], maxSpeed=[0.0]
+        )
     return pd.DataFrame(values)
 
 

@@ -176,8 +176,9 @@ async def create_report(
     task_id = uuid.uuid4().hex
     async with transaction(sessions) as session:
         ids = await visible_devices_among(session, principal, request.device_ids or None)
-        request = ReportRequest(request.kind, tuple(ids), request.start, request.end, request.daily,
-                                request.event_types)  # fmt: skip
+        request = ReportRequest(
+            request.kind, tuple(ids), request.start, request.end, request.daily, request.event_types
+        )
         report = Report(
             kind=request.kind,
             user_id=principal.user_id,
