@@ -14,16 +14,19 @@ from aiohttp.test_utils import TestClient, TestServer
 from arq.connections import ArqRedis
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from tests.conftest import make_settings, open_listener
+from tests.conftest import ADMIN_TOKEN, make_settings, open_listener
 from tests.test_admin_api import make_user
 from tests.test_batch_api import add_device, position
 from tests.workers import run_burst
+from tracker_jobs.access import AccessChange
 from tracker_jobs.admin.app import create_admin_app
 from tracker_jobs.config import Settings
+from tracker_jobs.devices.service import DeviceDirectory, UnknownDevice
 from tracker_jobs.monitor.counters import POSITIONS_ACCEPTED, POSITIONS_REJECTED, read_counts
 from tracker_jobs.positions.live import live_key
+from tracker_jobs.positions.stream import rate_key
 from tracker_jobs.queues import POSITIONS
-from tracker_jobs.users.service import hash_password
+from tracker_jobs.users.service import MAX_PENDING_HASHES, PasswordHashingBusy, hash_password, hash_token
 
 Client = TestClient[Any, Any]
 OUT_OF_RANGE_TIMES = ["9999-12-31T23:59:59-01:00", "0001-01-01T00:00:00+01:00"]
@@ -163,21 +166,33 @@ async def test_a_text_charset_is_still_read(ingest_client: Any, sessions: async_
 
 
 async def test_junk_bearer_tokens_count_against_the_address(
-    database_url: str, redis_url: str, redis: ArqRedis, engine: AsyncEngine, admin_headers: dict[str, str]
+    database_url: str,
+    redis_url: str,
+    redis: ArqRedis,
+    engine: AsyncEngine,
+    admin_headers: dict[str, str],
+    sessions: async_sessionmaker[AsyncSession],
 ) -> None:
+    await make_user(sessions, "quiet@example.com", token="quiet-token")
     settings = make_settings(database_url, redis_url, TRACKER_ANONYMOUS_RATE_LIMIT="5")
     async with TestClient(TestServer(create_admin_app(settings, redis, engine))) as client:
+        assert (await client.get("/api/devices", headers=admin_headers)).status == 200  # in use this window
         answers = [
             (await client.get("/api/devices", headers={"Authorization": f"Bearer junk-{n}"})).status for n in range(8)
         ]
         assert answers == [401] * 5 + [429] * 3
         # Guessing costs no per-token key, and the address stays refused while its window lasts.
-        assert await redis.keys("tracker:rate:token:*") == []
+        assert await redis.keys("tracker:rate:token:*") == [f"tracker:rate:token:{hash_token(ADMIN_TOKEN)}".encode()]
         refused = await client.get("/api/devices", headers={"Authorization": "Bearer junk-again"})
         assert refused.status == 429
         assert int(refused.headers["Retry-After"]) >= 1
         logins = [(await client.post("/api/session", json={"email": "a@b.c", "password": "x"})).status]
         assert logins == [429]
+        # A token already in use from this address goes on working: one guesser behind a shared address
+        # does not lock its neighbours out. A token not yet seen this window waits for the window's end.
+        assert (await client.get("/api/devices", headers=admin_headers)).status == 200
+        unseen = await client.get("/api/devices", headers={"Authorization": "Bearer quiet-token"})
+        assert unseen.status == 429
 
 
 async def test_a_valid_token_is_counted_against_itself_not_the_address(
@@ -246,9 +261,12 @@ async def test_deleting_a_device_drops_its_cache_and_its_id_is_not_given_again(
     await run_burst(settings, POSITIONS)
     statistics = await admin_client.get(f"/api/devices/{old}/statistics", headers=admin_headers)
     assert statistics.status == 200
-    assert await redis.exists(live_key(old), f"tracker:device-stats:{old}") == 2
+    assert await redis.exists(live_key(old)) == 1
+    await redis.set(rate_key(old), 1)  # a rate window, as the listener's accept leaves one
     assert (await admin_client.delete(f"/api/devices/{old}", headers=admin_headers)).status == 204
-    assert await redis.exists(live_key(old), f"tracker:device-stats:{old}") == 0
+    assert await redis.exists(live_key(old), rate_key(old)) == 0
+    gone = await admin_client.get(f"/api/devices/{old}/statistics", headers=admin_headers)
+    assert gone.status == 404  # its cached statistics (expiring within a minute) can no longer be read
     created = await admin_client.post("/api/devices", json={"uniqueId": "new-phone"}, headers=admin_headers)
     new = (await created.json())["id"]
     assert new > old
@@ -301,3 +319,54 @@ async def test_emails_are_compared_and_kept_unique_case_insensitively(
     assert again.status == 409
     login = await admin_client.post("/api/session", json={"email": "aNN@example.com ", "password": "long enough"})
     assert login.status == 200
+
+
+async def test_a_login_flood_is_refused_rather_than_queued() -> None:
+    hashes = await asyncio.gather(
+        *(hash_password("a long passphrase") for _ in range(MAX_PENDING_HASHES + 8)), return_exceptions=True
+    )
+    assert sum(isinstance(found, str) for found in hashes) == MAX_PENDING_HASHES
+    assert sum(isinstance(found, PasswordHashingBusy) for found in hashes) == 8
+    assert isinstance(await hash_password("a long passphrase"), str)  # the pool frees up again
+
+
+class PausingDirectory(DeviceDirectory):
+    """A directory whose whole-map read pauses after reading, so a change can land meanwhile."""
+
+    read: asyncio.Event
+    go_on: asyncio.Event
+
+    async def _read_all(self) -> list[tuple[str, int, bool]]:
+        rows = await super()._read_all()
+        self.read.set()
+        await self.go_on.wait()
+        return rows
+
+
+async def test_a_map_read_across_a_change_is_not_kept(
+    sessions: async_sessionmaker[AsyncSession], admin_client: Client, admin_headers: dict[str, str]
+) -> None:
+    device = await add_device(sessions, "raced")
+    directory = PausingDirectory(sessions)
+    directory.read, directory.go_on = asyncio.Event(), asyncio.Event()
+    resolving = asyncio.create_task(directory.resolve("raced", auto_register=False))
+    await directory.read.wait()  # the map is read, the device still in it
+    assert (await admin_client.delete(f"/api/devices/{device}", headers=admin_headers)).status == 204
+    directory.apply(AccessChange(devices=frozenset({device})))  # as the access channel delivers it
+    directory.go_on.set()
+    with pytest.raises(UnknownDevice):
+        await resolving  # not the deleted id from the stale read
+
+
+async def test_job_arguments_stay_within_their_columns(admin_client: Client, admin_headers: dict[str, str]) -> None:
+    body = {"report_id": 99_999_999_999, "format": "csv"}
+    response = await admin_client.post("/api/tasks/run/export_report_data", json=body, headers=admin_headers)
+    assert (await error_of(response, 400)).startswith("report_id:")
+
+
+async def test_an_email_that_lowercases_past_the_column_is_a_400(
+    admin_client: Client, admin_headers: dict[str, str]
+) -> None:
+    body = {"email": "a@" + "İ" * 254, "password": "long enough"}  # 256 characters; "i̇" is two when lowercased
+    response = await admin_client.post("/api/users", json=body, headers=admin_headers)
+    assert (await error_of(response, 400)).startswith("email:")

@@ -14,7 +14,7 @@ import orjson
 import pytest
 
 from tracker_jobs.admin import http1
-from tracker_jobs.admin.http1 import Reply, Request, connection_cap, serve_http
+from tracker_jobs.admin.http1 import Reply, Request, client_address, connection_cap, serve_http
 
 MAX_BODY = 1024
 
@@ -482,3 +482,28 @@ def test_connection_cap_keeps_descriptors_for_the_rest_of_the_process(asked: int
 async def test_a_cap_of_zero_is_refused(caps: dict[str, int]) -> None:
     with pytest.raises(ValueError, match="at least 1"):
         await serve_http(echo, "127.0.0.1", 0, max_body_bytes=MAX_BODY, **caps)
+
+
+async def test_one_address_never_holds_more_than_half_the_slots(connect: Connect) -> None:
+    server = await serve_http(echo, "127.0.0.1", 0, max_body_bytes=MAX_BODY, max_connections=4)
+    try:
+        assert server.max_connections_per_address == 2  # 1,000 asked, but one client must not take them all
+        held = [await connect(server.port) for _ in range(2)]
+        assert all([await served(stream) for stream in held])
+        assert "too many open connections from 127.0.0.1" in await refused(await connect(server.port))
+        assert await served(await connect(server.port, "127.0.0.2"))
+    finally:
+        await server.close()
+
+
+@pytest.mark.parametrize(
+    ("peer", "counted_as"),
+    [
+        ("192.0.2.7", "192.0.2.7"),
+        ("2001:db8:1:2:aaaa::1", "2001:db8:1:2::/64"),  # one subscriber's /64 is one client
+        ("2001:db8:1:2:bbbb::9", "2001:db8:1:2::/64"),
+        ("::ffff:192.0.2.7", "192.0.2.7"),  # an IPv4 client on a dual-stack socket
+    ],
+)
+def test_the_per_address_cap_counts_ipv6_clients_by_their_64(peer: str, counted_as: str) -> None:
+    assert client_address(peer) == counted_as

@@ -1,10 +1,12 @@
 """Telling every process that someone's access changed, so nothing cached outlives it.
 
 Whoever changes a user (password, role, disabled, deleted), ends a session, revokes a token, or
-creates, disables, renames or deletes a device publishes an AccessChange after the commit. Every admin
-and listener process hears it: open websockets of those users are checked again (closed when their
-token no longer lets them in, filtered anew when their devices or role changed), and the uniqueId
-directories forget those devices. Pub/sub delivers at most once, so a process that lost its
+creates through the API, disables, renames or deletes a device publishes an AccessChange after the
+commit. Every admin process hears it (its live hub subscribes) and so does the device listener it
+serves: open websockets of those users are checked again (closed when their token no longer lets them
+in, filtered anew when their devices or role changed), and the uniqueId directory forgets those
+devices. (A device auto-registered by a listener is announced to nobody: no socket of a user can see
+it yet, and every other directory looks an unknown uniqueId up in the database.) Pub/sub delivers at most once, so a process that lost its
 subscription treats the gap as "everything changed" and checks everything again.
 """
 

@@ -7,6 +7,7 @@ depth and size, so whatever is accepted can always be written back out.
 from __future__ import annotations
 
 import math
+import re
 from datetime import UTC, datetime
 from typing import Any
 
@@ -16,11 +17,16 @@ import orjson
 _EPOCH_MS_THRESHOLD = 1e11
 EARLIEST = datetime(1990, 1, 1, tzinfo=UTC)
 LATEST = datetime(2200, 1, 1, tzinfo=UTC)
-ID_MAX = 2**31 - 1  # ids are INTEGER columns on both databases
+INT_MIN, INT_MAX = -(2**31), 2**31 - 1  # an INTEGER column on both databases
+ID_MAX = INT_MAX  # ids are INTEGER columns
 # Attributes are a handful of flat values in practice; these bounds leave room for nesting a person
 # would write while keeping every stored value well inside what orjson writes back (254 levels).
 MAX_JSON_DEPTH = 16
 MAX_ATTRIBUTES_BYTES = 16 * 1024
+
+
+# C0 and C1 control characters, and halves of surrogate pairs (no UTF-8 column can hold one).
+_UNSTORABLE = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 
 
 class FieldError(ValueError):
@@ -81,8 +87,8 @@ def parse_text(field: str, raw: object, max_length: int, *, required: bool = Tru
     if len(value) > max_length:
         raise FieldError(field, f"must be at most {max_length} characters")
     check_no_nul(field, value)
-    if not value.isprintable():
-        raise FieldError(field, "must not contain control characters")
+    if _UNSTORABLE.search(value):
+        raise FieldError(field, "must not contain control characters or unpaired surrogates")
     return value
 
 

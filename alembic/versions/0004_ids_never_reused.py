@@ -83,7 +83,10 @@ def _lowercase_emails() -> None:
             f"users whose emails differ only in letter case or surrounding spaces must be renamed or removed first: {listed}"
         )
     changed = [
-        {"user_id": user_id, "lowered": _normalized(email)} for user_id, email in rows if email != _normalized(email)
+        {"user_id": user_id, "lowered": _normalized(email)}
+        for user_id, email in rows
+        # Lowercasing can lengthen a few letters ("İ" becomes two characters): one past the column stays as it is.
+        if email != _normalized(email) and len(_normalized(email)) <= 256
     ]
     if changed:
         bind.execute(

@@ -4,8 +4,9 @@ check, and announcing access changes to every process.
 Rate limits: a request with a valid token counts against that token; every other request (no token,
 an unknown or expired token, a public route such as login) counts against the client's address, so
 guessing with `Authorization: Bearer junk` is limited like guessing passwords. Once an address has
-spent its budget, its tokens are not even looked up until the window ends: guessing costs no database
-work.
+spent its budget, tokens from it that were not used this window are no longer looked up until the
+window ends (guessing costs no database work); tokens already in use this window go on working, so
+one guesser behind a shared address (a NAT, a proxy) does not lock out its neighbours' sessions.
 """
 
 from __future__ import annotations
@@ -55,17 +56,19 @@ async def authenticate(request: web.Request, handler: Handler) -> web.StreamResp
         if (request.method, request.path) in PUBLIC:
             return await handler(request)
         raise _unauthorized("an Authorization: Bearer <token> header is required")
-    if (wait_s := await over_limit(redis, address_key, address_limit)) is not None:
-        raise too_many(wait_s, "from this address")
     token_hash = hash_token(token)
+    token_key = f"tracker:rate:token:{token_hash}"
+    if (wait_s := await over_limit(redis, address_key, address_limit, unless_exists=token_key)) is not None:
+        raise too_many(wait_s, "from this address")
     async with request.app[SESSIONS]() as session:
         principal = await principal_for_token_hash(session, token_hash)
     if principal is None:
         if (wait_s := await seconds_to_wait(redis, address_key, address_limit, window_s)) is not None:
             raise too_many(wait_s, "from this address")
         raise _unauthorized("the token is unknown or expired")
-    token_key = f"tracker:rate:token:{token_hash}"
-    if (wait_s := await seconds_to_wait(redis, token_key, settings.api_rate_limit, window_s)) is not None:
+    # Counted even with the limit off (0): the count is what spares this token at a guessed-out address.
+    token_limit = settings.api_rate_limit or 2**62
+    if (wait_s := await seconds_to_wait(redis, token_key, token_limit, window_s)) is not None:
         raise too_many(wait_s, "for this token")
     request[PRINCIPAL] = principal
     return await handler(request)

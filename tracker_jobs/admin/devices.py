@@ -118,8 +118,8 @@ async def delete_device(request: web.Request) -> web.Response:
         if device is None:
             raise not_found(f"device {device_id}")
         await session.delete(device)
-    await service.forget_device_state(request.app[REDIS], device_id)
     await announce_access_change(request, devices=[device_id])
+    await service.forget_device_state(request.app[REDIS], device_id)
     return web.Response(status=204)
 
 

@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from tracker_jobs.admin.responses import json_response
+from tracker_jobs.users.service import PasswordHashingBusy
 
 log = logging.getLogger(__name__)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -52,6 +53,8 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
         return await handler(request)
     except ApiError as error:
         return error_response(error.status, error.code, error.message, error.headers)
+    except PasswordHashingBusy as error:
+        return error_response(503, "busy", str(error), {"Retry-After": "1"})
     except web.HTTPException as error:
         if error.status < 400:
             raise

@@ -13,6 +13,7 @@ cannot take every file descriptor of the process (the admin API, Redis and the d
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import resource
 import time
@@ -247,7 +248,7 @@ class Connection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is not an asyncio.Transport subclass
         peer = transport.get_extra_info("peername")
-        self.address = str(peer[0]) if isinstance(peer, tuple) else str(peer or "")  # tuple for IPv4 and IPv6
+        self.address = client_address(peer[0]) if isinstance(peer, tuple) else str(peer or "")  # IPv4 and IPv6
         refusal = self.slots.take(self)
         if refusal is not None:
             self._refuse_connection(self.transport, refusal)
@@ -505,6 +506,20 @@ def raise_descriptor_limit() -> int | None:
     return None if soft == resource.RLIM_INFINITY else soft
 
 
+def client_address(host: str) -> str:
+    """What the per-address cap counts: an IPv4 address, or an IPv6 client's /64 (one subscriber commonly
+    holds a whole /64, so counting single IPv6 addresses would give it billions of budgets)."""
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return host
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.IPv6Network((address, 64), strict=False))
+    return str(address)
+
+
 def connection_cap(max_connections: int, descriptor_limit: int | None) -> int:
     """The most connections the server may hold: as many as asked, but never so many that the rest of
     the process (admin API, Redis, database) is left without descriptors."""
@@ -530,7 +545,16 @@ async def serve_http(
         raise ValueError("max_connections and max_connections_per_address must be at least 1")
     descriptor_limit = raise_descriptor_limit()
     cap = connection_cap(max_connections, descriptor_limit)
-    slots = _Slots(cap, max_connections_per_address)
+    # One address may never hold more than half the slots, or a single client could shut out every device.
+    per_address = min(max_connections_per_address, max(1, cap // 2))
+    if per_address < max_connections_per_address:
+        log.warning(
+            "connections per client address lowered from %d to %d: half of the %d the server may hold",
+            max_connections_per_address,
+            per_address,
+            cap,
+        )
+    slots = _Slots(cap, per_address)
     loop = asyncio.get_running_loop()
     server = await loop.create_server(
         lambda: Connection(handler, max_body_bytes, slots), host, port, reuse_address=True, reuse_port=True
@@ -542,7 +566,7 @@ async def serve_http(
         cap,
         max_connections,
         "none" if descriptor_limit is None else descriptor_limit,
-        max_connections_per_address,
+        per_address,
     )
     return http_server
 

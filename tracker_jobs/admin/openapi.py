@@ -19,6 +19,7 @@ from aiohttp import web
 from tracker_jobs.admin import devices, health, positions, session, socket
 from tracker_jobs.admin.errors import Handler
 from tracker_jobs.admin.responses import json_response
+from tracker_jobs.fields import ID_MAX
 from tracker_jobs.positions.batch import REJECTION_CODES
 
 JsonSchema = dict[str, Any]
@@ -51,7 +52,7 @@ NUMBER: JsonSchema = {"type": "number"}
 BOOLEAN: JsonSchema = {"type": "boolean"}
 TIME: JsonSchema = {"type": "string", "format": "date-time"}
 ANY_OBJECT: JsonSchema = {"type": "object"}
-ID: JsonSchema = {"type": "integer", "minimum": 1, "maximum": 2**31 - 1}
+ID: JsonSchema = {"type": "integer", "minimum": 1, "maximum": ID_MAX}
 ERROR = obj({"error": obj({"code": STRING, "message": STRING})})
 
 

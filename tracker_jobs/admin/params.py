@@ -9,7 +9,7 @@ import orjson
 from aiohttp import web
 
 from tracker_jobs.admin.errors import ApiError, Handler, bad_request
-from tracker_jobs.fields import FieldError, parse_id, parse_time
+from tracker_jobs.fields import ID_MAX, FieldError, parse_id, parse_time
 from tracker_jobs.fields import parse_int as parse_field_int
 
 
@@ -70,7 +70,7 @@ def path_id(request: web.Request, name: str = "id") -> int:
         value = int(raw)
     except ValueError:
         raise ApiError(404, "not_found", f"no such {name}: {raw[:40]!r}") from None
-    if not 0 < value < 2**31:
+    if not 0 < value <= ID_MAX:
         raise ApiError(404, "not_found", f"no such {name}: {value}")
     return value
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 from aiohttp import web
@@ -51,10 +52,11 @@ async def _accept_batch(request: web.Request, items: list[Any]) -> BatchAnswer:
             )
         if answer.accepted:
             answer.task_ids = (await request.app[ACCEPTOR].accept(answer.accepted)).task_ids
-        if answer.rejected:
-            await count(request.app[REDIS], {POSITIONS_REJECTED: len(answer.rejected)})
     except UNAVAILABLE:
         raise redis_unavailable() from None
+    if answer.rejected:
+        with contextlib.suppress(*UNAVAILABLE):  # what was accepted stands: a counter must not turn it into a 503
+            await count(request.app[REDIS], {POSITIONS_REJECTED: len(answer.rejected)})
     return answer
 
 

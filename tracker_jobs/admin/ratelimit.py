@@ -47,18 +47,22 @@ async def seconds_to_wait(redis: Redis, key: str, limit: int, window_s: int) -> 
     return int(ttl_ms) / 1000 if int(count) > limit else None
 
 
-async def over_limit(redis: Redis, key: str, limit: int) -> float | None:
-    """Whether `key` has already spent its `limit` this window (counting nothing): the seconds left, or None."""
+async def over_limit(redis: Redis, key: str, limit: int, *, unless_exists: str) -> float | None:
+    """Whether `key` has already spent its `limit` this window, counting nothing: the seconds left, or
+    None. A request whose `unless_exists` key is there (a token already used this window) is spared."""
     if limit <= 0:
         return None
     try:
         async with redis.pipeline(transaction=False) as pipe:
             pipe.get(key)
             pipe.pttl(key)
-            count, ttl_ms = await pipe.execute()
+            pipe.exists(unless_exists)
+            count, ttl_ms, spared = await pipe.execute()
     except _REDIS_AWAY:
         return None
-    return max(int(ttl_ms), 1) / 1000 if count is not None and int(count) > limit else None
+    if spared or count is None or int(count) <= limit:
+        return None
+    return max(int(ttl_ms), 1) / 1000
 
 
 def too_many(wait_s: float, whose: str) -> ApiError:

@@ -42,6 +42,7 @@ CLIENT_QUEUE = 256  # messages a slow client may fall behind before it is droppe
 REFRESH_ACCESS_S = 5.0  # a user's visible devices are re-read at most this often, on an unknown id
 RECHECK_S = 60.0  # every socket's token is checked again this often, whatever was announced
 REVOKED = 1008  # websocket close code "policy violation": the token no longer lets its user in
+CLOSE_S = 5.0  # how long closing a revoked socket may wait on its client
 
 
 @dataclass(eq=False)  # each socket is itself, hashable by identity
@@ -119,15 +120,12 @@ class LiveHub:
             if change.devices and not client.principal.is_admin:
                 client.refreshed = float("-inf")  # its next unknown device re-reads what it may see, at once
         if change.everything or change.users:
-            self._in_background(self.recheck(change))
+            self._in_background(self._recheck_logged(change))
 
     async def _recheck_periodically(self) -> None:
         while True:
             await asyncio.sleep(RECHECK_S)
-            try:
-                await self.recheck(EVERYTHING)
-            except Exception as error:  # the database away: sockets stay until the next check succeeds
-                log.warning("could not re-check websocket clients: %s", error)
+            await self._recheck_logged(EVERYTHING)
 
     async def recheck(self, change: AccessChange) -> None:
         """Check again the sockets of the users `change` names (or all): close those whose token no
@@ -137,15 +135,28 @@ class LiveHub:
             return
         async with self.sessions() as session:
             current = await principals_by_token_hash(session, {client.token_hash for client in affected})
+        revoked = [client for client in affected if client.token_hash not in current]
+        self.clients.difference_update(revoked)  # no further message reaches them, whatever the closing takes
         for client in affected:
             now = current.get(client.token_hash)
-            if now is None:
-                self.clients.discard(client)
-                await client.ws.close(code=REVOKED, message=b"access revoked; log in again")
-            elif now != client.principal:
+            if now is not None and now != client.principal:
+                client.allowed = await self._reload_allowed(now)  # before the role: never the new role, old devices
                 client.principal = now
-                client.allowed = await self._reload_allowed(now)
                 client.refreshed = time.monotonic()
+        # A client that stopped reading makes close() wait: close them side by side, each for a bounded time.
+        await asyncio.gather(
+            *(
+                asyncio.wait_for(c.ws.close(code=REVOKED, message=b"access revoked; log in again"), CLOSE_S)
+                for c in revoked
+            ),
+            return_exceptions=True,
+        )
+
+    async def _recheck_logged(self, change: AccessChange) -> None:
+        try:
+            await self.recheck(change)
+        except Exception as error:  # the database away: the minute's re-check tries again
+            log.warning("could not re-check websocket clients after an access change: %s", error)
 
     async def publish_count(self) -> None:
         with contextlib.suppress(Exception):
@@ -193,15 +204,19 @@ async def socket_handler(request: web.Request) -> web.WebSocketResponse:
     await ws.send_str(orjson.dumps({"devices": [device_to_api(d) for d in devices]}).decode())
     await ws.send_str(orjson.dumps({"positions": positions}).decode())
     client = Client(ws=ws, principal=caller, token_hash=hash_token(token), allowed=set(ids))
-    hub.clients.add(client)
-    await hub.publish_count()
-    sender = asyncio.create_task(hub.serve(client))
+    hub.clients.add(client)  # from here on every announced change reaches this socket...
+    sender: asyncio.Task[None] | None = None
     try:
+        # ...and one check covers whatever changed between authenticating and now.
+        await hub.recheck(AccessChange(users=frozenset({caller.user_id})))
+        await hub.publish_count()
+        sender = asyncio.create_task(hub.serve(client))
         async for message in ws:  # clients only listen; reading keeps the socket's pings answered
             if message.type == WSMsgType.ERROR:
                 break
     finally:
-        sender.cancel()
+        if sender is not None:
+            sender.cancel()
         hub.clients.discard(client)
         await hub.publish_count()
     return ws

@@ -74,8 +74,9 @@ def user_fields(body: dict[str, Any], *, creating: bool) -> dict[str, Any]:
 
 
 def parse_email(raw: object) -> str:
-    email = service.normalize_email(parse_text("email", raw, 256))
-    if "@" not in email or len(email) < 3:
+    # Lowercasing can lengthen a few letters ("İ" becomes two characters): the length is of what is stored.
+    email = service.normalize_email(parse_text("email", raw, 1024))
+    if "@" not in email or not 3 <= len(email) <= 256:
         raise FieldError("email", "must be an email address of at most 256 characters")
     return email
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from typing import Any
 
@@ -15,11 +16,11 @@ from sqlmodel.sql.expression import SelectOfScalar
 from tracker_jobs.access import AccessChange
 from tracker_jobs.db import dialect_name, iso, transaction
 from tracker_jobs.devices.models import Device, UserDevice
-from tracker_jobs.devices.statistics import statistics_key
 from tracker_jobs.positions.live import live_key
 from tracker_jobs.positions.stream import rate_key
 from tracker_jobs.users.service import Principal
 
+log = logging.getLogger(__name__)
 DIRECTORY_REFRESH_S = 60.0  # a safety net: changes reach every process at once through access.ACCESS_CHANNEL
 UNKNOWN_FOR_S = 10.0  # an unregistered id is not looked up again for this long
 
@@ -47,6 +48,9 @@ class DeviceDirectory:
         self.unknown: dict[str, float] = {}
         self.loaded_at = float("-inf")
         self.loading = asyncio.Lock()
+        # Bumped by every change: a read that was in flight across a change may hold rows from before
+        # the change's commit, so it is read again (one device) or thrown away (the whole map).
+        self.generation = 0
 
     async def resolve(self, unique_id: str, *, auto_register: bool) -> int:
         """The device's id; UnknownDevice or DisabledDevice when its positions must be refused."""
@@ -62,25 +66,32 @@ class DeviceDirectory:
     async def _look_up(self, unique_id: str, *, auto_register: bool) -> int:
         if not auto_register and time.monotonic() - self.unknown.get(unique_id, float("-inf")) < UNKNOWN_FOR_S:
             raise UnknownDevice(unique_id)
-        async with transaction(self.sessions) as session:
-            row = (
-                await session.execute(select(Device.id, Device.disabled).where(col(Device.unique_id) == unique_id))
-            ).first()
-            if row is None:
-                if not auto_register:
-                    self.unknown[unique_id] = time.monotonic()
-                    raise UnknownDevice(unique_id)
-                device_id, disabled = await register_device(session, unique_id), False
-            else:
-                device_id, disabled = row
-        assert device_id is not None
+        while True:
+            generation = self.generation
+            found = await self._read_one(unique_id, auto_register=auto_register)
+            if self.generation == generation:
+                break
+        if found is None:
+            self.unknown[unique_id] = time.monotonic()
+            raise UnknownDevice(unique_id)
+        device_id, disabled = found
         self.ids[unique_id] = device_id
         if disabled:
             self.disabled.add(device_id)
         return device_id
 
+    async def _read_one(self, unique_id: str, *, auto_register: bool) -> tuple[int, bool] | None:
+        """The device's id and whether it is disabled; registered first when unknown and `auto_register`."""
+        async with transaction(self.sessions) as session:
+            query = select(Device.id, Device.disabled).where(col(Device.unique_id) == unique_id)
+            row = (await session.execute(query)).first()
+            if row is not None and row[0] is not None:
+                return row[0], row[1]
+            return (await register_device(session, unique_id), False) if auto_register else None
+
     def apply(self, change: AccessChange) -> None:
         """Forget the devices a change names (the next position looks them up again), or all of them."""
+        self.generation += 1
         if change.everything:
             self.loaded_at = float("-inf")
         elif change.devices:
@@ -93,12 +104,20 @@ class DeviceDirectory:
         async with self.loading:
             if time.monotonic() - self.loaded_at <= DIRECTORY_REFRESH_S:
                 return  # another request loaded it while this one waited
-            async with self.sessions() as session:
-                rows = (await session.execute(select(Device.unique_id, Device.id, Device.disabled))).all()
-            self.ids = {unique_id: device_id for unique_id, device_id, _ in rows if device_id is not None}
-            self.disabled = {device_id for _, device_id, disabled in rows if disabled and device_id is not None}
+            generation = self.generation
+            rows = await self._read_all()
+            if self.generation != generation:
+                return  # read across a change: the next position loads the map again
+            self.ids = {unique_id: device_id for unique_id, device_id, _ in rows}
+            self.disabled = {device_id for _, device_id, disabled in rows if disabled}
             self.unknown.clear()
             self.loaded_at = time.monotonic()
+
+    async def _read_all(self) -> list[tuple[str, int, bool]]:
+        """Every device: uniqueId, id, disabled."""
+        async with self.sessions() as session:
+            rows = await session.execute(select(Device.unique_id, Device.id, Device.disabled))
+            return [(unique_id, device_id, disabled) for unique_id, device_id, disabled in rows if device_id]
 
 
 async def register_device(session: AsyncSession, unique_id: str) -> int:
@@ -156,8 +175,13 @@ async def create_device(session: AsyncSession, principal: Principal, fields: dic
 
 
 async def forget_device_state(redis: Redis, device_id: int) -> None:
-    """Drop what Redis keeps for a deleted device: its newest position, statistics and rate window."""
-    await redis.delete(live_key(device_id), statistics_key(device_id), rate_key(device_id))
+    """Drop what Redis keeps for a deleted device: its newest position and rate window. (Its cached
+    statistics expire within a minute and cannot be read meanwhile: the endpoint 404s first.) Redis
+    away is logged, not raised: the delete has committed, and ids are never given out again."""
+    try:
+        await redis.delete(live_key(device_id), rate_key(device_id))
+    except Exception as error:
+        log.warning("could not drop the cached state of deleted device %d: %s", device_id, error)
 
 
 def device_to_api(device: Device) -> dict[str, Any]:

@@ -5,7 +5,6 @@ again and again (today's, by every dashboard)."""
 
 from __future__ import annotations
 
-import time
 from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -41,9 +40,8 @@ def summarise(
     }
 
 
-def statistics_key(device_id: int) -> str:
-    """One hash per device (a field per range), so deleting the device drops its cache in one call."""
-    return f"tracker:device-stats:{device_id}"
+def statistics_key(device_id: int, start: datetime, end: datetime) -> str:
+    return f"tracker:device-stats:{device_id}:{int(start.timestamp())}:{int(end.timestamp())}"
 
 
 async def device_statistics(
@@ -57,11 +55,10 @@ async def device_statistics(
     refresh: bool = False,
 ) -> dict[str, Any]:
     """The device's statistics from `start` to `end`, from the cache unless `refresh`."""
-    key, field = statistics_key(device_id), f"{start.timestamp()}:{end.timestamp()}"
-    if not refresh and (cached := await redis.hget(key, field)) is not None:  # type: ignore[misc]
+    key = statistics_key(device_id, start, end)
+    if not refresh and (cached := await redis.get(key)) is not None:
         found: dict[str, Any] = orjson.loads(cached)
-        if time.time() - found.pop("cachedAt") < CACHE_TTL_S:
-            return found
+        return found
     query = (
         sa.select(col(Position.fix_time), col(Position.latitude), col(Position.longitude), col(Position.speed))
         .where(col(Position.device_id) == device_id, col(Position.fix_time) >= start, col(Position.fix_time) <= end)
@@ -76,10 +73,7 @@ async def device_statistics(
         "to": end.isoformat(),
         **summarise(times, columns[:, 0], columns[:, 1], columns[:, 2], motion_speed_kn),
     }
-    async with redis.pipeline(transaction=True) as pipe:
-        pipe.hset(key, mapping={field: orjson.dumps({**result, "cachedAt": time.time()})})
-        pipe.expire(key, CACHE_TTL_S)  # the whole hash goes once no range of it was asked for a while
-        await pipe.execute()
+    await redis.set(key, orjson.dumps(result), ex=CACHE_TTL_S)
     return result
 
 

@@ -8,7 +8,7 @@ import typing
 from dataclasses import dataclass
 from typing import Any
 
-from tracker_jobs.fields import FieldError, check_json
+from tracker_jobs.fields import INT_MAX, INT_MIN, FieldError, check_json, parse_int
 from tracker_jobs.queues import JobSpec
 
 _JSON_TYPE_NAMES = {int: "integer", float: "number", str: "string", bool: "boolean", type(None): "null"}
@@ -72,6 +72,8 @@ def check_arguments(spec: JobSpec, given: dict[str, Any]) -> dict[str, Any]:
             )
         try:  # job payloads are stored as JSON and shown back in task records: bounded like any free-form input
             check_json(name, given[name])
+            if isinstance(given[name], int) and not isinstance(given[name], bool):
+                parse_int(name, given[name], INT_MIN, INT_MAX)  # jobs hand their numbers to INTEGER columns
         except FieldError as error:
             raise ArgumentError(name, error.problem) from None
     for parameter in parameters.values():

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from tracker_jobs.fields import FieldError, check_json, parse_number, parse_time
+from tracker_jobs.fields import ID_MAX, FieldError, check_json, parse_number, parse_time
 
 KNOTS_PER = {"kn": 1.0, "kmh": 1 / 1.852, "mps": 3600 / 1852, "mph": 1609.344 / 1852}
 MAX_UNIQUE_ID_LENGTH = 128
@@ -143,13 +143,8 @@ def decode_osmand(params: Mapping[str, str], *, now: datetime, speed_unit: str =
     for key, raw in params.items():
         if key not in _OSMAND_KNOWN:
             attributes[key] = typed_value(raw)
-    check_attributes(attributes)
+    check_json("attributes", attributes)
     return position
-
-
-def check_attributes(attributes: dict[str, Any]) -> dict[str, Any]:
-    """Bounded at the door (depth, size, no NUL): say so to the sender rather than fail the batch later."""
-    return check_json("attributes", attributes)  # type: ignore[no-any-return]
 
 
 def _object(field: str, raw: object) -> dict[str, Any]:
@@ -213,7 +208,7 @@ def decode_traccar_client_json(body: object, *, now: datetime) -> DecodedPositio
     extras = location.get("extras", root.get("extras"))
     if extras is not None:
         attributes.update(_object("location.extras", extras))
-    check_attributes(attributes)
+    check_json("attributes", attributes)
     return position
 
 
@@ -224,7 +219,7 @@ def decode_position_object(item: object, *, now: datetime) -> DecodedPosition:
     data = _object("position", item)
     if "deviceId" in data:
         device_id = parse_number("deviceId", data["deviceId"])
-        if not device_id.is_integer() or not 0 < device_id < 2**31:
+        if not device_id.is_integer() or not 0 < device_id <= ID_MAX:
             raise FieldError("deviceId", "must be a positive whole number")
         unique_id, internal_id = "", int(device_id)
     elif "uniqueId" in data:
@@ -252,5 +247,5 @@ def decode_position_object(item: object, *, now: datetime) -> DecodedPosition:
             raise FieldError("valid", "must be true or false")
         position.valid = data["valid"]
     if data.get("attributes") is not None:
-        position.attributes = check_attributes(dict(_object("attributes", data["attributes"])))
+        position.attributes = check_json("attributes", dict(_object("attributes", data["attributes"])))
     return position

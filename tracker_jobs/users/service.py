@@ -30,6 +30,10 @@ _SCRYPT = {"n": 2**14, "r": 8, "p": 1}
 # scrypt runs in threads of its own (it releases the GIL), never on the event loop that serves devices
 # and the API; two at most, so a stream of logins queues instead of taking every core and 16 MiB each.
 _HASHING = ThreadPoolExecutor(max_workers=2, thread_name_prefix="scrypt")
+# Past this many hashes waiting or running, more are refused at once (about a second of work for two
+# threads): a login flood gets 503s instead of a queue that grows without end.
+MAX_PENDING_HASHES = 32
+_pending_hashes = 0
 TOKEN_TOUCH_INTERVAL = timedelta(minutes=1)  # lastUsedAt is written at most this often per token
 
 
@@ -49,8 +53,19 @@ def _scrypt(password: str, salt: bytes) -> bytes:
     return hashlib.scrypt(password.encode(), salt=salt, **_SCRYPT)
 
 
+class PasswordHashingBusy(RuntimeError):
+    """Too many passwords are being hashed right now; the caller should try again shortly."""
+
+
 async def _scrypt_off_loop(password: str, salt: bytes) -> bytes:
-    return await asyncio.get_running_loop().run_in_executor(_HASHING, _scrypt, password, salt)
+    global _pending_hashes
+    if _pending_hashes >= MAX_PENDING_HASHES:
+        raise PasswordHashingBusy("too many logins at once; try again in a second")
+    _pending_hashes += 1
+    try:
+        return await asyncio.get_running_loop().run_in_executor(_HASHING, _scrypt, password, salt)
+    finally:
+        _pending_hashes -= 1
 
 
 async def hash_password(password: str) -> str:
@@ -85,13 +100,9 @@ def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-async def principal_for_token(session: AsyncSession, token: str) -> Principal | None:
-    """The enabled user holding this API token or unexpired session token; an API token's
-    `last_used_at` is brought up to date (at most once a minute, so reads stay reads)."""
-    return await principal_for_token_hash(session, hash_token(token))
-
-
 async def principal_for_token_hash(session: AsyncSession, token_hash: str) -> Principal | None:
+    """The enabled user holding this API token or unexpired session token (by the token's hash); an API
+    token's `last_used_at` is brought up to date (at most once a minute, so reads stay reads)."""
     now = utcnow()
     by_api_token = (
         select(User.id, User.role, ApiToken.id, ApiToken.last_used_at)
@@ -219,7 +230,7 @@ async def get_user(session: AsyncSession, user_id: int) -> User | None:
 
 
 async def email_taken(session: AsyncSession, email: str, *, except_id: int | None = None) -> bool:
-    query = select(User.id).where(sa.func.lower(col(User.email)) == normalize_email(email))
+    query = select(User.id).where(col(User.email) == normalize_email(email))
     if except_id is not None:
         query = query.where(col(User.id) != except_id)
     return (await session.execute(query)).first() is not None
