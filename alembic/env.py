@@ -9,8 +9,8 @@ from sqlalchemy.engine import Connection
 from sqlmodel.sql.sqltypes import AutoString
 
 from alembic import context
-from tracker_jobs.config import get_settings
-from tracker_jobs.db import UTCDateTime, create_engine
+from tracker_jobs.core.config import get_settings
+from tracker_jobs.core.db import UTCDateTime, create_engine
 from tracker_jobs.models import metadata
 
 

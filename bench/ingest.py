@@ -36,11 +36,11 @@ import uvloop
 from arq import Worker
 from arq.connections import RedisSettings
 
-from tracker_jobs.db import create_engine, session_factory, transaction
+from tracker_jobs.core.db import create_engine, session_factory, transaction
+from tracker_jobs.core.redis import connect_redis
+from tracker_jobs.core.serialization import deserialize_job, serialize_job
 from tracker_jobs.embedded import free_port
 from tracker_jobs.migrations import upgrade_database
-from tracker_jobs.redis_client import connect_redis
-from tracker_jobs.serialization import deserialize_job, serialize_job
 
 TOKEN = "bench-admin-token"
 DEVICES = 1000

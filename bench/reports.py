@@ -39,13 +39,13 @@ from sqlmodel import col, select
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the baseline lives beside the tests
 
 from tests.reports.loop_detection import detect_by_loop
-from tracker_jobs.config import Settings, load_settings
-from tracker_jobs.db import create_engine, session_factory, transaction
+from tracker_jobs.core.config import Settings, load_settings
+from tracker_jobs.core.db import create_engine, session_factory, transaction
+from tracker_jobs.core.redis import connect_redis
 from tracker_jobs.devices.models import Device
 from tracker_jobs.migrations import upgrade_database
 from tracker_jobs.monitor.heartbeat import WORKERS_KEY
 from tracker_jobs.positions.models import Position
-from tracker_jobs.redis_client import connect_redis
 from tracker_jobs.reports.builders import ReportRequest
 from tracker_jobs.reports.detection import DetectionParams, detect
 from tracker_jobs.reports.loading import load_tracks, plan_batches

@@ -33,15 +33,15 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel import col, func, select
 
 from tracker_jobs.admin.app import create_admin_app
-from tracker_jobs.config import Settings, load_settings
-from tracker_jobs.db import create_engine, session_factory, transaction
+from tracker_jobs.core.config import Settings, load_settings
+from tracker_jobs.core.db import create_engine, session_factory, transaction
+from tracker_jobs.core.redis import connect_redis, redis_settings
+from tracker_jobs.core.serialization import deserialize_job, serialize_job
 from tracker_jobs.embedded import free_port
 from tracker_jobs.migrations import upgrade_database
 from tracker_jobs.monitor.models import DURATION_BOUNDS_S, JobRecord
 from tracker_jobs.monitor.records import Outcomes, RecordBatch, RecordFlusher, write_now
 from tracker_jobs.queues import CLEANUP, enqueue
-from tracker_jobs.redis_client import connect_redis, redis_settings
-from tracker_jobs.serialization import deserialize_job, serialize_job
 from tracker_jobs.users.service import ensure_bootstrap_admin
 from tracker_jobs.worker import build_worker
 

@@ -26,11 +26,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from tracker_jobs.admin.app import create_admin_app
 from tracker_jobs.admin.osmand import serve_listener
-from tracker_jobs.config import Settings, load_settings
-from tracker_jobs.db import create_engine, session_factory, transaction
+from tracker_jobs.core.config import Settings, load_settings
+from tracker_jobs.core.db import create_engine, session_factory, transaction
+from tracker_jobs.core.redis import connect_redis
 from tracker_jobs.migrations import upgrade_database
 from tracker_jobs.models import metadata
-from tracker_jobs.redis_client import connect_redis
 from tracker_jobs.users.service import ensure_bootstrap_admin
 
 REDIS_URL = os.environ.get("TRACKER_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")

@@ -15,11 +15,11 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from tests.test_admin_api import make_user
 from tests.workers import run_burst
-from tracker_jobs.config import Settings
-from tracker_jobs.db import transaction
+from tracker_jobs.core.config import Settings
+from tracker_jobs.core.db import transaction
+from tracker_jobs.core.serialization import deserialize_job
 from tracker_jobs.devices.models import Device, UserDevice
 from tracker_jobs.queues import POSITIONS
-from tracker_jobs.serialization import deserialize_job
 
 Client = TestClient[Any, Any]
 T0 = 1_767_225_600  # 2026-01-01T00:00:00Z

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from tracker_jobs.config import ConfigError, load_settings
-from tracker_jobs.db import async_database_url
+from tracker_jobs.core.config import ConfigError, load_settings
+from tracker_jobs.core.db import async_database_url
 
 
 def test_defaults_are_the_embedded_engine() -> None:

@@ -21,7 +21,7 @@ from arq.connections import ArqRedis
 from tests.conftest import ADMIN_TOKEN
 from tests.private_postgres import private_postgres
 from tests.processes import engine_env, running, tracker_jobs_command, wait_for
-from tracker_jobs.db import create_engine
+from tracker_jobs.core.db import create_engine
 from tracker_jobs.embedded import EmbeddedRedis
 from tracker_jobs.migrations import upgrade_database
 from tracker_jobs.positions import stream

@@ -18,9 +18,9 @@ from tests.conftest import ADMIN_TOKEN, make_settings, open_listener
 from tests.test_admin_api import make_user
 from tests.test_batch_api import add_device, position
 from tests.workers import run_burst
-from tracker_jobs.access import AccessChange
 from tracker_jobs.admin.app import create_admin_app
-from tracker_jobs.config import Settings
+from tracker_jobs.core.access import AccessChange
+from tracker_jobs.core.config import Settings
 from tracker_jobs.devices.service import DeviceDirectory, UnknownDevice
 from tracker_jobs.monitor.counters import POSITIONS_ACCEPTED, POSITIONS_REJECTED, read_counts
 from tracker_jobs.positions.live import live_key

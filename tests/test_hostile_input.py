@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from tests.conftest import ADMIN_TOKEN, REDIS_URL
 from tests.processes import engine_env, running, tracker_jobs_command
-from tracker_jobs.redis_client import connect_redis
+from tracker_jobs.core.redis import connect_redis
 
 JSON = st.recursive(
     st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1) | st.floats(allow_nan=False) | st.text(max_size=40),

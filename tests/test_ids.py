@@ -23,7 +23,7 @@ from sqlmodel import col
 from alembic import command
 from tests.conftest import POSTGRES_URL
 from tests.processes import clean_env, tracker_jobs_command
-from tracker_jobs.db import create_engine, transaction
+from tracker_jobs.core.db import create_engine, transaction
 from tracker_jobs.devices.models import Device
 from tracker_jobs.migrations import alembic_config
 from tracker_jobs.models import metadata

@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.conftest import make_settings, open_listener
 from tests.workers import run_burst
-from tracker_jobs.config import Settings
+from tracker_jobs.core.config import Settings
 from tracker_jobs.positions import stream
 from tracker_jobs.queues import POSITIONS, queue_key
 

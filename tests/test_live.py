@@ -17,8 +17,8 @@ from tests.test_admin_api import make_user
 from tests.test_batch_api import add_device, position
 from tests.workers import run_burst
 from tracker_jobs.admin.app import create_admin_app
-from tracker_jobs.config import Settings
-from tracker_jobs.db import transaction
+from tracker_jobs.core.config import Settings
+from tracker_jobs.core.db import transaction
 from tracker_jobs.devices.models import Device
 from tracker_jobs.devices.statistics import summarise
 from tracker_jobs.devices.status import refresh_statuses, status_after_silence

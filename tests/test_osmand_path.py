@@ -8,7 +8,7 @@ import aiohttp
 from aiohttp.test_utils import TestClient
 
 from tests.workers import run_burst
-from tracker_jobs.config import Settings
+from tracker_jobs.core.config import Settings
 from tracker_jobs.queues import POSITIONS
 
 

@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlmodel import col, func, select
 
 from tests.test_batch_api import add_device
-from tracker_jobs.config import Settings
+from tracker_jobs.core.config import Settings
 from tracker_jobs.devices.models import Device
 from tracker_jobs.positions import stream
 from tracker_jobs.positions.decode import DecodedPosition, typed_value

@@ -10,11 +10,11 @@ from aiohttp.test_utils import TestClient
 from arq import Worker, cron
 from arq.connections import ArqRedis
 
-from tracker_jobs.config import Settings
+from tracker_jobs.core.config import Settings
+from tracker_jobs.core.redis import redis_settings
+from tracker_jobs.core.serialization import deserialize_job, serialize_job
 from tracker_jobs.monitor.heartbeat import CURRENT_PROCESS, live_workers
 from tracker_jobs.queues import POSITIONS, QUEUES
-from tracker_jobs.redis_client import redis_settings
-from tracker_jobs.serialization import deserialize_job, serialize_job
 from tracker_jobs.worker import WORKER_SETTINGS, build_worker, parse_queues
 
 

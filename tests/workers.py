@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tracker_jobs.config import Settings
+from tracker_jobs.core.config import Settings
 from tracker_jobs.worker import build_worker
 
 

@@ -16,9 +16,9 @@ from typing import Any
 import sqlalchemy.exc
 
 from tracker_jobs import tasks_cli
-from tracker_jobs.config import ConfigError, Settings, get_settings
+from tracker_jobs.core.config import ConfigError, Settings, get_settings
+from tracker_jobs.core.redis import RedisUnavailable
 from tracker_jobs.monitor.logs import configure_logging
-from tracker_jobs.redis_client import RedisUnavailable
 
 log = logging.getLogger("tracker_jobs")
 DATABASE_ERRORS = (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError, OSError)
@@ -87,7 +87,7 @@ def require_current_schema(settings: Settings) -> None:
 
 def require_redis(redis_url: str) -> None:
     """Fail now with one line rather than later inside arq or aiohttp."""
-    from tracker_jobs.redis_client import connect_redis
+    from tracker_jobs.core.redis import connect_redis
 
     async def probe() -> None:
         await (await connect_redis(redis_url)).aclose()
@@ -97,7 +97,7 @@ def require_redis(redis_url: str) -> None:
 
 def bootstrap_admin(settings: Settings) -> str | None:
     """Ensure the bootstrap admin; return a newly made token to show once."""
-    from tracker_jobs.db import create_engine, session_factory, transaction
+    from tracker_jobs.core.db import create_engine, session_factory, transaction
     from tracker_jobs.users.service import ensure_bootstrap_admin
 
     async def run() -> str | None:

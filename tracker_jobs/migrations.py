@@ -39,7 +39,7 @@ def schema_is_current(database_url: str) -> bool:
     from alembic.runtime.migration import MigrationContext
     from alembic.script import ScriptDirectory
 
-    from tracker_jobs.db import create_engine
+    from tracker_jobs.core.db import create_engine
 
     head = ScriptDirectory.from_config(alembic_config(database_url)).get_current_head()
 

@@ -21,7 +21,7 @@ from arq import Retry
 from arq.connections import ArqRedis
 from arq.jobs import Job
 
-from tracker_jobs.db import utcnow
+from tracker_jobs.core.db import utcnow
 from tracker_jobs.monitor.heartbeat import CURRENT_PROCESS
 from tracker_jobs.monitor.logs import CURRENT_JOB
 from tracker_jobs.monitor.records import JOB_RECORDS, JobRun

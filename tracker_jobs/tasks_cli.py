@@ -14,7 +14,7 @@ import urllib.request
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from tracker_jobs.config import Settings
+from tracker_jobs.core.config import Settings
 
 TERMINAL_STATES = ("complete", "failed", "cancelled")
 WAIT_POLL_S = 0.25

@@ -21,8 +21,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 # Importing the jobs modules registers their jobs.
 from tracker_jobs.cleanup import jobs as cleanup_jobs
-from tracker_jobs.config import Settings, get_settings
-from tracker_jobs.db import create_engine, session_factory
+from tracker_jobs.core.config import Settings, get_settings
+from tracker_jobs.core.db import create_engine, session_factory
+from tracker_jobs.core.redis import connect_redis, redis_settings
+from tracker_jobs.core.serialization import deserialize_job, serialize_job
 from tracker_jobs.devices import jobs as device_jobs  # noqa: F401
 from tracker_jobs.monitor import jobs as monitor_jobs
 from tracker_jobs.monitor.heartbeat import CURRENT_PROCESS
@@ -39,9 +41,7 @@ from tracker_jobs.queues import (
     queue_key,
     queue_of_key,
 )
-from tracker_jobs.redis_client import connect_redis, redis_settings
 from tracker_jobs.reports import jobs as report_jobs
-from tracker_jobs.serialization import deserialize_job, serialize_job
 
 log = logging.getLogger(__name__)
 

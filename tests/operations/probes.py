@@ -9,7 +9,7 @@ from typing import Any
 
 from arq import Worker
 
-from tracker_jobs.config import Settings
+from tracker_jobs.core.config import Settings
 from tracker_jobs.queues import CLEANUP, JOB_QUEUES, job
 from tracker_jobs.worker import build_worker, queue_functions
 

@@ -15,7 +15,7 @@ from sqlmodel import col, select
 
 from tests.operations.conftest import OTHER_TOKEN, USER_TOKEN, Users, bearer
 from tracker_jobs.admin.openapi import Operation, documented_routes, route_path
-from tracker_jobs.db import utcnow
+from tracker_jobs.core.db import utcnow
 from tracker_jobs.monitor.records import JobRun, RecordBatch, write_now
 from tracker_jobs.queues import CLEANUP, enqueue
 from tracker_jobs.users.models import ApiToken

@@ -20,7 +20,7 @@ from tests.conftest import make_settings
 from tests.operations.probes import run_cleanup_burst
 from tracker_jobs.admin.app import create_admin_app
 from tracker_jobs.admin.socket import CLIENTS_KEY
-from tracker_jobs.config import Settings
+from tracker_jobs.core.config import Settings
 from tracker_jobs.monitor import counters
 from tracker_jobs.monitor.logs import configure_logging
 from tracker_jobs.monitor.records import FLUSH_INTERVAL_S

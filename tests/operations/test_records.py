@@ -12,8 +12,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from tests.operations.conftest import Users
 from tests.operations.probes import run_cleanup_burst
-from tracker_jobs.config import Settings
-from tracker_jobs.db import create_engine, session_factory, utcnow
+from tracker_jobs.core.config import Settings
+from tracker_jobs.core.db import create_engine, session_factory, utcnow
 from tracker_jobs.monitor import service
 from tracker_jobs.monitor.models import JobRecord, job_stat_minutes, job_stat_totals
 from tracker_jobs.monitor.records import JobRecords, JobRun, RecordBatch, minute_of, write_now

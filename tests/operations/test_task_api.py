@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from tests.operations.conftest import OTHER_TOKEN, USER_TOKEN, Users, bearer
 from tests.operations.probes import run_cleanup_burst
-from tracker_jobs.config import Settings
+from tracker_jobs.core.config import Settings
 from tracker_jobs.monitor.heartbeat import CURRENT_PROCESS
 from tracker_jobs.monitor.models import JobRecord
 from tracker_jobs.monitor.records import HANDOVER_KEY

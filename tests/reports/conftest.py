@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from tests.reports.traces import Trace, at
 from tests.test_admin_api import make_user
-from tracker_jobs.db import insert_ignoring_duplicates, transaction
+from tracker_jobs.core.db import insert_ignoring_duplicates, transaction
 from tracker_jobs.devices.models import Device, UserDevice
 from tracker_jobs.events.models import Event
 from tracker_jobs.positions.models import Position

@@ -23,8 +23,8 @@ from tests.reports.conftest import (
 )
 from tests.reports.traces import Trace, assert_rows
 from tests.workers import run_burst
-from tracker_jobs.config import Settings
-from tracker_jobs.db import transaction
+from tracker_jobs.core.config import Settings
+from tracker_jobs.core.db import transaction
 from tracker_jobs.devices.models import Device
 from tracker_jobs.monitor.progress import read_progress
 from tracker_jobs.queues import REPORTS, enqueue

@@ -15,9 +15,9 @@ from tracker_jobs.admin.errors import json_errors
 from tracker_jobs.admin.osmand import serve_listener
 from tracker_jobs.admin.params import bounded_query
 from tracker_jobs.admin.state import set_resources
-from tracker_jobs.config import Settings
-from tracker_jobs.db import create_engine
-from tracker_jobs.redis_client import connect_redis
+from tracker_jobs.core.config import Settings
+from tracker_jobs.core.db import create_engine
+from tracker_jobs.core.redis import connect_redis
 
 MAX_BODY_BYTES = 16 * 1024 * 1024
 MAX_REQUEST_LINE_BYTES = 256 * 1024

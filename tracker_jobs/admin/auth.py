@@ -15,10 +15,10 @@ from collections.abc import Iterable
 
 from aiohttp import web
 
-from tracker_jobs.access import AccessChange, publish_access_change
 from tracker_jobs.admin.errors import ApiError, Handler
 from tracker_jobs.admin.ratelimit import over_limit, seconds_to_wait, too_many
 from tracker_jobs.admin.state import DIRECTORY, PRINCIPAL, REDIS, SESSIONS, SETTINGS
+from tracker_jobs.core.access import AccessChange, publish_access_change
 from tracker_jobs.users.service import Principal, hash_token, principal_for_token_hash
 
 PUBLIC = {("POST", "/api/session"), ("GET", "/api/openapi.json")}

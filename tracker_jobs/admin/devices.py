@@ -12,10 +12,10 @@ from tracker_jobs.admin.errors import ApiError, bad_request, not_found
 from tracker_jobs.admin.params import json_object, path_id, query_time
 from tracker_jobs.admin.responses import json_response
 from tracker_jobs.admin.state import REDIS, SESSIONS, SETTINGS
-from tracker_jobs.db import transaction, utcnow
+from tracker_jobs.core.db import transaction, utcnow
+from tracker_jobs.core.fields import FieldError, check_json, parse_number, parse_text
 from tracker_jobs.devices import service
 from tracker_jobs.devices.statistics import device_statistics, today_range
-from tracker_jobs.fields import FieldError, check_json, parse_number, parse_text
 from tracker_jobs.positions.decode import parse_unique_id
 
 MAX_STATISTICS_RANGE = timedelta(days=31)

@@ -19,7 +19,7 @@ from aiohttp import web
 from tracker_jobs.admin import devices, health, positions, session, socket
 from tracker_jobs.admin.errors import Handler
 from tracker_jobs.admin.responses import json_response
-from tracker_jobs.fields import ID_MAX
+from tracker_jobs.core.fields import ID_MAX
 from tracker_jobs.positions.batch import REJECTION_CODES
 
 JsonSchema = dict[str, Any]

@@ -23,10 +23,10 @@ from tracker_jobs.admin.http1 import HttpServer, Reply, Request, json_error, ser
 from tracker_jobs.admin.params import parse_json
 from tracker_jobs.admin.ratelimit import too_many
 from tracker_jobs.admin.state import shared_acceptor, shared_directory
-from tracker_jobs.config import Settings
-from tracker_jobs.db import utcnow
+from tracker_jobs.core.config import Settings
+from tracker_jobs.core.db import utcnow
+from tracker_jobs.core.fields import FieldError
 from tracker_jobs.devices.service import DisabledDevice, UnknownDevice
-from tracker_jobs.fields import FieldError
 from tracker_jobs.monitor.counters import POSITIONS_REJECTED, count
 from tracker_jobs.positions.batch import DISABLED, UNKNOWN
 from tracker_jobs.positions.decode import DecodedPosition, decode_osmand, decode_traccar_client_json

@@ -9,8 +9,8 @@ import orjson
 from aiohttp import web
 
 from tracker_jobs.admin.errors import ApiError, Handler, bad_request
-from tracker_jobs.fields import ID_MAX, FieldError, parse_id, parse_time
-from tracker_jobs.fields import parse_int as parse_field_int
+from tracker_jobs.core.fields import ID_MAX, FieldError, parse_id, parse_time
+from tracker_jobs.core.fields import parse_int as parse_field_int
 
 
 async def json_body(request: web.Request) -> Any:

@@ -13,7 +13,7 @@ from tracker_jobs.admin.osmand import UNAVAILABLE, redis_unavailable
 from tracker_jobs.admin.params import json_body, query_ids, query_int, query_time
 from tracker_jobs.admin.responses import json_response
 from tracker_jobs.admin.state import ACCEPTOR, REDIS, SESSIONS, SETTINGS
-from tracker_jobs.db import utcnow
+from tracker_jobs.core.db import utcnow
 from tracker_jobs.monitor.counters import POSITIONS_REJECTED, count
 from tracker_jobs.positions.batch import DISABLED, UNKNOWN, BatchAnswer, resolve_batch
 from tracker_jobs.positions.service import latest_positions, positions_in_range

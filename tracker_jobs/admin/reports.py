@@ -34,7 +34,7 @@ from tracker_jobs.admin.params import json_object, path_id, query_ids, query_tim
 from tracker_jobs.admin.responses import json_response
 from tracker_jobs.admin.state import REDIS, SESSIONS, SETTINGS
 from tracker_jobs.admin.tasks import bounded_query_int
-from tracker_jobs.fields import FieldError, check_no_nul, parse_id, parse_time
+from tracker_jobs.core.fields import FieldError, check_no_nul, parse_id, parse_time
 from tracker_jobs.reports import exporters, service
 from tracker_jobs.reports.builders import DEVICE_KINDS, DIRECT_KINDS, ReportRequest
 

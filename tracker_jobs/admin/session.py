@@ -11,8 +11,8 @@ from tracker_jobs.admin.errors import ApiError, bad_request
 from tracker_jobs.admin.params import json_object
 from tracker_jobs.admin.responses import json_response
 from tracker_jobs.admin.state import SESSIONS
-from tracker_jobs.db import transaction
-from tracker_jobs.fields import FieldError, parse_text
+from tracker_jobs.core.db import transaction
+from tracker_jobs.core.fields import FieldError, parse_text
 from tracker_jobs.users.models import UserSession
 from tracker_jobs.users.service import MAX_PASSWORD, hash_token, login
 

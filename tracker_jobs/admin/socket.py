@@ -5,7 +5,7 @@ number of admin processes can run. Each client gets only the devices its user ma
 every device, including devices registered after the socket opened.
 
 A socket keeps no more authority than its token: when any process announces an access change
-(`tracker_jobs.access`), the sockets of those users are checked again at once: closed when the token
+(`tracker_jobs.core.access`), the sockets of those users are checked again at once: closed when the token
 no longer lets its user in (password changed, session ended, token revoked, user disabled or deleted),
 re-filtered when the user's role or devices changed. Every socket is also checked once a minute, for
 sessions that simply expired and for announcements lost while Redis was away.
@@ -28,9 +28,9 @@ from aiohttp import WSMsgType, web
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from tracker_jobs.access import ACCESS_CHANNEL, EVERYTHING, AccessChange
 from tracker_jobs.admin.auth import bearer_token, principal
 from tracker_jobs.admin.state import DIRECTORY, REDIS, SESSIONS
+from tracker_jobs.core.access import ACCESS_CHANNEL, EVERYTHING, AccessChange
 from tracker_jobs.devices.service import DeviceDirectory, device_to_api, list_devices
 from tracker_jobs.positions.live import LIVE_CHANNEL
 from tracker_jobs.positions.service import latest_positions

@@ -8,8 +8,8 @@ from aiohttp import web
 from arq.connections import ArqRedis
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from tracker_jobs.config import Settings
-from tracker_jobs.db import session_factory
+from tracker_jobs.core.config import Settings
+from tracker_jobs.core.db import session_factory
 from tracker_jobs.devices.service import DeviceDirectory
 from tracker_jobs.positions.acceptor import Acceptor
 from tracker_jobs.users.service import Principal

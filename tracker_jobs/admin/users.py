@@ -29,8 +29,8 @@ from tracker_jobs.admin.openapi import (
 from tracker_jobs.admin.params import json_object, path_id
 from tracker_jobs.admin.responses import json_response
 from tracker_jobs.admin.state import SESSIONS
-from tracker_jobs.db import transaction
-from tracker_jobs.fields import FieldError, parse_text
+from tracker_jobs.core.db import transaction
+from tracker_jobs.core.fields import FieldError, parse_text
 from tracker_jobs.users import service
 from tracker_jobs.users.models import Role
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tracker_jobs.db import transaction
+from tracker_jobs.core.db import transaction
 from tracker_jobs.queues import job
 from tracker_jobs.users.service import delete_expired_sessions
 

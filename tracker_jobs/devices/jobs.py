@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from tracker_jobs.db import transaction, utcnow
+from tracker_jobs.core.db import transaction, utcnow
+from tracker_jobs.core.fields import parse_time
 from tracker_jobs.devices.statistics import device_statistics, today_range
 from tracker_jobs.devices.status import refresh_statuses
-from tracker_jobs.fields import parse_time
 from tracker_jobs.positions.live import publish_devices
 from tracker_jobs.queues import job
 

@@ -9,7 +9,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlmodel import Field, SQLModel
 
-from tracker_jobs.db import BigId, JsonDict, UTCDateTime, utcnow
+from tracker_jobs.core.db import BigId, JsonDict, UTCDateTime, utcnow
 
 
 class DeviceStatus(StrEnum):

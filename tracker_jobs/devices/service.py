@@ -13,8 +13,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlmodel import col, select
 from sqlmodel.sql.expression import SelectOfScalar
 
-from tracker_jobs.access import AccessChange
-from tracker_jobs.db import dialect_name, iso, transaction
+from tracker_jobs.core.access import AccessChange
+from tracker_jobs.core.db import dialect_name, iso, transaction
 from tracker_jobs.devices.models import Device, UserDevice
 from tracker_jobs.positions.live import live_key
 from tracker_jobs.positions.stream import rate_key

@@ -16,7 +16,7 @@ from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
-from tracker_jobs.geo import haversine_m
+from tracker_jobs.core.geo import haversine_m
 from tracker_jobs.positions.models import Position
 
 CACHE_TTL_S = 60

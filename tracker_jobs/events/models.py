@@ -8,7 +8,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlmodel import Field, SQLModel
 
-from tracker_jobs.db import BigId, JsonDict, UTCDateTime
+from tracker_jobs.core.db import BigId, JsonDict, UTCDateTime
 
 
 class Geofence(SQLModel, table=True):

@@ -8,7 +8,7 @@ import typing
 from dataclasses import dataclass
 from typing import Any
 
-from tracker_jobs.fields import INT_MAX, INT_MIN, FieldError, check_json, parse_int
+from tracker_jobs.core.fields import INT_MAX, INT_MIN, FieldError, check_json, parse_int
 from tracker_jobs.queues import JobSpec
 
 _JSON_TYPE_NAMES = {int: "integer", float: "number", str: "string", bool: "boolean", type(None): "null"}

@@ -9,7 +9,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlmodel import Field, SQLModel
 
-from tracker_jobs.db import JsonDict, UTCDateTime
+from tracker_jobs.core.db import JsonDict, UTCDateTime
 
 # Upper bounds (seconds) of the job duration histogram buckets; one more bucket holds longer runs.
 DURATION_BOUNDS_S = (

@@ -25,7 +25,8 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlmodel import col, select
 
-from tracker_jobs.db import dialect_name, transaction, utcnow
+from tracker_jobs.core.db import dialect_name, transaction, utcnow
+from tracker_jobs.core.serialization import serialize_job
 from tracker_jobs.monitor.models import (
     BUCKET_COLUMNS,
     DURATION_BOUNDS_S,
@@ -34,7 +35,6 @@ from tracker_jobs.monitor.models import (
     job_stat_minutes,
     job_stat_totals,
 )
-from tracker_jobs.serialization import serialize_job
 from tracker_jobs.users.models import User
 
 FLUSH_INTERVAL_S = 0.5  # a record lags its job by at most this plus one write

@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlmodel import col, select
 from sqlmodel.sql.expression import SelectOfScalar
 
-from tracker_jobs.db import iso, transaction, utcnow
+from tracker_jobs.core.db import iso, transaction, utcnow
 from tracker_jobs.monitor.arguments import check_arguments, job_parameters
 from tracker_jobs.monitor.backlog import QueueBacklog, queue_backlogs
 from tracker_jobs.monitor.heartbeat import live_workers

@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, func, select
 
-from tracker_jobs.db import utcnow
+from tracker_jobs.core.db import utcnow
 from tracker_jobs.monitor.models import (
     BUCKET_COLUMNS,
     DURATION_BOUNDS_S,

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from arq.connections import ArqRedis
 
-from tracker_jobs.db import utcnow
+from tracker_jobs.core.db import utcnow
 from tracker_jobs.positions.decode import DecodedPosition
 from tracker_jobs.positions.service import RateLimit, accept_positions
 from tracker_jobs.positions.stream import partition_of

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tracker_jobs.db import transaction, utcnow
+from tracker_jobs.core.db import transaction, utcnow
 from tracker_jobs.devices.status import refresh_statuses
 from tracker_jobs.positions.batch import resolve_batch
 from tracker_jobs.positions.live import publish_devices

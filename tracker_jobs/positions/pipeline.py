@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from tracker_jobs.config import Settings
-from tracker_jobs.geo import haversine_m
+from tracker_jobs.core.config import Settings
+from tracker_jobs.core.geo import haversine_m
 
 KNOTS_PER_METRE_PER_SECOND = 3600.0 / 1852.0
 MAX_JUMP_ROUNDS = 50  # more implausible jumps than this for one device in one batch: drop the rest

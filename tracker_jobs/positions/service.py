@@ -15,7 +15,7 @@ from arq.connections import ArqRedis
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlmodel import col, select
 
-from tracker_jobs.db import iso, transaction
+from tracker_jobs.core.db import iso, transaction
 from tracker_jobs.devices.models import Device
 from tracker_jobs.devices.service import visible_device_ids
 from tracker_jobs.monitor.counters import POSITIONS_DROPPED, POSITIONS_STORED

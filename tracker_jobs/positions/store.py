@@ -16,7 +16,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
-from tracker_jobs.db import UTCDateTime, dialect_name
+from tracker_jobs.core.db import UTCDateTime, dialect_name
 from tracker_jobs.devices.models import Device
 from tracker_jobs.positions.models import Position
 from tracker_jobs.positions.pipeline import DeviceState

@@ -10,8 +10,8 @@ from zoneinfo import ZoneInfo
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlmodel import col, select
 
-from tracker_jobs.config import Settings
-from tracker_jobs.db import transaction
+from tracker_jobs.core.config import Settings
+from tracker_jobs.core.db import transaction
 from tracker_jobs.reports.builders import Progress, ReportRequest, no_progress
 from tracker_jobs.reports.models import Report
 from tracker_jobs.reports.service import parameters_of, run_report, visible_devices_among

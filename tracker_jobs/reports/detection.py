@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from tracker_jobs.geo import EARTH_RADIUS_M
+from tracker_jobs.core.geo import EARTH_RADIUS_M
 
 # Traccar's DistanceCalculator measures on a sphere of the equatorial radius.
 US_PER_S = 1_000_000

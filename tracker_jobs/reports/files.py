@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlmodel import col, select
 
-from tracker_jobs.db import transaction
+from tracker_jobs.core.db import transaction
 from tracker_jobs.reports.models import ReportFile
 
 PART_BYTES = 4 * 1024 * 1024

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from tracker_jobs.db import utcnow
-from tracker_jobs.fields import parse_time
+from tracker_jobs.core.db import utcnow
+from tracker_jobs.core.fields import parse_time
 from tracker_jobs.monitor.progress import report_progress
 from tracker_jobs.queues import job
 from tracker_jobs.reports import daily, service

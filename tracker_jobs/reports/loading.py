@@ -21,7 +21,7 @@ from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
 
-from tracker_jobs.db import dialect_name
+from tracker_jobs.core.db import dialect_name
 from tracker_jobs.devices.models import Device
 from tracker_jobs.events.models import Event
 from tracker_jobs.positions.models import Position

@@ -8,7 +8,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlmodel import Field, SQLModel
 
-from tracker_jobs.db import JsonDict, UTCDateTime, utcnow
+from tracker_jobs.core.db import JsonDict, UTCDateTime, utcnow
 
 
 class Report(SQLModel, table=True):

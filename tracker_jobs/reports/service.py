@@ -17,11 +17,11 @@ from arq.connections import ArqRedis
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlmodel import col, select
 
-from tracker_jobs.config import Settings
-from tracker_jobs.db import iso, transaction, utcnow
+from tracker_jobs.core.config import Settings
+from tracker_jobs.core.db import iso, transaction, utcnow
+from tracker_jobs.core.fields import FieldError
 from tracker_jobs.devices.models import Device
 from tracker_jobs.devices.service import visible_device_ids
-from tracker_jobs.fields import FieldError
 from tracker_jobs.monitor.progress import read_progress
 from tracker_jobs.queues import enqueue
 from tracker_jobs.reports import exporters, files

@@ -8,7 +8,7 @@ from enum import StrEnum
 import sqlalchemy as sa
 from sqlmodel import Field, SQLModel
 
-from tracker_jobs.db import UTCDateTime, utcnow
+from tracker_jobs.core.db import UTCDateTime, utcnow
 
 
 class Role(StrEnum):

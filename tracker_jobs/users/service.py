@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
 
-from tracker_jobs.db import iso, utcnow
+from tracker_jobs.core.db import iso, utcnow
 from tracker_jobs.users.models import ApiToken, Role, User, UserSession
 
 BOOTSTRAP_EMAIL = "admin@localhost"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from arq.connections import ArqRedis, RedisSettings, create_pool
 
-from tracker_jobs.serialization import deserialize_job, serialize_job
+from tracker_jobs.core.serialization import deserialize_job, serialize_job
 
 
 class RedisUnavailable(RuntimeError):
