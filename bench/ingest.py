@@ -1,7 +1,7 @@
 """Ingest benchmark (issue 3): the position path end to end against the seed's design.
 
 On PostgreSQL and Redis (a sibling database of TRACKER_TEST_DATABASE_URL named <db>_bench_ingest,
-Redis db 10 of TRACKER_TEST_REDIS_URL's server), with the real `tracker-jobs admin` and
+Redis db 10 of TRACKER_TEST_REDIS_URL's server), with the real `tracker-jobs admin`, `tracker-jobs listener` and
 `tracker-jobs worker` processes and the load generator on the same machine, in one run:
   1. batch API: N positions over 1,000 devices, accepted -> stored and device state updated;
      beside it, a raw COPY of the same rows into a copy of the table (the ceiling);
@@ -444,7 +444,10 @@ async def main(quick: bool) -> None:
     admin_port, listener_port = free_port(), free_port()
     env = process_env(database, redis, TRACKER_ADMIN_PORT=str(admin_port), TRACKER_OSMAND_PORT=str(listener_port))
     admin_url = f"http://127.0.0.1:{admin_port}"
-    processes = [start(["-m", "tracker_jobs", "admin"], env, logs / "admin.log")]
+    processes = [
+        start(["-m", "tracker_jobs", "admin"], env, logs / "admin.log"),
+        start(["-m", "tracker_jobs", "listener"], env, logs / "listener.log"),
+    ]
     workers = [
         start(["-m", "tracker_jobs", "worker", "--queues", "positions"], env, logs / f"worker{i}.log")
         for i in range(int(os.environ.get("BENCH_WORKERS", "1")))
@@ -458,8 +461,11 @@ async def main(quick: bool) -> None:
         async with aiohttp.ClientSession(connector=connector) as http:
             for _ in range(200):
                 try:
-                    async with http.get(f"{admin_url}/health") as response:
-                        if (await response.json())["workers"] >= 1:
+                    async with (
+                        http.get(f"{admin_url}/health") as response,
+                        http.get(f"http://127.0.0.1:{listener_port}/") as listening,  # a 400: it is up
+                    ):
+                        if (await response.json())["workers"] >= 1 and listening.status == 400:
                             break
                 except aiohttp.ClientError:
                     pass

@@ -25,12 +25,15 @@ from arq.connections import ArqRedis
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from tracker_jobs.admin.app import create_admin_app
-from tracker_jobs.admin.osmand import serve_listener
 from tracker_jobs.core.config import Settings, load_settings
 from tracker_jobs.core.db import create_engine, session_factory, transaction
 from tracker_jobs.core.redis import connect_redis
+from tracker_jobs.devices.service import DeviceDirectory
+from tracker_jobs.listener.osmand import Ingest
+from tracker_jobs.listener.serve import running_listener
 from tracker_jobs.migrations import upgrade_database
 from tracker_jobs.models import metadata
+from tracker_jobs.positions.acceptor import Acceptor
 from tracker_jobs.users.service import ensure_bootstrap_admin
 
 REDIS_URL = os.environ.get("TRACKER_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
@@ -146,13 +149,14 @@ async def admin_client(settings: Settings, redis: ArqRedis, engine: AsyncEngine)
 async def open_listener(
     settings: Settings, redis: ArqRedis, engine: AsyncEngine
 ) -> AsyncIterator[aiohttp.ClientSession]:
-    """The device listener on a free port, and an HTTP client for it (paths relative to it)."""
-    listener = await serve_listener(settings, redis, engine, "127.0.0.1", 0)
-    try:
-        async with aiohttp.ClientSession(base_url=f"http://127.0.0.1:{listener.port}") as client:
-            yield client
-    finally:
-        await listener.close()
+    """The device listener on a free port, wired as `tracker-jobs listener` wires it (its own acceptor and
+    directory, watching access changes), and an HTTP client for it (paths relative to it)."""
+    ingest = Ingest(Acceptor(redis, settings.position_partitions), DeviceDirectory(session_factory(engine)))
+    async with (
+        running_listener(settings, ingest, "127.0.0.1", 0) as listener,
+        aiohttp.ClientSession(base_url=f"http://127.0.0.1:{listener.port}") as client,
+    ):
+        yield client
 
 
 @pytest.fixture

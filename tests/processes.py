@@ -90,3 +90,9 @@ def children_of(pid: int) -> list[int]:
             found.append(int(entry.name))
             found.extend(children_of(int(entry.name)))
     return found
+
+
+async def listening(http: aiohttp.ClientSession, url: str) -> bool:
+    """Whether a server answers at `url` at all (a device listener answers a bare GET / with a 400)."""
+    async with http.get(url) as response:
+        return response.status > 0

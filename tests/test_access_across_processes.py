@@ -1,5 +1,6 @@
 """A change of access made through one admin process reaches every other at once (issue 9, items 1, 2
-and 10), on the real processes: two `tracker-jobs admin` and a worker sharing Redis and a database.
+and 10), on the real processes: two `tracker-jobs admin`, two `tracker-jobs listener` and a worker
+sharing Redis and a database.
 
 - an open websocket closes when its session ends, its user's password changes, its token is revoked,
   its user is disabled or deleted; a demoted admin's socket is filtered as a user's from then on;
@@ -22,14 +23,14 @@ import pytest
 from aiohttp import WSMsgType
 
 from tests.conftest import ADMIN_TOKEN
-from tests.processes import engine_env, running, tracker_jobs_command, wait_for
+from tests.processes import engine_env, listening, running, tracker_jobs_command, wait_for
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 CLOSED = (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED)
 
 
 class Engine:
-    """Two admin processes (each with its listener) and a positions worker."""
+    """Two admin processes, two listeners and a positions worker."""
 
     def __init__(self, first: dict[str, str], second: dict[str, str]) -> None:
         self.admin = [f"http://127.0.0.1:{env['TRACKER_ADMIN_PORT']}" for env in (first, second)]
@@ -49,6 +50,7 @@ def engine(tmp_path: Path, redis_url: str, redis: Any) -> Iterator[Engine]:  # `
     with ExitStack() as stack:
         for env in (first, second):
             stack.enter_context(running(tracker_jobs_command("admin"), tmp_path, env))
+            stack.enter_context(running(tracker_jobs_command("listener"), tmp_path, env))
         stack.enter_context(running(tracker_jobs_command("worker", "--queues", "positions"), tmp_path, first))
         yield Engine(first, second)
 
@@ -65,6 +67,8 @@ async def http(engine: Engine) -> AsyncIterator[aiohttp.ClientSession]:
             return True
 
         await wait_for(both_up, 30, "both admin processes")
+        for url in engine.listener:
+            await wait_for(lambda url=url: listening(session, url), 30, "both listeners")
         yield session
 
 

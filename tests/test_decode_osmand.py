@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from tracker_jobs.core.fields import FieldError
+from tracker_jobs.core.errors import FieldError
 from tracker_jobs.positions.decode import decode_osmand, decode_traccar_client_json
 
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)

@@ -13,7 +13,7 @@ import pytest
 from arq.connections import ArqRedis
 
 from tests.conftest import ADMIN_TOKEN
-from tests.processes import children_of, clean_env, engine_env, running, tracker_jobs_command, wait_for
+from tests.processes import children_of, clean_env, engine_env, listening, running, tracker_jobs_command, wait_for
 from tracker_jobs.monitor.heartbeat import live_workers
 
 HEADERS = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
@@ -30,6 +30,7 @@ async def report_and_read_back(env: dict[str, str]) -> dict[str, Any]:
                 return response.status == 200 and (await response.json())["status"] == "healthy"
 
         await wait_for(healthy, 20, "a healthy engine")
+        await wait_for(lambda: listening(http, listener), 20, "the device listener")
         async with http.get(f"{listener}/?id=e2e-phone&lat=59.33&lon=18.06&timestamp=1767225600&speed=3") as sent:
             assert sent.status == 200
 
@@ -89,6 +90,7 @@ async def test_arq_cli_worker_and_a_two_queue_worker_store_positions(
     arq = str(Path(sys.executable).with_name("arq"))
     with (
         running(tracker_jobs_command("admin"), tmp_path, base),
+        running(tracker_jobs_command("listener"), tmp_path, base),
         running([arq, "tracker_jobs.worker.PositionsWorker"], tmp_path, base),
         running(tracker_jobs_command("worker", "--queues", "positions,cleanup"), tmp_path, base),
     ):
@@ -102,7 +104,7 @@ async def test_arq_cli_worker_and_a_two_queue_worker_store_positions(
         assert queues == [("cleanup", "positions"), ("positions",)]
 
 
-@pytest.mark.parametrize("command", ["worker", "admin"])
+@pytest.mark.parametrize("command", ["worker", "admin", "listener"])
 def test_unreachable_redis_is_a_one_line_error(tmp_path: Path, command: str) -> None:
     env = clean_env(TRACKER_REDIS_URL="redis://127.0.0.1:1/0", TRACKER_DATABASE_URL=f"sqlite:///{tmp_path}/x.db")
     result = subprocess.run(

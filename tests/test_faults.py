@@ -20,7 +20,7 @@ from arq.connections import ArqRedis
 
 from tests.conftest import ADMIN_TOKEN
 from tests.private_postgres import private_postgres
-from tests.processes import engine_env, running, tracker_jobs_command, wait_for
+from tests.processes import engine_env, listening, running, tracker_jobs_command, wait_for
 from tracker_jobs.core.db import create_engine
 from tracker_jobs.embedded import EmbeddedRedis
 from tracker_jobs.migrations import upgrade_database
@@ -174,11 +174,13 @@ async def test_postgresql_outage_loses_nothing(tmp_path: Path, redis_url: str, r
         admin = f"http://127.0.0.1:{env['TRACKER_ADMIN_PORT']}"
         with (
             running(tracker_jobs_command("admin"), tmp_path, env),
+            running(tracker_jobs_command("listener"), tmp_path, env),
             running(tracker_jobs_command("worker", "--queues", "positions"), tmp_path, env),
         ):
             accepted = 0
             async with aiohttp.ClientSession() as http:
                 await wait_for(lambda: _healthy(http, admin), 20, "the admin app")
+                await wait_for(lambda: listening(http, listener), 20, "the listener")
 
                 async def report(second: int) -> None:
                     nonlocal accepted

@@ -15,6 +15,7 @@ from arq.connections import ArqRedis
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from tests.conftest import ADMIN_TOKEN, make_settings, open_listener
+from tests.processes import wait_for
 from tests.test_admin_api import make_user
 from tests.test_batch_api import add_device, position
 from tests.workers import run_burst
@@ -231,8 +232,13 @@ async def test_disabled_devices_are_refused_at_the_door_on_every_route(
         device = (await (await admin_client.get("/api/devices", headers=admin_headers)).json())[0]["id"]
         disable = await admin_client.put(f"/api/devices/{device}", json={"disabled": True}, headers=admin_headers)
         assert disable.status == 200
-        # The listener shares this process's directory, which forgot the device at once.
-        refused = await listener.get("/", params={"id": "parked", "lat": 1, "lon": 2})
+
+        # The listener hears of the change on the access channel (pub/sub: a moment, not the minute's reload).
+        async def refused_now() -> Any:
+            answer = await listener.get("/", params={"id": "parked", "lat": 1, "lon": 2})
+            return answer if answer.status == 403 else None
+
+        refused = await wait_for(refused_now, 5, "the listener to refuse the disabled device")
         assert (await error_of(refused, 403)).startswith("id:")
         assert (await refused.json())["error"]["code"] == "device_disabled"
     by_id = position(device, 0)

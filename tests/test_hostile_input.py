@@ -73,11 +73,16 @@ def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, int]]
         TRACKER_AUTO_REGISTER="true",
     )
     subprocess.run(tracker_jobs_command("migrate"), cwd=directory, env=env, check=True, capture_output=True)
-    with running(tracker_jobs_command("admin"), directory, env) as admin:
+    with (
+        running(tracker_jobs_command("admin"), directory, env) as admin,
+        running(tracker_jobs_command("listener"), directory, env) as listener,
+    ):
         ports = {"admin": int(env["TRACKER_ADMIN_PORT"]), "listener": int(env["TRACKER_OSMAND_PORT"])}
         _wait_for_port(ports["admin"])
+        _wait_for_port(ports["listener"])
         yield ports
     assert "Traceback" not in admin.output  # type: ignore[attr-defined]
+    assert "Traceback" not in listener.output  # type: ignore[attr-defined]
 
     async def flush() -> None:
         redis = await connect_redis(REDIS_URL)

@@ -13,8 +13,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import orjson
 import pytest
 
-from tracker_jobs.admin import http1
-from tracker_jobs.admin.http1 import Reply, Request, client_address, connection_cap, serve_http
+from tracker_jobs.listener import http1
+from tracker_jobs.listener.http1 import Reply, Request, client_address, connection_cap, serve_http
 
 MAX_BODY = 1024
 

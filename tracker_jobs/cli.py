@@ -1,4 +1,4 @@
-"""tracker-jobs up | worker | admin | migrate | tasks."""
+"""tracker-jobs up | worker | admin | listener | migrate | tasks."""
 
 from __future__ import annotations
 
@@ -138,6 +138,15 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _until_signalled() -> asyncio.Event:
+    """An event set by SIGINT or SIGTERM, for a server's loop to wait on."""
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stopping.set)
+    return stopping
+
+
 def cmd_admin(settings: Settings, _args: argparse.Namespace) -> int:
     from tracker_jobs.admin.app import serve
 
@@ -147,18 +156,40 @@ def cmd_admin(settings: Settings, _args: argparse.Namespace) -> int:
     _announce_token(bootstrap_admin(settings))
 
     async def run() -> None:
-        stopping = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(signum, stopping.set)
-        await serve(settings, redis_url, stopping)
+        await serve(settings, redis_url, _until_signalled())
+
+    run_async(run())
+    return 0
+
+
+def cmd_listener(settings: Settings, _args: argparse.Namespace) -> int:
+    from tracker_jobs.core.db import create_engine, session_factory
+    from tracker_jobs.core.redis import connect_redis
+    from tracker_jobs.devices.service import DeviceDirectory
+    from tracker_jobs.listener.osmand import Ingest
+    from tracker_jobs.listener.serve import serve
+    from tracker_jobs.positions.acceptor import Acceptor
+
+    redis_url = _require_redis_url(settings, "listener")
+    require_redis(redis_url)
+    require_current_schema(settings)
+
+    async def run() -> None:
+        redis = await connect_redis(redis_url)
+        engine = create_engine(settings.database_url)
+        ingest = Ingest(Acceptor(redis, settings.position_partitions), DeviceDirectory(session_factory(engine)))
+        try:
+            await serve(settings, ingest, _until_signalled())
+        finally:
+            await redis.aclose()
+            await engine.dispose()
 
     run_async(run())
     return 0
 
 
 def cmd_up(settings: Settings, _args: argparse.Namespace) -> int:
-    """Everything in one command: migrations, (embedded) Redis, admin app, listener, workers."""
+    """Everything in one command: migrations, (embedded) Redis, and the worker, admin and listener processes."""
     from tracker_jobs.embedded import EmbeddedRedis
     from tracker_jobs.processes import child_dies_with_parent
 
@@ -186,8 +217,8 @@ def cmd_up(settings: Settings, _args: argparse.Namespace) -> int:
         children[role] = subprocess.Popen(command, env=env, preexec_fn=child_dies_with_parent)
 
     try:
-        start("worker")
-        start("admin")
+        for role in ("worker", "admin", "listener"):
+            start(role)
         where = "localhost" if settings.host == "0.0.0.0" else settings.host
         print(
             f"tracker-jobs is up: admin API http://{where}:{settings.admin_port} "
@@ -228,7 +259,10 @@ def build_parser() -> argparse.ArgumentParser:
     worker = commands.add_parser("worker", help="run workers (TRACKER_REDIS_URL required)")
     worker.add_argument("--queues", help="comma-separated: positions,reports,cleanup,notifications (default all)")
     worker.set_defaults(run=cmd_worker)
-    commands.add_parser("admin", help="run the admin API and device listener").set_defaults(run=cmd_admin)
+    commands.add_parser("admin", help="run the admin API (TRACKER_REDIS_URL required)").set_defaults(run=cmd_admin)
+    commands.add_parser("listener", help="run the device listener (TRACKER_REDIS_URL required)").set_defaults(
+        run=cmd_listener
+    )
     commands.add_parser("migrate", help="upgrade the database schema").set_defaults(run=cmd_migrate)
     tasks_cli.add_parser(commands)
     return parser

@@ -1,4 +1,4 @@
-"""The admin app factory, and serving it beside the device listener in one process."""
+"""The admin app factory, and serving it."""
 
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from tracker_jobs.admin import devices, health, metrics, openapi, positions, reports, session, socket, tasks, users
 from tracker_jobs.admin.auth import authenticate
 from tracker_jobs.admin.errors import json_errors
-from tracker_jobs.admin.osmand import serve_listener
 from tracker_jobs.admin.params import bounded_query
 from tracker_jobs.admin.state import set_resources
 from tracker_jobs.core.config import Settings
@@ -56,30 +55,20 @@ def create_admin_app(settings: Settings, redis: ArqRedis, engine: AsyncEngine) -
 
 
 async def serve(settings: Settings, redis_url: str, stopping: asyncio.Event) -> None:
-    """Serve the admin API and the device listener until `stopping` is set."""
+    """Serve the admin API until `stopping` is set."""
     redis = await connect_redis(redis_url)
     engine = create_engine(settings.database_url)
     # A long request line (deviceId repeated for a fleet) must reach the app, not aiohttp's 8 KiB limit.
     runner = web.AppRunner(
         create_admin_app(settings, redis, engine), access_log=None, max_line_size=MAX_REQUEST_LINE_BYTES
     )
-    listener = None
     try:
         await runner.setup()
-        # reuse_port: several admin processes may share the ports (the kernel spreads connections).
+        # reuse_port: several admin processes may share the port (the kernel spreads connections).
         await web.TCPSite(runner, settings.host, settings.admin_port, reuse_address=True, reuse_port=True).start()
-        listener = await serve_listener(settings, redis, engine, settings.host, settings.osmand_port)
-        log.info(
-            "admin API on http://%s:%d, device listener on http://%s:%d",
-            settings.host,
-            settings.admin_port,
-            settings.host,
-            settings.osmand_port,
-        )
+        log.info("admin API on http://%s:%d", settings.host, settings.admin_port)
         await stopping.wait()
     finally:
-        if listener is not None:
-            await listener.close()
         await runner.cleanup()
         await redis.aclose()
         await engine.dispose()

@@ -15,10 +15,15 @@ from collections.abc import Iterable
 
 from aiohttp import web
 
-from tracker_jobs.admin.errors import ApiError, Handler
-from tracker_jobs.admin.ratelimit import over_limit, seconds_to_wait, too_many
-from tracker_jobs.admin.state import DIRECTORY, PRINCIPAL, REDIS, SESSIONS, SETTINGS
-from tracker_jobs.core.access import AccessChange, publish_access_change
+from tracker_jobs.admin.errors import Handler
+from tracker_jobs.admin.ratelimit import over_limit, seconds_to_wait
+from tracker_jobs.admin.state import PRINCIPAL, REDIS, SESSIONS, SETTINGS
+from tracker_jobs.core.access import publish_access_change
+from tracker_jobs.core.errors import (
+    Forbidden,
+    TooManyRequests,
+    Unauthorized,
+)
 from tracker_jobs.users.service import Principal, hash_token, principal_for_token_hash
 
 PUBLIC = {("POST", "/api/session"), ("GET", "/api/openapi.json")}
@@ -38,10 +43,6 @@ def bearer_token(request: web.Request) -> str | None:
     return None
 
 
-def _unauthorized(message: str) -> ApiError:
-    return ApiError(401, "unauthorized", message, headers={"WWW-Authenticate": "Bearer"})
-
-
 @web.middleware
 async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
     if not request.path.startswith("/api/"):
@@ -52,24 +53,24 @@ async def authenticate(request: web.Request, handler: Handler) -> web.StreamResp
     token = bearer_token(request)
     if token is None or (request.method, request.path) in PUBLIC:
         if (wait_s := await seconds_to_wait(redis, address_key, address_limit, window_s)) is not None:
-            raise too_many(wait_s, "from this address")
+            raise TooManyRequests(wait_s, "from this address")
         if (request.method, request.path) in PUBLIC:
             return await handler(request)
-        raise _unauthorized("an Authorization: Bearer <token> header is required")
+        raise Unauthorized("an Authorization: Bearer <token> header is required")
     token_hash = hash_token(token)
     token_key = f"tracker:rate:token:{token_hash}"
     if (wait_s := await over_limit(redis, address_key, address_limit, unless_exists=token_key)) is not None:
-        raise too_many(wait_s, "from this address")
+        raise TooManyRequests(wait_s, "from this address")
     async with request.app[SESSIONS]() as session:
         principal = await principal_for_token_hash(session, token_hash)
     if principal is None:
         if (wait_s := await seconds_to_wait(redis, address_key, address_limit, window_s)) is not None:
-            raise too_many(wait_s, "from this address")
-        raise _unauthorized("the token is unknown or expired")
+            raise TooManyRequests(wait_s, "from this address")
+        raise Unauthorized("the token is unknown or expired")
     # Counted even with the limit off (0): the count is what spares this token at a guessed-out address.
     token_limit = settings.api_rate_limit or 2**62
     if (wait_s := await seconds_to_wait(redis, token_key, token_limit, window_s)) is not None:
-        raise too_many(wait_s, "for this token")
+        raise TooManyRequests(wait_s, "for this token")
     request[PRINCIPAL] = principal
     return await handler(request)
 
@@ -82,15 +83,12 @@ def principal(request: web.Request) -> Principal:
 def require_admin(request: web.Request) -> Principal:
     caller = principal(request)
     if not caller.is_admin:
-        raise ApiError(403, "forbidden", "this needs the admin role")
+        raise Forbidden("this needs the admin role")
     return caller
 
 
 async def announce_access_change(
     request: web.Request, *, users: Iterable[int] = (), devices: Iterable[int] = ()
 ) -> None:
-    """After a commit that changed who may see or send what: this process's directory forgets at once
-    (its own listener must not wait for the round trip), and every process hears it."""
-    users, devices = frozenset(users), frozenset(devices)
-    request.app[DIRECTORY].apply(AccessChange(users=users, devices=devices))
+    """After a commit that changed who may see or send what: every process hears it (this one too)."""
     await publish_access_change(request.app[REDIS], users=users, devices=devices)

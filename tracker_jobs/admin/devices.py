@@ -8,12 +8,12 @@ from typing import Any
 from aiohttp import web
 
 from tracker_jobs.admin.auth import announce_access_change, principal
-from tracker_jobs.admin.errors import ApiError, bad_request, not_found
 from tracker_jobs.admin.params import json_object, path_id, query_time
 from tracker_jobs.admin.responses import json_response
 from tracker_jobs.admin.state import REDIS, SESSIONS, SETTINGS
 from tracker_jobs.core.db import transaction, utcnow
-from tracker_jobs.core.fields import FieldError, check_json, parse_number, parse_text
+from tracker_jobs.core.errors import FieldError, HttpError, not_found
+from tracker_jobs.core.fields import check_json, parse_number, parse_text
 from tracker_jobs.devices import service
 from tracker_jobs.devices.statistics import device_statistics, today_range
 from tracker_jobs.positions.decode import parse_unique_id
@@ -39,11 +39,11 @@ def device_fields(body: dict[str, Any], *, creating: bool) -> dict[str, Any]:
     """The model fields a POST or PUT body sets, checked; unknown keys are refused by name."""
     unknown = sorted(set(body) - DEVICE_KEYS)
     if unknown:
-        raise bad_request(unknown[0][:40], "is not a device field")
+        raise FieldError(unknown[0][:40], "is not a device field")
     try:
         return _checked_device_fields(body, creating=creating)
     except FieldError as error:
-        raise bad_request(error.field, error.problem) from None
+        raise FieldError(error.field, error.problem) from None
 
 
 def _checked_device_fields(body: dict[str, Any], *, creating: bool) -> dict[str, Any]:
@@ -87,7 +87,7 @@ async def create_device(request: web.Request) -> web.Response:
     fields = device_fields(await json_object(request), creating=True)
     async with transaction(request.app[SESSIONS]) as session:
         if await service.unique_id_taken(session, fields["unique_id"]):
-            raise ApiError(409, "conflict", f"uniqueId: {fields['unique_id']!r} is already registered")
+            raise HttpError(409, "conflict", f"uniqueId: {fields['unique_id']!r} is already registered")
         device = await service.create_device(session, principal(request), fields)
     assert device.id is not None
     await announce_access_change(request, devices=[device.id])  # a socket that may see it shows it at once
@@ -102,7 +102,7 @@ async def update_device(request: web.Request) -> web.Response:
         if device is None:
             raise not_found(f"device {device_id}")
         if "unique_id" in fields and await service.unique_id_taken(session, fields["unique_id"], except_id=device_id):
-            raise ApiError(409, "conflict", f"uniqueId: {fields['unique_id']!r} is already registered")
+            raise HttpError(409, "conflict", f"uniqueId: {fields['unique_id']!r} is already registered")
         changes_access = any(getattr(device, key) != fields[key] for key in ("unique_id", "disabled") if key in fields)
         for key, value in fields.items():
             setattr(device, key, value)
@@ -129,12 +129,12 @@ async def get_statistics(request: web.Request) -> web.Response:
     start, end = query_time(request, "from"), query_time(request, "to")
     settings = request.app[SETTINGS]
     if (start is None) != (end is None):
-        raise bad_request("to" if end is None else "from", "from and to go together")
+        raise FieldError("to" if end is None else "from", "from and to go together")
     if start is not None and end is not None:
         if start > end:
-            raise bad_request("from", "must not be after to")
+            raise FieldError("from", "must not be after to")
         if end - start > MAX_STATISTICS_RANGE:
-            raise bad_request("to", f"the range may span at most {MAX_STATISTICS_RANGE.days} days")
+            raise FieldError("to", f"the range may span at most {MAX_STATISTICS_RANGE.days} days")
     async with request.app[SESSIONS]() as session:
         if await service.get_device(session, principal(request), device_id) is None:
             raise not_found(f"device {device_id}")

@@ -15,10 +15,10 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 
 from tracker_jobs.admin.auth import bearer_token
-from tracker_jobs.admin.errors import ApiError
 from tracker_jobs.admin.openapi import Operation, Reply, documented
 from tracker_jobs.admin.socket import CLIENTS_KEY
 from tracker_jobs.admin.state import REDIS, SESSIONS, SETTINGS
+from tracker_jobs.core.errors import HttpError
 from tracker_jobs.monitor import counters
 from tracker_jobs.monitor.backlog import queue_backlogs
 from tracker_jobs.monitor.heartbeat import live_workers
@@ -132,7 +132,7 @@ async def read_snapshot(request: web.Request) -> Snapshot:
 async def metrics(request: web.Request) -> web.Response:
     expected = request.app[SETTINGS].metrics_token
     if expected is not None and not hmac.compare_digest((bearer_token(request) or "").encode(), expected.encode()):
-        raise ApiError(401, "unauthorized", "this needs Authorization: Bearer <TRACKER_METRICS_TOKEN>")
+        raise HttpError(401, "unauthorized", "this needs Authorization: Bearer <TRACKER_METRICS_TOKEN>")
     registry = CollectorRegistry(auto_describe=False)
     registry.register(await read_snapshot(request))
     return web.Response(body=generate_latest(registry), headers={"Content-Type": CONTENT_TYPE_LATEST})

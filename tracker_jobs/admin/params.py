@@ -5,31 +5,23 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-import orjson
 from aiohttp import web
 
-from tracker_jobs.admin.errors import ApiError, Handler, bad_request
-from tracker_jobs.core.fields import ID_MAX, FieldError, parse_id, parse_time
+from tracker_jobs.admin.errors import Handler
+from tracker_jobs.core.errors import FieldError, HttpError
+from tracker_jobs.core.fields import ID_MAX, parse_id, parse_time
 from tracker_jobs.core.fields import parse_int as parse_field_int
+from tracker_jobs.core.serialization import parse_json_body
 
 
 async def json_body(request: web.Request) -> Any:
-    return parse_json(request.content_type, await request.read())
-
-
-def parse_json(content_type: str, raw: bytes) -> Any:
-    if content_type != "application/json":
-        raise ApiError(415, "unsupported_media_type", "the body must be JSON (Content-Type: application/json)")
-    try:
-        return orjson.loads(raw)
-    except orjson.JSONDecodeError as error:
-        raise ApiError(400, "invalid_json", f"the body is not valid JSON: {error}") from None
+    return parse_json_body(request.content_type, await request.read())
 
 
 async def json_object(request: web.Request) -> dict[str, Any]:
     body = await json_body(request)
     if not isinstance(body, dict):
-        raise ApiError(400, "invalid_json", "the body must be a JSON object")
+        raise HttpError(400, "invalid_json", "the body must be a JSON object")
     return body
 
 
@@ -38,7 +30,7 @@ async def bounded_query(request: web.Request, handler: Handler) -> web.StreamRes
     """No query parameter reaches a handler, a log line or the database with a NUL character in it."""
     for name, value in request.query.items():
         if "\x00" in name or "\x00" in value:
-            raise bad_request(name.replace("\x00", "\\0")[:40], "must not contain NUL characters")
+            raise FieldError(name.replace("\x00", "\\0")[:40], "must not contain NUL characters")
     return await handler(request)
 
 
@@ -54,14 +46,14 @@ def query_ids(request: web.Request, name: str) -> list[int]:
     try:
         return [parse_id(name, raw) for raw in request.query.getall(name, [])]
     except FieldError as error:
-        raise bad_request(error.field, error.problem) from None
+        raise FieldError(error.field, error.problem) from None
 
 
 def parse_int(name: str, raw: object) -> int:
     try:
         return parse_field_int(name, raw)
     except FieldError as error:
-        raise bad_request(error.field, error.problem) from None
+        raise FieldError(error.field, error.problem) from None
 
 
 def path_id(request: web.Request, name: str = "id") -> int:
@@ -69,9 +61,9 @@ def path_id(request: web.Request, name: str = "id") -> int:
     try:
         value = int(raw)
     except ValueError:
-        raise ApiError(404, "not_found", f"no such {name}: {raw[:40]!r}") from None
+        raise HttpError(404, "not_found", f"no such {name}: {raw[:40]!r}") from None
     if not 0 < value <= ID_MAX:
-        raise ApiError(404, "not_found", f"no such {name}: {value}")
+        raise HttpError(404, "not_found", f"no such {name}: {value}")
     return value
 
 
@@ -82,4 +74,4 @@ def query_time(request: web.Request, name: str) -> datetime | None:
     try:
         return parse_time(name, raw)
     except FieldError as error:
-        raise bad_request(error.field, error.problem) from None
+        raise FieldError(error.field, error.problem) from None

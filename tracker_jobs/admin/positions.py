@@ -8,13 +8,13 @@ from typing import Any
 from aiohttp import web
 
 from tracker_jobs.admin.auth import principal
-from tracker_jobs.admin.errors import ApiError, bad_request
-from tracker_jobs.admin.osmand import UNAVAILABLE, redis_unavailable
 from tracker_jobs.admin.params import json_body, query_ids, query_int, query_time
 from tracker_jobs.admin.responses import json_response
 from tracker_jobs.admin.state import ACCEPTOR, REDIS, SESSIONS, SETTINGS
 from tracker_jobs.core.db import utcnow
+from tracker_jobs.core.errors import UNREACHABLE, FieldError, HttpError
 from tracker_jobs.monitor.counters import POSITIONS_REJECTED, count
+from tracker_jobs.positions.acceptor import CannotAccept
 from tracker_jobs.positions.batch import DISABLED, UNKNOWN, BatchAnswer, resolve_batch
 from tracker_jobs.positions.service import latest_positions, positions_in_range
 
@@ -27,11 +27,11 @@ async def get_positions(request: web.Request) -> web.Response:
     device_ids = query_ids(request, "deviceId")
     start, end = query_time(request, "from"), query_time(request, "to")
     if start is not None and end is not None and start > end:
-        raise bad_request("from", "must not be after to")
+        raise FieldError("from", "must not be after to")
     limit = query_int(request, "limit")
     limit = MAX_POSITIONS_PER_REQUEST if limit is None else limit
     if not 0 < limit <= MAX_POSITIONS_PER_REQUEST:
-        raise bad_request("limit", f"must be from 1 to {MAX_POSITIONS_PER_REQUEST}")
+        raise FieldError("limit", f"must be from 1 to {MAX_POSITIONS_PER_REQUEST}")
     async with request.app[SESSIONS]() as session:
         if start is None and end is None:
             found = await latest_positions(session, request.app[REDIS], principal(request), device_ids)
@@ -43,7 +43,7 @@ async def get_positions(request: web.Request) -> web.Response:
 async def _accept_batch(request: web.Request, items: list[Any]) -> BatchAnswer:
     settings = request.app[SETTINGS]
     if len(items) > settings.batch_limit:
-        raise ApiError(413, "too_large", f"positions: {len(items)} in one request, at most {settings.batch_limit}")
+        raise HttpError(413, "too_large", f"positions: {len(items)} in one request, at most {settings.batch_limit}")
     now = utcnow()
     try:
         async with request.app[SESSIONS]() as session:
@@ -52,10 +52,10 @@ async def _accept_batch(request: web.Request, items: list[Any]) -> BatchAnswer:
             )
         if answer.accepted:
             answer.task_ids = (await request.app[ACCEPTOR].accept(answer.accepted)).task_ids
-    except UNAVAILABLE:
-        raise redis_unavailable() from None
+    except UNREACHABLE:
+        raise CannotAccept() from None
     if answer.rejected:
-        with contextlib.suppress(*UNAVAILABLE):  # what was accepted stands: a counter must not turn it into a 503
+        with contextlib.suppress(*UNREACHABLE):  # what was accepted stands: a counter must not turn it into a 503
             await count(request.app[REDIS], {POSITIONS_REJECTED: len(answer.rejected)})
     return answer
 
@@ -79,7 +79,7 @@ async def post_positions(request: web.Request) -> web.Response:
     if isinstance(body, dict) and isinstance(body.get("positions"), list):
         body = body["positions"]
     if not isinstance(body, list):
-        raise bad_request("positions", "must be a JSON array of positions")
+        raise FieldError("positions", "must be a JSON array of positions")
     return _batch_response(await _accept_batch(request, body))
 
 
@@ -89,5 +89,5 @@ async def post_single_position(request: web.Request) -> web.Response:
     answer = await _accept_batch(request, [body])
     if answer.rejected:
         rejection = answer.rejected[0]
-        raise ApiError(SINGLE_STATUS.get(rejection["code"], 400), rejection["code"], rejection["reason"])
+        raise HttpError(SINGLE_STATUS.get(rejection["code"], 400), rejection["code"], rejection["reason"])
     return _batch_response(answer)

@@ -3,21 +3,18 @@
 The admin API is limited per token, and per client address for requests that carry no valid token
 (see `auth`).
 Device ingest is limited per device inside the position acceptor's own Redis round trip and answered
-with `too_many` from here. A limit of 0 turns it off. Redis out of reach lets requests through: a limit
+with the same TooManyRequests. A limit of 0 turns it off. Redis out of reach lets requests through: a limit
 must not become an outage.
 """
 
 from __future__ import annotations
 
 import hashlib
-import math
 
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError
 from redis.exceptions import TimeoutError as RedisTimeoutError
-
-from tracker_jobs.admin.errors import ApiError
 
 _COUNT_SCRIPT = """
 local count = redis.call('INCR', KEYS[1])
@@ -63,13 +60,3 @@ async def over_limit(redis: Redis, key: str, limit: int, *, unless_exists: str) 
     if spared or count is None or int(count) <= limit:
         return None
     return max(int(ttl_ms), 1) / 1000
-
-
-def too_many(wait_s: float, whose: str) -> ApiError:
-    retry_after = max(1, math.ceil(wait_s))
-    return ApiError(
-        429,
-        "rate_limited",
-        f"too many requests {whose}; try again in {retry_after} s",
-        headers={"Retry-After": str(retry_after)},
-    )

@@ -13,7 +13,6 @@ from typing import Any
 from aiohttp import web
 
 from tracker_jobs.admin.auth import principal
-from tracker_jobs.admin.errors import ApiError, bad_request, not_found
 from tracker_jobs.admin.openapi import (
     ANY_OBJECT,
     BOOLEAN,
@@ -34,7 +33,8 @@ from tracker_jobs.admin.params import json_object, path_id, query_ids, query_tim
 from tracker_jobs.admin.responses import json_response
 from tracker_jobs.admin.state import REDIS, SESSIONS, SETTINGS
 from tracker_jobs.admin.tasks import bounded_query_int
-from tracker_jobs.core.fields import FieldError, check_no_nul, parse_id, parse_time
+from tracker_jobs.core.errors import FieldError, HttpError, not_found
+from tracker_jobs.core.fields import check_no_nul, parse_id, parse_time
 from tracker_jobs.reports import exporters, service
 from tracker_jobs.reports.builders import DEVICE_KINDS, DIRECT_KINDS, ReportRequest
 
@@ -88,43 +88,37 @@ def _report_errors(*, too_large_status: int = 400, end_field: str = "end") -> It
     """The service's refusals as 4xx answers that name the problem."""
     try:
         yield
-    except FieldError as error:
-        raise bad_request(error.field, error.problem) from None
-    except service.DeviceNotFound as error:
-        raise not_found(f"device {error.device_id}") from None
     except service.RangeTooLarge as error:
         if too_large_status == 413:
-            raise ApiError(
+            raise HttpError(
                 413,
                 "too_large",
                 f"from/to: {error}; POST /api/tasks/report/device or /api/tasks/report/fleet makes it as a job",
             ) from None
-        raise bad_request(end_field, str(error)) from None
-    except service.ReportNotReady as error:
-        raise ApiError(409, "conflict", f"{error}; download it once its status is complete") from None
+        raise FieldError(end_field, str(error)) from None
 
 
 def _known_fields(body: dict[str, Any], allowed: tuple[str, ...]) -> None:
     unknown = sorted(set(body) - set(allowed))
     if unknown:
-        raise bad_request(unknown[0][:40], f"is not a report field; expected {', '.join(allowed)}")
+        raise FieldError(unknown[0][:40], f"is not a report field; expected {', '.join(allowed)}")
 
 
 def _required(body: dict[str, Any], name: str) -> Any:
     if body.get(name) is None:
-        raise bad_request(name, "is required")
+        raise FieldError(name, "is required")
     return body[name]
 
 
 def _flag(value: object, name: str) -> bool:
     if not isinstance(value, bool):
-        raise bad_request(name, "must be true or false")
+        raise FieldError(name, "must be true or false")
     return value
 
 
 def _texts(value: object, name: str) -> tuple[str, ...]:
     if not isinstance(value, list) or not all(isinstance(item, str) and 0 < len(item) <= 64 for item in value):
-        raise bad_request(name, "must be a list of names")
+        raise FieldError(name, "must be a list of names")
     return tuple(check_no_nul(name, item) for item in value)
 
 
@@ -184,11 +178,11 @@ async def post_fleet_report(request: web.Request) -> web.Response:
         start, end = _period(body)
         raw_ids = body.get("device_ids")
         if raw_ids is not None and not isinstance(raw_ids, list):
-            raise bad_request("device_ids", "must be a list of device ids")
+            raise FieldError("device_ids", "must be a list of device ids")
         device_ids = tuple(parse_id("device_ids", raw) for raw in raw_ids or ())
         report_request = ReportRequest("fleet", device_ids, start, end)
         if raw_ids is not None and not device_ids:
-            raise bad_request("device_ids", "must name at least one device (leave it out for all)")
+            raise FieldError("device_ids", "must name at least one device (leave it out for all)")
         return await _accepted(request, report_request, service.check_formats(body.get("formats")))
 
 
@@ -245,7 +239,7 @@ async def download_report(request: web.Request) -> web.StreamResponse:
     report_id = path_id(request)
     fmt = request.query.get("format") or "json"
     if fmt not in exporters.FORMATS:
-        raise bad_request("format", f"expected one of {', '.join(exporters.FORMATS)}, got {fmt[:16]!r}")
+        raise FieldError("format", f"expected one of {', '.join(exporters.FORMATS)}, got {fmt[:16]!r}")
     with _report_errors():
         found = await service.open_download(
             request.app[SESSIONS], request.app[REDIS], principal(request), report_id, fmt
@@ -278,13 +272,13 @@ async def direct_report(request: web.Request) -> web.StreamResponse:
         raise not_found(f"report kind {kind[:40]!r} (expected one of {', '.join(DIRECT_KINDS)})")
     device_ids = tuple(query_ids(request, "deviceId"))
     if not device_ids:
-        raise bad_request("deviceId", "is required")
+        raise FieldError("deviceId", "is required")
     start, end = query_time(request, "from"), query_time(request, "to")
     if start is None or end is None:
-        raise bad_request("from" if start is None else "to", "is required")
+        raise FieldError("from" if start is None else "to", "is required")
     daily = request.query.get("daily", "false")
     if daily not in ("true", "false"):
-        raise bad_request("daily", "must be true or false")
+        raise FieldError("daily", "must be true or false")
     report_request = ReportRequest(
         kind, device_ids, start, end, daily == "true", tuple(request.query.getall("type", []))
     )

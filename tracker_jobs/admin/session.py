@@ -7,12 +7,12 @@ from aiohttp import web
 from sqlmodel import col
 
 from tracker_jobs.admin.auth import announce_access_change, bearer_token, principal
-from tracker_jobs.admin.errors import ApiError, bad_request
 from tracker_jobs.admin.params import json_object
 from tracker_jobs.admin.responses import json_response
 from tracker_jobs.admin.state import SESSIONS
 from tracker_jobs.core.db import transaction
-from tracker_jobs.core.fields import FieldError, parse_text
+from tracker_jobs.core.errors import FieldError, HttpError
+from tracker_jobs.core.fields import parse_text
 from tracker_jobs.users.models import UserSession
 from tracker_jobs.users.service import MAX_PASSWORD, hash_token, login
 
@@ -23,15 +23,15 @@ async def create_session(request: web.Request) -> web.Response:
     try:
         email = parse_text("email", body.get("email"), 256)
     except FieldError as error:
-        raise bad_request(error.field, error.problem) from None
+        raise FieldError(error.field, error.problem) from None
     if not isinstance(password, str) or not password:
-        raise bad_request("password", "is required")
+        raise FieldError("password", "is required")
     if len(password) > MAX_PASSWORD:  # no stored password is longer; scrypt would read all of it
-        raise ApiError(401, "unauthorized", "wrong email or password")
+        raise HttpError(401, "unauthorized", "wrong email or password")
     async with transaction(request.app[SESSIONS]) as session:
         made = await login(session, email, password)
     if made is None:
-        raise ApiError(401, "unauthorized", "wrong email or password")
+        raise HttpError(401, "unauthorized", "wrong email or password")
     token, expires = made
     return json_response({"token": token, "expires": expires.isoformat()})
 

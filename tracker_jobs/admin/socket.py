@@ -29,9 +29,10 @@ from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from tracker_jobs.admin.auth import bearer_token, principal
-from tracker_jobs.admin.state import DIRECTORY, REDIS, SESSIONS
-from tracker_jobs.core.access import ACCESS_CHANNEL, EVERYTHING, AccessChange
-from tracker_jobs.devices.service import DeviceDirectory, device_to_api, list_devices
+from tracker_jobs.admin.state import REDIS, SESSIONS
+from tracker_jobs.core.access import EVERYTHING, AccessChange, watch_access_changes
+from tracker_jobs.core.redis import listen_forever
+from tracker_jobs.devices.service import device_to_api, list_devices
 from tracker_jobs.positions.live import LIVE_CHANNEL
 from tracker_jobs.positions.service import latest_positions
 from tracker_jobs.users.service import Principal, hash_token, principals_by_token_hash
@@ -58,17 +59,20 @@ class Client:
 class LiveHub:
     """Subscribes once per process and hands each message to every client's own sender."""
 
-    def __init__(self, redis: Redis, sessions: async_sessionmaker[AsyncSession], directory: DeviceDirectory) -> None:
+    def __init__(self, redis: Redis, sessions: async_sessionmaker[AsyncSession]) -> None:
         self.redis = redis
         self.sessions = sessions
-        self.directory = directory  # this process's uniqueId map, told of access changes here too
         self.clients: set[Client] = set()
         self.tasks: list[asyncio.Task[None]] = []
         self.closing: set[asyncio.Task[Any]] = set()  # keeps closing sockets' and re-check tasks alive until done
         self.process = f"{socket.gethostname()}:{os.getpid()}"
 
     async def start(self) -> None:
-        self.tasks = [asyncio.create_task(self._listen()), asyncio.create_task(self._recheck_periodically())]
+        self.tasks = [
+            asyncio.create_task(listen_forever(self.redis, LIVE_CHANNEL, self._dispatch)),
+            asyncio.create_task(watch_access_changes(self.redis, self._access_changed)),
+            asyncio.create_task(self._recheck_periodically()),
+        ]
 
     async def stop(self) -> None:
         for task in self.tasks:
@@ -79,26 +83,6 @@ class LiveHub:
             await client.ws.close(code=1001, message=b"server shutting down")
         with contextlib.suppress(Exception):
             await self.redis.hdel(CLIENTS_KEY, self.process)  # type: ignore[misc]
-
-    async def _listen(self) -> None:
-        while True:
-            try:
-                async with self.redis.pubsub() as pubsub:
-                    await pubsub.subscribe(LIVE_CHANNEL, ACCESS_CHANNEL)
-                    # Whatever was announced while unsubscribed is lost: check everything once.
-                    self._access_changed(EVERYTHING)
-                    async for message in pubsub.listen():
-                        if message["type"] != "message":
-                            continue
-                        if message["channel"] == ACCESS_CHANNEL.encode():
-                            self._access_changed(AccessChange.decode(message["data"]))
-                        else:
-                            self._dispatch(message["data"])
-            except asyncio.CancelledError:
-                raise
-            except Exception as error:  # Redis gone: clients keep their sockets, we resubscribe
-                log.warning("live updates interrupted: %s; resubscribing", error)
-                await asyncio.sleep(1.0)
 
     def _dispatch(self, data: bytes) -> None:
         for client in list(self.clients):
@@ -115,7 +99,6 @@ class LiveHub:
         task.add_done_callback(self.closing.discard)
 
     def _access_changed(self, change: AccessChange) -> None:
-        self.directory.apply(change)
         for client in self.clients:
             if change.devices and not client.principal.is_admin:
                 client.refreshed = float("-inf")  # its next unknown device re-reads what it may see, at once
@@ -226,7 +209,7 @@ def install(app: web.Application) -> None:
     """Route and lifecycle of the hub on the admin app."""
 
     async def start(app: web.Application) -> None:
-        app[HUB] = LiveHub(app[REDIS], app[SESSIONS], app[DIRECTORY])
+        app[HUB] = LiveHub(app[REDIS], app[SESSIONS])
         await app[HUB].start()
 
     async def stop(app: web.Application) -> None:

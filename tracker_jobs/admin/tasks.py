@@ -14,7 +14,6 @@ from aiohttp import web
 
 import tracker_jobs.worker  # noqa: F401 -- registers every job, so run-by-hand knows their arguments
 from tracker_jobs.admin.auth import principal, require_admin
-from tracker_jobs.admin.errors import ApiError, bad_request, not_found
 from tracker_jobs.admin.openapi import (
     ANY_OBJECT,
     BOOLEAN,
@@ -34,8 +33,8 @@ from tracker_jobs.admin.openapi import (
 from tracker_jobs.admin.params import json_object, query_int, query_time
 from tracker_jobs.admin.responses import json_response
 from tracker_jobs.admin.state import REDIS, SESSIONS
+from tracker_jobs.core.errors import FieldError, NotFound, not_found
 from tracker_jobs.monitor import service
-from tracker_jobs.monitor.arguments import ArgumentError
 from tracker_jobs.monitor.records import JOB_RECORDS, STATES, RecordFlusher
 from tracker_jobs.monitor.stats import WINDOWS, job_stats
 from tracker_jobs.queues import QUEUES
@@ -141,13 +140,13 @@ def task_filters(request: web.Request) -> service.TaskFilters:
     states = request.query.getall("state", [])
     for state in states:
         if state not in STATES:
-            raise bad_request("state", f"must be one of {', '.join(STATES)}, got {state[:40]!r}")
+            raise FieldError("state", f"must be one of {', '.join(STATES)}, got {state[:40]!r}")
     queue = request.query.get("queue") or None
     if queue is not None and queue not in QUEUES:
-        raise bad_request("queue", f"must be one of {', '.join(QUEUES)}, got {queue[:40]!r}")
+        raise FieldError("queue", f"must be one of {', '.join(QUEUES)}, got {queue[:40]!r}")
     start, end = query_time(request, "from"), query_time(request, "to")
     if start is not None and end is not None and start > end:
-        raise bad_request("from", "must not be after to")
+        raise FieldError("from", "must not be after to")
     return service.TaskFilters(states, request.query.get("name") or None, queue, start, end)
 
 
@@ -156,11 +155,11 @@ def bounded_query_int(request: web.Request, name: str, default: int, low: int, h
     if value is None:
         return default
     if not low <= value <= high:
-        raise bad_request(name, f"must be from {low} to {high}")
+        raise FieldError(name, f"must be from {low} to {high}")
     return value
 
 
-def task_not_found(task_id: str) -> ApiError:
+def task_not_found(task_id: str) -> NotFound:
     return not_found(f"task {task_id[:64]!r}")
 
 
@@ -227,7 +226,7 @@ async def get_stats(request: web.Request) -> web.Response:
     require_admin(request)
     window = request.query.get("window") or "1h"
     if window not in WINDOWS:
-        raise bad_request("window", f"must be one of {', '.join(WINDOWS)}")
+        raise FieldError("window", f"must be one of {', '.join(WINDOWS)}")
     async with request.app[SESSIONS]() as session:
         return json_response(await job_stats(session, window))
 
@@ -297,10 +296,7 @@ async def get_task_record(request: web.Request) -> web.Response:
 async def cancel_task_record(request: web.Request) -> web.Response:
     task_id = request.match_info["id"]
     await write_pending_records(request)
-    try:
-        record = await service.cancel_task(request.app[REDIS], request.app[SESSIONS], principal(request), task_id)
-    except service.TaskConflict as error:
-        raise ApiError(409, "conflict", str(error)) from None
+    record = await service.cancel_task(request.app[REDIS], request.app[SESSIONS], principal(request), task_id)
     if record is None:
         raise task_not_found(task_id)
     return json_response(service.task_to_api(record))
@@ -316,10 +312,7 @@ async def cancel_task_record(request: web.Request) -> web.Response:
 )
 async def retry_task_record(request: web.Request) -> web.Response:
     task_id = request.match_info["id"]
-    try:
-        new_id = await service.retry_task(request.app[REDIS], request.app[SESSIONS], principal(request), task_id)
-    except service.TaskConflict as error:
-        raise ApiError(409, "conflict", str(error)) from None
+    new_id = await service.retry_task(request.app[REDIS], request.app[SESSIONS], principal(request), task_id)
     if new_id is None:
         raise task_not_found(task_id)
     await write_pending_records(request)
@@ -367,10 +360,7 @@ async def run_task(request: web.Request) -> web.Response:
     if not service.runnable_job(name):
         raise not_found(f"runnable job {name[:64]!r}")
     arguments: dict[str, Any] = await json_object(request) if request.body_exists else {}
-    try:
-        task_id = await service.run_job(request.app[REDIS], caller, name, arguments)
-    except ArgumentError as error:
-        raise bad_request(error.name, error.problem) from None
+    task_id = await service.run_job(request.app[REDIS], caller, name, arguments)
     await write_pending_records(request)
     return json_response({"task_id": task_id}, status=202)
 

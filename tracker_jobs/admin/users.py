@@ -11,7 +11,6 @@ from typing import Any
 from aiohttp import web
 
 from tracker_jobs.admin.auth import announce_access_change, bearer_token, require_admin
-from tracker_jobs.admin.errors import ApiError, bad_request, not_found
 from tracker_jobs.admin.openapi import (
     BOOLEAN,
     ID,
@@ -30,7 +29,8 @@ from tracker_jobs.admin.params import json_object, path_id
 from tracker_jobs.admin.responses import json_response
 from tracker_jobs.admin.state import SESSIONS
 from tracker_jobs.core.db import transaction
-from tracker_jobs.core.fields import FieldError, parse_text
+from tracker_jobs.core.errors import FieldError, HttpError, not_found
+from tracker_jobs.core.fields import parse_text
 from tracker_jobs.users import service
 from tracker_jobs.users.models import Role
 
@@ -66,11 +66,11 @@ def user_fields(body: dict[str, Any], *, creating: bool) -> dict[str, Any]:
     """The fields a POST or PUT body sets, checked; unknown keys are refused by name."""
     unknown = sorted(set(body) - {"name", "email", "password", "role", "disabled"})
     if unknown:
-        raise bad_request(unknown[0][:40], "is not a user field")
+        raise FieldError(unknown[0][:40], "is not a user field")
     try:
         return _checked_user_fields(body, creating=creating)
     except FieldError as error:
-        raise bad_request(error.field, error.problem) from None
+        raise FieldError(error.field, error.problem) from None
 
 
 def parse_email(raw: object) -> str:
@@ -131,7 +131,7 @@ async def create_user(request: web.Request) -> web.Response:
     fields = user_fields(await json_object(request), creating=True)
     async with transaction(request.app[SESSIONS]) as session:
         if await service.email_taken(session, fields["email"]):
-            raise ApiError(409, "conflict", f"email: {fields['email']!r} belongs to another user")
+            raise HttpError(409, "conflict", f"email: {fields['email']!r} belongs to another user")
         user = await service.create_user(session, fields)
     return json_response(service.user_to_api(user), status=201)
 
@@ -167,14 +167,11 @@ async def update_user(request: web.Request) -> web.Response:
         if user is None:
             raise not_found(f"user {user_id}")
         if "email" in fields and await service.email_taken(session, fields["email"], except_id=user_id):
-            raise ApiError(409, "conflict", f"email: {fields['email']!r} belongs to another user")
+            raise HttpError(409, "conflict", f"email: {fields['email']!r} belongs to another user")
         changes_access = "password" in fields or any(
             getattr(user, key) != fields[key] for key in ("role", "disabled") if key in fields
         )
-        try:
-            await service.update_user(session, user, fields)
-        except service.LastAdmin as error:
-            raise ApiError(409, "conflict", f"{error}; make another admin first") from None
+        await service.update_user(session, user, fields)
     if changes_access:
         await announce_access_change(request, users=[user_id])
     return json_response(service.user_to_api(user))
@@ -196,10 +193,7 @@ async def delete_user(request: web.Request) -> web.Response:
         user = await service.get_user(session, user_id)
         if user is None:
             raise not_found(f"user {user_id}")
-        try:
-            await service.delete_user(session, user)
-        except service.LastAdmin as error:
-            raise ApiError(409, "conflict", f"{error}; make another admin first") from None
+        await service.delete_user(session, user)
     await announce_access_change(request, users=[user_id])
     return web.Response(status=204)
 
@@ -241,11 +235,11 @@ async def create_token(request: web.Request) -> web.Response:
     body = await json_object(request) if request.body_exists else {}
     unknown = sorted(set(body) - {"name"})
     if unknown:
-        raise bad_request(unknown[0], "is not a token field")
+        raise FieldError(unknown[0], "is not a token field")
     try:
         name = parse_text("name", body.get("name", "api"), 128)
     except FieldError as error:
-        raise bad_request(error.field, error.problem) from None
+        raise FieldError(error.field, error.problem) from None
     async with transaction(request.app[SESSIONS]) as session:
         if await service.get_user(session, user_id) is None:
             raise not_found(f"user {user_id}")
@@ -270,7 +264,7 @@ async def delete_token(request: web.Request) -> web.Response:
         if token is None:
             raise not_found(f"token {token_id} of user {user_id}")
         if token.token_hash == service.hash_token(bearer_token(request) or ""):
-            raise ApiError(409, "conflict", "this request is authenticated with that token; use another one")
+            raise HttpError(409, "conflict", "this request is authenticated with that token; use another one")
         await session.delete(token)
     await announce_access_change(request, users=[user_id])
     return web.Response(status=204)

@@ -5,7 +5,7 @@ creates through the API, disables, renames or deletes a device publishes an Acce
 commit. Every admin process hears it (its live hub subscribes) and so does the device listener it
 serves: open websockets of those users are checked again (closed when their token no longer lets them
 in, filtered anew when their devices or role changed), and the uniqueId directory forgets those
-devices. (A device auto-registered by a listener is announced to nobody: no socket of a user can see
+devices (`watch_access_changes`). (A device auto-registered by a listener is announced to nobody: no socket of a user can see
 it yet, and every other directory looks an unknown uniqueId up in the database.) Pub/sub delivers at most once, so a process that lost its
 subscription treats the gap as "everything changed" and checks everything again.
 """
@@ -13,11 +13,13 @@ subscription treats the gap as "everything changed" and checks everything again.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import orjson
 from redis.asyncio import Redis
+
+from tracker_jobs.core.redis import listen_forever
 
 log = logging.getLogger(__name__)
 ACCESS_CHANNEL = "tracker:access"
@@ -51,3 +53,11 @@ async def publish_access_change(redis: Redis, *, users: Iterable[int] = (), devi
         await redis.publish(ACCESS_CHANNEL, change.encode())
     except Exception as error:  # the change is committed; the periodic re-check catches up
         log.warning("could not announce an access change (%s): %s", change, error)
+
+
+async def watch_access_changes(redis: Redis, on_change: Callable[[AccessChange], None]) -> None:
+    """Every announced change, until cancelled; EVERYTHING after each (re)subscription, for what was
+    announced while this process was not listening."""
+    await listen_forever(
+        redis, ACCESS_CHANNEL, lambda data: on_change(AccessChange.decode(data)), lambda: on_change(EVERYTHING)
+    )

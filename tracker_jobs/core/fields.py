@@ -13,6 +13,8 @@ from typing import Any
 
 import orjson
 
+from tracker_jobs.core.errors import FieldError
+
 # Epoch values above this are milliseconds (1e11 s is the year 5138; 1e11 ms is 1973).
 _EPOCH_MS_THRESHOLD = 1e11
 EARLIEST = datetime(1990, 1, 1, tzinfo=UTC)
@@ -27,15 +29,6 @@ MAX_ATTRIBUTES_BYTES = 16 * 1024
 
 # C0 and C1 control characters, and halves of surrogate pairs (no UTF-8 column can hold one).
 _UNSTORABLE = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
-
-
-class FieldError(ValueError):
-    """A field of a request or a device's message is missing or wrong."""
-
-    def __init__(self, field: str, problem: str) -> None:
-        super().__init__(f"{field}: {problem}")
-        self.field = field
-        self.problem = problem
 
 
 def shown(raw: object) -> str:

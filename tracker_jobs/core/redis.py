@@ -1,10 +1,19 @@
-"""Connections to Redis: the arq pool every process uses, with a clear error when Redis is not there."""
+"""Connections to Redis: the arq pool every process uses, with a clear error when Redis is not there,
+and listening to a pub/sub channel for as long as a process runs."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
+from collections.abc import Callable
+
 from arq.connections import ArqRedis, RedisSettings, create_pool
+from redis.asyncio import Redis
 
 from tracker_jobs.core.serialization import deserialize_job, serialize_job
+
+log = logging.getLogger(__name__)
+RESUBSCRIBE_S = 1.0
 
 
 class RedisUnavailable(RuntimeError):
@@ -29,3 +38,24 @@ async def connect_redis(url: str) -> ArqRedis:
     except Exception as error:  # redis-py wraps socket errors in its own types
         raise RedisUnavailable(f"cannot reach Redis at {url}: {error}") from None
     return pool
+
+
+async def listen_forever(
+    redis: Redis, channel: str, on_message: Callable[[bytes], None], on_subscribed: Callable[[], None] = lambda: None
+) -> None:
+    """Hand every message of `channel` to `on_message` until cancelled; when Redis goes away, subscribe
+    again. `on_subscribed` runs after each subscription: pub/sub keeps nothing for a subscriber that was
+    away, so a listener that must not miss anything catches up there."""
+    while True:
+        try:
+            async with redis.pubsub() as pubsub:
+                await pubsub.subscribe(channel)
+                on_subscribed()
+                async for message in pubsub.listen():
+                    if message["type"] == "message":
+                        on_message(message["data"])
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:  # Redis gone: keep going, subscribe again
+            log.warning("listening on %s interrupted: %s; subscribing again", channel, error)
+            await asyncio.sleep(RESUBSCRIBE_S)

@@ -15,6 +15,7 @@ from sqlmodel.sql.expression import SelectOfScalar
 
 from tracker_jobs.core.access import AccessChange
 from tracker_jobs.core.db import dialect_name, iso, transaction
+from tracker_jobs.core.errors import Forbidden, NotFound
 from tracker_jobs.devices.models import Device, UserDevice
 from tracker_jobs.positions.live import live_key
 from tracker_jobs.positions.stream import rate_key
@@ -25,12 +26,17 @@ DIRECTORY_REFRESH_S = 60.0  # a safety net: changes reach every process at once 
 UNKNOWN_FOR_S = 10.0  # an unregistered id is not looked up again for this long
 
 
-class UnknownDevice(LookupError):
-    """A device reported that is not registered, and auto-registration is off."""
+class UnknownDevice(NotFound):
+    """The device does not exist, or the caller may not see it (or, reporting, it is not registered
+    and auto-registration is off)."""
+
+    code = "unknown_device"
 
 
-class DisabledDevice(LookupError):
-    """A device reported that an operator has disabled: its positions are refused at the door."""
+class DisabledDevice(Forbidden):
+    """A device an operator has disabled: its positions are refused at the door."""
+
+    code = "device_disabled"
 
 
 class DeviceDirectory:
@@ -60,12 +66,12 @@ class DeviceDirectory:
         if found is None:
             found = await self._look_up(unique_id, auto_register=auto_register)
         if found in self.disabled:
-            raise DisabledDevice(unique_id)
+            raise DisabledDevice(f"id: device {unique_id!r} is disabled")
         return found
 
     async def _look_up(self, unique_id: str, *, auto_register: bool) -> int:
         if not auto_register and time.monotonic() - self.unknown.get(unique_id, float("-inf")) < UNKNOWN_FOR_S:
-            raise UnknownDevice(unique_id)
+            raise UnknownDevice(f"id: device {unique_id!r} is not registered")
         while True:
             generation = self.generation
             found = await self._read_one(unique_id, auto_register=auto_register)
@@ -73,7 +79,7 @@ class DeviceDirectory:
                 break
         if found is None:
             self.unknown[unique_id] = time.monotonic()
-            raise UnknownDevice(unique_id)
+            raise UnknownDevice(f"id: device {unique_id!r} is not registered")
         device_id, disabled = found
         self.ids[unique_id] = device_id
         if disabled:

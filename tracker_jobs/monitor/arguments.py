@@ -8,17 +8,11 @@ import typing
 from dataclasses import dataclass
 from typing import Any
 
-from tracker_jobs.core.fields import INT_MAX, INT_MIN, FieldError, check_json, parse_int
+from tracker_jobs.core.errors import FieldError
+from tracker_jobs.core.fields import INT_MAX, INT_MIN, check_json, parse_int
 from tracker_jobs.queues import JobSpec
 
 _JSON_TYPE_NAMES = {int: "integer", float: "number", str: "string", bool: "boolean", type(None): "null"}
-
-
-class ArgumentError(ValueError):
-    def __init__(self, name: str, problem: str) -> None:
-        super().__init__(f"{name}: {problem}")
-        self.name = name
-        self.problem = problem
 
 
 @dataclass(frozen=True)
@@ -63,25 +57,21 @@ def type_name(annotation: Any) -> str:
 
 
 def check_arguments(spec: JobSpec, given: dict[str, Any]) -> dict[str, Any]:
-    """The arguments to enqueue the job with; ArgumentError names the first one that does not fit."""
+    """The arguments to enqueue the job with; FieldError names the first one that does not fit."""
     parameters = {parameter.name: parameter for parameter in job_parameters(spec)}
     for name in given:
         if name not in parameters:
-            raise ArgumentError(
-                name, f"{spec.name} takes no such argument (it takes: {', '.join(parameters) or 'none'})"
-            )
-        try:  # job payloads are stored as JSON and shown back in task records: bounded like any free-form input
-            check_json(name, given[name])
-            if isinstance(given[name], int) and not isinstance(given[name], bool):
-                parse_int(name, given[name], INT_MIN, INT_MAX)  # jobs hand their numbers to INTEGER columns
-        except FieldError as error:
-            raise ArgumentError(name, error.problem) from None
+            raise FieldError(name, f"{spec.name} takes no such argument (it takes: {', '.join(parameters) or 'none'})")
+        # Job payloads are stored as JSON and shown back in task records: bounded like any free-form input.
+        check_json(name, given[name])
+        if isinstance(given[name], int) and not isinstance(given[name], bool):
+            parse_int(name, given[name], INT_MIN, INT_MAX)  # jobs hand their numbers to INTEGER columns
     for parameter in parameters.values():
         if parameter.name in given:
             if not fits(given[parameter.name], parameter.annotation):
-                raise ArgumentError(parameter.name, f"must be {type_name(parameter.annotation)}")
+                raise FieldError(parameter.name, f"must be {type_name(parameter.annotation)}")
         elif parameter.required:
-            raise ArgumentError(parameter.name, "is required")
+            raise FieldError(parameter.name, "is required")
     return given
 
 

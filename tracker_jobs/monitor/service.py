@@ -19,6 +19,7 @@ from sqlmodel import col, select
 from sqlmodel.sql.expression import SelectOfScalar
 
 from tracker_jobs.core.db import iso, transaction, utcnow
+from tracker_jobs.core.errors import Conflict
 from tracker_jobs.monitor.arguments import check_arguments, job_parameters
 from tracker_jobs.monitor.backlog import QueueBacklog, queue_backlogs
 from tracker_jobs.monitor.heartbeat import live_workers
@@ -49,8 +50,8 @@ return 'absent'
 """
 
 
-class TaskConflict(Exception):
-    """The task is not in a state that allows what was asked (HTTP 409)."""
+class TaskConflict(Conflict):
+    """The task is not in a state that allows what was asked."""
 
 
 @dataclass
@@ -251,7 +252,7 @@ def runnable_job(name: str) -> bool:
 
 
 async def run_job(redis: ArqRedis, principal: Principal, name: str, arguments: dict[str, Any]) -> str:
-    """Enqueue a job an admin runs by hand; ArgumentError names an argument that does not fit."""
+    """Enqueue a job an admin runs by hand; FieldError names an argument that does not fit."""
     checked = check_arguments(REGISTRY[name], arguments)
     job = await enqueue(redis, name, user_id=principal.user_id, **checked)
     assert job is not None  # a fresh id is never taken

@@ -12,11 +12,20 @@ from dataclasses import dataclass
 from arq.connections import ArqRedis
 
 from tracker_jobs.core.db import utcnow
+from tracker_jobs.core.errors import Unavailable
 from tracker_jobs.positions.decode import DecodedPosition
 from tracker_jobs.positions.service import RateLimit, accept_positions
 from tracker_jobs.positions.stream import partition_of
 
 Item = tuple[int, DecodedPosition]
+
+
+class CannotAccept(Unavailable):
+    """Redis (or, for a new device, the database) is out of reach or refuses writes: the sender keeps
+    its positions and sends them again."""
+
+    def __init__(self) -> None:
+        super().__init__("cannot store positions right now; send again later")
 
 
 @dataclass

@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, or_, select
 
-from tracker_jobs.core.fields import FieldError
+from tracker_jobs.core.errors import FieldError
 from tracker_jobs.devices.models import Device
 from tracker_jobs.devices.service import register_devices, visible_device_ids
 from tracker_jobs.positions.decode import DecodedPosition, decode_position_object

@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from tracker_jobs.core.fields import ID_MAX, FieldError, check_json, parse_number, parse_time
+from tracker_jobs.core.errors import FieldError
+from tracker_jobs.core.fields import ID_MAX, check_json, parse_number, parse_time
 
 KNOTS_PER = {"kn": 1.0, "kmh": 1 / 1.852, "mps": 3600 / 1852, "mph": 1609.344 / 1852}
 MAX_UNIQUE_ID_LENGTH = 128

@@ -19,9 +19,9 @@ from sqlmodel import col, select
 
 from tracker_jobs.core.config import Settings
 from tracker_jobs.core.db import iso, transaction, utcnow
-from tracker_jobs.core.fields import FieldError
+from tracker_jobs.core.errors import Conflict, FieldError
 from tracker_jobs.devices.models import Device
-from tracker_jobs.devices.service import visible_device_ids
+from tracker_jobs.devices.service import UnknownDevice, visible_device_ids
 from tracker_jobs.monitor.progress import read_progress
 from tracker_jobs.queues import enqueue
 from tracker_jobs.reports import exporters, files
@@ -42,25 +42,18 @@ ACTIVE = ("queued", "in_progress")
 log = logging.getLogger(__name__)
 
 
-class DeviceNotFound(LookupError):
-    """The device does not exist, or the caller may not see it."""
-
-    def __init__(self, device_id: int) -> None:
-        super().__init__(f"device {device_id} not found")
-        self.device_id = device_id
-
-
 class RangeTooLarge(ValueError):
+    """Longer than a report may cover; the route says which status and field that is."""
+
     def __init__(self, days: float, limit: int) -> None:
         super().__init__(f"the range spans {days:g} days; at most {limit} are allowed")
         self.days = days
         self.limit = limit
 
 
-class ReportNotReady(Exception):
+class ReportNotReady(Conflict):
     def __init__(self, report_id: int, status: str) -> None:
-        super().__init__(f"report {report_id} is {status}")
-        self.status = status
+        super().__init__(f"report {report_id} is {status}; download it once its status is complete")
 
 
 @dataclass(frozen=True)
@@ -153,13 +146,13 @@ def _job_arguments(request: ReportRequest, report_id: int, formats: list[str]) -
 async def visible_devices_among(
     session: AsyncSession, principal: Principal, device_ids: Sequence[int] | None
 ) -> list[int]:
-    """`device_ids` when the caller may see each (else DeviceNotFound for the first), or all they may see."""
+    """`device_ids` when the caller may see each (else UnknownDevice for the first), or all they may see."""
     visible = {int(found) for found in (await session.execute(visible_device_ids(principal))).scalars() if found}
     if device_ids is None:
         return sorted(visible)
     for device_id in device_ids:
         if device_id not in visible:
-            raise DeviceNotFound(device_id)
+            raise UnknownDevice(f"device {device_id} not found")
     return list(dict.fromkeys(device_ids))
 
 

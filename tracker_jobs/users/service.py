@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
 
 from tracker_jobs.core.db import iso, utcnow
+from tracker_jobs.core.errors import Conflict, Unavailable
 from tracker_jobs.users.models import ApiToken, Role, User, UserSession
 
 BOOTSTRAP_EMAIL = "admin@localhost"
@@ -53,14 +54,14 @@ def _scrypt(password: str, salt: bytes) -> bytes:
     return hashlib.scrypt(password.encode(), salt=salt, **_SCRYPT)
 
 
-class PasswordHashingBusy(RuntimeError):
+class PasswordHashingBusy(Unavailable):
     """Too many passwords are being hashed right now; the caller should try again shortly."""
 
 
 async def _scrypt_off_loop(password: str, salt: bytes) -> bytes:
     global _pending_hashes
     if _pending_hashes >= MAX_PENDING_HASHES:
-        raise PasswordHashingBusy("too many logins at once; try again in a second")
+        raise PasswordHashingBusy("too many logins at once; try again in a second", retry_after_s=1)
     _pending_hashes += 1
     try:
         return await asyncio.get_running_loop().run_in_executor(_HASHING, _scrypt, password, salt)
@@ -196,7 +197,7 @@ async def delete_expired_sessions(session: AsyncSession) -> int:
     return int(result.rowcount)  # type: ignore[attr-defined]
 
 
-class LastAdmin(Exception):
+class LastAdmin(Conflict):
     """The change would leave no enabled admin, and nobody could manage users any more."""
 
 
@@ -250,7 +251,7 @@ async def update_user(session: AsyncSession, user: User, fields: dict[str, Any])
     if await _would_remove_last_admin(
         session, user, fields.get("role", user.role), fields.get("disabled", user.disabled)
     ):
-        raise LastAdmin(f"user {user.id} is the last enabled admin")
+        raise LastAdmin(f"user {user.id} is the last enabled admin; make another admin first")
     password = fields.pop("password", None)
     for name, value in fields.items():
         setattr(user, name, value)
@@ -261,7 +262,7 @@ async def update_user(session: AsyncSession, user: User, fields: dict[str, Any])
 
 async def delete_user(session: AsyncSession, user: User) -> None:
     if await _would_remove_last_admin(session, user, Role.USER, True):
-        raise LastAdmin(f"user {user.id} is the last enabled admin")
+        raise LastAdmin(f"user {user.id} is the last enabled admin; make another admin first")
     await session.delete(user)
 
 

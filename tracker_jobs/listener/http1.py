@@ -27,6 +27,8 @@ from typing import cast
 import httptools
 import orjson
 
+from tracker_jobs.core.errors import error_document
+
 log = logging.getLogger(__name__)
 
 MAX_HEAD_BYTES = 16 * 1024  # request line and headers: an OsmAnd query with many attributes fits
@@ -84,8 +86,8 @@ Handler = Callable[[Request], Awaitable[Reply]]
 
 
 def json_error(status: int, code: str, message: str, headers: tuple[tuple[str, str], ...] = ()) -> Reply:
-    """The admin API's error shape: `{"error": {"code", "message"}}`."""
-    body = orjson.dumps({"error": {"code": code, "message": message}})
+    """The engine's error shape, `{"error": {"code", "message"}}`, as every transport answers it."""
+    body = orjson.dumps(error_document(code, message))
     return Reply(status, body, (("Content-Type", "application/json"), *headers))
 
 
