@@ -43,8 +43,8 @@ from tracker_jobs.core.config import Settings, load_settings
 from tracker_jobs.core.db import create_engine, session_factory, transaction
 from tracker_jobs.core.redis import connect_redis
 from tracker_jobs.devices.models import Device
+from tracker_jobs.jobs.heartbeat import WORKERS_KEY
 from tracker_jobs.migrations import upgrade_database
-from tracker_jobs.monitor.heartbeat import WORKERS_KEY
 from tracker_jobs.positions.models import Position
 from tracker_jobs.reports.builders import ReportRequest
 from tracker_jobs.reports.detection import DetectionParams, detect

@@ -38,10 +38,11 @@ from tracker_jobs.core.db import create_engine, session_factory, transaction
 from tracker_jobs.core.redis import connect_redis, redis_settings
 from tracker_jobs.core.serialization import deserialize_job, serialize_job
 from tracker_jobs.embedded import free_port
+from tracker_jobs.jobs.base import enqueue
+from tracker_jobs.jobs.models import DURATION_BOUNDS_S, JobRecord
+from tracker_jobs.jobs.records import Outcomes, RecordBatch, RecordFlusher, write_now
+from tracker_jobs.jobs.refs import CLEANUP, JOBS
 from tracker_jobs.migrations import upgrade_database
-from tracker_jobs.monitor.models import DURATION_BOUNDS_S, JobRecord
-from tracker_jobs.monitor.records import Outcomes, RecordBatch, RecordFlusher, write_now
-from tracker_jobs.queues import CLEANUP, enqueue
 from tracker_jobs.users.service import ensure_bootstrap_admin
 from tracker_jobs.worker import build_worker
 
@@ -170,7 +171,7 @@ async def recorded_round(redis: ArqRedis, settings: Settings, engine: AsyncEngin
     enqueuer.start()
     ids = []
     for _ in range(jobs):
-        job = await enqueue(redis, "ping")
+        job = await enqueue(redis, JOBS["ping"])
         assert job is not None
         ids.append(job.job_id)
     await enqueuer.stop()  # its queued records are committed, as another process's would be

@@ -19,7 +19,7 @@ from tracker_jobs.core.config import Settings
 from tracker_jobs.core.db import transaction
 from tracker_jobs.core.serialization import deserialize_job
 from tracker_jobs.devices.models import Device, UserDevice
-from tracker_jobs.queues import POSITIONS
+from tracker_jobs.jobs.refs import POSITIONS
 
 Client = TestClient[Any, Any]
 T0 = 1_767_225_600  # 2026-01-01T00:00:00Z

@@ -14,7 +14,7 @@ from arq.connections import ArqRedis
 
 from tests.conftest import ADMIN_TOKEN
 from tests.processes import children_of, clean_env, engine_env, listening, running, tracker_jobs_command, wait_for
-from tracker_jobs.monitor.heartbeat import live_workers
+from tracker_jobs.jobs.heartbeat import live_workers
 
 HEADERS = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 

@@ -23,10 +23,10 @@ from tracker_jobs.admin.app import create_admin_app
 from tracker_jobs.core.access import AccessChange
 from tracker_jobs.core.config import Settings
 from tracker_jobs.devices.service import DeviceDirectory, UnknownDevice
+from tracker_jobs.jobs.refs import POSITIONS
 from tracker_jobs.monitor.counters import POSITIONS_ACCEPTED, POSITIONS_REJECTED, read_counts
 from tracker_jobs.positions.live import live_key
 from tracker_jobs.positions.stream import rate_key
-from tracker_jobs.queues import POSITIONS
 from tracker_jobs.users.service import MAX_PENDING_HASHES, PasswordHashingBusy, hash_password, hash_token
 
 Client = TestClient[Any, Any]

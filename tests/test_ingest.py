@@ -14,8 +14,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from tests.conftest import make_settings, open_listener
 from tests.workers import run_burst
 from tracker_jobs.core.config import Settings
+from tracker_jobs.jobs.base import queue_key
+from tracker_jobs.jobs.refs import POSITIONS
 from tracker_jobs.positions import stream
-from tracker_jobs.queues import POSITIONS, queue_key
 
 Client = TestClient[Any, Any]
 

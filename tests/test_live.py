@@ -20,10 +20,10 @@ from tracker_jobs.admin.app import create_admin_app
 from tracker_jobs.core.config import Settings
 from tracker_jobs.core.db import transaction
 from tracker_jobs.devices.models import Device
-from tracker_jobs.devices.statistics import summarise
 from tracker_jobs.devices.status import refresh_statuses, status_after_silence
+from tracker_jobs.jobs.refs import JOBS, POSITIONS
 from tracker_jobs.positions import live
-from tracker_jobs.queues import POSITIONS
+from tracker_jobs.positions.statistics import summarise
 
 Client = TestClient[Any, Any]
 
@@ -201,9 +201,9 @@ async def test_silent_devices_go_unknown_then_offline(sessions: async_sessionmak
 
 
 async def test_sweep_job_runs_on_the_real_worker(settings: Settings, redis: ArqRedis) -> None:
-    from tracker_jobs.queues import enqueue
+    from tracker_jobs.jobs.base import enqueue
 
-    job = await enqueue(redis, "sweep_position_partitions")
+    job = await enqueue(redis, JOBS["sweep_position_partitions"])
     assert job is not None
     await run_burst(settings, POSITIONS)
     assert (await job.result(timeout=5)) == {"scheduled": [], "statusChanges": 0}

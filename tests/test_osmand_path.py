@@ -9,7 +9,7 @@ from aiohttp.test_utils import TestClient
 
 from tests.workers import run_burst
 from tracker_jobs.core.config import Settings
-from tracker_jobs.queues import POSITIONS
+from tracker_jobs.jobs.refs import POSITIONS
 
 
 async def test_osmand_position_is_stored_and_readable(

@@ -10,12 +10,13 @@ from aiohttp.test_utils import TestClient
 from arq import Worker, cron
 from arq.connections import ArqRedis
 
+from tracker_jobs import worker as worker_module
 from tracker_jobs.core.config import Settings
 from tracker_jobs.core.redis import redis_settings
 from tracker_jobs.core.serialization import deserialize_job, serialize_job
-from tracker_jobs.monitor.heartbeat import CURRENT_PROCESS, live_workers
-from tracker_jobs.queues import POSITIONS, QUEUES
-from tracker_jobs.worker import WORKER_SETTINGS, build_worker, parse_queues
+from tracker_jobs.jobs.heartbeat import CURRENT_PROCESS, live_workers
+from tracker_jobs.jobs.refs import POSITIONS, QUEUES
+from tracker_jobs.worker import build_worker, parse_queues
 
 
 def test_queue_selection() -> None:
@@ -26,7 +27,8 @@ def test_queue_selection() -> None:
 
 
 def test_every_queue_has_arq_settings_with_json_serialisation() -> None:
-    for queue, settings_class in WORKER_SETTINGS.items():
+    for queue in QUEUES:
+        settings_class = getattr(worker_module, f"{queue.title()}Worker")  # as the arq CLI looks it up
         assert vars(settings_class)["queue_name"] == f"tracker:queue:{queue}"
         assert vars(settings_class)["job_serializer"] is serialize_job
 

@@ -18,7 +18,7 @@ import sqlalchemy.exc
 from tracker_jobs import tasks_cli
 from tracker_jobs.core.config import ConfigError, Settings, get_settings
 from tracker_jobs.core.redis import RedisUnavailable
-from tracker_jobs.monitor.logs import configure_logging
+from tracker_jobs.jobs.logs import configure_logging
 
 log = logging.getLogger("tracker_jobs")
 DATABASE_ERRORS = (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError, OSError)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from dataclasses import dataclass, field
 from typing import Any, cast
 from zoneinfo import ZoneInfo
 
@@ -17,51 +16,38 @@ from arq import Worker, cron
 from arq.cron import CronJob
 from arq.typing import WorkerCoroutine, WorkerSettingsBase
 from arq.worker import Function, func
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-# Importing the jobs modules registers their jobs.
-from tracker_jobs.cleanup import jobs as cleanup_jobs
 from tracker_jobs.core.config import Settings, get_settings
 from tracker_jobs.core.db import create_engine, session_factory
 from tracker_jobs.core.redis import connect_redis, redis_settings
 from tracker_jobs.core.serialization import deserialize_job, serialize_job
-from tracker_jobs.devices import jobs as device_jobs  # noqa: F401
-from tracker_jobs.monitor import jobs as monitor_jobs
-from tracker_jobs.monitor.heartbeat import CURRENT_PROCESS
-from tracker_jobs.monitor.records import RecordFlusher
-from tracker_jobs.notifications import jobs as notification_jobs  # noqa: F401
-from tracker_jobs.positions import jobs as position_jobs
-from tracker_jobs.queues import (
-    CLEANUP,
-    NOTIFICATIONS,
-    POSITIONS,
-    QUEUES,
-    REGISTRY,
-    REPORTS,
-    queue_key,
-    queue_of_key,
-)
-from tracker_jobs.reports import jobs as report_jobs
+from tracker_jobs.job_catalog import job_specs
+from tracker_jobs.jobs import refs
+from tracker_jobs.jobs.base import queue_key, queue_of_key
+from tracker_jobs.jobs.heartbeat import CURRENT_PROCESS
+from tracker_jobs.jobs.records import RecordFlusher
+from tracker_jobs.jobs.refs import CLEANUP, NOTIFICATIONS, POSITIONS, QUEUES, REPORTS, JobRef
+from tracker_jobs.jobs.resources import WorkerResources
 
 log = logging.getLogger(__name__)
 
 
-def _cron(job_name: str, **schedule: Any) -> CronJob:
-    spec = REGISTRY[job_name]
+def _cron(ref: JobRef, **schedule: Any) -> CronJob:
+    spec = job_specs()[ref.name]
     coroutine = cast(WorkerCoroutine, spec.coroutine)
     # A kept result holds the tick's job id for an hour, so a late worker cannot run the tick again.
-    return cron(coroutine, name=job_name, timeout=spec.arq_timeout_s, keep_result=3600, **schedule)
+    return cron(coroutine, name=ref.name, timeout=spec.arq_timeout_s, keep_result=3600, **schedule)
 
 
 # THE cron table: the only place a schedule lives. arq gives each tick a unique job id
 # (name + time), so when several workers serve a queue, each tick runs once.
 CRON_TABLE: dict[str, list[CronJob]] = {
-    POSITIONS: [_cron(position_jobs.sweep_position_partitions.__name__, second={0, 30})],
+    POSITIONS: [_cron(refs.SWEEP_POSITION_PARTITIONS, second={0, 30})],
     CLEANUP: [
-        _cron(cleanup_jobs.cleanup_expired_sessions.__name__, minute={0, 30}, second=0),
-        _cron(monitor_jobs.cleanup_job_records.__name__, minute=15, second=0),
+        _cron(refs.CLEANUP_EXPIRED_SESSIONS, minute={0, 30}, second=0),
+        _cron(refs.CLEANUP_JOB_RECORDS, minute=15, second=0),
     ],
-    REPORTS: [_cron(report_jobs.generate_daily_reports.__name__, hour={0}, minute={0}, second={0})],
+    REPORTS: [_cron(refs.GENERATE_DAILY_REPORTS, hour={0}, minute={0}, second={0})],
 }
 
 # How often an idle worker looks for new jobs. Positions must be visible within a second of arrival,
@@ -69,19 +55,6 @@ CRON_TABLE: dict[str, list[CronJob]] = {
 POLL_DELAY_S = {POSITIONS: 0.1, REPORTS: 0.25, CLEANUP: 0.25, NOTIFICATIONS: 0.1}
 # How many jobs of a queue one process runs at once.
 CONCURRENCY = {POSITIONS: 16, REPORTS: 2, CLEANUP: 2, NOTIFICATIONS: 20}
-
-
-@dataclass
-class WorkerResources:
-    """What every job in a worker process shares: settings, the database, its stream consumer name."""
-
-    settings: Settings
-    engine: AsyncEngine
-    sessions: async_sessionmaker[AsyncSession]
-    consumer: str
-    users: int = 0
-    heartbeat: asyncio.Task[None] | None = field(default=None, repr=False)
-    records: RecordFlusher | None = field(default=None, repr=False)
 
 
 _resources: WorkerResources | None = None
@@ -94,7 +67,7 @@ async def on_startup(ctx: dict[str, Any]) -> None:
     CURRENT_PROCESS.queues.add(queue)
     CURRENT_PROCESS.concurrency[queue] = CONCURRENCY[queue]
     if _resources is None:
-        settings = ctx.get("settings") or get_settings()  # tests pass theirs in the worker's ctx
+        settings = ctx.get("settings") or get_settings()  # the arq CLI's workers have no ctx of ours
         engine = create_engine(settings.database_url)
         _resources = WorkerResources(settings, engine, session_factory(engine), consumer=CURRENT_PROCESS.key)
         _resources.heartbeat = asyncio.create_task(CURRENT_PROCESS.beat_forever(ctx["redis"]))
@@ -133,14 +106,13 @@ def queue_functions(queue: str) -> list[Function]:
             max_tries=spec.max_tries,
             keep_result=spec.keep_result_s,
         )
-        for spec in REGISTRY.values()
+        for spec in job_specs().values()
         if spec.queue == queue
     ]
 
 
-def worker_settings(queue: str) -> type[WorkerSettingsBase]:
+def worker_settings(queue: str, settings: Settings) -> type[WorkerSettingsBase]:
     """The arq settings class of one queue (arq reads only a class's own attributes, so no base class)."""
-    settings = get_settings()
     attributes: dict[str, Any] = {
         "queue_name": queue_key(queue),
         "functions": queue_functions(queue),
@@ -163,16 +135,15 @@ def worker_settings(queue: str) -> type[WorkerSettingsBase]:
     return type(f"{queue.title()}Worker", (), attributes)
 
 
-PositionsWorker = worker_settings(POSITIONS)
-ReportsWorker = worker_settings(REPORTS)
-CleanupWorker = worker_settings(CLEANUP)
-NotificationsWorker = worker_settings(NOTIFICATIONS)
-WORKER_SETTINGS = {
-    POSITIONS: PositionsWorker,
-    REPORTS: ReportsWorker,
-    CLEANUP: CleanupWorker,
-    NOTIFICATIONS: NotificationsWorker,
-}
+# What the arq CLI names (`arq tracker_jobs.worker.PositionsWorker`): built from the settings when it is
+# first looked up (module __getattr__), not when the module is imported.
+_CLI_CLASSES = {f"{queue.title()}Worker": queue for queue in QUEUES}
+
+
+def __getattr__(name: str) -> type[WorkerSettingsBase]:
+    if name in _CLI_CLASSES:
+        return worker_settings(_CLI_CLASSES[name], get_settings())
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def parse_queues(text: str | None) -> list[str]:
@@ -186,10 +157,13 @@ def parse_queues(text: str | None) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-def build_worker(queue: str, redis_url: str, **overrides: Any) -> Worker:
-    settings_class = WORKER_SETTINGS[queue]
+def build_worker(queue: str, redis_url: str, *, settings: Settings | None = None, **overrides: Any) -> Worker:
+    """An arq worker for one queue; `settings` (default: the process's) also reach the jobs through ctx."""
+    settings = settings or get_settings()
+    settings_class = worker_settings(queue, settings)
     options = {key: value for key, value in vars(settings_class).items() if not key.startswith("__")}
     options["redis_settings"] = redis_settings(redis_url)
+    options["ctx"] = {"settings": settings}
     options.update(overrides)
     return Worker(**options)
 

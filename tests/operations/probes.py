@@ -10,25 +10,27 @@ from typing import Any
 from arq import Worker
 
 from tracker_jobs.core.config import Settings
-from tracker_jobs.queues import CLEANUP, JOB_QUEUES, job
+from tracker_jobs.jobs.base import job
+from tracker_jobs.jobs.refs import CLEANUP, JobRef
 from tracker_jobs.worker import build_worker, queue_functions
 
 log = logging.getLogger(__name__)
-for _name in ("probe_transient_failure", "probe_timeout", "probe_log_line"):
-    JOB_QUEUES[_name] = CLEANUP
+PROBE_TRANSIENT_FAILURE = JobRef("probe_transient_failure", CLEANUP)
+PROBE_TIMEOUT = JobRef("probe_timeout", CLEANUP)
+PROBE_LOG_LINE = JobRef("probe_log_line", CLEANUP)
 
 
-@job(timeout_s=60, max_tries=2)
+@job(PROBE_TRANSIENT_FAILURE, timeout_s=60, max_tries=2)
 async def probe_transient_failure(ctx: dict[str, Any]) -> None:
     raise ConnectionError("a pretend outage")
 
 
-@job(timeout_s=1, max_tries=3)
+@job(PROBE_TIMEOUT, timeout_s=1, max_tries=3)
 async def probe_timeout(ctx: dict[str, Any]) -> None:
     await asyncio.sleep(30)
 
 
-@job(timeout_s=10)
+@job(PROBE_LOG_LINE, timeout_s=10)
 async def probe_log_line(ctx: dict[str, Any], text: str) -> dict[str, Any]:
     log.warning("probe says %s", text)
     return {"said": text}

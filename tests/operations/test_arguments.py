@@ -7,8 +7,8 @@ from typing import Any, Literal
 import pytest
 
 from tracker_jobs.core.errors import FieldError
+from tracker_jobs.job_catalog import job_specs
 from tracker_jobs.monitor.arguments import check_arguments, fits, type_name
-from tracker_jobs.queues import REGISTRY
 from tracker_jobs.tasks_cli import TasksCommandFailed, parse_arguments
 
 
@@ -43,14 +43,14 @@ def test_type_names_as_the_api_shows_them() -> None:
 
 
 def test_arguments_are_checked_against_the_signature() -> None:
-    ping = REGISTRY["ping"]
+    ping = job_specs()["ping"]
     assert check_arguments(ping, {"seconds": 2, "steps": 4}) == {"seconds": 2, "steps": 4}
     with pytest.raises(FieldError, match=r"^steps: must be integer$"):
         check_arguments(ping, {"steps": "4"})
     with pytest.raises(FieldError, match=r"^minutes: ping takes no such argument"):
         check_arguments(ping, {"minutes": 2})
     with pytest.raises(FieldError, match=r"^url: is required$"):
-        check_arguments(REGISTRY["send_webhook"], {"payload": {}})
+        check_arguments(job_specs()["send_webhook"], {"payload": {}})
 
 
 def test_cli_arguments_take_the_declared_types() -> None:

@@ -16,8 +16,9 @@ from sqlmodel import col, select
 from tests.operations.conftest import OTHER_TOKEN, USER_TOKEN, Users, bearer
 from tracker_jobs.admin.openapi import Operation, documented_routes, route_path
 from tracker_jobs.core.db import utcnow
-from tracker_jobs.monitor.records import JobRun, RecordBatch, write_now
-from tracker_jobs.queues import CLEANUP, enqueue
+from tracker_jobs.jobs.base import enqueue
+from tracker_jobs.jobs.records import JobRun, RecordBatch, write_now
+from tracker_jobs.jobs.refs import CLEANUP, JOBS
 from tracker_jobs.users.models import ApiToken
 
 Client = TestClient[Any, Any]
@@ -88,7 +89,7 @@ async def someone_elses_objects(
 ) -> dict[str, str]:
     device = await admin_client.post("/api/devices", json={"uniqueId": "others-truck"}, headers=bearer(OTHER_TOKEN))
     device_id = str((await device.json())["id"])
-    queued = await enqueue(redis, "ping", user_id=users.other)
+    queued = await enqueue(redis, JOBS["ping"], user_id=users.other)
     assert queued is not None
     batch = RecordBatch()
     batch.put(JobRun("others-failed-job", "ping", CLEANUP, {}, utcnow(), user_id=users.other, state="failed", tries=1))

@@ -21,10 +21,11 @@ from tests.operations.probes import run_cleanup_burst
 from tracker_jobs.admin.app import create_admin_app
 from tracker_jobs.admin.socket import CLIENTS_KEY
 from tracker_jobs.core.config import Settings
+from tracker_jobs.jobs.base import enqueue
+from tracker_jobs.jobs.logs import configure_logging
+from tracker_jobs.jobs.records import FLUSH_INTERVAL_S
+from tracker_jobs.jobs.refs import CLEANUP, JOBS, REPORTS
 from tracker_jobs.monitor import counters
-from tracker_jobs.monitor.logs import configure_logging
-from tracker_jobs.monitor.records import FLUSH_INTERVAL_S
-from tracker_jobs.queues import CLEANUP, REPORTS, enqueue
 
 Client = TestClient[Any, Any]
 
@@ -41,9 +42,9 @@ async def test_metrics_show_jobs_queues_workers_and_engine_counters(
     admin_client: Client, settings: Settings, redis: ArqRedis
 ) -> None:
     for arguments in ({}, {"seconds": 0.01}, {"seconds": -1}):
-        await enqueue(redis, "ping", **arguments)
+        await enqueue(redis, JOBS["ping"], **arguments)
     await run_cleanup_burst(settings)
-    await enqueue(redis, "ping")  # left waiting: no worker serves it now
+    await enqueue(redis, JOBS["ping"])  # left waiting: no worker serves it now
     await asyncio.sleep(FLUSH_INTERVAL_S * 2)  # its record is written behind it
     await counters.count(redis, {counters.POSITIONS_ACCEPTED: 7, counters.POSITIONS_STORED: 5})
     await redis.hset(CLIENTS_KEY, mapping={"host:1": 2, "host:2": 3})  # type: ignore[misc]
@@ -93,7 +94,7 @@ def json_logs() -> Iterator[io.StringIO]:
 
 
 async def test_json_log_lines_carry_the_job(settings: Settings, redis: ArqRedis, json_logs: io.StringIO) -> None:
-    job = await enqueue(redis, "probe_log_line", text="hello")
+    job = await enqueue(redis, JOBS["probe_log_line"], text="hello")
     assert job is not None
     await run_cleanup_burst(settings)
     lines = [orjson.loads(line) for line in json_logs.getvalue().splitlines()]

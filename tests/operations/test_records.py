@@ -14,11 +14,12 @@ from tests.operations.conftest import Users
 from tests.operations.probes import run_cleanup_burst
 from tracker_jobs.core.config import Settings
 from tracker_jobs.core.db import create_engine, session_factory, utcnow
+from tracker_jobs.jobs.base import enqueue
+from tracker_jobs.jobs.models import JobRecord, job_stat_minutes, job_stat_totals
+from tracker_jobs.jobs.records import JobRecords, JobRun, RecordBatch, minute_of, write_now
+from tracker_jobs.jobs.refs import CLEANUP, JOBS
 from tracker_jobs.monitor import service
-from tracker_jobs.monitor.models import JobRecord, job_stat_minutes, job_stat_totals
-from tracker_jobs.monitor.records import JobRecords, JobRun, RecordBatch, minute_of, write_now
 from tracker_jobs.monitor.stats import Rollup, job_stats
-from tracker_jobs.queues import CLEANUP, enqueue
 
 
 def run_of(state: str, *, tries: int = 0, user_id: int | None = None, job_id: str = "job-1") -> JobRun:
@@ -118,7 +119,7 @@ async def test_cleanup_removes_old_finished_records_in_batches(
     runs.append(JobRun("old-but-waiting", "ping", CLEANUP, {}, old))
     runs.append(JobRun("recent", "ping", CLEANUP, {}, utcnow(), state="failed", tries=1))
     await write(sessions, *runs)
-    job = await enqueue(redis, "cleanup_job_records")
+    job = await enqueue(redis, JOBS["cleanup_job_records"])
     assert job is not None
     await run_cleanup_burst(settings)
     async with sessions() as session:

@@ -13,10 +13,11 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from tests.operations.conftest import OTHER_TOKEN, USER_TOKEN, Users, bearer
 from tests.operations.probes import run_cleanup_burst
 from tracker_jobs.core.config import Settings
-from tracker_jobs.monitor.heartbeat import CURRENT_PROCESS
-from tracker_jobs.monitor.models import JobRecord
-from tracker_jobs.monitor.records import HANDOVER_KEY
-from tracker_jobs.queues import CLEANUP, enqueue, queue_key
+from tracker_jobs.jobs.base import enqueue, queue_key
+from tracker_jobs.jobs.heartbeat import CURRENT_PROCESS
+from tracker_jobs.jobs.models import JobRecord
+from tracker_jobs.jobs.records import HANDOVER_KEY
+from tracker_jobs.jobs.refs import CLEANUP, JOBS
 from tracker_jobs.worker import build_worker, queue_functions, wind_down
 
 Client = TestClient[Any, Any]
@@ -78,7 +79,7 @@ async def test_failures_retries_and_timeouts_are_recorded(
 ) -> None:
     ids = {}
     for name, arguments in [("probe_transient_failure", {}), ("probe_timeout", {}), ("ping", {"seconds": -1})]:
-        job = await enqueue(redis, name, **arguments)
+        job = await enqueue(redis, JOBS[name], **arguments)
         assert job is not None
         ids[name] = job.job_id
     await run_cleanup_burst(settings)
@@ -104,7 +105,7 @@ async def test_failures_retries_and_timeouts_are_recorded(
 async def test_records_handed_over_by_a_process_without_a_flusher(
     settings: Settings, redis: ArqRedis, sessions: async_sessionmaker[AsyncSession], users: Users
 ) -> None:
-    job = await enqueue(redis, "ping", user_id=users.user)  # no app here: nothing in this process writes records
+    job = await enqueue(redis, JOBS["ping"], user_id=users.user)  # no app here: nothing in this process writes records
     assert job is not None
     assert await redis.llen(HANDOVER_KEY) == 1  # type: ignore[misc]
     await run_cleanup_burst(settings)  # the worker's flusher takes it over
@@ -192,8 +193,8 @@ async def test_retry_one_and_retry_every_failed(
 async def test_users_see_and_steer_only_their_own_tasks(
     admin_client: Client, admin_headers: dict[str, str], redis: ArqRedis, users: Users
 ) -> None:
-    mine = await enqueue(redis, "ping", user_id=users.user)
-    theirs = await enqueue(redis, "ping", user_id=users.other)
+    mine = await enqueue(redis, JOBS["ping"], user_id=users.user)
+    theirs = await enqueue(redis, JOBS["ping"], user_id=users.other)
     admins = await run_ping(admin_client, admin_headers)
     assert mine is not None
     assert theirs is not None

@@ -26,8 +26,9 @@ from tests.workers import run_burst
 from tracker_jobs.core.config import Settings
 from tracker_jobs.core.db import transaction
 from tracker_jobs.devices.models import Device
-from tracker_jobs.monitor.progress import read_progress
-from tracker_jobs.queues import REPORTS, enqueue
+from tracker_jobs.jobs.base import enqueue
+from tracker_jobs.jobs.progress import read_progress
+from tracker_jobs.jobs.refs import JOBS, REPORTS
 from tracker_jobs.reports import files
 from tracker_jobs.reports.models import Report
 
@@ -215,7 +216,7 @@ async def test_daily_reports_cover_yesterday_for_every_user(
     trace.park(10)
     await store_trace(sessions, fleet.van, trace)
 
-    await enqueue(redis, "generate_daily_reports")
+    await enqueue(redis, JOBS["generate_daily_reports"])
     assert await run_burst(settings, REPORTS) == 1
     mine = await (await admin_client.get("/api/reports", headers=fleet.ann)).json()
     assert [(item["kind"], item["status"]) for item in mine] == [("daily", "complete")]
@@ -225,6 +226,6 @@ async def test_daily_reports_cover_yesterday_for_every_user(
     bobs = await (await admin_client.get("/api/reports", headers=fleet.bob)).json()
     assert [(item["kind"], item["rowCounts"]) for item in bobs] == [("daily", {"summary": 1, "trips": 0})]
 
-    await enqueue(redis, "generate_daily_reports", job_id="daily-again")
+    await enqueue(redis, JOBS["generate_daily_reports"], job_id="daily-again")
     assert await run_burst(settings, REPORTS) == 1
     assert len(await (await admin_client.get("/api/reports", headers=fleet.ann)).json()) == 1

@@ -15,8 +15,8 @@ from tracker_jobs.core.db import transaction, utcnow
 from tracker_jobs.core.errors import FieldError, HttpError, not_found
 from tracker_jobs.core.fields import check_json, parse_number, parse_text
 from tracker_jobs.devices import service
-from tracker_jobs.devices.statistics import device_statistics, today_range
 from tracker_jobs.positions.decode import parse_unique_id
+from tracker_jobs.positions.statistics import device_statistics, today_range
 
 MAX_STATISTICS_RANGE = timedelta(days=31)
 # What a body may hold: the writable fields, and the read-only ones a client sends back from a GET.

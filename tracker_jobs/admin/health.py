@@ -7,8 +7,8 @@ from aiohttp import web
 from tracker_jobs.admin.responses import json_response
 from tracker_jobs.admin.state import ENGINE, REDIS, SETTINGS
 from tracker_jobs.core.db import ping
+from tracker_jobs.jobs.heartbeat import live_workers
 from tracker_jobs.monitor.backlog import QueueBacklog, queue_backlogs
-from tracker_jobs.monitor.heartbeat import live_workers
 from tracker_jobs.monitor.service import queue_alerts, serving_workers
 
 

@@ -19,10 +19,10 @@ from tracker_jobs.admin.openapi import Operation, Reply, documented
 from tracker_jobs.admin.socket import CLIENTS_KEY
 from tracker_jobs.admin.state import REDIS, SESSIONS, SETTINGS
 from tracker_jobs.core.errors import HttpError
+from tracker_jobs.jobs.heartbeat import live_workers
+from tracker_jobs.jobs.models import DURATION_BOUNDS_S, OUTCOME_COLUMNS
 from tracker_jobs.monitor import counters
 from tracker_jobs.monitor.backlog import queue_backlogs
-from tracker_jobs.monitor.heartbeat import live_workers
-from tracker_jobs.monitor.models import DURATION_BOUNDS_S, OUTCOME_COLUMNS
 from tracker_jobs.monitor.stats import Rollup, job_totals, unfinished_counts
 
 COUNTER_HELP = {

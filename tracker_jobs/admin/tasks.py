@@ -12,7 +12,6 @@ from typing import Any
 
 from aiohttp import web
 
-import tracker_jobs.worker  # noqa: F401 -- registers every job, so run-by-hand knows their arguments
 from tracker_jobs.admin.auth import principal, require_admin
 from tracker_jobs.admin.openapi import (
     ANY_OBJECT,
@@ -34,10 +33,11 @@ from tracker_jobs.admin.params import json_object, query_int, query_time
 from tracker_jobs.admin.responses import json_response
 from tracker_jobs.admin.state import REDIS, SESSIONS
 from tracker_jobs.core.errors import FieldError, NotFound, not_found
+from tracker_jobs.job_catalog import job_specs
+from tracker_jobs.jobs.records import JOB_RECORDS, STATES, RecordFlusher
+from tracker_jobs.jobs.refs import QUEUES
 from tracker_jobs.monitor import service
-from tracker_jobs.monitor.records import JOB_RECORDS, STATES, RecordFlusher
 from tracker_jobs.monitor.stats import WINDOWS, job_stats
-from tracker_jobs.queues import QUEUES
 
 log = logging.getLogger(__name__)
 DEFAULT_PAGE = 100
@@ -241,7 +241,7 @@ async def get_stats(request: web.Request) -> web.Response:
 )
 async def get_runnable_jobs(request: web.Request) -> web.Response:
     require_admin(request)
-    return json_response(service.runnable_jobs())
+    return json_response(service.runnable_jobs(job_specs()))
 
 
 @documented(
@@ -357,10 +357,11 @@ async def retry_failed_tasks(request: web.Request) -> web.Response:
 async def run_task(request: web.Request) -> web.Response:
     caller = require_admin(request)
     name = request.match_info["job_name"]
-    if not service.runnable_job(name):
+    spec = job_specs().get(name)
+    if spec is None or not spec.ref.by_hand:
         raise not_found(f"runnable job {name[:64]!r}")
     arguments: dict[str, Any] = await json_object(request) if request.body_exists else {}
-    task_id = await service.run_job(request.app[REDIS], caller, name, arguments)
+    task_id = await service.run_job(request.app[REDIS], caller, spec, arguments)
     await write_pending_records(request)
     return json_response({"task_id": task_id}, status=202)
 

@@ -10,7 +10,7 @@ from typing import Any
 
 from tracker_jobs.core.errors import FieldError
 from tracker_jobs.core.fields import INT_MAX, INT_MIN, check_json, parse_int
-from tracker_jobs.queues import JobSpec
+from tracker_jobs.jobs.base import JobSpec
 
 _JSON_TYPE_NAMES = {int: "integer", float: "number", str: "string", bool: "boolean", type(None): "null"}
 

@@ -13,7 +13,8 @@ from typing import Any
 from arq.constants import in_progress_key_prefix
 from redis.asyncio import Redis
 
-from tracker_jobs.queues import QUEUES, queue_key
+from tracker_jobs.jobs.base import queue_key
+from tracker_jobs.jobs.refs import QUEUES
 
 # Running jobs sit among the oldest entries; this many are looked at to find them and the oldest waiting one.
 HEAD_SCAN = 1_000

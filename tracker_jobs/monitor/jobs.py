@@ -5,23 +5,25 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from tracker_jobs.monitor.progress import report_progress
+from tracker_jobs.jobs import refs
+from tracker_jobs.jobs.base import job
+from tracker_jobs.jobs.progress import report_progress
+from tracker_jobs.jobs.resources import resources
 from tracker_jobs.monitor.service import delete_old_records
-from tracker_jobs.queues import job
 
 MAX_PING_SECONDS = 3600.0
 MAX_PING_STEPS = 1000
 
 
-@job(timeout_s=1800, max_tries=3)
+@job(refs.CLEANUP_JOB_RECORDS, timeout_s=1800, max_tries=3)
 async def cleanup_job_records(ctx: dict[str, Any]) -> dict[str, Any]:
     """Remove finished job records older than TRACKER_JOB_RECORD_RETENTION_DAYS, a batch at a time."""
-    resources = ctx["resources"]
-    removed = await delete_old_records(resources.sessions, resources.settings.job_record_retention_days)
+    shared = resources(ctx)
+    removed = await delete_old_records(shared.sessions, shared.settings.job_record_retention_days)
     return {"removed": removed}
 
 
-@job(timeout_s=int(MAX_PING_SECONDS) + 60, max_tries=1)
+@job(refs.PING, timeout_s=int(MAX_PING_SECONDS) + 60, max_tries=1)
 async def ping(ctx: dict[str, Any], seconds: float = 0.0, steps: int = 1) -> dict[str, Any]:
     """Do nothing for `seconds`, reporting progress in `steps`: checks that a worker serves the queue,
     and shows progress and cancelling at work."""

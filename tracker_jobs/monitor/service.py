@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 import time
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -20,14 +21,15 @@ from sqlmodel.sql.expression import SelectOfScalar
 
 from tracker_jobs.core.db import iso, transaction, utcnow
 from tracker_jobs.core.errors import Conflict
+from tracker_jobs.jobs.base import JobSpec, enqueue, queue_key
+from tracker_jobs.jobs.heartbeat import live_workers
+from tracker_jobs.jobs.models import JobRecord, job_stat_minutes
+from tracker_jobs.jobs.progress import read_progress
+from tracker_jobs.jobs.records import STATES, TERMINAL_STATES, JobRun, RecordBatch, minute_of, write_now
+from tracker_jobs.jobs.refs import JOBS, QUEUES
 from tracker_jobs.monitor.arguments import check_arguments, job_parameters
 from tracker_jobs.monitor.backlog import QueueBacklog, queue_backlogs
-from tracker_jobs.monitor.heartbeat import live_workers
-from tracker_jobs.monitor.models import JobRecord, job_stat_minutes
-from tracker_jobs.monitor.progress import read_progress
-from tracker_jobs.monitor.records import STATES, TERMINAL_STATES, JobRun, RecordBatch, minute_of, write_now
 from tracker_jobs.monitor.stats import job_totals, unfinished_counts
-from tracker_jobs.queues import JOB_QUEUES, QUEUES, REGISTRY, RUNNABLE_BY_HAND, enqueue, queue_key
 from tracker_jobs.users.service import Principal
 
 # arq's own ids are uuid hex; cron ticks and partition drains use names with ':' and '-'.
@@ -180,7 +182,7 @@ async def retry_task(
         return None
     if record.state not in RETRYABLE_STATES:
         raise TaskConflict(f"task {task_id} is {record.state}; only failed or cancelled tasks are retried")
-    if record.name not in JOB_QUEUES:
+    if record.name not in JOBS:
         raise TaskConflict(f"task {task_id} ran {record.name!r}, which this version no longer has")
     retried = await _retry(redis, sessions, [record])
     if not retried:
@@ -196,7 +198,7 @@ async def retry_failed(
     new_ids: list[str] = []
     while len(new_ids) < limit:
         query = filters.apply(visible_tasks(principal)).where(
-            col(JobRecord.retried_as).is_(None), col(JobRecord.name).in_(list(JOB_QUEUES))
+            col(JobRecord.retried_as).is_(None), col(JobRecord.name).in_(list(JOBS))
         )
         query = query.order_by(col(JobRecord.enqueued_at)).limit(min(RETRY_CHUNK, limit - len(new_ids)))
         async with sessions() as session:
@@ -219,7 +221,7 @@ async def _retry(redis: ArqRedis, sessions: async_sessionmaker[AsyncSession], re
     enqueued: list[str] = []
     try:
         for record, new_id in claimed:
-            await enqueue(redis, record.name, job_id=new_id, user_id=record.user_id, **record.args)
+            await enqueue(redis, JOBS[record.name], job_id=new_id, user_id=record.user_id, **record.args)
             enqueued.append(new_id)
     finally:
         unsent = [(record.id, new_id) for record, new_id in claimed if new_id not in enqueued]
@@ -234,27 +236,23 @@ async def _retry(redis: ArqRedis, sessions: async_sessionmaker[AsyncSession], re
     return enqueued
 
 
-def runnable_jobs() -> list[dict[str, Any]]:
-    """The jobs an admin may run by hand, with the arguments each takes."""
+def runnable_jobs(specs: Mapping[str, JobSpec]) -> list[dict[str, Any]]:
+    """Of these jobs, the ones an admin may run by hand, with the arguments each takes."""
     return [
         {
-            "name": name,
-            "queue": REGISTRY[name].queue,
-            "parameters": [parameter.as_api() for parameter in job_parameters(REGISTRY[name])],
+            "name": spec.name,
+            "queue": spec.queue,
+            "parameters": [parameter.as_api() for parameter in job_parameters(spec)],
         }
-        for name in sorted(RUNNABLE_BY_HAND)
-        if name in REGISTRY
+        for spec in sorted(specs.values(), key=lambda spec: spec.name)
+        if spec.ref.by_hand
     ]
 
 
-def runnable_job(name: str) -> bool:
-    return name in RUNNABLE_BY_HAND and name in REGISTRY
-
-
-async def run_job(redis: ArqRedis, principal: Principal, name: str, arguments: dict[str, Any]) -> str:
+async def run_job(redis: ArqRedis, principal: Principal, spec: JobSpec, arguments: dict[str, Any]) -> str:
     """Enqueue a job an admin runs by hand; FieldError names an argument that does not fit."""
-    checked = check_arguments(REGISTRY[name], arguments)
-    job = await enqueue(redis, name, user_id=principal.user_id, **checked)
+    checked = check_arguments(spec, arguments)
+    job = await enqueue(redis, spec.ref, user_id=principal.user_id, **checked)
     assert job is not None  # a fresh id is never taken
     return job.job_id
 

@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, func, select
 
 from tracker_jobs.core.db import utcnow
-from tracker_jobs.monitor.models import (
+from tracker_jobs.jobs.models import (
     BUCKET_COLUMNS,
     DURATION_BOUNDS_S,
     OUTCOME_COLUMNS,
@@ -20,7 +20,7 @@ from tracker_jobs.monitor.models import (
     job_stat_minutes,
     job_stat_totals,
 )
-from tracker_jobs.monitor.records import minute_of
+from tracker_jobs.jobs.records import minute_of
 
 WINDOWS = {"1h": timedelta(hours=1), "24h": timedelta(hours=24)}
 UNFINISHED_STATES = ("queued", "in_progress", "retrying")

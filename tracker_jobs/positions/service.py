@@ -18,6 +18,8 @@ from sqlmodel import col, select
 from tracker_jobs.core.db import iso, transaction
 from tracker_jobs.devices.models import Device
 from tracker_jobs.devices.service import visible_device_ids
+from tracker_jobs.jobs.base import enqueue
+from tracker_jobs.jobs.refs import PROCESS_POSITION_BATCH
 from tracker_jobs.monitor.counters import POSITIONS_DROPPED, POSITIONS_STORED
 from tracker_jobs.positions import live, stream
 from tracker_jobs.positions.decode import DecodedPosition
@@ -31,10 +33,8 @@ from tracker_jobs.positions.store import (
     load_devices,
     move_devices,
 )
-from tracker_jobs.queues import enqueue
 from tracker_jobs.users.service import Principal
 
-DRAIN_JOB = "process_position_batch"
 log = logging.getLogger(__name__)
 ENTRIES_PER_READ = 10  # entries hold up to thousands of positions: read a few at a time
 MAX_DRAIN_S = 60.0  # a drain under endless load hands over, so no job runs into its time limit
@@ -97,7 +97,7 @@ async def accept_positions(
             window_s = limit.window_s
     scheduled = await stream.append(redis, bulk, limited, window_s)
     for partition, job_id in scheduled.new.items():
-        await enqueue(redis, DRAIN_JOB, job_id=job_id, partition=partition)
+        await enqueue(redis, PROCESS_POSITION_BATCH, job_id=job_id, partition=partition)
     waits = [0] * len(positions)
     for index, wait in zip(limited_at, scheduled.waits_ms, strict=True):
         waits[index] = wait
@@ -108,7 +108,7 @@ async def schedule_backlog(redis: ArqRedis, partitions: list[int]) -> list[int]:
     """Enqueue a drain for each of these partitions with waiting entries and no drain scheduled."""
     waiting = await stream.unscheduled(redis, partitions)
     for partition, job_id in waiting.items():
-        await enqueue(redis, DRAIN_JOB, job_id=job_id, partition=partition)
+        await enqueue(redis, PROCESS_POSITION_BATCH, job_id=job_id, partition=partition)
     return sorted(waiting)
 
 

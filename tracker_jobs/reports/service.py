@@ -22,8 +22,9 @@ from tracker_jobs.core.db import iso, transaction, utcnow
 from tracker_jobs.core.errors import Conflict, FieldError
 from tracker_jobs.devices.models import Device
 from tracker_jobs.devices.service import UnknownDevice, visible_device_ids
-from tracker_jobs.monitor.progress import read_progress
-from tracker_jobs.queues import enqueue
+from tracker_jobs.jobs.base import enqueue
+from tracker_jobs.jobs.progress import read_progress
+from tracker_jobs.jobs.refs import EXPORT_REPORT_DATA, GENERATE_DEVICE_REPORT, GENERATE_FLEET_REPORT, JobRef
 from tracker_jobs.reports import exporters, files
 from tracker_jobs.reports.builders import (
     Progress,
@@ -35,9 +36,6 @@ from tracker_jobs.reports.models import Report
 from tracker_jobs.reports.sections import Section
 from tracker_jobs.users.service import Principal
 
-DEVICE_JOB = "generate_device_report"
-FLEET_JOB = "generate_fleet_report"
-EXPORT_JOB = "export_report_data"
 ACTIVE = ("queued", "in_progress")
 log = logging.getLogger(__name__)
 
@@ -130,11 +128,11 @@ def _request_of(report: Report) -> ReportRequest:
     )
 
 
-def _job_arguments(request: ReportRequest, report_id: int, formats: list[str]) -> tuple[str, dict[str, Any]]:
+def _job_arguments(request: ReportRequest, report_id: int, formats: list[str]) -> tuple[JobRef, dict[str, Any]]:
     common = {"start": iso(request.start), "end": iso(request.end), "report_id": report_id, "formats": formats}
     if request.kind == "fleet":
-        return FLEET_JOB, {**common, "device_ids": list(request.device_ids)}
-    return DEVICE_JOB, {
+        return GENERATE_FLEET_REPORT, {**common, "device_ids": list(request.device_ids)}
+    return GENERATE_DEVICE_REPORT, {
         **common,
         "device_id": request.device_ids[0],
         "kind": request.kind,
@@ -183,9 +181,9 @@ async def create_report(
         await session.flush()
         assert report.id is not None
         report_id = report.id
-    name, arguments = _job_arguments(request, report_id, formats)
+    ref, arguments = _job_arguments(request, report_id, formats)
     try:
-        await enqueue(redis, name, job_id=task_id, user_id=principal.user_id, **arguments)
+        await enqueue(redis, ref, job_id=task_id, user_id=principal.user_id, **arguments)
     except BaseException as error:
         await _mark_failed(sessions, report_id, error)
         raise
@@ -372,7 +370,9 @@ async def open_download(
     if stored is None:
         finished = report.finished_at.timestamp() if report.finished_at else 0
         task_id = f"export:{report_id}:{fmt}:{finished:.0f}"
-        await enqueue(redis, EXPORT_JOB, job_id=task_id, user_id=principal.user_id, report_id=report_id, format=fmt)
+        await enqueue(
+            redis, EXPORT_REPORT_DATA, job_id=task_id, user_id=principal.user_id, report_id=report_id, format=fmt
+        )
         return ExportQueued(task_id)
     name = exporters.file_name(report_id, report.kind, stored.content_type)
     return Download(stored.content_type, stored.size, name, files.read_parts(sessions, report_id, fmt))

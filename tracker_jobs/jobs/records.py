@@ -27,7 +27,7 @@ from sqlmodel import col, select
 
 from tracker_jobs.core.db import dialect_name, transaction, utcnow
 from tracker_jobs.core.serialization import serialize_job
-from tracker_jobs.monitor.models import (
+from tracker_jobs.jobs.models import (
     BUCKET_COLUMNS,
     DURATION_BOUNDS_S,
     OUTCOME_COLUMNS,

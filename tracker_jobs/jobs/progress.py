@@ -7,7 +7,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from tracker_jobs.monitor.records import JOB_RECORDS
+from tracker_jobs.jobs.records import JOB_RECORDS
 
 PROGRESS_TTL_S = 7 * 24 * 3600
 

@@ -1,6 +1,6 @@
-"""The four queues, which job runs on which, the one base every job shares, and enqueueing.
+"""The one base every job shares, and enqueueing by reference (jobs/refs.py declares every job).
 
-`@job()` registers a job under its function's name and wraps it with what every job needs:
+`@job(REF)` registers a function as the job REF names and wraps it with what every job needs:
 transient failures (database or Redis unreachable, SQLite busy) become arq retries with backoff,
 the job's record follows every try (monitor/records.py), its log lines name it, and the worker
 process's heartbeat counts it.
@@ -22,15 +22,11 @@ from arq.connections import ArqRedis
 from arq.jobs import Job
 
 from tracker_jobs.core.db import utcnow
-from tracker_jobs.monitor.heartbeat import CURRENT_PROCESS
-from tracker_jobs.monitor.logs import CURRENT_JOB
-from tracker_jobs.monitor.records import JOB_RECORDS, JobRun
+from tracker_jobs.jobs.heartbeat import CURRENT_PROCESS
+from tracker_jobs.jobs.logs import CURRENT_JOB
+from tracker_jobs.jobs.records import JOB_RECORDS, JobRun
+from tracker_jobs.jobs.refs import JOBS, JobRef
 
-POSITIONS = "positions"
-REPORTS = "reports"
-CLEANUP = "cleanup"
-NOTIFICATIONS = "notifications"
-QUEUES = (POSITIONS, REPORTS, CLEANUP, NOTIFICATIONS)
 _QUEUE_PREFIX = "tracker:queue:"
 
 JobFunction = Callable[..., Awaitable[Any]]  # (ctx, **kwargs) -> JSON-safe result
@@ -47,36 +43,6 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
-# Which job runs on which queue: the one table every process reads (the admin app enqueues by name
-# without importing the jobs themselves).
-JOB_QUEUES: dict[str, str] = {
-    "process_position_batch": POSITIONS,
-    "sweep_position_partitions": POSITIONS,
-    "process_single_position": POSITIONS,
-    "update_device_status": POSITIONS,
-    "calculate_device_statistics": POSITIONS,
-    "cleanup_expired_sessions": CLEANUP,
-    "cleanup_job_records": CLEANUP,
-    "ping": CLEANUP,
-    "send_webhook": NOTIFICATIONS,
-    "generate_device_report": REPORTS,
-    "generate_fleet_report": REPORTS,
-    "export_report_data": REPORTS,
-    "generate_daily_reports": REPORTS,
-}
-
-
-# Jobs an admin may start by hand (POST /api/tasks/run/{name}); their arguments are checked against
-# the job function's signature (monitor/arguments.py).
-RUNNABLE_BY_HAND = {
-    "cleanup_expired_sessions",
-    "cleanup_job_records",
-    "ping",
-    "generate_device_report",
-    "generate_fleet_report",
-    "export_report_data",
-    "generate_daily_reports",
-}
 # The job base enforces each job's timeout itself, so the record says why it stopped; arq's own
 # timeout is a backstop this much later.
 ARQ_TIMEOUT_GRACE_S = 5
@@ -101,13 +67,20 @@ def queue_of_key(key: str) -> str:
 
 @dataclass(frozen=True)
 class JobSpec:
-    name: str
-    queue: str
+    ref: JobRef
     coroutine: JobFunction  # the wrapped job, as arq calls it: (ctx, **kwargs)
     timeout_s: int
     max_tries: int
     keep_result_s: int
     function: JobFunction  # the job as written: its signature declares the arguments
+
+    @property
+    def name(self) -> str:
+        return self.ref.name
+
+    @property
+    def queue(self) -> str:
+        return self.ref.queue
 
     @property
     def arq_timeout_s(self) -> int:
@@ -122,11 +95,13 @@ def retry_delay_s(job_try: int) -> int:
     return int(min(2 ** max(job_try - 1, 0), 60))
 
 
-def job(*, timeout_s: int = 300, max_tries: int = 5, keep_result_s: int = 3600) -> Callable[[JobFunction], JobFunction]:
-    def register(function: JobFunction) -> JobFunction:
-        name = function.__name__
-        queue = JOB_QUEUES[name]  # a KeyError here: add the job to JOB_QUEUES
+def job(
+    ref: JobRef, *, timeout_s: int = 300, max_tries: int = 5, keep_result_s: int = 3600
+) -> Callable[[JobFunction], JobFunction]:
+    """Register the function as the job `ref` names, wrapped in what every job needs."""
+    name, queue = ref.name, ref.queue
 
+    def register(function: JobFunction) -> JobFunction:
         @functools.wraps(function)
         async def run(ctx: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
             job_id = str(ctx.get("job_id", ""))
@@ -173,7 +148,8 @@ def job(*, timeout_s: int = 300, max_tries: int = 5, keep_result_s: int = 3600) 
             _ended(job_id, record, "complete", result=result)
             return result
 
-        REGISTRY[name] = JobSpec(name, queue, run, timeout_s, max_tries, keep_result_s, function)
+        REGISTRY[name] = JobSpec(ref, run, timeout_s, max_tries, keep_result_s, function)
+        JOBS.setdefault(name, ref)  # a job declared elsewhere (a test's probe) is known by name too
         return run
 
     return register
@@ -194,12 +170,11 @@ def _ended(
 
 
 async def enqueue(
-    redis: ArqRedis, name: str, *, job_id: str | None = None, user_id: int | None = None, **kwargs: Any
+    redis: ArqRedis, ref: JobRef, *, job_id: str | None = None, user_id: int | None = None, **kwargs: Any
 ) -> Job | None:
-    """Enqueue a registered job on its queue, recorded as started by `user_id` (who may then see and
-    steer it); None when a job with `job_id` already exists."""
-    queue = JOB_QUEUES[name]
-    enqueued = await redis.enqueue_job(name, _queue_name=queue_key(queue), _job_id=job_id, **kwargs)
+    """Enqueue the job on its queue, recorded as started by `user_id` (who may then see and steer it);
+    None when a job with `job_id` already exists."""
+    enqueued = await redis.enqueue_job(ref.name, _queue_name=queue_key(ref.queue), _job_id=job_id, **kwargs)
     if enqueued is not None:
-        await JOB_RECORDS.enqueued(redis, enqueued.job_id, name, queue, kwargs, user_id)
+        await JOB_RECORDS.enqueued(redis, enqueued.job_id, ref.name, ref.queue, kwargs, user_id)
     return enqueued

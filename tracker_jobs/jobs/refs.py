@@ -1,0 +1,38 @@
+"""Every job the engine runs, declared once: its name (what arq, the records and the API call it), its
+queue, and whether an admin may start it by hand. Code enqueues by these references and the job
+functions are registered under them (`@job(REF)`), so a name is never spelled twice."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+POSITIONS = "positions"
+REPORTS = "reports"
+CLEANUP = "cleanup"
+NOTIFICATIONS = "notifications"
+QUEUES = (POSITIONS, REPORTS, CLEANUP, NOTIFICATIONS)
+
+
+@dataclass(frozen=True)
+class JobRef:
+    name: str
+    queue: str
+    by_hand: bool = False  # an admin may run it: POST /api/tasks/run/{name}
+
+
+PROCESS_POSITION_BATCH = JobRef("process_position_batch", POSITIONS)
+SWEEP_POSITION_PARTITIONS = JobRef("sweep_position_partitions", POSITIONS)
+PROCESS_SINGLE_POSITION = JobRef("process_single_position", POSITIONS)
+UPDATE_DEVICE_STATUS = JobRef("update_device_status", POSITIONS)
+CALCULATE_DEVICE_STATISTICS = JobRef("calculate_device_statistics", POSITIONS)
+CLEANUP_EXPIRED_SESSIONS = JobRef("cleanup_expired_sessions", CLEANUP, by_hand=True)
+CLEANUP_JOB_RECORDS = JobRef("cleanup_job_records", CLEANUP, by_hand=True)
+PING = JobRef("ping", CLEANUP, by_hand=True)
+SEND_WEBHOOK = JobRef("send_webhook", NOTIFICATIONS)
+GENERATE_DEVICE_REPORT = JobRef("generate_device_report", REPORTS, by_hand=True)
+GENERATE_FLEET_REPORT = JobRef("generate_fleet_report", REPORTS, by_hand=True)
+EXPORT_REPORT_DATA = JobRef("export_report_data", REPORTS, by_hand=True)
+GENERATE_DAILY_REPORTS = JobRef("generate_daily_reports", REPORTS, by_hand=True)
+
+# name -> reference, for what is known only by name (a task record to retry, a name in a URL).
+JOBS: dict[str, JobRef] = {ref.name: ref for ref in list(globals().values()) if isinstance(ref, JobRef)}
