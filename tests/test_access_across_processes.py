@@ -66,9 +66,9 @@ async def http(engine: Engine) -> AsyncIterator[aiohttp.ClientSession]:
                         return False
             return True
 
-        await wait_for(both_up, 30, "both admin processes")
+        await wait_for(both_up, 60, "both admin processes")
         for url in engine.listener:
-            await wait_for(lambda url=url: listening(session, url), 30, "both listeners")
+            await wait_for(lambda url=url: listening(session, url), 60, "both listeners")
         yield session
 
 

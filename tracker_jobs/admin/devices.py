@@ -16,6 +16,7 @@ from tracker_jobs.core.errors import FieldError, HttpError, not_found
 from tracker_jobs.core.fields import check_json, parse_number, parse_text
 from tracker_jobs.devices import service
 from tracker_jobs.positions.decode import parse_unique_id
+from tracker_jobs.positions.live import forget_device
 from tracker_jobs.positions.statistics import device_statistics, today_range
 
 MAX_STATISTICS_RANGE = timedelta(days=31)
@@ -119,7 +120,7 @@ async def delete_device(request: web.Request) -> web.Response:
             raise not_found(f"device {device_id}")
         await session.delete(device)
     await announce_access_change(request, devices=[device_id])
-    await service.forget_device_state(request.app[REDIS], device_id)
+    await forget_device(request.app[REDIS], device_id)
     return web.Response(status=204)
 
 

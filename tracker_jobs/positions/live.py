@@ -3,6 +3,7 @@ one pub/sub message per stored batch (for every admin process's websocket client
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -10,7 +11,9 @@ import orjson
 from redis.asyncio import Redis
 
 from tracker_jobs.monitor.counters import add_counts
+from tracker_jobs.positions.stream import rate_key
 
+log = logging.getLogger(__name__)
 LIVE_CHANNEL = "tracker:live"
 # Write only when newer: a drainer that lost its lock cannot put an older position back. One call for
 # the whole batch: KEYS are the devices' live keys, ARGV their (fix time, position) pairs in order.
@@ -64,3 +67,13 @@ async def latest_positions(redis: Redis, device_ids: Iterable[int]) -> list[dict
             pipe.hget(live_key(device_id), "position")
         cached = await pipe.execute()
     return [orjson.loads(raw) for raw in cached if raw is not None]
+
+
+async def forget_device(redis: Redis, device_id: int) -> None:
+    """Drop what Redis keeps for a deleted device: its newest position and rate window. (Its cached
+    statistics expire within a minute and cannot be read meanwhile: the endpoint 404s first.) Redis
+    away is logged, not raised: the delete has committed, and ids are never given out again."""
+    try:
+        await redis.delete(live_key(device_id), rate_key(device_id))
+    except Exception as error:
+        log.warning("could not drop the cached state of deleted device %d: %s", device_id, error)
