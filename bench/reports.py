@@ -41,6 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the baseline 
 from tests.reports.loop_detection import detect_by_loop
 from tracker_jobs.core.config import Settings, load_settings
 from tracker_jobs.core.db import create_engine, session_factory, transaction
+from tracker_jobs.core.principal import Principal
 from tracker_jobs.core.redis import connect_redis
 from tracker_jobs.devices.models import Device
 from tracker_jobs.jobs.heartbeat import WORKERS_KEY
@@ -52,7 +53,7 @@ from tracker_jobs.reports.loading import load_tracks, plan_batches
 from tracker_jobs.reports.models import Report
 from tracker_jobs.reports.service import create_report, detection_defaults, open_download
 from tracker_jobs.users.models import User
-from tracker_jobs.users.service import BOOTSTRAP_EMAIL, Principal, ensure_bootstrap_admin
+from tracker_jobs.users.service import BOOTSTRAP_EMAIL, ensure_bootstrap_admin
 
 START = datetime(2026, 1, 1, tzinfo=UTC)
 DATASET = "reports-bench-1"  # written into each loaded device's attributes; a new value reloads

@@ -32,7 +32,6 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel import col, func, select
 
-from tracker_jobs.admin.app import create_admin_app
 from tracker_jobs.core.config import Settings, load_settings
 from tracker_jobs.core.db import create_engine, session_factory, transaction
 from tracker_jobs.core.redis import connect_redis, redis_settings
@@ -44,6 +43,7 @@ from tracker_jobs.jobs.records import Outcomes, RecordBatch, RecordFlusher, writ
 from tracker_jobs.jobs.refs import CLEANUP, JOBS
 from tracker_jobs.migrations import upgrade_database
 from tracker_jobs.users.service import ensure_bootstrap_admin
+from tracker_jobs.web.app import create_admin_app
 from tracker_jobs.worker import build_worker
 
 TOKEN = "bench-admin-token"

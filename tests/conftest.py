@@ -24,7 +24,6 @@ from aiohttp.test_utils import TestClient, TestServer
 from arq.connections import ArqRedis
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from tracker_jobs.admin.app import create_admin_app
 from tracker_jobs.core.config import Settings, load_settings
 from tracker_jobs.core.db import create_engine, session_factory, transaction
 from tracker_jobs.core.redis import connect_redis
@@ -35,6 +34,7 @@ from tracker_jobs.migrations import upgrade_database
 from tracker_jobs.models import metadata
 from tracker_jobs.positions.acceptor import Acceptor
 from tracker_jobs.users.service import ensure_bootstrap_admin
+from tracker_jobs.web.app import create_admin_app
 
 REDIS_URL = os.environ.get("TRACKER_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 POSTGRES_URL = os.environ.get("TRACKER_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")

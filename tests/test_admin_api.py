@@ -10,8 +10,9 @@ from aiohttp.test_utils import TestClient
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from tracker_jobs.core.db import transaction
+from tracker_jobs.core.principal import Role
 from tracker_jobs.devices.models import Device, UserDevice
-from tracker_jobs.users.models import ApiToken, Role, User
+from tracker_jobs.users.models import ApiToken, User
 from tracker_jobs.users.service import hash_password, hash_token
 
 Client = TestClient[Any, Any]

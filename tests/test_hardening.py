@@ -19,15 +19,14 @@ from tests.processes import wait_for
 from tests.test_admin_api import make_user
 from tests.test_batch_api import add_device, position
 from tests.workers import run_burst
-from tracker_jobs.admin.app import create_admin_app
 from tracker_jobs.core.access import AccessChange
 from tracker_jobs.core.config import Settings
+from tracker_jobs.devices.keys import live_key, rate_key
 from tracker_jobs.devices.service import DeviceDirectory, UnknownDevice
 from tracker_jobs.jobs.refs import POSITIONS
 from tracker_jobs.monitor.counters import POSITIONS_ACCEPTED, POSITIONS_REJECTED, read_counts
-from tracker_jobs.positions.live import live_key
-from tracker_jobs.positions.stream import rate_key
 from tracker_jobs.users.service import MAX_PENDING_HASHES, PasswordHashingBusy, hash_password, hash_token
+from tracker_jobs.web.app import create_admin_app
 
 Client = TestClient[Any, Any]
 OUT_OF_RANGE_TIMES = ["9999-12-31T23:59:59-01:00", "0001-01-01T00:00:00+01:00"]

@@ -16,7 +16,6 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from tests.test_admin_api import make_user
 from tests.test_batch_api import add_device, position
 from tests.workers import run_burst
-from tracker_jobs.admin.app import create_admin_app
 from tracker_jobs.core.config import Settings
 from tracker_jobs.core.db import transaction
 from tracker_jobs.devices.models import Device
@@ -24,6 +23,7 @@ from tracker_jobs.devices.status import refresh_statuses, status_after_silence
 from tracker_jobs.jobs.refs import JOBS, POSITIONS
 from tracker_jobs.positions import live
 from tracker_jobs.positions.statistics import summarise
+from tracker_jobs.web.app import create_admin_app
 
 Client = TestClient[Any, Any]
 

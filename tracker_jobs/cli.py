@@ -148,7 +148,7 @@ def _until_signalled() -> asyncio.Event:
 
 
 def cmd_admin(settings: Settings, _args: argparse.Namespace) -> int:
-    from tracker_jobs.admin.app import serve
+    from tracker_jobs.web.app import serve
 
     redis_url = _require_redis_url(settings, "admin")
     require_redis(redis_url)

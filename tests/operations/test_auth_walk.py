@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlmodel import col, select
 
 from tests.operations.conftest import OTHER_TOKEN, USER_TOKEN, Users, bearer
-from tracker_jobs.admin.openapi import Operation, documented_routes, route_path
+from tracker_jobs.api.openapi import Operation, documented_routes, route_path
 from tracker_jobs.core.db import utcnow
 from tracker_jobs.jobs.base import enqueue
 from tracker_jobs.jobs.records import JobRun, RecordBatch, write_now

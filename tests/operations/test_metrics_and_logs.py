@@ -18,14 +18,14 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.conftest import make_settings
 from tests.operations.probes import run_cleanup_burst
-from tracker_jobs.admin.app import create_admin_app
-from tracker_jobs.admin.socket import CLIENTS_KEY
 from tracker_jobs.core.config import Settings
 from tracker_jobs.jobs.base import enqueue
 from tracker_jobs.jobs.logs import configure_logging
 from tracker_jobs.jobs.records import FLUSH_INTERVAL_S
 from tracker_jobs.jobs.refs import CLEANUP, JOBS, REPORTS
 from tracker_jobs.monitor import counters
+from tracker_jobs.web.app import create_admin_app
+from tracker_jobs.web.socket import CLIENTS_KEY
 
 Client = TestClient[Any, Any]
 

@@ -22,9 +22,9 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from tests.conftest import ADMIN_TOKEN, make_settings
-from tracker_jobs.admin.app import create_admin_app
-from tracker_jobs.admin.openapi import openapi_document, undocumented_routes
+from tracker_jobs.api.openapi import openapi_document, undocumented_routes
 from tracker_jobs.core.db import create_engine
+from tracker_jobs.web.app import create_admin_app
 
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
 EXAMPLES_PER_OPERATION = 10

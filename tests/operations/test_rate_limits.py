@@ -14,8 +14,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.conftest import make_settings, open_listener
 from tests.operations.conftest import USER_TOKEN, Users, bearer
-from tracker_jobs.admin.app import create_admin_app
 from tracker_jobs.core.config import Settings
+from tracker_jobs.web.app import create_admin_app
 
 Client = TestClient[Any, Any]
 

@@ -157,3 +157,17 @@ def _depth(value: Any) -> int:
             return deepest
         stack.extend((child, level + 1) for child in children)
     return deepest
+
+
+MAX_UNIQUE_ID_LENGTH = 128
+
+
+def parse_unique_id(field: str, raw: object) -> str:
+    if isinstance(raw, bool) or not isinstance(raw, str | int):
+        raise FieldError(field, "must be a string")
+    value = str(raw).strip()
+    if not value:
+        raise FieldError(field, "is required")
+    if len(value) > MAX_UNIQUE_ID_LENGTH or not value.isprintable():
+        raise FieldError(field, f"must be at most {MAX_UNIQUE_ID_LENGTH} printable characters")
+    return value

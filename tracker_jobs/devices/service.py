@@ -7,6 +7,7 @@ import logging
 import time
 from typing import Any
 
+from redis.asyncio import Redis
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlmodel import col, select
@@ -15,8 +16,9 @@ from sqlmodel.sql.expression import SelectOfScalar
 from tracker_jobs.core.access import AccessChange
 from tracker_jobs.core.db import dialect_name, iso, transaction
 from tracker_jobs.core.errors import Forbidden, NotFound
+from tracker_jobs.core.principal import Principal
+from tracker_jobs.devices.keys import live_key, rate_key
 from tracker_jobs.devices.models import Device, UserDevice
-from tracker_jobs.users.service import Principal
 
 log = logging.getLogger(__name__)
 DIRECTORY_REFRESH_S = 60.0  # a safety net: changes reach every process at once through access.ACCESS_CHANNEL
@@ -175,6 +177,16 @@ async def create_device(session: AsyncSession, principal: Principal, fields: dic
         assert device.id is not None
         session.add(UserDevice(user_id=principal.user_id, device_id=device.id))
     return device
+
+
+async def forget_device_state(redis: Redis, device_id: int) -> None:
+    """Drop what Redis keeps for a deleted device: its newest position and rate window. (Its cached
+    statistics expire within a minute and cannot be read meanwhile: the endpoint 404s first.) Redis
+    away is logged, not raised: the delete has committed, and ids are never given out again."""
+    try:
+        await redis.delete(live_key(device_id), rate_key(device_id))
+    except Exception as error:
+        log.warning("could not drop the cached state of deleted device %d: %s", device_id, error)
 
 
 def device_to_api(device: Device) -> dict[str, Any]:

@@ -21,6 +21,7 @@ from sqlmodel.sql.expression import SelectOfScalar
 
 from tracker_jobs.core.db import iso, transaction, utcnow
 from tracker_jobs.core.errors import Conflict
+from tracker_jobs.core.principal import Principal
 from tracker_jobs.jobs.base import JobSpec, enqueue, queue_key
 from tracker_jobs.jobs.heartbeat import live_workers
 from tracker_jobs.jobs.models import JobRecord, job_stat_minutes
@@ -30,7 +31,6 @@ from tracker_jobs.jobs.refs import JOBS, QUEUES
 from tracker_jobs.monitor.arguments import check_arguments, job_parameters
 from tracker_jobs.monitor.backlog import QueueBacklog, queue_backlogs
 from tracker_jobs.monitor.stats import job_totals, unfinished_counts
-from tracker_jobs.users.service import Principal
 
 # arq's own ids are uuid hex; cron ticks and partition drains use names with ':' and '-'.
 TASK_ID = re.compile(r"[A-Za-z0-9:._-]{1,64}")

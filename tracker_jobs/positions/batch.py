@@ -11,10 +11,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, or_, select
 
 from tracker_jobs.core.errors import FieldError
+from tracker_jobs.core.principal import Principal
 from tracker_jobs.devices.models import Device
 from tracker_jobs.devices.service import register_devices, visible_device_ids
 from tracker_jobs.positions.decode import DecodedPosition, decode_position_object
-from tracker_jobs.users.service import Principal
 
 # Why an item was rejected, as the listener's error codes say it.
 UNKNOWN, DISABLED = "unknown_device", "device_disabled"

@@ -12,10 +12,9 @@ from datetime import datetime
 from typing import Any
 
 from tracker_jobs.core.errors import FieldError
-from tracker_jobs.core.fields import ID_MAX, check_json, parse_number, parse_time
+from tracker_jobs.core.fields import ID_MAX, check_json, parse_number, parse_time, parse_unique_id
 
 KNOTS_PER = {"kn": 1.0, "kmh": 1 / 1.852, "mps": 3600 / 1852, "mph": 1609.344 / 1852}
-MAX_UNIQUE_ID_LENGTH = 128
 
 
 @dataclass(slots=True)
@@ -52,17 +51,6 @@ def parse_longitude(field: str, raw: object) -> float:
     value = parse_number(field, raw)
     if not -180.0 <= value <= 180.0:
         raise FieldError(field, f"must be between -180 and 180, got {value}")
-    return value
-
-
-def parse_unique_id(field: str, raw: object) -> str:
-    if isinstance(raw, bool) or not isinstance(raw, str | int):
-        raise FieldError(field, "must be a string")
-    value = str(raw).strip()
-    if not value:
-        raise FieldError(field, "is required")
-    if len(value) > MAX_UNIQUE_ID_LENGTH or not value.isprintable():
-        raise FieldError(field, f"must be at most {MAX_UNIQUE_ID_LENGTH} printable characters")
     return value
 
 

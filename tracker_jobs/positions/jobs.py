@@ -6,6 +6,7 @@ from typing import Any
 
 from tracker_jobs.core.db import transaction, utcnow
 from tracker_jobs.core.fields import parse_time
+from tracker_jobs.core.principal import Principal, Role
 from tracker_jobs.devices.status import refresh_statuses
 from tracker_jobs.jobs import refs
 from tracker_jobs.jobs.base import job
@@ -15,8 +16,6 @@ from tracker_jobs.positions.live import publish_devices
 from tracker_jobs.positions.pipeline import PipelineConfig
 from tracker_jobs.positions.service import DrainResult, accept_positions, drain_partition, schedule_backlog
 from tracker_jobs.positions.statistics import device_statistics, today_range
-from tracker_jobs.users.models import Role
-from tracker_jobs.users.service import Principal
 
 # Jobs act for the engine itself: every device is theirs.
 SYSTEM = Principal(user_id=0, role=Role.ADMIN)

@@ -10,8 +10,8 @@ from typing import Any
 import orjson
 from redis.asyncio import Redis
 
+from tracker_jobs.devices.keys import live_key
 from tracker_jobs.monitor.counters import add_counts
-from tracker_jobs.positions.stream import rate_key
 
 log = logging.getLogger(__name__)
 LIVE_CHANNEL = "tracker:live"
@@ -26,10 +26,6 @@ for i, key in ipairs(KEYS) do
 end
 return 0
 """
-
-
-def live_key(device_id: int) -> str:
-    return f"tracker:live:{device_id}"
 
 
 async def publish_batch(
@@ -67,13 +63,3 @@ async def latest_positions(redis: Redis, device_ids: Iterable[int]) -> list[dict
             pipe.hget(live_key(device_id), "position")
         cached = await pipe.execute()
     return [orjson.loads(raw) for raw in cached if raw is not None]
-
-
-async def forget_device(redis: Redis, device_id: int) -> None:
-    """Drop what Redis keeps for a deleted device: its newest position and rate window. (Its cached
-    statistics expire within a minute and cannot be read meanwhile: the endpoint 404s first.) Redis
-    away is logged, not raised: the delete has committed, and ids are never given out again."""
-    try:
-        await redis.delete(live_key(device_id), rate_key(device_id))
-    except Exception as error:
-        log.warning("could not drop the cached state of deleted device %d: %s", device_id, error)

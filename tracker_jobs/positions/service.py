@@ -16,6 +16,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlmodel import col, select
 
 from tracker_jobs.core.db import iso, transaction
+from tracker_jobs.core.principal import Principal
+from tracker_jobs.devices.keys import rate_key
 from tracker_jobs.devices.models import Device
 from tracker_jobs.devices.service import visible_device_ids
 from tracker_jobs.jobs.base import enqueue
@@ -33,7 +35,6 @@ from tracker_jobs.positions.store import (
     load_devices,
     move_devices,
 )
-from tracker_jobs.users.service import Principal
 
 log = logging.getLogger(__name__)
 ENTRIES_PER_READ = 10  # entries hold up to thousands of positions: read a few at a time
@@ -92,7 +93,7 @@ async def accept_positions(
         if limit is None:
             bulk[partition].append(payload)
         else:
-            limited.append(stream.Limited(partition, payload, stream.rate_key(device_id), limit.limit))
+            limited.append(stream.Limited(partition, payload, rate_key(device_id), limit.limit))
             limited_at.append(index)
             window_s = limit.window_s
     scheduled = await stream.append(redis, bulk, limited, window_s)

@@ -54,11 +54,6 @@ def lock_key(partition: int) -> str:
     return f"tracker:positions:{partition}:lock"
 
 
-def rate_key(device_id: int) -> str:
-    """The device's rate-limit window, counted inside the append script."""
-    return f"tracker:rate:device:{device_id}"
-
-
 def partition_of(device_id: int, partitions: int) -> int:
     return device_id % partitions
 

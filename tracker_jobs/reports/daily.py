@@ -12,11 +12,11 @@ from sqlmodel import col, select
 
 from tracker_jobs.core.config import Settings
 from tracker_jobs.core.db import transaction
+from tracker_jobs.core.principal import Principal
 from tracker_jobs.reports.builders import Progress, ReportRequest, no_progress
 from tracker_jobs.reports.models import Report
 from tracker_jobs.reports.service import parameters_of, run_report, visible_devices_among
 from tracker_jobs.users.models import User
-from tracker_jobs.users.service import Principal
 
 log = logging.getLogger(__name__)
 

@@ -20,6 +20,7 @@ from sqlmodel import col, select
 from tracker_jobs.core.config import Settings
 from tracker_jobs.core.db import iso, transaction, utcnow
 from tracker_jobs.core.errors import Conflict, FieldError
+from tracker_jobs.core.principal import Principal
 from tracker_jobs.devices.models import Device
 from tracker_jobs.devices.service import UnknownDevice, visible_device_ids
 from tracker_jobs.jobs.base import enqueue
@@ -34,7 +35,6 @@ from tracker_jobs.reports.builders import (
 from tracker_jobs.reports.detection import DetectionParams
 from tracker_jobs.reports.models import Report
 from tracker_jobs.reports.sections import Section
-from tracker_jobs.users.service import Principal
 
 ACTIVE = ("queued", "in_progress")
 log = logging.getLogger(__name__)

@@ -3,17 +3,12 @@
 from __future__ import annotations
 
 from datetime import datetime
-from enum import StrEnum
 
 import sqlalchemy as sa
 from sqlmodel import Field, SQLModel
 
 from tracker_jobs.core.db import UTCDateTime, utcnow
-
-
-class Role(StrEnum):
-    ADMIN = "admin"
-    USER = "user"
+from tracker_jobs.core.principal import Role
 
 
 class User(SQLModel, table=True):

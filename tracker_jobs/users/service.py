@@ -9,7 +9,6 @@ import hmac
 import secrets
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -19,7 +18,8 @@ from sqlmodel import col, select
 
 from tracker_jobs.core.db import iso, utcnow
 from tracker_jobs.core.errors import Conflict, Unavailable
-from tracker_jobs.users.models import ApiToken, Role, User, UserSession
+from tracker_jobs.core.principal import Principal, Role
+from tracker_jobs.users.models import ApiToken, User, UserSession
 
 BOOTSTRAP_EMAIL = "admin@localhost"
 BOOTSTRAP_TOKEN_NAME = "TRACKER_ADMIN_TOKEN"  # noqa: S105 -- the name of a token, not a secret
@@ -36,18 +36,6 @@ _HASHING = ThreadPoolExecutor(max_workers=2, thread_name_prefix="scrypt")
 MAX_PENDING_HASHES = 32
 _pending_hashes = 0
 TOKEN_TOUCH_INTERVAL = timedelta(minutes=1)  # lastUsedAt is written at most this often per token
-
-
-@dataclass(frozen=True)
-class Principal:
-    """Who is calling: the user behind a bearer token."""
-
-    user_id: int
-    role: str
-
-    @property
-    def is_admin(self) -> bool:
-        return self.role == Role.ADMIN
 
 
 def _scrypt(password: str, salt: bytes) -> bytes:

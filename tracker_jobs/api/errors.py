@@ -12,7 +12,7 @@ from typing import Any
 
 from aiohttp import web
 
-from tracker_jobs.admin.responses import json_response
+from tracker_jobs.api.responses import json_response
 from tracker_jobs.core.errors import TrackerError, error_document
 
 log = logging.getLogger(__name__)

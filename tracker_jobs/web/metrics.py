@@ -14,16 +14,17 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from tracker_jobs.admin.auth import bearer_token
-from tracker_jobs.admin.openapi import Operation, Reply, documented
-from tracker_jobs.admin.socket import CLIENTS_KEY
-from tracker_jobs.admin.state import REDIS, SESSIONS, SETTINGS
+from tracker_jobs.api.access import bearer_token
+from tracker_jobs.api.keys import REDIS, SESSIONS, SETTINGS
+from tracker_jobs.api.openapi import Operation, Reply, documented
+from tracker_jobs.api.routes import Route
 from tracker_jobs.core.errors import HttpError
 from tracker_jobs.jobs.heartbeat import live_workers
 from tracker_jobs.jobs.models import DURATION_BOUNDS_S, OUTCOME_COLUMNS
 from tracker_jobs.monitor import counters
 from tracker_jobs.monitor.backlog import queue_backlogs
 from tracker_jobs.monitor.stats import Rollup, job_totals, unfinished_counts
+from tracker_jobs.web.socket import CLIENTS_KEY
 
 COUNTER_HELP = {
     counters.POSITIONS_ACCEPTED: "Positions accepted from devices and the batch API (in Redis)",
@@ -138,5 +139,6 @@ async def metrics(request: web.Request) -> web.Response:
     return web.Response(body=generate_latest(registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
-def install(app: web.Application) -> None:
-    app.router.add_get("/metrics", metrics)
+ROUTES = [
+    Route("GET", "/metrics", metrics),
+]

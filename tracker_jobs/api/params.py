@@ -7,7 +7,7 @@ from typing import Any
 
 from aiohttp import web
 
-from tracker_jobs.admin.errors import Handler
+from tracker_jobs.api.errors import Handler
 from tracker_jobs.core.errors import FieldError, HttpError
 from tracker_jobs.core.fields import ID_MAX, parse_id, parse_time
 from tracker_jobs.core.fields import parse_int as parse_field_int
@@ -75,3 +75,12 @@ def query_time(request: web.Request, name: str) -> datetime | None:
         return parse_time(name, raw)
     except FieldError as error:
         raise FieldError(error.field, error.problem) from None
+
+
+def bounded_query_int(request: web.Request, name: str, default: int, low: int, high: int) -> int:
+    value = query_int(request, name)
+    if value is None:
+        return default
+    if not low <= value <= high:
+        raise FieldError(name, f"must be from {low} to {high}")
+    return value

@@ -19,7 +19,7 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Coroutine
+from collections.abc import AsyncIterator, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,14 +28,17 @@ from aiohttp import WSMsgType, web
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from tracker_jobs.admin.auth import bearer_token, principal
-from tracker_jobs.admin.state import REDIS, SESSIONS
+from tracker_jobs.api.access import bearer_token, principal
+from tracker_jobs.api.keys import REDIS, SESSIONS
+from tracker_jobs.api.openapi import STRING, Operation, Query, Reply, describe, error_reply
+from tracker_jobs.api.routes import Route
 from tracker_jobs.core.access import EVERYTHING, AccessChange, watch_access_changes
+from tracker_jobs.core.principal import Principal
 from tracker_jobs.core.redis import listen_forever
 from tracker_jobs.devices.service import device_to_api, list_devices
 from tracker_jobs.positions.live import LIVE_CHANNEL
 from tracker_jobs.positions.service import latest_positions
-from tracker_jobs.users.service import Principal, hash_token, principals_by_token_hash
+from tracker_jobs.users.service import hash_token, principals_by_token_hash
 
 log = logging.getLogger(__name__)
 CLIENTS_KEY = "tracker:websocket-clients"  # admin process -> how many sockets it serves (for /metrics)
@@ -205,16 +208,26 @@ async def socket_handler(request: web.Request) -> web.WebSocketResponse:
     return ws
 
 
-def install(app: web.Application) -> None:
-    """Route and lifecycle of the hub on the admin app."""
+async def live_hub(app: web.Application) -> AsyncIterator[None]:
+    """The hub's life on the admin app (a cleanup context): started with it, stopped with it."""
+    app[HUB] = LiveHub(app[REDIS], app[SESSIONS])
+    await app[HUB].start()
+    yield
+    await app[HUB].stop()
 
-    async def start(app: web.Application) -> None:
-        app[HUB] = LiveHub(app[REDIS], app[SESSIONS])
-        await app[HUB].start()
 
-    async def stop(app: web.Application) -> None:
-        await app[HUB].stop()
+describe(
+    socket_handler,
+    Operation(
+        "Websocket of live updates (token also as ?token=): {devices} and {positions} on connect, then one message "
+        "per stored batch for the devices the caller may see",
+        {101: Reply("switching to the websocket protocol"), 400: error_reply("not a websocket request")},
+        query=(Query("token", STRING, "the bearer token, for browsers that cannot set headers"),),
+        tag="positions",
+    ),
+)
 
-    app.on_startup.append(start)
-    app.on_shutdown.append(stop)
-    app.router.add_get("/api/socket", socket_handler)
+
+ROUTES = [
+    Route("GET", "/api/socket", socket_handler),
+]

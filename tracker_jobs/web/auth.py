@@ -11,36 +11,19 @@ one guesser behind a shared address (a NAT, a proxy) does not lock out its neigh
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-
 from aiohttp import web
 
-from tracker_jobs.admin.errors import Handler
-from tracker_jobs.admin.ratelimit import over_limit, seconds_to_wait
-from tracker_jobs.admin.state import PRINCIPAL, REDIS, SESSIONS, SETTINGS
-from tracker_jobs.core.access import publish_access_change
+from tracker_jobs.api.access import bearer_token
+from tracker_jobs.api.errors import Handler
+from tracker_jobs.api.keys import PRINCIPAL, REDIS, SESSIONS, SETTINGS
+from tracker_jobs.api.ratelimit import over_limit, seconds_to_wait
 from tracker_jobs.core.errors import (
-    Forbidden,
     TooManyRequests,
     Unauthorized,
 )
-from tracker_jobs.users.service import Principal, hash_token, principal_for_token_hash
+from tracker_jobs.users.service import hash_token, principal_for_token_hash
 
 PUBLIC = {("POST", "/api/session"), ("GET", "/api/openapi.json")}
-
-
-# Browsers cannot set headers on a websocket, so the socket also takes ?token=.
-QUERY_TOKEN_PATHS = {"/api/socket"}
-
-
-def bearer_token(request: web.Request) -> str | None:
-    header = request.headers.get("Authorization", "")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() == "bearer" and token.strip():
-        return token.strip()
-    if request.path in QUERY_TOKEN_PATHS and request.query.get("token", "").strip():
-        return request.query["token"].strip()
-    return None
 
 
 @web.middleware
@@ -73,22 +56,3 @@ async def authenticate(request: web.Request, handler: Handler) -> web.StreamResp
         raise TooManyRequests(wait_s, "for this token")
     request[PRINCIPAL] = principal
     return await handler(request)
-
-
-def principal(request: web.Request) -> Principal:
-    found: Principal = request[PRINCIPAL]
-    return found
-
-
-def require_admin(request: web.Request) -> Principal:
-    caller = principal(request)
-    if not caller.is_admin:
-        raise Forbidden("this needs the admin role")
-    return caller
-
-
-async def announce_access_change(
-    request: web.Request, *, users: Iterable[int] = (), devices: Iterable[int] = ()
-) -> None:
-    """After a commit that changed who may see or send what: every process hears it (this one too)."""
-    await publish_access_change(request.app[REDIS], users=users, devices=devices)

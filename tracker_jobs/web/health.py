@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from tracker_jobs.admin.responses import json_response
-from tracker_jobs.admin.state import ENGINE, REDIS, SETTINGS
+from tracker_jobs.api.keys import ENGINE, REDIS, SETTINGS
+from tracker_jobs.api.openapi import BOOLEAN, INTEGER, NUMBER, STRING, Operation, Reply, array, describe, nullable, obj
+from tracker_jobs.api.responses import json_response
+from tracker_jobs.api.routes import Route
 from tracker_jobs.core.db import ping
 from tracker_jobs.jobs.heartbeat import live_workers
 from tracker_jobs.monitor.backlog import QueueBacklog, queue_backlogs
@@ -48,3 +50,34 @@ async def health(request: web.Request) -> web.Response:
         "alerts": alerts,
     }
     return json_response(body, status=code)
+
+
+QUEUE_HEALTH = obj({"backlog": INTEGER, "oldestWaitingAgeS": nullable(NUMBER), "workers": INTEGER})
+
+HEALTH = obj(
+    {
+        "status": {"type": "string", "enum": ["healthy", "degraded", "unhealthy"]},
+        "redis": obj({"connected": BOOLEAN}),
+        "database": obj({"connected": BOOLEAN}),
+        "workers": INTEGER,
+        "queues": {"type": "object", "additionalProperties": QUEUE_HEALTH},
+        "alerts": array(STRING),
+    },
+    required=("status", "redis", "database", "workers"),
+)
+
+describe(
+    health,
+    Operation(
+        "Redis, database, live workers and each queue's backlog; degraded when a queue with jobs has no live "
+        "worker or its oldest waiting job is older than TRACKER_BACKLOG_AGE_LIMIT",
+        {200: Reply("healthy or degraded", HEALTH), 503: Reply("Redis or the database is unreachable", HEALTH)},
+        auth="none",
+        tag="health",
+    ),
+)
+
+
+ROUTES = [
+    Route("GET", "/health", health),
+]

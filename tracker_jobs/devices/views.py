@@ -2,24 +2,36 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
 from typing import Any
 
 from aiohttp import web
 
-from tracker_jobs.admin.auth import announce_access_change, principal
-from tracker_jobs.admin.params import json_object, path_id, query_time
-from tracker_jobs.admin.responses import json_response
-from tracker_jobs.admin.state import REDIS, SESSIONS, SETTINGS
-from tracker_jobs.core.db import transaction, utcnow
+from tracker_jobs.api.access import announce_access_change, principal
+from tracker_jobs.api.keys import REDIS, SESSIONS
+from tracker_jobs.api.openapi import (
+    ANY_OBJECT,
+    BOOLEAN,
+    ID,
+    INTEGER,
+    NUMBER,
+    STRING,
+    TIME,
+    Operation,
+    Reply,
+    array,
+    describe,
+    error_reply,
+    nullable,
+    obj,
+)
+from tracker_jobs.api.params import json_object, path_id
+from tracker_jobs.api.responses import json_response
+from tracker_jobs.api.routes import Route
+from tracker_jobs.core.db import transaction
 from tracker_jobs.core.errors import FieldError, HttpError, not_found
-from tracker_jobs.core.fields import check_json, parse_number, parse_text
+from tracker_jobs.core.fields import check_json, parse_number, parse_text, parse_unique_id
 from tracker_jobs.devices import service
-from tracker_jobs.positions.decode import parse_unique_id
-from tracker_jobs.positions.live import forget_device
-from tracker_jobs.positions.statistics import device_statistics, today_range
 
-MAX_STATISTICS_RANGE = timedelta(days=31)
 # What a body may hold: the writable fields, and the read-only ones a client sends back from a GET.
 DEVICE_KEYS = {
     "id",
@@ -120,31 +132,78 @@ async def delete_device(request: web.Request) -> web.Response:
             raise not_found(f"device {device_id}")
         await session.delete(device)
     await announce_access_change(request, devices=[device_id])
-    await forget_device(request.app[REDIS], device_id)
+    await service.forget_device_state(request.app[REDIS], device_id)
     return web.Response(status=204)
 
 
-async def get_statistics(request: web.Request) -> web.Response:
-    """Today's statistics (in the configured time zone), and those of ?from=&to= when given."""
-    device_id = path_id(request)
-    start, end = query_time(request, "from"), query_time(request, "to")
-    settings = request.app[SETTINGS]
-    if (start is None) != (end is None):
-        raise FieldError("to" if end is None else "from", "from and to go together")
-    if start is not None and end is not None:
-        if start > end:
-            raise FieldError("from", "must not be after to")
-        if end - start > MAX_STATISTICS_RANGE:
-            raise FieldError("to", f"the range may span at most {MAX_STATISTICS_RANGE.days} days")
-    async with request.app[SESSIONS]() as session:
-        if await service.get_device(session, principal(request), device_id) is None:
-            raise not_found(f"device {device_id}")
-        redis, motion = request.app[REDIS], settings.motion_speed_kn
-        body = {
-            "today": await device_statistics(
-                session, redis, device_id, *today_range(utcnow(), settings.timezone), motion
-            )
-        }
-        if start is not None and end is not None:
-            body["range"] = await device_statistics(session, redis, device_id, start, end, motion)
-    return json_response(body)
+DEVICE = obj(
+    {
+        "id": INTEGER,
+        "name": STRING,
+        "uniqueId": STRING,
+        "status": STRING,
+        "disabled": BOOLEAN,
+        "lastUpdate": nullable(TIME),
+        "positionId": nullable(INTEGER),
+        "speedLimit": nullable(NUMBER),
+        "totalDistance": NUMBER,
+        "motion": BOOLEAN,
+        "attributes": ANY_OBJECT,
+    },
+    required=("id", "name", "uniqueId", "status", "disabled"),
+)
+
+DEVICE_INPUT = obj(
+    {
+        "name": {"type": "string", "minLength": 1, "maxLength": 128},
+        "uniqueId": {"type": "string", "minLength": 1, "maxLength": 128},
+        "speedLimit": nullable({"type": "number", "exclusiveMinimum": True, "minimum": 0}),
+        "disabled": BOOLEAN,
+        "attributes": ANY_OBJECT,
+    },
+    required=(),
+)
+
+describe(
+    list_devices,
+    Operation("The devices the caller may see", {200: Reply("devices", array(DEVICE))}, tag="devices"),
+)
+
+describe(
+    create_device,
+    Operation(
+        "Register a device (linked to the caller)",
+        {201: Reply("the device", DEVICE), 409: error_reply("the uniqueId is taken")},
+        body=DEVICE_INPUT,
+        example={"name": "Truck 7", "uniqueId": "walk-truck-7"},
+        tag="devices",
+    ),
+)
+
+describe(get_device, Operation("One device", {200: Reply("the device", DEVICE)}, path={"id": ID}, tag="devices"))
+
+describe(
+    update_device,
+    Operation(
+        "Change some of a device's fields",
+        {200: Reply("the device", DEVICE), 409: error_reply("the uniqueId is taken")},
+        path={"id": ID},
+        body=DEVICE_INPUT,
+        example={"name": "Truck 7b"},
+        tag="devices",
+    ),
+)
+
+describe(
+    delete_device,
+    Operation("Delete a device and its positions", {204: Reply("deleted")}, path={"id": ID}, tag="devices"),
+)
+
+
+ROUTES = [
+    Route("GET", "/api/devices", list_devices),
+    Route("POST", "/api/devices", create_device),
+    Route("GET", "/api/devices/{id}", get_device),
+    Route("PUT", "/api/devices/{id}", update_device),
+    Route("DELETE", "/api/devices/{id}", delete_device),
+]

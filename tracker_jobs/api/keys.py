@@ -1,4 +1,4 @@
-"""Typed keys for what the admin app keeps: settings, Redis, the database, the position acceptor."""
+"""Typed keys for what the admin app keeps: settings, Redis, the database; and the caller of a request."""
 
 from __future__ import annotations
 
@@ -8,15 +8,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from tracker_jobs.core.config import Settings
 from tracker_jobs.core.db import session_factory
-from tracker_jobs.positions.acceptor import Acceptor
-from tracker_jobs.users.service import Principal
+from tracker_jobs.core.principal import Principal
 
 SETTINGS = web.AppKey("settings", Settings)
 REDIS = web.AppKey("redis", ArqRedis)
 ENGINE = web.AppKey("engine", AsyncEngine)
 SESSIONS = web.AppKey("sessions", async_sessionmaker[AsyncSession])
 PRINCIPAL = web.RequestKey("principal", Principal)  # the authenticated caller
-ACCEPTOR = web.AppKey("acceptor", Acceptor)  # the batch API's group commit into Redis
 
 
 def set_resources(app: web.Application, settings: Settings, redis: ArqRedis, engine: AsyncEngine) -> None:
@@ -24,4 +22,3 @@ def set_resources(app: web.Application, settings: Settings, redis: ArqRedis, eng
     app[REDIS] = redis
     app[ENGINE] = engine
     app[SESSIONS] = session_factory(engine)
-    app[ACCEPTOR] = Acceptor(redis, settings.position_partitions)

@@ -7,13 +7,13 @@ the jobs they started; anyone else's are 404 to them, as is an unknown or malfor
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
 from typing import Any
 
 from aiohttp import web
 
-from tracker_jobs.admin.auth import principal, require_admin
-from tracker_jobs.admin.openapi import (
+from tracker_jobs.api.access import principal, require_admin
+from tracker_jobs.api.keys import REDIS, SESSIONS
+from tracker_jobs.api.openapi import (
     ANY_OBJECT,
     BOOLEAN,
     INTEGER,
@@ -29,12 +29,12 @@ from tracker_jobs.admin.openapi import (
     nullable,
     obj,
 )
-from tracker_jobs.admin.params import json_object, query_int, query_time
-from tracker_jobs.admin.responses import json_response
-from tracker_jobs.admin.state import REDIS, SESSIONS
+from tracker_jobs.api.params import bounded_query_int, json_object, query_time
+from tracker_jobs.api.responses import json_response
+from tracker_jobs.api.routes import Route
 from tracker_jobs.core.errors import FieldError, NotFound, not_found
-from tracker_jobs.job_catalog import job_specs
-from tracker_jobs.jobs.records import JOB_RECORDS, STATES, RecordFlusher
+from tracker_jobs.jobs.base import JobSpec
+from tracker_jobs.jobs.records import JOB_RECORDS, STATES
 from tracker_jobs.jobs.refs import QUEUES
 from tracker_jobs.monitor import service
 from tracker_jobs.monitor.stats import WINDOWS, job_stats
@@ -150,15 +150,6 @@ def task_filters(request: web.Request) -> service.TaskFilters:
     return service.TaskFilters(states, request.query.get("name") or None, queue, start, end)
 
 
-def bounded_query_int(request: web.Request, name: str, default: int, low: int, high: int) -> int:
-    value = query_int(request, name)
-    if value is None:
-        return default
-    if not low <= value <= high:
-        raise FieldError(name, f"must be from {low} to {high}")
-    return value
-
-
 def task_not_found(task_id: str) -> NotFound:
     return not_found(f"task {task_id[:64]!r}")
 
@@ -241,7 +232,8 @@ async def get_stats(request: web.Request) -> web.Response:
 )
 async def get_runnable_jobs(request: web.Request) -> web.Response:
     require_admin(request)
-    return json_response(service.runnable_jobs(job_specs()))
+    specs: dict[str, JobSpec] = request.app[JOB_SPECS]
+    return json_response(service.runnable_jobs(specs))
 
 
 @documented(
@@ -357,7 +349,7 @@ async def retry_failed_tasks(request: web.Request) -> web.Response:
 async def run_task(request: web.Request) -> web.Response:
     caller = require_admin(request)
     name = request.match_info["job_name"]
-    spec = job_specs().get(name)
+    spec = request.app[JOB_SPECS].get(name)
     if spec is None or not spec.ref.by_hand:
         raise not_found(f"runnable job {name[:64]!r}")
     arguments: dict[str, Any] = await json_object(request) if request.body_exists else {}
@@ -366,25 +358,19 @@ async def run_task(request: web.Request) -> web.Response:
     return json_response({"task_id": task_id}, status=202)
 
 
-async def record_flusher(app: web.Application) -> AsyncIterator[None]:
-    """Write the records of jobs this process enqueues or cancels, while the app runs."""
-    flusher = RecordFlusher(app[REDIS], app[SESSIONS])
-    flusher.start()
-    yield
-    await flusher.stop()
+# Every job with its function, for running one by hand: given by the app factory, which may import the jobs.
+JOB_SPECS = web.AppKey("job_specs", dict[str, JobSpec])
 
-
-def install(app: web.Application) -> None:
-    router = app.router
-    router.add_get("/api/tasks/status", get_status)
-    router.add_get("/api/tasks/queues", get_queues)
-    router.add_get("/api/tasks/workers", get_workers)
-    router.add_get("/api/tasks/stats", get_stats)
-    router.add_get("/api/tasks/jobs", get_runnable_jobs)
-    router.add_get("/api/tasks", list_task_records)
-    router.add_post("/api/tasks/retry-failed", retry_failed_tasks)
-    router.add_get("/api/tasks/task/{id}", get_task_record)
-    router.add_delete("/api/tasks/task/{id}", cancel_task_record)
-    router.add_post("/api/tasks/task/{id}/retry", retry_task_record)
-    router.add_post("/api/tasks/run/{job_name}", run_task)
-    app.cleanup_ctx.append(record_flusher)
+ROUTES = [
+    Route("GET", "/api/tasks/status", get_status),
+    Route("GET", "/api/tasks/queues", get_queues),
+    Route("GET", "/api/tasks/workers", get_workers),
+    Route("GET", "/api/tasks/stats", get_stats),
+    Route("GET", "/api/tasks/jobs", get_runnable_jobs),
+    Route("GET", "/api/tasks", list_task_records),
+    Route("POST", "/api/tasks/retry-failed", retry_failed_tasks),
+    Route("GET", "/api/tasks/task/{id}", get_task_record),
+    Route("DELETE", "/api/tasks/task/{id}", cancel_task_record),
+    Route("POST", "/api/tasks/task/{id}/retry", retry_task_record),
+    Route("POST", "/api/tasks/run/{job_name}", run_task),
+]

@@ -8,10 +8,13 @@ from __future__ import annotations
 
 from typing import Any
 
+import sqlalchemy as sa
 from aiohttp import web
+from sqlmodel import col
 
-from tracker_jobs.admin.auth import announce_access_change, bearer_token, require_admin
-from tracker_jobs.admin.openapi import (
+from tracker_jobs.api.access import announce_access_change, bearer_token, principal, require_admin
+from tracker_jobs.api.keys import SESSIONS
+from tracker_jobs.api.openapi import (
     BOOLEAN,
     ID,
     INTEGER,
@@ -20,19 +23,22 @@ from tracker_jobs.admin.openapi import (
     Operation,
     Reply,
     array,
+    describe,
     documented,
     error_reply,
     nullable,
     obj,
 )
-from tracker_jobs.admin.params import json_object, path_id
-from tracker_jobs.admin.responses import json_response
-from tracker_jobs.admin.state import SESSIONS
+from tracker_jobs.api.params import json_object, path_id
+from tracker_jobs.api.responses import json_response
+from tracker_jobs.api.routes import Route
 from tracker_jobs.core.db import transaction
 from tracker_jobs.core.errors import FieldError, HttpError, not_found
 from tracker_jobs.core.fields import parse_text
+from tracker_jobs.core.principal import Role
 from tracker_jobs.users import service
-from tracker_jobs.users.models import Role
+from tracker_jobs.users.models import UserSession
+from tracker_jobs.users.service import MAX_PASSWORD, hash_token, login
 
 USER = obj(
     {
@@ -270,13 +276,64 @@ async def delete_token(request: web.Request) -> web.Response:
     return web.Response(status=204)
 
 
-def install(app: web.Application) -> None:
-    router = app.router
-    router.add_get("/api/users", list_users)
-    router.add_post("/api/users", create_user)
-    router.add_get("/api/users/{id}", get_user)
-    router.add_put("/api/users/{id}", update_user)
-    router.add_delete("/api/users/{id}", delete_user)
-    router.add_get("/api/users/{id}/tokens", list_tokens)
-    router.add_post("/api/users/{id}/tokens", create_token)
-    router.add_delete("/api/users/{id}/tokens/{token_id}", delete_token)
+async def create_session(request: web.Request) -> web.Response:
+    body = await json_object(request)
+    password = body.get("password")
+    try:
+        email = parse_text("email", body.get("email"), 256)
+    except FieldError as error:
+        raise FieldError(error.field, error.problem) from None
+    if not isinstance(password, str) or not password:
+        raise FieldError("password", "is required")
+    if len(password) > MAX_PASSWORD:  # no stored password is longer; scrypt would read all of it
+        raise HttpError(401, "unauthorized", "wrong email or password")
+    async with transaction(request.app[SESSIONS]) as session:
+        made = await login(session, email, password)
+    if made is None:
+        raise HttpError(401, "unauthorized", "wrong email or password")
+    token, expires = made
+    return json_response({"token": token, "expires": expires.isoformat()})
+
+
+async def delete_session(request: web.Request) -> web.Response:
+    token = bearer_token(request)
+    assert token is not None  # the auth middleware let the request through
+    async with transaction(request.app[SESSIONS]) as session:
+        await session.execute(sa.delete(UserSession).where(col(UserSession.token_hash) == hash_token(token)))
+    await announce_access_change(request, users=[principal(request).user_id])
+    return web.Response(status=204)
+
+
+describe(
+    create_session,
+    Operation(
+        "Log in: a session token that expires after 7 days",
+        {
+            200: Reply("the session", obj({"token": STRING, "expires": TIME})),
+            401: error_reply("wrong email or password"),
+        },
+        auth="none",
+        body=obj({"email": STRING, "password": STRING}),
+        example={"email": "admin@localhost", "password": "not-the-password"},
+        tag="session",
+    ),
+)
+
+describe(
+    delete_session,
+    Operation("Log out: end the session whose token is sent", {204: Reply("ended (or there was none)")}, tag="session"),
+)
+
+
+ROUTES = [
+    Route("POST", "/api/session", create_session),
+    Route("DELETE", "/api/session", delete_session),
+    Route("GET", "/api/users", list_users),
+    Route("POST", "/api/users", create_user),
+    Route("GET", "/api/users/{id}", get_user),
+    Route("PUT", "/api/users/{id}", update_user),
+    Route("DELETE", "/api/users/{id}", delete_user),
+    Route("GET", "/api/users/{id}/tokens", list_tokens),
+    Route("POST", "/api/users/{id}/tokens", create_token),
+    Route("DELETE", "/api/users/{id}/tokens/{token_id}", delete_token),
+]

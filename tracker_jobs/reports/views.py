@@ -12,8 +12,9 @@ from typing import Any
 
 from aiohttp import web
 
-from tracker_jobs.admin.auth import principal
-from tracker_jobs.admin.openapi import (
+from tracker_jobs.api.access import principal
+from tracker_jobs.api.keys import REDIS, SESSIONS, SETTINGS
+from tracker_jobs.api.openapi import (
     ANY_OBJECT,
     BOOLEAN,
     ID,
@@ -29,10 +30,9 @@ from tracker_jobs.admin.openapi import (
     nullable,
     obj,
 )
-from tracker_jobs.admin.params import json_object, path_id, query_ids, query_time
-from tracker_jobs.admin.responses import json_response
-from tracker_jobs.admin.state import REDIS, SESSIONS, SETTINGS
-from tracker_jobs.admin.tasks import bounded_query_int
+from tracker_jobs.api.params import bounded_query_int, json_object, path_id, query_ids, query_time
+from tracker_jobs.api.responses import json_response
+from tracker_jobs.api.routes import Route
 from tracker_jobs.core.errors import FieldError, HttpError, not_found
 from tracker_jobs.core.fields import check_no_nul, parse_id, parse_time
 from tracker_jobs.reports import exporters, service
@@ -312,3 +312,13 @@ async def _send(
         await response.write(chunk)
     await response.write_eof()
     return response
+
+
+ROUTES = [
+    Route("POST", "/api/tasks/report/device", post_device_report),
+    Route("POST", "/api/tasks/report/fleet", post_fleet_report),
+    Route("GET", "/api/reports", list_reports),
+    Route("GET", r"/api/reports/{id:\d+}", get_report),
+    Route("GET", r"/api/reports/{id:\d+}/download", download_report),
+    Route("GET", "/api/reports/{kind}", direct_report),
+]
