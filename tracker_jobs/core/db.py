@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
@@ -83,11 +83,33 @@ def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, expire_on_commit=False)
 
 
+AfterCommit = Callable[[], Awaitable[Any]]
+_AFTER_COMMIT = "tracker_after_commit"  # session.info key: what to run once the transaction has committed
+
+
+class AfterCommitFailed(RuntimeError):
+    """The transaction committed, then something it left to do afterwards failed (the cause says what)."""
+
+
+def after_commit(session: AsyncSession, work: AfterCommit) -> None:
+    """Run `work` once the session's transaction (see `transaction`) has committed; never if it rolls back.
+    What a job reads must be committed before the job is enqueued, or a fast worker reads nothing."""
+    session.info.setdefault(_AFTER_COMMIT, []).append(work)
+
+
 @asynccontextmanager
 async def transaction(sessions: async_sessionmaker[AsyncSession]) -> AsyncIterator[AsyncSession]:
-    """A session whose work is committed on success and rolled back on error."""
-    async with sessions() as session, session.begin():
-        yield session
+    """A session whose work is committed on success and rolled back on error; then what the work left
+    to `after_commit` runs, in order (AfterCommitFailed if any of it fails: the commit itself stands)."""
+    async with sessions() as session:
+        async with session.begin():
+            yield session
+        pending: list[AfterCommit] = session.info.pop(_AFTER_COMMIT, [])
+        for work in pending:
+            try:
+                await work()
+            except Exception as error:
+                raise AfterCommitFailed(f"committed, then failed: {error}") from error
 
 
 async def insert_ignoring_duplicates(session: AsyncSession, table: sa.Table, rows: Sequence[dict[str, Any]]) -> None:

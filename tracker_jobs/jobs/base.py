@@ -20,8 +20,9 @@ import sqlalchemy.exc
 from arq import Retry
 from arq.connections import ArqRedis
 from arq.jobs import Job
+from sqlalchemy.ext.asyncio import AsyncSession
 
-from tracker_jobs.core.db import utcnow
+from tracker_jobs.core.db import after_commit, utcnow
 from tracker_jobs.jobs.heartbeat import CURRENT_PROCESS
 from tracker_jobs.jobs.logs import CURRENT_JOB
 from tracker_jobs.jobs.records import JOB_RECORDS, JobRun
@@ -167,6 +168,20 @@ def _ended(
     CURRENT_PROCESS.job_ended(job_id, failed=state == "failed")
     if record is not None:
         JOB_RECORDS.ended(record, state, result=result, error=error, counted=counted)
+
+
+def enqueue_after_commit(
+    session: AsyncSession,
+    redis: ArqRedis,
+    ref: JobRef,
+    *,
+    job_id: str | None = None,
+    user_id: int | None = None,
+    **kwargs: Any,
+) -> None:
+    """Enqueue the job once the session's transaction commits (never if it rolls back): the way to start
+    a job that reads what the same transaction writes."""
+    after_commit(session, lambda: enqueue(redis, ref, job_id=job_id, user_id=user_id, **kwargs))
 
 
 async def enqueue(

@@ -18,12 +18,12 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlmodel import col, select
 
 from tracker_jobs.core.config import Settings
-from tracker_jobs.core.db import iso, transaction, utcnow
-from tracker_jobs.core.errors import Conflict, FieldError
+from tracker_jobs.core.db import AfterCommitFailed, iso, transaction, utcnow
+from tracker_jobs.core.errors import Conflict, FieldError, Unavailable
 from tracker_jobs.core.principal import Principal
 from tracker_jobs.devices.models import Device
 from tracker_jobs.devices.service import UnknownDevice, visible_device_ids
-from tracker_jobs.jobs.base import enqueue
+from tracker_jobs.jobs.base import enqueue, enqueue_after_commit
 from tracker_jobs.jobs.progress import read_progress
 from tracker_jobs.jobs.refs import EXPORT_REPORT_DATA, GENERATE_DEVICE_REPORT, GENERATE_FLEET_REPORT, JobRef
 from tracker_jobs.reports import exporters, files
@@ -165,29 +165,42 @@ async def create_report(
     """Record the request, then (after commit) enqueue its job; return (report id, task id)."""
     check_range(request.start, request.end, settings.report_max_days, start_field="start", end_field="end")
     task_id = uuid.uuid4().hex
-    async with transaction(sessions) as session:
-        ids = await visible_devices_among(session, principal, request.device_ids or None)
-        request = ReportRequest(
-            request.kind, tuple(ids), request.start, request.end, request.daily, request.event_types
-        )
-        report = Report(
-            kind=request.kind,
-            user_id=principal.user_id,
-            parameters=parameters_of(request, formats, settings.timezone),
-            formats=[],
-            task_id=task_id,
-        )
-        session.add(report)
-        await session.flush()
-        assert report.id is not None
-        report_id = report.id
-    ref, arguments = _job_arguments(request, report_id, formats)
+    report_id = 0
     try:
-        await enqueue(redis, ref, job_id=task_id, user_id=principal.user_id, **arguments)
-    except BaseException as error:
-        await _mark_failed(sessions, report_id, error)
-        raise
+        async with transaction(sessions) as session:
+            report_id = await _record_request(session, redis, settings, principal, request, formats, task_id)
+    except AfterCommitFailed as failed:  # the report is recorded; its job could not be enqueued
+        cause = failed.__cause__ or failed
+        await _mark_failed(sessions, report_id, cause)
+        raise Unavailable(f"report {report_id} could not be queued ({cause}); it is marked failed") from failed
     return report_id, task_id
+
+
+async def _record_request(
+    session: AsyncSession,
+    redis: ArqRedis,
+    settings: Settings,
+    principal: Principal,
+    request: ReportRequest,
+    formats: list[str],
+    task_id: str,
+) -> int:
+    """The report row, and its job enqueued once the row is committed."""
+    ids = await visible_devices_among(session, principal, request.device_ids or None)
+    request = ReportRequest(request.kind, tuple(ids), request.start, request.end, request.daily, request.event_types)
+    report = Report(
+        kind=request.kind,
+        user_id=principal.user_id,
+        parameters=parameters_of(request, formats, settings.timezone),
+        formats=[],
+        task_id=task_id,
+    )
+    session.add(report)
+    await session.flush()
+    assert report.id is not None
+    ref, arguments = _job_arguments(request, report.id, formats)
+    enqueue_after_commit(session, redis, ref, job_id=task_id, user_id=principal.user_id, **arguments)
+    return report.id
 
 
 async def report_for_task(
