@@ -1,1 +1,2 @@
-"""Events: detectors as pure state machines, and geofence geometry."""
+"""Events: the table of events detected from positions, and the geofences they refer to (the
+detectors come with the events issue)."""

@@ -15,8 +15,7 @@ import numpy.typing as npt
 
 from tracker_jobs.core.geo import EARTH_RADIUS_M
 
-# Traccar's DistanceCalculator measures on a sphere of the equatorial radius.
-US_PER_S = 1_000_000
+US_PER_S = 1_000_000  # fix times travel as integer microseconds
 # A window is searched in chunks that grow by this factor: a long stop costs few numpy calls.
 _FIRST_CHUNK = 64
 _CHUNK_GROWTH = 4
