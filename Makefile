@@ -22,16 +22,17 @@ services: install ## Start the Redis and PostgreSQL the tests use, if they are n
 test: ## Run the test suite (installs, starts services)
 	scripts/test
 
-lint: install ## ruff and mypy (strict on tracker_jobs/)
+lint: install ## ruff, mypy (strict on tracker_jobs/) and the layering contracts (.importlinter)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 format: install ## Format and auto-fix with ruff
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-ci: ## What CI runs: install, services, lint, tests
+ci: ## What CI runs: install, services, lint, layers, the wheel check, tests
 	bash .ci/run
 
 bench-quick: install ## Every benchmark in its --quick mode

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from logging.config import fileConfig
 from typing import Any
 
 from sqlalchemy.engine import Connection
@@ -45,6 +46,11 @@ async def _run_online() -> None:
     finally:  # a failed migration must not leave a connection (and a SQLite lock) open
         await engine.dispose()
 
+
+# By hand (`alembic upgrade head`) the CLI reads alembic.ini, whose logging sections say what it prints;
+# the engine passes no file and keeps the logging it has set up.
+if context.config.config_file_name is not None:
+    fileConfig(context.config.config_file_name, disable_existing_loggers=False)
 
 connectable = context.config.attributes.get("connection")
 if connectable is not None:

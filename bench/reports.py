@@ -38,7 +38,7 @@ from sqlmodel import col, select
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the baseline lives beside the tests
 
-from tests.reports.loop_detection import detect_by_loop
+from tests.support.loop_detection import detect_by_loop
 from tracker_jobs.core.config import Settings, load_settings
 from tracker_jobs.core.db import create_engine, session_factory, transaction
 from tracker_jobs.core.principal import Principal

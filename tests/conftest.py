@@ -5,15 +5,16 @@
   schema is migrated once per run, every table truncated after each test.
 - SQLite: a migrated template file copied for each test.
 Tests that take `database_url` (or anything built on it) run once per backend.
+
+Also the fixtures tests in several folders share: the admin app in-process, the device listener, and two
+`user` accounts (`users`). What is not a fixture lives in tests/support/.
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
 import shutil
 from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -24,21 +25,15 @@ from aiohttp.test_utils import TestClient, TestServer
 from arq.connections import ArqRedis
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from tracker_jobs.core.config import Settings, load_settings
+from tests.support.factories import OTHER_TOKEN, USER_TOKEN, Users, make_user
+from tests.support.services import ADMIN_TOKEN, POSTGRES_URL, REDIS_URL, make_settings, open_listener
+from tracker_jobs.core.config import Settings
 from tracker_jobs.core.db import create_engine, session_factory, transaction
 from tracker_jobs.core.redis import connect_redis
-from tracker_jobs.devices.service import DeviceDirectory
-from tracker_jobs.listener.osmand import Ingest
-from tracker_jobs.listener.serve import running_listener
 from tracker_jobs.migrations import upgrade_database
 from tracker_jobs.models import metadata
-from tracker_jobs.positions.acceptor import Acceptor
 from tracker_jobs.users.service import ensure_bootstrap_admin
 from tracker_jobs.web.app import create_admin_app
-
-REDIS_URL = os.environ.get("TRACKER_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
-POSTGRES_URL = os.environ.get("TRACKER_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
-ADMIN_TOKEN = "test-admin-token"
 
 
 def _reset_postgres_schema(url: str) -> None:
@@ -109,17 +104,6 @@ async def redis(redis_url: str) -> AsyncIterator[ArqRedis]:
     await pool.aclose()
 
 
-def make_settings(database_url: str, redis_url: str, **overrides: str) -> Settings:
-    env = {
-        "TRACKER_DATABASE_URL": database_url,
-        "TRACKER_REDIS_URL": redis_url,
-        "TRACKER_ADMIN_TOKEN": ADMIN_TOKEN,
-        "TRACKER_POSITION_PARTITIONS": "4",
-        **overrides,
-    }
-    return load_settings(env)
-
-
 @pytest.fixture
 def settings(database_url: str, redis_url: str) -> Settings:
     return make_settings(database_url, redis_url)
@@ -145,20 +129,6 @@ async def admin_client(settings: Settings, redis: ArqRedis, engine: AsyncEngine)
         yield client
 
 
-@asynccontextmanager
-async def open_listener(
-    settings: Settings, redis: ArqRedis, engine: AsyncEngine
-) -> AsyncIterator[aiohttp.ClientSession]:
-    """The device listener on a free port, wired as `tracker-jobs listener` wires it (its own acceptor and
-    directory, watching access changes), and an HTTP client for it (paths relative to it)."""
-    ingest = Ingest(Acceptor(redis, settings.position_partitions), DeviceDirectory(session_factory(engine)))
-    async with (
-        running_listener(settings, ingest, "127.0.0.1", 0) as listener,
-        aiohttp.ClientSession(base_url=f"http://127.0.0.1:{listener.port}") as client,
-    ):
-        yield client
-
-
 @pytest.fixture
 async def ingest_client(
     settings: Settings, redis: ArqRedis, engine: AsyncEngine
@@ -170,3 +140,12 @@ async def ingest_client(
 @pytest.fixture
 def admin_headers() -> dict[str, str]:
     return {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+
+
+@pytest.fixture
+async def users(sessions: async_sessionmaker[AsyncSession]) -> Users:
+    """Two `user` accounts beside the bootstrap admin."""
+    return Users(
+        user=await make_user(sessions, "user@example.com", token=USER_TOKEN, password="user password"),
+        other=await make_user(sessions, "other@example.com", token=OTHER_TOKEN),
+    )

@@ -1,4 +1,9 @@
-"""Apply the alembic history (`tracker-jobs migrate`, and `up` before it starts anything)."""
+"""Apply the alembic history (`tracker-jobs migrate`, and `up` before it starts anything).
+
+The history is the repository's top-level alembic/ folder. It ships inside the wheel as package data,
+`tracker_jobs/alembic/` (pyproject.toml maps that subpackage onto the folder), so an installed engine
+migrates from any working directory and needs no alembic.ini.
+"""
 
 from __future__ import annotations
 
@@ -12,20 +17,28 @@ from alembic import command
 
 
 def alembic_dir() -> Path:
-    """The alembic/ folder beside the package (editable install) or in the working directory."""
-    for candidate in (
-        Path(tracker_jobs.__file__).resolve().parent.parent / "alembic",
-        Path.cwd() / "alembic",
-    ):
-        if (candidate / "env.py").is_file():
-            return candidate
-    raise FileNotFoundError("alembic/ migrations folder not found: run from the project folder")
+    """The migration scripts: `tracker_jobs/alembic/` where the package is installed from a wheel, the
+    top-level alembic/ beside it where it is imported from the source tree."""
+    package = Path(tracker_jobs.__file__).parent
+    installed = package / "alembic"
+    if (installed / "env.py").is_file():
+        return installed
+    # An editable install (PEP 660) imports the package from the source tree, and setuptools' editable
+    # finder does not expose a mapped folder that has no __init__.py (and alembic/ must not get one, see
+    # pyproject.toml); the tests import it from there too. pyproject.toml marks the source tree, so an
+    # installed package never takes site-packages/alembic, which is the alembic library itself.
+    source = package.parent / "alembic"
+    if (source / "env.py").is_file() and (package.parent / "pyproject.toml").is_file():
+        return source
+    raise FileNotFoundError(f"the migration scripts are missing: no env.py in {installed} or {source}")
 
 
 def alembic_config(database_url: str) -> Config:
     config = Config()
-    config.set_main_option("script_location", str(alembic_dir()))
-    config.set_main_option("sqlalchemy.url", database_url)
+    # Option values go through ConfigParser interpolation: a literal % (a URL-encoded password, a
+    # folder name) must be doubled.
+    config.set_main_option("script_location", str(alembic_dir()).replace("%", "%%"))
+    config.set_main_option("sqlalchemy.url", database_url.replace("%", "%%"))
     return config
 
 

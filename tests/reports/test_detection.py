@@ -9,8 +9,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tests.reports.loop_detection import detect_by_loop
-from tests.reports.traces import Trace, assert_rows, at
+from tests.support.loop_detection import detect_by_loop
+from tests.support.traces import Trace, assert_rows, at
 from tracker_jobs.reports.analysis import analyse, attach_attributes, detection_params, frame_rows
 from tracker_jobs.reports.detection import DetectionParams, detect
 from tracker_jobs.reports.loading import DeviceInfo

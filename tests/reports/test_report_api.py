@@ -9,9 +9,10 @@ import orjson
 import pytest
 from aiohttp.test_utils import TestClient
 
-from tests.reports.conftest import DAY, NEXT_DAY, Fleet, as_json, assert_csv_matches, assert_xlsx_matches
-from tests.reports.traces import assert_rows
-from tests.test_admin_api import error_of
+from tests.support.client import error_of
+from tests.support.exports import as_json, assert_csv_matches, assert_xlsx_matches
+from tests.support.fleet import DAY, NEXT_DAY, Fleet
+from tests.support.traces import assert_rows
 
 Client = TestClient[Any, Any]
 XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"

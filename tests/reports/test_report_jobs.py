@@ -12,17 +12,10 @@ from aiohttp.test_utils import TestClient
 from arq.connections import ArqRedis
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from tests.reports.conftest import (
-    DAY,
-    NEXT_DAY,
-    Fleet,
-    as_json,
-    assert_csv_matches,
-    assert_xlsx_matches,
-    store_trace,
-)
-from tests.reports.traces import Trace, assert_rows
-from tests.workers import run_burst
+from tests.support.exports import as_json, assert_csv_matches, assert_xlsx_matches
+from tests.support.fleet import DAY, NEXT_DAY, Fleet, store_trace
+from tests.support.traces import Trace, assert_rows
+from tests.support.workers import run_burst
 from tracker_jobs.core.config import Settings
 from tracker_jobs.core.db import transaction
 from tracker_jobs.devices.models import Device

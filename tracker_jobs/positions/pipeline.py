@@ -1,16 +1,41 @@
-"""The position pipeline: ordered steps over a whole batch at once, each able to drop a position
-with a named reason, then distance, odometer and motion. Pure: numpy in, numpy out, no I/O.
+"""The position pipeline: an ordered list of vectorised steps over one batch's columns. Pure: numpy
+in, numpy out, no I/O.
 
-Steps, in Traccar's order (ProcessingHandler): invalid, zero, future, accuracy, duplicate,
-implausible jump, min-period/min-distance thinning; then distance/odometer and motion. Positions
-older than the device's newest are "late": stored, but they move neither the odometer nor the state.
+A batch (up to a few thousand positions of many devices) is sorted by device, then fix time, and held
+as numpy columns with each device's stored newest position aligned to its rows (`Batch`). A step is a
+function `(batch, config) -> StepResult`: it reads columns and returns the rows it drops, a mask per
+named reason, and the attributes it adds, an array aligned to the rows. `run_pipeline` runs the steps
+of `PIPELINE` in order and applies each result before the next step runs: dropped rows leave
+`batch.kept` and are counted under the reason of the first step that dropped them; added attributes
+join `batch.attributes`, where later steps read them, and end up in each stored row's `attributes`.
+
+The order is Traccar's (ProcessingHandler): the filters invalid, zero, future, accuracy, duplicate,
+implausible jump and min-period/min-distance thinning; then distance/odometer; then motion. Positions
+older than the device's newest stored one are "late": the filters judge them and they are stored, but
+they move neither the odometer nor the device's state (`batch.alive` leaves them out).
+
+Adding a step (a filter, or later derived speed/course and the detectors):
+1. Write `def name(batch: Batch, config: PipelineConfig) -> StepResult` (or a class with `__call__`
+   when it holds data of its own, such as geofences). Work on whole columns: a device's rows are
+   contiguous, `Batch.predecessor` gives each row the previous alive row of its device (or the stored
+   state), and `np.maximum.accumulate`/`np.cumsum` with the device boundaries do what a per-row loop
+   would. Don't write to the batch (its arrays are read-only): return drops as a boolean mask (or row
+   indexes) under a reason, which becomes the key in `dropped`, and attributes as arrays aligned to
+   the rows. A switch that is off returns `SKIP`.
+2. Put it in `PIPELINE` where Traccar has its handler: derived speed/course after the filters and
+   before distance, detectors (geofence, overspeed, ...) after motion. A step that drops goes before
+   distance: a row dropped later has already moved the odometer. What steps emit beyond drops and
+   attributes (filled-in position fields, events) becomes one more field of `StepResult` that
+   `run_pipeline` collects the way it collects attributes.
+3. Test it alone on `Batch.from_rows` of a few hand-made rows (tests/test_pipeline_steps.py).
 """
 
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -23,6 +48,9 @@ MAX_JUMP_ROUNDS = 50  # more implausible jumps than this for one device in one b
 Floats = npt.NDArray[np.float64]
 Ints = npt.NDArray[np.int64]
 Bools = npt.NDArray[np.bool_]
+Column = npt.NDArray[Any]
+Selection = Bools | Ints  # the rows a step drops: a mask over the batch, or row indexes
+Array = TypeVar("Array", bound=npt.NDArray[Any])
 
 
 @dataclass(frozen=True)
@@ -67,144 +95,188 @@ class PipelineResult:
     newest: dict[int, dict[str, Any]] = field(default_factory=dict)  # device -> its new newest row
 
 
-def _array(rows: list[dict[str, Any]], key: str, dtype: Any) -> Any:
-    return np.fromiter((row[key] for row in rows), dtype=dtype, count=len(rows))
+@dataclass
+class Batch:
+    """One batch as columns, sorted by device then fix time, so a device's rows are contiguous.
 
+    The columns and the start state are read-only; only `run_pipeline` moves `kept` and `attributes`
+    forward between steps, so a step sees exactly what the steps before it decided.
+    """
 
-def _previous_alive(device: Ints, alive: Bools) -> Ints:
-    """For each row, the index of the previous alive row of the same device, or -1."""
-    index = np.where(alive, np.arange(len(device)), -1)
-    # The last alive index strictly before each row, then only if it is the same device.
-    running = np.maximum.accumulate(index)
-    previous = np.concatenate(([-1], running[:-1])).astype(np.int64)
-    same_device = previous >= 0
-    same_device[same_device] = device[previous[same_device]] == device[same_device]
-    return np.where(same_device, previous, -1)
+    rows: list[dict[str, Any]]  # the rows themselves, in column order
+    now: float  # epoch seconds, for the future filter
+    device: Ints
+    fix_time: Floats
+    latitude: Floats
+    longitude: Floats
+    speed: Floats
+    accuracy: Floats
+    valid: Bools
+    # Each row's device's stored newest position (NaN: the device has none yet; odometer 0).
+    start_fix_time: Floats
+    start_latitude: Floats
+    start_longitude: Floats
+    start_odometer: Floats
+    first_of_device: Ints  # index of the first row of each row's device: the group boundaries
+    late: Bools  # older than the device's stored newest: stored, but moves nothing
+    kept: Bools  # not dropped by any step so far
+    attributes: dict[str, Column] = field(default_factory=dict)  # added by the steps so far
 
+    @classmethod
+    def from_rows(cls, rows: Sequence[dict[str, Any]], states: Mapping[int, DeviceState], now: float) -> Batch:
+        """Sort `rows` (epoch-second `fix_time`) and take their columns; `states` are the devices' newest."""
+        device = _array(rows, "device_id", np.int64)
+        fix = _array(rows, "fix_time", np.float64)
+        order = np.lexsort((fix, device))
+        sorted_rows = [rows[i] for i in order.tolist()]
+        device, fix = device[order], fix[order]
 
-def run_pipeline(
-    rows: list[dict[str, Any]], states: dict[int, DeviceState], config: PipelineConfig, now: float
-) -> PipelineResult:
-    """Filter and enrich one batch. `rows` carry epoch-second `fix_time`; `states` the devices' newest."""
-    if not rows:
-        return PipelineResult(kept=[])
-    device = _array(rows, "device_id", np.int64)
-    fix = _array(rows, "fix_time", np.float64)
-    order = np.lexsort((fix, device))
-    rows = [rows[i] for i in order]
-    device, fix = device[order], fix[order]
-    lat, lon = _array(rows, "latitude", np.float64), _array(rows, "longitude", np.float64)
-    speed, accuracy = _array(rows, "speed", np.float64), _array(rows, "accuracy", np.float64)
-    valid = _array(rows, "valid", np.bool_)
+        # The device's stored newest, aligned to rows: one lookup per device, then a gather.
+        unique_devices, first_row = np.unique(device, return_index=True)
+        known = [states.get(int(d)) for d in unique_devices]
+        per_device = np.searchsorted(unique_devices, device)
 
-    # The device's stored newest, aligned to rows (NaN: the device has none yet).
-    unique_devices, first_row = np.unique(device, return_index=True)
-    known = [states.get(int(d)) for d in unique_devices]
-    per_device = np.searchsorted(unique_devices, device)
+        def state_column(name: str) -> Floats:
+            column = np.array([np.nan if s is None else getattr(s, name) for s in known], dtype=np.float64)
+            aligned: Floats = column[per_device]
+            return aligned
 
-    def state_column(name: str) -> Floats:
-        column = np.array([np.nan if s is None else getattr(s, name) for s in known], dtype=np.float64)
-        aligned: Floats = column[per_device]
-        return aligned
+        start_fix = state_column("fix_time")
+        return cls(
+            rows=sorted_rows,
+            now=now,
+            device=_frozen(device),
+            fix_time=_frozen(fix),
+            latitude=_frozen(_array(sorted_rows, "latitude", np.float64)),
+            longitude=_frozen(_array(sorted_rows, "longitude", np.float64)),
+            speed=_frozen(_array(sorted_rows, "speed", np.float64)),
+            accuracy=_frozen(_array(sorted_rows, "accuracy", np.float64)),
+            valid=_frozen(_array(sorted_rows, "valid", np.bool_)),
+            start_fix_time=_frozen(start_fix),
+            start_latitude=_frozen(state_column("latitude")),
+            start_longitude=_frozen(state_column("longitude")),
+            start_odometer=_frozen(np.nan_to_num(state_column("odometer"))),
+            first_of_device=_frozen(first_row[per_device].astype(np.int64)),
+            late=_frozen(fix < start_fix),  # NaN compares False: a new device has no late positions
+            kept=_frozen(np.ones(len(sorted_rows), dtype=np.bool_)),
+        )
 
-    state_fix, state_lat, state_lon = state_column("fix_time"), state_column("latitude"), state_column("longitude")
-    state_odometer = np.nan_to_num(state_column("odometer"))
+    def __len__(self) -> int:
+        return len(self.rows)
 
-    reason = np.full(len(rows), "", dtype=object)
+    @property
+    def alive(self) -> Bools:
+        """Rows still kept that move the device forward (not late): what jumps, thinning and the
+        odometer are judged on. A fresh array: a step may change its copy."""
+        alive: Bools = self.kept & ~self.late
+        return alive
 
-    def drop(mask: Bools, name: str) -> None:
-        reason[(reason == "") & mask] = name
-
-    if config.filter_invalid:
-        drop(~valid, "invalid")
-    if config.filter_zero:
-        drop((lat == 0.0) & (lon == 0.0), "zero")
-    drop(fix > now + config.future_s, "future")
-    if config.max_accuracy_m > 0:
-        drop(accuracy > config.max_accuracy_m, "accuracy")
-    repeated = np.zeros(len(rows), dtype=np.bool_)
-    repeated[1:] = (device[1:] == device[:-1]) & (fix[1:] == fix[:-1])
-    drop(repeated | (fix == state_fix), "duplicate")
-
-    late = fix < state_fix  # NaN compares False: a new device has no late positions
-    alive = (reason == "") & ~late
-
-    def predecessor(alive_now: Bools) -> tuple[Ints, Floats, Floats, Floats]:
-        previous = _previous_alive(device, alive_now)
+    def predecessor(self, alive: Bools) -> tuple[Floats, Floats, Floats]:
+        """Fix time, latitude and longitude of each row's previous `alive` row of the same device,
+        or of the device's stored newest when there is none (NaN for a new device)."""
+        previous = previous_alive(self.device, alive)
         has_row = previous >= 0
         safe = np.where(has_row, previous, 0)
-        prev_fix = np.where(has_row, fix[safe], state_fix)
-        prev_lat = np.where(has_row, lat[safe], state_lat)
-        prev_lon = np.where(has_row, lon[safe], state_lon)
-        return previous, prev_fix, prev_lat, prev_lon
-
-    if config.max_speed_kn > 0:
-        for _ in range(MAX_JUMP_ROUNDS):
-            _, prev_fix, prev_lat, prev_lon = predecessor(alive)
-            gap_s = fix - prev_fix
-            metres = np.nan_to_num(haversine_m(prev_lat, prev_lon, lat, lon))
-            with np.errstate(divide="ignore", invalid="ignore"):
-                implied_kn = np.where(gap_s > 0, metres / gap_s * KNOTS_PER_METRE_PER_SECOND, 0.0)
-            jumps = alive & (implied_kn > config.max_speed_kn)
-            if not jumps.any():
-                break
-            # Only each device's first jump: the rows after it are judged against the last good one.
-            jump_rows = np.flatnonzero(jumps)
-            first_per_device = jump_rows[np.unique(device[jump_rows], return_index=True)[1]]
-            reason[first_per_device] = "jump"
-            alive[first_per_device] = False
-        else:
-            reason[alive & (implied_kn > config.max_speed_kn)] = "jump"
-            alive &= reason == ""
-
-    if config.min_period_s > 0 or config.min_distance_m > 0:
-        _thin(device, fix, lat, lon, alive, reason, state_fix, state_lat, state_lon, config)
-
-    _, prev_fix, prev_lat, prev_lon = predecessor(alive)
-    distance = np.where(alive, np.nan_to_num(haversine_m(prev_lat, prev_lon, lat, lon)), 0.0)
-    # Odometer: the device's stored one plus the distance run so far in this batch.
-    cumulative = np.cumsum(distance)
-    device_start = np.concatenate(([0.0], cumulative))[first_row][per_device]
-    odometer = state_odometer + cumulative - device_start
-    motion = speed > config.motion_speed_kn
-
-    result = PipelineResult(kept=[], dropped=Counter(str(r) for r in reason[reason != ""]))
-    kept = np.flatnonzero(reason == "")
-    for i in kept.tolist():
-        row = rows[i]
-        row["attributes"] = {
-            **row["attributes"],
-            "distance": round(float(distance[i]), 2),
-            "totalDistance": round(float(odometer[i]), 2),
-            "motion": bool(motion[i]),
-        }
-        result.kept.append(row)
-    newest_alive = np.flatnonzero(alive)
-    if len(newest_alive):
-        last_of_device = newest_alive[np.r_[device[newest_alive][1:] != device[newest_alive][:-1], True]]
-        for i in last_of_device.tolist():
-            result.newest[int(device[i])] = rows[i]
-    return result
+        return (
+            np.where(has_row, self.fix_time[safe], self.start_fix_time),
+            np.where(has_row, self.latitude[safe], self.start_latitude),
+            np.where(has_row, self.longitude[safe], self.start_longitude),
+        )
 
 
-def _thin(
-    device: Ints,
-    fix: Floats,
-    lat: Floats,
-    lon: Floats,
-    alive: Bools,
-    reason: Any,
-    state_fix: Floats,
-    state_lat: Floats,
-    state_lon: Floats,
-    config: PipelineConfig,
-) -> None:
-    """Optional thinning: keep a position only once min_period_s has passed and it is min_distance_m
-    from the last kept one. Greedy by nature, so it walks the alive rows (it is off by default)."""
+@dataclass(frozen=True)
+class StepResult:
+    """What a step decided: rows to drop by reason, attributes to add (arrays aligned to the rows)."""
+
+    drops: Mapping[str, Selection] = field(default_factory=dict)
+    attributes: Mapping[str, Column] = field(default_factory=dict)
+
+
+SKIP = StepResult()  # a step whose switch is off
+
+
+class Step(Protocol):
+    """One stage of the pipeline; plain functions with this signature are steps."""
+
+    def __call__(self, batch: Batch, config: PipelineConfig, /) -> StepResult: ...
+
+
+def drop_invalid(batch: Batch, config: PipelineConfig) -> StepResult:
+    """Positions the device itself marks invalid (no fix), when that filter is on."""
+    if not config.filter_invalid:
+        return SKIP
+    return StepResult(drops={"invalid": ~batch.valid})
+
+
+def drop_zero(batch: Batch, config: PipelineConfig) -> StepResult:
+    """Null island: latitude and longitude both exactly zero, what a tracker without a fix sends."""
+    if not config.filter_zero:
+        return SKIP
+    return StepResult(drops={"zero": (batch.latitude == 0.0) & (batch.longitude == 0.0)})
+
+
+def drop_future(batch: Batch, config: PipelineConfig) -> StepResult:
+    """Fix times further ahead of the server's clock than `future_s`: a wrong device clock."""
+    return StepResult(drops={"future": batch.fix_time > batch.now + config.future_s})
+
+
+def drop_inaccurate(batch: Batch, config: PipelineConfig) -> StepResult:
+    """Positions whose reported accuracy is worse than `max_accuracy_m`, when that filter is on."""
+    if config.max_accuracy_m <= 0:
+        return SKIP
+    return StepResult(drops={"accuracy": batch.accuracy > config.max_accuracy_m})
+
+
+def drop_duplicate(batch: Batch, config: PipelineConfig) -> StepResult:
+    """A second position with the same fix time, within the batch or the one already stored.
+    Rows are sorted, so a repeat is always next to the row it repeats."""
+    repeated = np.zeros(len(batch), dtype=np.bool_)
+    device, fix = batch.device, batch.fix_time
+    repeated[1:] = (device[1:] == device[:-1]) & (fix[1:] == fix[:-1])
+    return StepResult(drops={"duplicate": repeated | (fix == batch.start_fix_time)})
+
+
+def drop_jump(batch: Batch, config: PipelineConfig) -> StepResult:
+    """Implausible jumps: the speed implied by the distance from the previous good position is above
+    `max_speed_kn`. Only a device's first jump is sure to be one (the rows after it were measured against
+    it), so each round drops the first jump of every device at once and judges the rest again; a glitch
+    costs one round, not one pass per row."""
+    if config.max_speed_kn <= 0:
+        return SKIP
+    alive = batch.alive
+    jumped = np.zeros(len(batch), dtype=np.bool_)
+    for _ in range(MAX_JUMP_ROUNDS):
+        prev_fix, prev_lat, prev_lon = batch.predecessor(alive)
+        gap_s = batch.fix_time - prev_fix
+        metres = np.nan_to_num(haversine_m(prev_lat, prev_lon, batch.latitude, batch.longitude))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            implied_kn = np.where(gap_s > 0, metres / gap_s * KNOTS_PER_METRE_PER_SECOND, 0.0)
+        jumps = alive & (implied_kn > config.max_speed_kn)
+        if not jumps.any():
+            break
+        jump_rows = np.flatnonzero(jumps)
+        first_per_device = jump_rows[np.unique(batch.device[jump_rows], return_index=True)[1]]
+        jumped[first_per_device] = True
+        alive[first_per_device] = False
+    else:
+        # Out of rounds: every row still judged a jump goes, without another look.
+        jumped |= alive & (implied_kn > config.max_speed_kn)
+    return StepResult(drops={"jump": jumped})
+
+
+def thin(batch: Batch, config: PipelineConfig) -> StepResult:
+    """Optional thinning: keep a position only once `min_period_s` has passed and it is `min_distance_m`
+    from the last kept one. Greedy by nature (whether a row stays depends on which rows before it
+    stayed), so it walks the alive rows: the one per-row loop, and it is off by default."""
+    if config.min_period_s <= 0 and config.min_distance_m <= 0:
+        return SKIP
+    device, fix, lat, lon = batch.device, batch.fix_time, batch.latitude, batch.longitude
+    thinned = np.zeros(len(batch), dtype=np.bool_)
     last_device, last_fix, last_lat, last_lon = -1, np.nan, np.nan, np.nan
-    for i in np.flatnonzero(alive).tolist():
+    for i in np.flatnonzero(batch.alive).tolist():
         if device[i] != last_device:
-            last_device, last_fix, last_lat, last_lon = int(device[i]), state_fix[i], state_lat[i], state_lon[i]
+            last_device = int(device[i])
+            last_fix, last_lat, last_lon = batch.start_fix_time[i], batch.start_latitude[i], batch.start_longitude[i]
         if not np.isnan(last_fix):
             too_soon = config.min_period_s > 0 and fix[i] - last_fix < config.min_period_s
             too_close = (
@@ -213,7 +285,134 @@ def _thin(
                 < config.min_distance_m
             )
             if too_soon or too_close:
-                reason[i] = "thinned"
-                alive[i] = False
+                thinned[i] = True
                 continue
         last_fix, last_lat, last_lon = fix[i], lat[i], lon[i]
+    return StepResult(drops={"thinned": thinned})
+
+
+def add_distance(batch: Batch, config: PipelineConfig) -> StepResult:
+    """`distance` from the previous alive position (0 for late ones and a device's first ever) and
+    `totalDistance`: the device's stored odometer plus the distance run so far in this batch."""
+    alive = batch.alive
+    _, prev_lat, prev_lon = batch.predecessor(alive)
+    distance = np.where(alive, np.nan_to_num(haversine_m(prev_lat, prev_lon, batch.latitude, batch.longitude)), 0.0)
+    # One running sum over the batch; subtracting what it held before a device's first row restarts it per device.
+    cumulative = np.cumsum(distance)
+    device_start = np.concatenate(([0.0], cumulative))[batch.first_of_device]
+    odometer = batch.start_odometer + cumulative - device_start
+    return StepResult(attributes={"distance": distance, "totalDistance": odometer})
+
+
+def add_motion(batch: Batch, config: PipelineConfig) -> StepResult:
+    """`motion`: the reported speed is above `motion_speed_kn`."""
+    return StepResult(attributes={"motion": batch.speed > config.motion_speed_kn})
+
+
+PIPELINE: tuple[Step, ...] = (
+    drop_invalid,
+    drop_zero,
+    drop_future,
+    drop_inaccurate,
+    drop_duplicate,
+    drop_jump,
+    thin,
+    add_distance,
+    add_motion,
+)
+
+
+def run_pipeline(
+    rows: list[dict[str, Any]],
+    states: dict[int, DeviceState],
+    config: PipelineConfig,
+    now: float,
+    *,
+    steps: Sequence[Step] = PIPELINE,
+) -> PipelineResult:
+    """Filter and enrich one batch. `rows` carry epoch-second `fix_time`; `states` the devices' newest.
+    The kept rows come back sorted, each with the attributes the steps added merged into its own."""
+    if not rows:
+        return PipelineResult(kept=[])
+    batch = Batch.from_rows(rows, states, now)
+    dropped: Counter[str] = Counter()
+    for step in steps:
+        _apply(batch, step(batch, config), dropped, step)
+
+    kept = np.flatnonzero(batch.kept)
+    result = PipelineResult(kept=[batch.rows[i] for i in kept.tolist()], dropped=dropped)
+    if batch.attributes:
+        names = list(batch.attributes)
+        # Column by column to Python values, then one dict per kept row (the row loop is unavoidable:
+        # rows are dicts), so the loop body stays small.
+        values = zip(*(_json_values(batch.attributes[name][kept]) for name in names), strict=True)
+        for row, added in zip(result.kept, values, strict=True):
+            attributes = row["attributes"].copy()  # a new dict: the one the row came with may be shared
+            attributes.update(zip(names, added, strict=True))
+            row["attributes"] = attributes
+    alive = np.flatnonzero(batch.alive)
+    if len(alive):
+        last_of_device = alive[np.r_[batch.device[alive][1:] != batch.device[alive][:-1], True]]
+        for i in last_of_device.tolist():
+            result.newest[int(batch.device[i])] = batch.rows[i]
+    return result
+
+
+def _apply(batch: Batch, result: StepResult, dropped: Counter[str], step: Step) -> None:
+    """Narrow `kept` by the step's drops (a row counts under the first reason that drops it) and
+    record its attributes, so the next step sees both."""
+    size = len(batch)
+    for reason, selection in result.drops.items():
+        mask = _mask(selection, size)
+        if mask.shape != (size,):
+            raise ValueError(f"{_name(step)}: drops {reason!r} has shape {mask.shape}, not ({size},)")
+        newly = int(np.count_nonzero(batch.kept & mask))
+        if newly:
+            dropped[reason] += newly
+            batch.kept = _frozen(batch.kept & ~mask)
+    for name, column in result.attributes.items():
+        if column.shape != (size,):
+            raise ValueError(f"{_name(step)}: attribute {name!r} has shape {column.shape}, not ({size},)")
+        batch.attributes[name] = _frozen(column)
+
+
+def _name(step: Step) -> str:
+    return str(getattr(step, "__name__", step))
+
+
+def _mask(selection: Selection, size: int) -> Bools:
+    if selection.dtype == np.bool_:
+        return selection.astype(np.bool_, copy=False)  # the mask itself: no copy
+    mask = np.zeros(size, dtype=np.bool_)
+    mask[selection] = True
+    return mask
+
+
+def _json_values(column: Column) -> list[Any]:
+    """Python values for a row's attributes: floats to two decimals (centimetres for distances)."""
+    values: list[Any] = column.tolist()
+    if column.dtype.kind == "f":
+        return [round(value, 2) for value in values]
+    return values
+
+
+def _frozen(array: Array) -> Array:
+    """Make an array read-only, so a step that writes to the batch fails at once instead of
+    changing what the steps after it see."""
+    array.flags.writeable = False
+    return array
+
+
+def _array(rows: Sequence[Mapping[str, Any]], key: str, dtype: Any) -> Any:
+    return np.fromiter((row[key] for row in rows), dtype=dtype, count=len(rows))
+
+
+def previous_alive(device: Ints, alive: Bools) -> Ints:
+    """For each row, the index of the previous alive row of the same device, or -1."""
+    index = np.where(alive, np.arange(len(device)), -1)
+    # The last alive index strictly before each row, then only if it is the same device.
+    running = np.maximum.accumulate(index)
+    previous = np.concatenate(([-1], running[:-1])).astype(np.int64)
+    same_device = previous >= 0
+    same_device[same_device] = device[previous[same_device]] == device[same_device]
+    return np.where(same_device, previous, -1)

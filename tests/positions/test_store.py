@@ -1,0 +1,134 @@
+"""Storing a batch exactly once: a batch run again after a crash (stored, not yet acknowledged)
+stores nothing twice and leaves the devices where they were."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from arq.connections import ArqRedis
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlmodel import col, func, select
+
+from tests.support.factories import add_device
+from tracker_jobs.core.config import Settings
+from tracker_jobs.devices.models import Device
+from tracker_jobs.positions import stream
+from tracker_jobs.positions.decode import DecodedPosition, typed_value
+from tracker_jobs.positions.models import Position
+from tracker_jobs.positions.pipeline import PipelineConfig
+from tracker_jobs.positions.service import accept_positions, drain_partition, store_batch
+
+T0 = 1_767_225_600.0
+
+
+def rows(device_id: int) -> list[dict[str, Any]]:
+    return [
+        {
+            "device_id": device_id,
+            "protocol": "osmand",
+            "fix_time": T0 + second,
+            "server_time": T0 + 100,
+            "latitude": 10.0 + second * 0.0001,
+            "longitude": 20.0,
+            "altitude": 0.0,
+            "speed": 12.0,
+            "course": 0.0,
+            "accuracy": 5.0,
+            "valid": True,
+            "attributes": {},
+        }
+        for second in range(50)
+    ]
+
+
+async def stored_state(sessions: async_sessionmaker[AsyncSession], device_id: int) -> tuple[int, Device, Position]:
+    """Positions stored in all, the device, and the position it points at as its newest."""
+    async with sessions() as session:
+        count = (await session.execute(select(func.count()).select_from(Position))).scalar_one()
+        device = await session.get(Device, device_id)
+        assert device is not None
+        newest = (await session.execute(select(Position).where(col(Position.id) == device.position_id))).scalar_one()
+    return count, device, newest
+
+
+async def test_a_batch_run_twice_is_stored_once(sessions: async_sessionmaker[AsyncSession]) -> None:
+    device_id = await add_device(sessions, "twice")
+    first = await store_batch(sessions, rows(device_id), PipelineConfig(), T0 + 200)
+    assert first.stored == 50
+    assert first.dropped == {}
+    async with sessions() as session:
+        device = await session.get(Device, device_id)
+        assert device is not None
+        position_id, odometer = device.position_id, device.total_distance
+    again = await store_batch(sessions, rows(device_id), PipelineConfig(), T0 + 300)
+    assert again.stored == 0
+    assert again.dropped == {"duplicate": 50}
+    assert again.newest == []
+    count, device, newest = await stored_state(sessions, device_id)
+    assert count == 50
+    assert (device.position_id, device.total_distance) == (position_id, odometer)
+    assert newest.fix_time.timestamp() == T0 + 49
+    assert odometer > 500  # 49 steps of ~11 m
+
+
+async def test_a_rerun_batch_with_new_positions_stores_the_new_ones_atomically(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    """A drain killed after its commit and before its acknowledgement runs the batch again, perhaps
+    with entries that arrived since: the stored part is skipped, the new part stored, in one transaction."""
+    device_id = await add_device(sessions, "rerun")
+    assert (await store_batch(sessions, rows(device_id)[:30], PipelineConfig(), T0 + 200)).stored == 30
+    again = await store_batch(sessions, rows(device_id), PipelineConfig(), T0 + 300)
+    assert (again.stored, again.dropped) == (20, {"duplicate": 30})
+    count, _, newest = await stored_state(sessions, device_id)
+    assert count == 50
+    assert newest.fix_time.timestamp() == T0 + 49
+
+
+async def test_an_interrupted_drain_resumes_in_order(
+    settings: Settings, redis: ArqRedis, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    """A drainer that died holding 30 entries: the next one stores them before newer ones, so the
+    odometer runs along the whole track (a position handled after a newer one adds no distance)."""
+    device_id = await add_device(sessions, "resumed")
+    partition = stream.partition_of(device_id, settings.position_partitions)
+    await stream.ensure_group(redis, partition)
+    server = datetime.fromtimestamp(T0 + 100, UTC)
+
+    def one(second: int) -> list[tuple[int, DecodedPosition, None]]:
+        position = DecodedPosition(
+            unique_id="resumed",
+            fix_time=datetime.fromtimestamp(T0 + second, UTC),
+            latitude=10.0 + second * 0.0001,
+            longitude=20.0,
+            speed=12.0,
+        )
+        return [(device_id, position, None)]
+
+    for second in range(30):
+        await accept_positions(redis, settings.position_partitions, one(second), server)
+    dead = await stream.read_new_entries(redis, partition, "dead-worker", 100)  # read, never acknowledged
+    assert len(dead) == 30
+    for second in range(30, 40):
+        await accept_positions(redis, settings.position_partitions, one(second), server)
+    result = await drain_partition(
+        redis, sessions, partition, consumer="next-worker", batch_size=5000, config=PipelineConfig()
+    )
+    assert result.stored == 40
+    async with sessions() as session:
+        device = await session.get(Device, device_id)
+    assert device is not None
+    assert device.total_distance == pytest.approx(39 * 11.132, rel=1e-3)
+
+
+async def test_attributes_postgresql_cannot_store_are_refused_at_the_door(ingest_client: Any) -> None:
+    response = await ingest_client.get("/", params={"id": "nul", "lat": "1", "lon": "2", "note": "a\x00b"})
+    assert response.status == 400
+    assert (await response.json())["error"]["message"] == "attributes: must not contain NUL characters"
+
+
+def test_huge_whole_numbers_stay_text() -> None:
+    assert typed_value("123456789012345678901234567890") == "123456789012345678901234567890"
+    assert typed_value("-42") == -42
