@@ -21,6 +21,7 @@ from tracker_jobs.core.redis import RedisUnavailable
 from tracker_jobs.jobs.logs import configure_logging
 
 log = logging.getLogger("tracker_jobs")
+BOOTSTRAP_TRIES = 5
 DATABASE_ERRORS = (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError, OSError)
 
 
@@ -103,8 +104,18 @@ def bootstrap_admin(settings: Settings) -> str | None:
     async def run() -> str | None:
         engine = create_engine(settings.database_url)
         try:
-            async with transaction(session_factory(engine)) as session:
-                return await ensure_bootstrap_admin(session, settings.admin_token)
+            # Several admin processes starting at once on a new database race to create the admin: the
+            # loser's insert conflicts (or, on SQLite, its snapshot is stale); trying again finds the
+            # winner's rows and changes nothing.
+            for attempt in range(BOOTSTRAP_TRIES):
+                try:
+                    async with transaction(session_factory(engine)) as session:
+                        return await ensure_bootstrap_admin(session, settings.admin_token)
+                except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.OperationalError):
+                    if attempt == BOOTSTRAP_TRIES - 1:
+                        raise
+                    await asyncio.sleep(0.2 * (attempt + 1))
+            return None
         finally:
             await engine.dispose()
 
