@@ -2,7 +2,7 @@
 
 `@job(REF)` registers a function as the job REF names and wraps it with what every job needs:
 transient failures (database or Redis unreachable, SQLite busy) become arq retries with backoff,
-the job's record follows every try (monitor/records.py), its log lines name it, and the worker
+the job's record follows every try (jobs/records.py), its log lines name it, and the worker
 process's heartbeat counts it.
 """
 

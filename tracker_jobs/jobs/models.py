@@ -43,7 +43,7 @@ class JobRecord(SQLModel, table=True):
     """`state`: queued, in_progress, complete, failed, retrying, cancelled.
 
     `revision` orders the writes of one job that reach the table from different processes:
-    a write only replaces the mutable fields when its revision is not older (see monitor/records.py).
+    a write only replaces the mutable fields when its revision is not older (see jobs/records.py).
     """
 
     __tablename__ = "job_records"
