@@ -41,6 +41,7 @@ from tracker_jobs.core.redis import connect_redis
 from tracker_jobs.core.serialization import deserialize_job, serialize_job
 from tracker_jobs.embedded import free_port
 from tracker_jobs.migrations import upgrade_database
+from tracker_jobs.positions.store import COLUMNS
 
 TOKEN = "bench-admin-token"
 DEVICES = 1000
@@ -180,20 +181,7 @@ async def copy_ceiling(database: str, seconds: int) -> float:
         )
         ids = await connection.fetch("SELECT id FROM devices ORDER BY id")
         now = datetime.now(UTC)
-        columns = (
-            "device_id",
-            "protocol",
-            "fix_time",
-            "server_time",
-            "latitude",
-            "longitude",
-            "altitude",
-            "speed",
-            "course",
-            "accuracy",
-            "valid",
-            "attributes",
-        )
+        columns = COLUMNS  # the engine's own COPY column list
         rows = [
             (
                 row["id"],
