@@ -17,6 +17,7 @@ from typing import Any, Literal
 from aiohttp import web
 
 from tracker_jobs.api.errors import Handler
+from tracker_jobs.api.params import DEFAULT_PAGE, MAX_OFFSET, MAX_PAGE
 from tracker_jobs.api.responses import json_response
 from tracker_jobs.api.routes import Route
 from tracker_jobs.core.fields import ID_MAX
@@ -201,5 +202,11 @@ def openapi_document(app: web.Application) -> dict[str, Any]:
 async def get_openapi(request: web.Request) -> web.Response:
     return json_response(openapi_document(request.app))
 
+
+# The paging parameters of a list endpoint (api.params.page reads them).
+PAGE_QUERIES = (
+    Query("limit", {"type": "integer", "minimum": 1, "maximum": MAX_PAGE}, f"default {DEFAULT_PAGE}"),
+    Query("offset", {"type": "integer", "minimum": 0, "maximum": MAX_OFFSET}),
+)
 
 ROUTES = [Route("GET", OPENAPI_PATH, get_openapi)]

@@ -84,3 +84,17 @@ def bounded_query_int(request: web.Request, name: str, default: int, low: int, h
     if not low <= value <= high:
         raise FieldError(name, f"must be from {low} to {high}")
     return value
+
+
+# Pages of a list (the tasks, the reports): ?limit=&offset=, the same bounds everywhere.
+DEFAULT_PAGE = 100
+MAX_PAGE = 1000
+MAX_OFFSET = 10_000_000
+
+
+def page(request: web.Request) -> tuple[int, int]:
+    """(limit, offset) of a list request, each within its bounds (400 naming it otherwise)."""
+    return (
+        bounded_query_int(request, "limit", DEFAULT_PAGE, 1, MAX_PAGE),
+        bounded_query_int(request, "offset", 0, 0, MAX_OFFSET),
+    )

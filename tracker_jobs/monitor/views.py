@@ -18,6 +18,7 @@ from tracker_jobs.api.openapi import (
     BOOLEAN,
     INTEGER,
     NUMBER,
+    PAGE_QUERIES,
     STRING,
     TIME,
     Operation,
@@ -29,7 +30,7 @@ from tracker_jobs.api.openapi import (
     nullable,
     obj,
 )
-from tracker_jobs.api.params import bounded_query_int, json_object, query_time
+from tracker_jobs.api.params import bounded_query_int, json_object, page, query_time
 from tracker_jobs.api.responses import json_response
 from tracker_jobs.api.routes import Route
 from tracker_jobs.core.errors import FieldError, NotFound, not_found
@@ -40,9 +41,6 @@ from tracker_jobs.monitor import service
 from tracker_jobs.monitor.stats import WINDOWS, job_stats
 
 log = logging.getLogger(__name__)
-DEFAULT_PAGE = 100
-MAX_PAGE = 1000
-MAX_OFFSET = 10_000_000
 MAX_RETRY_FAILED = 10_000
 
 TASK = obj(
@@ -242,16 +240,14 @@ async def get_runnable_jobs(request: web.Request) -> web.Response:
         {200: Reply("tasks", array(TASK))},
         query=(
             *FILTERS,
-            Query("limit", {"type": "integer", "minimum": 1, "maximum": MAX_PAGE}, f"default {DEFAULT_PAGE}"),
-            Query("offset", {"type": "integer", "minimum": 0, "maximum": MAX_OFFSET}),
+            *PAGE_QUERIES,
         ),
         tag="tasks",
     )
 )
 async def list_task_records(request: web.Request) -> web.Response:
     filters = task_filters(request)
-    limit = bounded_query_int(request, "limit", DEFAULT_PAGE, 1, MAX_PAGE)
-    offset = bounded_query_int(request, "offset", 0, 0, MAX_OFFSET)
+    limit, offset = page(request)
     await write_pending_records(request)
     async with request.app[SESSIONS]() as session:
         records = await service.list_tasks(session, principal(request), filters, limit, offset)

@@ -19,6 +19,7 @@ from tracker_jobs.api.openapi import (
     BOOLEAN,
     ID,
     INTEGER,
+    PAGE_QUERIES,
     STRING,
     TIME,
     Operation,
@@ -30,7 +31,7 @@ from tracker_jobs.api.openapi import (
     nullable,
     obj,
 )
-from tracker_jobs.api.params import bounded_query_int, json_object, path_id, query_ids, query_time
+from tracker_jobs.api.params import json_object, page, path_id, query_ids, query_time
 from tracker_jobs.api.responses import json_response
 from tracker_jobs.api.routes import Route
 from tracker_jobs.core.errors import FieldError, HttpError, not_found
@@ -38,9 +39,6 @@ from tracker_jobs.core.fields import check_no_nul, parse_id, parse_time
 from tracker_jobs.reports import exporters, service
 from tracker_jobs.reports.builders import DEVICE_KINDS, DIRECT_KINDS, ReportRequest
 
-DEFAULT_PAGE = 100
-MAX_PAGE = 1000
-MAX_OFFSET = 10_000_000
 STREAM_CHUNK_BYTES = 1024 * 1024
 DEVICE_FIELDS = ("device_id", "start", "end", "kind", "daily", "event_types", "formats")
 FLEET_FIELDS = ("start", "end", "device_ids", "formats")
@@ -190,16 +188,12 @@ async def post_fleet_report(request: web.Request) -> web.Response:
     Operation(
         "The caller's reports, newest first (an admin sees everyone's)",
         {200: Reply("reports", array(REPORT))},
-        query=(
-            Query("limit", {"type": "integer", "minimum": 1, "maximum": MAX_PAGE}, f"default {DEFAULT_PAGE}"),
-            Query("offset", {"type": "integer", "minimum": 0, "maximum": MAX_OFFSET}),
-        ),
+        query=(*PAGE_QUERIES,),
         tag="reports",
     )
 )
 async def list_reports(request: web.Request) -> web.Response:
-    limit = bounded_query_int(request, "limit", DEFAULT_PAGE, 1, MAX_PAGE)
-    offset = bounded_query_int(request, "offset", 0, 0, MAX_OFFSET)
+    limit, offset = page(request)
     async with request.app[SESSIONS]() as session:
         reports = await service.list_reports(session, principal(request), limit, offset)
     return json_response([await service.report_to_api(request.app[REDIS], report) for report in reports])
