@@ -41,7 +41,7 @@ from tracker_jobs.core.redis import connect_redis
 from tracker_jobs.core.serialization import deserialize_job, serialize_job
 from tracker_jobs.embedded import free_port
 from tracker_jobs.migrations import upgrade_database
-from tracker_jobs.positions.store import COLUMNS
+from tracker_jobs.positions.record import COLUMNS
 
 TOKEN = "bench-admin-token"
 DEVICES = 1000

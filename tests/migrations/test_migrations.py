@@ -25,6 +25,7 @@ import tracker_jobs
 from tracker_jobs.migrations import alembic_dir
 from tracker_jobs.models import metadata
 from tracker_jobs.positions import store
+from tracker_jobs.positions.record import COLUMNS, PositionRecord, copy_rows
 
 
 async def test_models_and_migrations_agree(engine: AsyncEngine) -> None:
@@ -148,25 +149,25 @@ def _scratch_table() -> tuple[str, dict[str, str], str]:
 
 
 def test_the_copy_column_list_is_every_column_of_the_positions_model() -> None:
-    assert len(set(store.COLUMNS)) == len(store.COLUMNS)
-    assert sorted(store.COLUMNS) == sorted(_written_columns(POSITIONS))
+    assert len(set(COLUMNS)) == len(COLUMNS)
+    assert sorted(COLUMNS) == sorted(_written_columns(POSITIONS))
 
 
 def test_copy_records_hold_each_value_under_its_column() -> None:
-    # as_records writes its tuples by hand (the hot path): position i must be the value of COLUMNS[i].
-    row: dict[str, Any] = {name: f"value of {name}" for name in store.COLUMNS}
+    # copy_rows writes its tuples by hand (the hot path): position i must be the value of COLUMNS[i].
+    row: dict[str, Any] = {name: f"value of {name}" for name in COLUMNS}
     row |= {"fix_time": 1_767_225_600.0, "server_time": 1_767_225_700.0, "attributes": {"column": "attributes"}}
-    (record,) = store.as_records([row], json_text=False)
+    (record,) = copy_rows([PositionRecord(**row)], json_text=False)
     expected = row | {
         "fix_time": datetime.fromtimestamp(row["fix_time"], UTC),
         "server_time": datetime.fromtimestamp(row["server_time"], UTC),
     }
-    assert dict(zip(store.COLUMNS, record, strict=True)) == expected
+    assert dict(zip(COLUMNS, record, strict=True)) == expected
 
 
 def test_the_scratch_table_has_the_copied_columns() -> None:
     _, columns, _ = _scratch_table()
-    assert sorted(columns) == sorted(store.COLUMNS)
+    assert sorted(columns) == sorted(COLUMNS)
 
 
 def test_the_move_from_the_scratch_table_inserts_every_column_in_order() -> None:
@@ -234,4 +235,4 @@ async def test_the_scratch_table_has_the_types_of_the_positions_table(postgres_u
         await connection.close()
     stored = {name: kind for is_stored, name, kind in rows if is_stored}
     copied = {name: kind for is_stored, name, kind in rows if not is_stored}
-    assert copied == {name: stored[name] for name in store.COLUMNS}
+    assert copied == {name: stored[name] for name in COLUMNS}

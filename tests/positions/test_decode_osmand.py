@@ -14,7 +14,7 @@ NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 
 
 def test_full_query() -> None:
-    position = decode_osmand(
+    unique_id, position = decode_osmand(
         {
             "id": "dev1",
             "lat": "52.5",
@@ -35,9 +35,9 @@ def test_full_query() -> None:
         },
         now=NOW,
     )
-    assert position.unique_id == "dev1"
+    assert unique_id == "dev1"
     assert (position.latitude, position.longitude) == (52.5, -13.25)
-    assert position.fix_time == datetime(2026, 1, 1, tzinfo=UTC)
+    assert position.fix_time == datetime(2026, 1, 1, tzinfo=UTC).timestamp()
     assert position.speed == 10.0
     assert position.course == 10.0
     assert position.altitude == 35.5
@@ -59,19 +59,19 @@ def test_full_query() -> None:
     ["1767225600", "1767225600000", "2026-01-01T00:00:00Z", "2026-01-01T01:00:00+01:00", "2026-01-01 00:00:00"],
 )
 def test_timestamp_forms(timestamp: str) -> None:
-    position = decode_osmand({"id": "d", "lat": "1", "lon": "2", "timestamp": timestamp}, now=NOW)
-    assert position.fix_time == datetime(2026, 1, 1, tzinfo=UTC)
+    _, position = decode_osmand({"id": "d", "lat": "1", "lon": "2", "timestamp": timestamp}, now=NOW)
+    assert position.fix_time == datetime(2026, 1, 1, tzinfo=UTC).timestamp()
 
 
 def test_missing_timestamp_is_the_server_time_and_location_form() -> None:
-    position = decode_osmand({"deviceid": "d", "location": "10.5,20.25"}, now=NOW)
-    assert position.fix_time == NOW
+    _, position = decode_osmand({"deviceid": "d", "location": "10.5,20.25"}, now=NOW)
+    assert position.fix_time == NOW.timestamp()
     assert (position.latitude, position.longitude) == (10.5, 20.25)
 
 
 @pytest.mark.parametrize(("unit", "knots"), [("kn", 10.0), ("kmh", 10 / 1.852), ("mps", 10 * 3600 / 1852)])
 def test_speed_units(unit: str, knots: float) -> None:
-    position = decode_osmand({"id": "d", "lat": "1", "lon": "2", "speed": "10"}, now=NOW, speed_unit=unit)
+    _, position = decode_osmand({"id": "d", "lat": "1", "lon": "2", "speed": "10"}, now=NOW, speed_unit=unit)
     assert position.speed == pytest.approx(knots)
 
 

@@ -30,30 +30,23 @@ from tracker_jobs.positions.pipeline import (
     run_pipeline,
     thin,
 )
+from tracker_jobs.positions.record import PositionRecord
 
 NOW = 1_767_225_600.0  # 2026-01-01T00:00:00Z
 STEP_M = 111.32  # 0.001 degree of latitude with Traccar's radius
 GLITCH = 1.0  # degrees of latitude: ~111 km, a jump at any plausible speed
 
 
-def row(device: int, t: float, lat: float = 10.0, lon: float = 20.0, speed: float = 0.0) -> dict[str, Any]:
-    return {
-        "device_id": device,
-        "fix_time": NOW - t,  # seconds before NOW, so the tests read as a timeline
-        "latitude": lat,
-        "longitude": lon,
-        "speed": speed,
-        "accuracy": 5.0,
-        "valid": True,
-        "attributes": {},
-    }
+def row(device: int, t: float, lat: float = 10.0, lon: float = 20.0, speed: float = 0.0) -> PositionRecord:
+    # fix_time: seconds before NOW, so the tests read as a timeline
+    return PositionRecord(device_id=device, fix_time=NOW - t, latitude=lat, longitude=lon, speed=speed, accuracy=5.0)
 
 
 def state(t: float, lat: float = 10.0, lon: float = 20.0, odometer: float = 0.0) -> DeviceState:
     return DeviceState(fix_time=NOW - t, latitude=lat, longitude=lon, odometer=odometer)
 
 
-def batch(rows: list[dict[str, Any]], states: dict[int, DeviceState] | None = None) -> Batch:
+def batch(rows: list[PositionRecord], states: dict[int, DeviceState] | None = None) -> Batch:
     return Batch.from_rows(rows, states or {}, NOW)
 
 
@@ -109,7 +102,7 @@ def test_batch_is_sorted_by_device_then_time_with_the_stored_state_beside_each_r
     ],
 )
 def test_a_row_filter_alone(step: Step, bad: dict[str, Any], config: PipelineConfig, reason: str) -> None:
-    b = batch([row(1, 30), row(1, 20), {**row(1, 10), **bad}])
+    b = batch([row(1, 30), row(1, 20), dataclasses.replace(row(1, 10), **bad)])
     assert drops(step(b, config), reason) == [2]
 
 
@@ -255,9 +248,9 @@ def test_an_appended_step_runs_and_its_drops_are_counted_under_its_name() -> Non
     ]
     result = run_pipeline(rows, {}, PipelineConfig(), NOW, steps=(*PIPELINE, drop_slow, flag_long_hops))
     assert result.dropped == {"zero": 1, "slow": 1}
-    assert [r["fix_time"] for r in result.kept] == [NOW - 40, NOW - 10]
-    assert [r["attributes"]["longHop"] for r in result.kept] == [False, True]
-    assert list(result.kept[1]["attributes"]) == ["distance", "totalDistance", "motion", "longHop"]
+    assert [r.fix_time for r in result.kept] == [NOW - 40, NOW - 10]
+    assert [r.attributes["longHop"] for r in result.kept] == [False, True]
+    assert list(result.kept[1].attributes) == ["distance", "totalDistance", "motion", "longHop"]
 
 
 def test_a_step_cannot_write_to_the_batch() -> None:

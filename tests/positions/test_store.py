@@ -15,30 +15,26 @@ from tests.support.factories import add_device
 from tracker_jobs.core.config import Settings
 from tracker_jobs.devices.models import Device
 from tracker_jobs.positions import stream
-from tracker_jobs.positions.decode import DecodedPosition, typed_value
+from tracker_jobs.positions.decode import typed_value
 from tracker_jobs.positions.models import Position
 from tracker_jobs.positions.pipeline import PipelineConfig
+from tracker_jobs.positions.record import PositionRecord
 from tracker_jobs.positions.service import accept_positions, drain_partition, store_batch
 
 T0 = 1_767_225_600.0
 
 
-def rows(device_id: int) -> list[dict[str, Any]]:
+def rows(device_id: int) -> list[PositionRecord]:
     return [
-        {
-            "device_id": device_id,
-            "protocol": "osmand",
-            "fix_time": T0 + second,
-            "server_time": T0 + 100,
-            "latitude": 10.0 + second * 0.0001,
-            "longitude": 20.0,
-            "altitude": 0.0,
-            "speed": 12.0,
-            "course": 0.0,
-            "accuracy": 5.0,
-            "valid": True,
-            "attributes": {},
-        }
+        PositionRecord(
+            device_id=device_id,
+            fix_time=T0 + second,
+            server_time=T0 + 100,
+            latitude=10.0 + second * 0.0001,
+            longitude=20.0,
+            speed=12.0,
+            accuracy=5.0,
+        )
         for second in range(50)
     ]
 
@@ -97,15 +93,11 @@ async def test_an_interrupted_drain_resumes_in_order(
     await stream.ensure_group(redis, partition)
     server = datetime.fromtimestamp(T0 + 100, UTC)
 
-    def one(second: int) -> list[tuple[int, DecodedPosition, None]]:
-        position = DecodedPosition(
-            unique_id="resumed",
-            fix_time=datetime.fromtimestamp(T0 + second, UTC),
-            latitude=10.0 + second * 0.0001,
-            longitude=20.0,
-            speed=12.0,
+    def one(second: int) -> list[tuple[PositionRecord, None]]:
+        position = PositionRecord(
+            device_id=device_id, fix_time=T0 + second, latitude=10.0 + second * 0.0001, longitude=20.0, speed=12.0
         )
-        return [(device_id, position, None)]
+        return [(position, None)]
 
     for second in range(30):
         await accept_positions(redis, settings.position_partitions, one(second), server)

@@ -22,7 +22,7 @@ from tracker_jobs.devices.service import DeviceDirectory, DisabledDevice, Unknow
 from tracker_jobs.listener.http1 import HttpServer, Reply, Request, json_error, serve_http
 from tracker_jobs.monitor.counters import POSITIONS_REJECTED, count
 from tracker_jobs.positions.acceptor import Acceptor, CannotAccept
-from tracker_jobs.positions.decode import DecodedPosition, decode_osmand, decode_traccar_client_json
+from tracker_jobs.positions.decode import Decoded, decode_osmand, decode_traccar_client_json
 from tracker_jobs.positions.service import RateLimit
 
 log = logging.getLogger(__name__)
@@ -80,7 +80,7 @@ class DeviceListener:
             return json_error(error.status, error.code, error.message, tuple(error.headers.items()))
         return OK
 
-    def decode(self, request: Request) -> DecodedPosition:
+    def decode(self, request: Request) -> Decoded:
         now = utcnow()
         if request.method == "POST" and request.content_type == "application/json":
             return decode_traccar_client_json(parse_json_body(request.content_type, request.body), now=now)
@@ -106,20 +106,20 @@ class DeviceListener:
                 headers={"Allow": "GET, POST"},
             )
         try:
-            position = self.decode(request)
-            device_id = await self.directory.resolve(position.unique_id, auto_register=self.settings.auto_register)
+            unique_id, position = self.decode(request)
+            position.device_id = await self.directory.resolve(unique_id, auto_register=self.settings.auto_register)
         except (FieldError, UnknownDevice, DisabledDevice) as error:
             raise await self.refused(error) from None
         except UNREACHABLE as error:
             log.warning("refusing a position: %s", error)
             raise CannotAccept() from None
         try:
-            answer = await self.acceptor.accept([(device_id, position)], self.limit)
+            answer = await self.acceptor.accept([position], self.limit)
         except UNREACHABLE as error:
             log.warning("refusing a position: %s", error)
             raise CannotAccept() from None
         if answer.waits_ms[0]:
-            raise TooManyRequests(answer.waits_ms[0] / 1000, f"from device {position.unique_id!r}")
+            raise TooManyRequests(answer.waits_ms[0] / 1000, f"from device {unique_id!r}")
 
 
 async def serve_listener(settings: Settings, ingest: Ingest, host: str, port: int) -> HttpServer:

@@ -13,11 +13,9 @@ from arq.connections import ArqRedis
 
 from tracker_jobs.core.db import utcnow
 from tracker_jobs.core.errors import Unavailable
-from tracker_jobs.positions.decode import DecodedPosition
+from tracker_jobs.positions.record import PositionRecord
 from tracker_jobs.positions.service import RateLimit, accept_positions
 from tracker_jobs.positions.stream import partition_of
-
-Item = tuple[int, DecodedPosition]
 
 
 class CannotAccept(Unavailable):
@@ -36,7 +34,7 @@ class Answer:
 
 @dataclass
 class _Request:
-    items: Sequence[Item]
+    items: Sequence[PositionRecord]
     limit: RateLimit | None
     done: asyncio.Future[Answer]
 
@@ -48,8 +46,9 @@ class Acceptor:
         self.waiting: list[_Request] = []
         self.writer: asyncio.Task[None] | None = None
 
-    async def accept(self, items: Sequence[Item], limit: RateLimit | None = None) -> Answer:
-        """Answer once the items are in Redis (those within `limit`); raise what the write raised."""
+    async def accept(self, items: Sequence[PositionRecord], limit: RateLimit | None = None) -> Answer:
+        """Answer once the positions (each with its device id) are in Redis (those within `limit`);
+        raise what the write raised."""
         request = _Request(items, limit, asyncio.get_running_loop().create_future())
         self.waiting.append(request)
         if self.writer is None or self.writer.done():
@@ -59,9 +58,7 @@ class Acceptor:
     async def _write(self) -> None:
         while self.waiting:
             group, self.waiting = self.waiting, []
-            positions = [
-                (device_id, position, request.limit) for request in group for device_id, position in request.items
-            ]
+            positions = [(position, request.limit) for request in group for position in request.items]
             try:
                 # The server time of a group is when its write starts: no position is stamped before it arrived.
                 accepted = await accept_positions(self.redis, self.partitions, positions, utcnow())
@@ -75,8 +72,8 @@ class Acceptor:
                 waits = accepted.waits_ms[offset : offset + len(request.items)]
                 offset += len(request.items)
                 used = dict.fromkeys(
-                    partition_of(device_id, self.partitions)
-                    for (device_id, _), wait in zip(request.items, waits, strict=True)
+                    partition_of(position.device_id, self.partitions)
+                    for position, wait in zip(request.items, waits, strict=True)
                     if not wait
                 )
                 if not request.done.done():

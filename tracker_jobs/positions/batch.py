@@ -14,7 +14,8 @@ from tracker_jobs.core.errors import FieldError
 from tracker_jobs.core.principal import Principal
 from tracker_jobs.devices.models import Device
 from tracker_jobs.devices.service import register_devices, visible_device_ids
-from tracker_jobs.positions.decode import DecodedPosition, decode_position_object
+from tracker_jobs.positions.decode import Decoded, decode_position_object
+from tracker_jobs.positions.record import PositionRecord
 
 # Why an item was rejected, as the listener's error codes say it.
 UNKNOWN, DISABLED = "unknown_device", "device_disabled"
@@ -23,7 +24,7 @@ REJECTION_CODES = ("invalid_field", UNKNOWN, DISABLED)
 
 @dataclass
 class BatchAnswer:
-    accepted: list[tuple[int, DecodedPosition]] = field(default_factory=list)
+    accepted: list[PositionRecord] = field(default_factory=list)  # each with its device id
     rejected: list[dict[str, Any]] = field(default_factory=list)
     task_ids: list[str] = field(default_factory=list)
 
@@ -40,14 +41,14 @@ async def resolve_batch(
     session: AsyncSession, principal: Principal, items: list[Any], *, now: datetime, auto_register: bool
 ) -> BatchAnswer:
     answer = BatchAnswer()
-    decoded: list[tuple[int, DecodedPosition]] = []
+    decoded: list[tuple[int, Decoded]] = []
     for index, item in enumerate(items):
         try:
             decoded.append((index, decode_position_object(item, now=now)))
         except FieldError as error:
             answer.rejected.append({"index": index, "code": "invalid_field", "reason": str(error)})
-    ids = {position.device_id for _, position in decoded if position.device_id is not None}
-    unique_ids = {position.unique_id for _, position in decoded if position.device_id is None}
+    ids = {position.device_id for _, (unique_id, position) in decoded if not unique_id}
+    unique_ids = {unique_id for _, (unique_id, _) in decoded if unique_id}
     by_id, by_unique_id, disabled = await _visible_devices(session, principal, ids, unique_ids)
     unknown = unique_ids - set(by_unique_id)
     if unknown and auto_register and principal.is_admin:
@@ -56,19 +57,20 @@ async def resolve_batch(
         await session.commit()
         by_unique_id.update(registered)
         by_id.update(registered.values())
-    for index, position in decoded:
-        if position.device_id is not None:
+    for index, (unique_id, position) in decoded:
+        if not unique_id:
             device_id = position.device_id if position.device_id in by_id else None
             field, name = "deviceId", str(position.device_id)
         else:
-            device_id = by_unique_id.get(position.unique_id)
-            field, name = "uniqueId", repr(position.unique_id)
+            device_id = by_unique_id.get(unique_id)
+            field, name = "uniqueId", repr(unique_id)
         if device_id is None:
             answer.rejected.append({"index": index, "code": UNKNOWN, "reason": f"{field}: unknown device {name}"})
         elif device_id in disabled:
             answer.rejected.append({"index": index, "code": DISABLED, "reason": f"{field}: device {name} is disabled"})
         else:
-            answer.accepted.append((device_id, position))
+            position.device_id = device_id
+            answer.accepted.append(position)
     answer.rejected.sort(key=lambda rejection: rejection["index"])
     return answer
 

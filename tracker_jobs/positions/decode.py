@@ -7,30 +7,21 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from tracker_jobs.core.errors import FieldError
 from tracker_jobs.core.fields import ID_MAX, check_json, parse_number, parse_time, parse_unique_id
+from tracker_jobs.positions.record import PositionRecord
 
 KNOTS_PER = {"kn": 1.0, "kmh": 1 / 1.852, "mps": 3600 / 1852, "mph": 1609.344 / 1852}
 
 
-@dataclass(slots=True)
-class DecodedPosition:
-    unique_id: str  # "" when the sender named the device by its internal `device_id`
-    fix_time: datetime
-    latitude: float
-    longitude: float
-    altitude: float = 0.0
-    speed: float = 0.0  # knots
-    course: float = 0.0
-    accuracy: float = 0.0
-    valid: bool = True
-    protocol: str = "osmand"
-    attributes: dict[str, Any] = field(default_factory=dict)
-    device_id: int | None = None
+class Decoded(NamedTuple):
+    """A position as its sender sent it, and who the sender says it is."""
+
+    unique_id: str  # "" when the sender named the device by its id (then `position.device_id`)
+    position: PositionRecord
 
 
 def in_knots(field: str, speed: float, unit: str) -> float:
@@ -92,7 +83,7 @@ _OSMAND_KNOWN = {
 }
 
 
-def decode_osmand(params: Mapping[str, str], *, now: datetime, speed_unit: str = "kn") -> DecodedPosition:
+def decode_osmand(params: Mapping[str, str], *, now: datetime, speed_unit: str = "kn") -> Decoded:
     """The OsmAnd protocol as Traccar Client, OsmAnd and GPSLogger send it (query string or form body)."""
     unique_id = parse_unique_id("id", params.get("id") or params.get("deviceid") or "")
     if "location" in params and ("lat" not in params or "lon" not in params):
@@ -110,7 +101,7 @@ def decode_osmand(params: Mapping[str, str], *, now: datetime, speed_unit: str =
         longitude = parse_longitude("lon", params["lon"])
     timestamp = params.get("timestamp")
     fix_time = parse_time("timestamp", timestamp) if timestamp else now
-    position = DecodedPosition(unique_id=unique_id, fix_time=fix_time, latitude=latitude, longitude=longitude)
+    position = PositionRecord(fix_time=fix_time.timestamp(), latitude=latitude, longitude=longitude)
     if "speed" in params:
         position.speed = in_knots("speed", parse_number("speed", params["speed"]), speed_unit)
     course_key = "bearing" if "bearing" in params else "heading"
@@ -133,7 +124,7 @@ def decode_osmand(params: Mapping[str, str], *, now: datetime, speed_unit: str =
         if key not in _OSMAND_KNOWN:
             attributes[key] = typed_value(raw)
     check_json("attributes", attributes)
-    return position
+    return Decoded(unique_id, position)
 
 
 def _object(field: str, raw: object) -> dict[str, Any]:
@@ -150,7 +141,7 @@ def _known_number(field: str, raw: object) -> float | None:
     return None if value < 0 else value
 
 
-def decode_traccar_client_json(body: object, *, now: datetime) -> DecodedPosition:
+def decode_traccar_client_json(body: object, *, now: datetime) -> Decoded:
     """Traccar Client's JSON: {"device_id", "location": {"timestamp", "coords": {...}, "battery": {...}, ...}}.
     Speed arrives in m/s; a negative speed, heading or battery level means "not known"."""
     root = _object("body", body)
@@ -161,9 +152,9 @@ def decode_traccar_client_json(body: object, *, now: datetime) -> DecodedPositio
     if "longitude" not in coords:
         raise FieldError("location.coords.longitude", "is required")
     timestamp = location.get("timestamp")
-    position = DecodedPosition(
-        unique_id=parse_unique_id("device_id", root.get("device_id", "")),
-        fix_time=parse_time("location.timestamp", timestamp) if timestamp is not None else now,
+    unique_id = parse_unique_id("device_id", root.get("device_id", ""))
+    position = PositionRecord(
+        fix_time=(parse_time("location.timestamp", timestamp) if timestamp is not None else now).timestamp(),
         latitude=parse_latitude("location.coords.latitude", coords["latitude"]),
         longitude=parse_longitude("location.coords.longitude", coords["longitude"]),
     )
@@ -198,10 +189,10 @@ def decode_traccar_client_json(body: object, *, now: datetime) -> DecodedPositio
     if extras is not None:
         attributes.update(_object("location.extras", extras))
     check_json("attributes", attributes)
-    return position
+    return Decoded(unique_id, position)
 
 
-def decode_position_object(item: object, *, now: datetime) -> DecodedPosition:
+def decode_position_object(item: object, *, now: datetime) -> Decoded:
     """The batch API's item, Traccar's position shape: `deviceId` (the device's id) or `uniqueId`,
     `fixTime`, `latitude`, `longitude`, and optionally speed (knots), course, altitude, accuracy,
     valid, attributes."""
@@ -212,17 +203,16 @@ def decode_position_object(item: object, *, now: datetime) -> DecodedPosition:
             raise FieldError("deviceId", "must be a positive whole number")
         unique_id, internal_id = "", int(device_id)
     elif "uniqueId" in data:
-        unique_id, internal_id = parse_unique_id("uniqueId", data["uniqueId"]), None
+        unique_id, internal_id = parse_unique_id("uniqueId", data["uniqueId"]), 0
     else:
         raise FieldError("deviceId", "is required (or uniqueId)")
     for name in ("latitude", "longitude"):
         if name not in data:
             raise FieldError(name, "is required")
     fix_time = data.get("fixTime", data.get("deviceTime"))
-    position = DecodedPosition(
-        unique_id=unique_id,
+    position = PositionRecord(
         device_id=internal_id,
-        fix_time=now if fix_time is None else parse_time("fixTime", fix_time),
+        fix_time=(now if fix_time is None else parse_time("fixTime", fix_time)).timestamp(),
         latitude=parse_latitude("latitude", data["latitude"]),
         longitude=parse_longitude("longitude", data["longitude"]),
         protocol="api",
@@ -237,4 +227,4 @@ def decode_position_object(item: object, *, now: datetime) -> DecodedPosition:
         position.valid = data["valid"]
     if data.get("attributes") is not None:
         position.attributes = check_json("attributes", dict(_object("attributes", data["attributes"])))
-    return position
+    return Decoded(unique_id, position)

@@ -47,7 +47,7 @@ async def process_single_position(ctx: dict[str, Any], position: dict[str, Any])
         )
     if answer.accepted:
         partitions = shared.settings.position_partitions
-        items = [(device_id, position, None) for device_id, position in answer.accepted]
+        items = [(position, None) for position in answer.accepted]
         answer.task_ids = list((await accept_positions(ctx["redis"], partitions, items, utcnow())).job_ids.values())
     return answer.as_dict()
 

@@ -27,7 +27,7 @@ Adding a step (a filter, or later derived speed/course and the detectors):
    distance: a row dropped later has already moved the odometer. What steps emit beyond drops and
    attributes (filled-in position fields, events) becomes one more field of `StepResult` that
    `run_pipeline` collects the way it collects attributes.
-3. Test it alone on `Batch.from_rows` of a few hand-made rows (tests/test_pipeline_steps.py).
+3. Test it alone on `Batch.from_rows` of a few hand-made records (tests/positions/test_pipeline_steps.py).
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from operator import attrgetter
 from typing import Any, Protocol, TypeVar
 
 import numpy as np
@@ -42,6 +43,7 @@ import numpy.typing as npt
 
 from tracker_jobs.core.config import Settings
 from tracker_jobs.core.geo import haversine_m
+from tracker_jobs.positions.record import PositionRecord
 
 KNOTS_PER_METRE_PER_SECOND = 3600.0 / 1852.0
 MAX_JUMP_ROUNDS = 50  # more implausible jumps than this for one device in one batch: drop the rest
@@ -90,9 +92,9 @@ class DeviceState:
 
 @dataclass
 class PipelineResult:
-    kept: list[dict[str, Any]]  # rows to store, ordered by device then fix time
+    kept: list[PositionRecord]  # to store, ordered by device then fix time
     dropped: Counter[str] = field(default_factory=Counter)
-    newest: dict[int, dict[str, Any]] = field(default_factory=dict)  # device -> its new newest row
+    newest: dict[int, PositionRecord] = field(default_factory=dict)  # device -> its new newest position
 
 
 @dataclass
@@ -103,7 +105,7 @@ class Batch:
     forward between steps, so a step sees exactly what the steps before it decided.
     """
 
-    rows: list[dict[str, Any]]  # the rows themselves, in column order
+    rows: list[PositionRecord]  # the positions themselves, in column order
     now: float  # epoch seconds, for the future filter
     device: Ints
     fix_time: Floats
@@ -123,8 +125,8 @@ class Batch:
     attributes: dict[str, Column] = field(default_factory=dict)  # added by the steps so far
 
     @classmethod
-    def from_rows(cls, rows: Sequence[dict[str, Any]], states: Mapping[int, DeviceState], now: float) -> Batch:
-        """Sort `rows` (epoch-second `fix_time`) and take their columns; `states` are the devices' newest."""
+    def from_rows(cls, rows: Sequence[PositionRecord], states: Mapping[int, DeviceState], now: float) -> Batch:
+        """Sort `rows` and take their columns; `states` are the devices' newest."""
         device = _array(rows, "device_id", np.int64)
         fix = _array(rows, "fix_time", np.float64)
         order = np.lexsort((fix, device))
@@ -323,15 +325,15 @@ PIPELINE: tuple[Step, ...] = (
 
 
 def run_pipeline(
-    rows: list[dict[str, Any]],
+    rows: list[PositionRecord],
     states: dict[int, DeviceState],
     config: PipelineConfig,
     now: float,
     *,
     steps: Sequence[Step] = PIPELINE,
 ) -> PipelineResult:
-    """Filter and enrich one batch. `rows` carry epoch-second `fix_time`; `states` the devices' newest.
-    The kept rows come back sorted, each with the attributes the steps added merged into its own."""
+    """Filter and enrich one batch; `states` are the devices' newest. The kept rows come back sorted,
+    each with the attributes the steps added merged into its own."""
     if not rows:
         return PipelineResult(kept=[])
     batch = Batch.from_rows(rows, states, now)
@@ -344,12 +346,12 @@ def run_pipeline(
     if batch.attributes:
         names = list(batch.attributes)
         # Column by column to Python values, then one dict per kept row (the row loop is unavoidable:
-        # rows are dicts), so the loop body stays small.
+        # attributes are dicts), so the loop body stays small.
         values = zip(*(_json_values(batch.attributes[name][kept]) for name in names), strict=True)
         for row, added in zip(result.kept, values, strict=True):
-            attributes = row["attributes"].copy()  # a new dict: the one the row came with may be shared
+            attributes = row.attributes.copy()  # a new dict: the one the row came with may be shared
             attributes.update(zip(names, added, strict=True))
-            row["attributes"] = attributes
+            row.attributes = attributes
     alive = np.flatnonzero(batch.alive)
     if len(alive):
         last_of_device = alive[np.r_[batch.device[alive][1:] != batch.device[alive][:-1], True]]
@@ -403,8 +405,8 @@ def _frozen(array: Array) -> Array:
     return array
 
 
-def _array(rows: Sequence[Mapping[str, Any]], key: str, dtype: Any) -> Any:
-    return np.fromiter((row[key] for row in rows), dtype=dtype, count=len(rows))
+def _array(rows: Sequence[PositionRecord], name: str, dtype: Any) -> Any:
+    return np.fromiter(map(attrgetter(name), rows), dtype=dtype, count=len(rows))
 
 
 def previous_alive(device: Ints, alive: Bools) -> Ints:

@@ -5,17 +5,16 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter, defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-import orjson
 from arq.connections import ArqRedis
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlmodel import col, select
 
-from tracker_jobs.core.db import iso, transaction
+from tracker_jobs.core.db import transaction
 from tracker_jobs.core.principal import Principal
 from tracker_jobs.devices.keys import rate_key
 from tracker_jobs.devices.models import Device
@@ -24,40 +23,14 @@ from tracker_jobs.jobs.base import enqueue
 from tracker_jobs.jobs.refs import PROCESS_POSITION_BATCH
 from tracker_jobs.monitor.counters import POSITIONS_DROPPED, POSITIONS_STORED
 from tracker_jobs.positions import live, stream
-from tracker_jobs.positions.decode import DecodedPosition
 from tracker_jobs.positions.models import Position
 from tracker_jobs.positions.pipeline import PipelineConfig, run_pipeline
-from tracker_jobs.positions.store import (
-    REFUSED_FOR_GOOD,
-    StoredDevice,
-    decode_entry,
-    insert_positions,
-    load_devices,
-    move_devices,
-)
+from tracker_jobs.positions.record import PositionRecord, from_entry, iso_epoch, to_entry_item
+from tracker_jobs.positions.store import REFUSED_FOR_GOOD, StoredDevice, insert_positions, load_devices, move_devices
 
 log = logging.getLogger(__name__)
 ENTRIES_PER_READ = 10  # entries hold up to thousands of positions: read a few at a time
 MAX_DRAIN_S = 60.0  # a drain under endless load hands over, so no job runs into its time limit
-
-
-def encode_position(device_id: int, position: DecodedPosition, server_time: datetime) -> bytes:
-    return orjson.dumps(
-        {
-            "device_id": device_id,
-            "protocol": position.protocol,
-            "fix_time": position.fix_time.timestamp(),
-            "server_time": server_time.timestamp(),
-            "latitude": position.latitude,
-            "longitude": position.longitude,
-            "altitude": position.altitude,
-            "speed": position.speed,
-            "course": position.course,
-            "accuracy": position.accuracy,
-            "valid": position.valid,
-            "attributes": position.attributes,
-        }
-    )
 
 
 @dataclass(frozen=True)
@@ -77,23 +50,25 @@ class Accepted:
 async def accept_positions(
     redis: ArqRedis,
     partitions: int,
-    positions: Sequence[tuple[int, DecodedPosition, RateLimit | None]],
+    positions: Sequence[tuple[PositionRecord, RateLimit | None]],
     server_time: datetime,
 ) -> Accepted:
-    """Put positions in their partitions' streams (those within their rate limit) and make sure a
-    drain job will run for each partition. When this returns, the caller may answer 2xx for every
-    position whose wait is 0."""
+    """Put positions (each with its device id) in their partitions' streams (those within their rate
+    limit), stamped with `server_time`, and make sure a drain job will run for each partition. When
+    this returns, the caller may answer 2xx for every position whose wait is 0."""
     bulk: dict[int, list[bytes]] = defaultdict(list)
     limited: list[stream.Limited] = []
     limited_at: list[int] = []
     window_s = 60
-    for index, (device_id, position, limit) in enumerate(positions):
-        partition = stream.partition_of(device_id, partitions)
-        payload = encode_position(device_id, position, server_time)
+    stamp = server_time.timestamp()
+    for index, (position, limit) in enumerate(positions):
+        position.server_time = stamp
+        partition = stream.partition_of(position.device_id, partitions)
+        payload = to_entry_item(position)
         if limit is None:
             bulk[partition].append(payload)
         else:
-            limited.append(stream.Limited(partition, payload, rate_key(device_id), limit.limit))
+            limited.append(stream.Limited(partition, payload, rate_key(position.device_id), limit.limit))
             limited_at.append(index)
             window_s = limit.window_s
     scheduled = await stream.append(redis, bulk, limited, window_s)
@@ -144,56 +119,54 @@ class BatchOutcome:
 
 
 async def store_batch(
-    sessions: async_sessionmaker[AsyncSession], rows: list[dict[str, Any]], config: PipelineConfig, now: float
+    sessions: async_sessionmaker[AsyncSession], records: list[PositionRecord], config: PipelineConfig, now: float
 ) -> BatchOutcome:
     """Pipeline and store one batch in one transaction; say what changed for live updates."""
     async with transaction(sessions) as session:
-        devices = await load_devices(session, (row["device_id"] for row in rows))
+        devices = await load_devices(session, (record.device_id for record in records))
         dropped: Counter[str] = Counter()
         usable = []
-        for row in rows:
-            device = devices.get(row["device_id"])
+        for record in records:
+            device = devices.get(record.device_id)
             if device is None or device.disabled:
                 dropped["unknownDevice" if device is None else "disabled"] += 1
             else:
-                usable.append(row)
+                usable.append(record)
         result = run_pipeline(usable, {d.id: d.state for d in devices.values() if d.state}, config, now)
         inserted = await insert_positions(
-            session, result.kept, [(device_id, row["fix_time"]) for device_id, row in result.newest.items()]
+            session, result.kept, [(device_id, record.fix_time) for device_id, record in result.newest.items()]
         )
         ids = inserted.ids
         dropped.update(result.dropped)
         dropped["duplicate"] += len(result.kept) - inserted.stored  # kept, but stored already by an earlier run
         seen: dict[int, float] = {}
-        for row in result.kept:
-            seen[row["device_id"]] = max(seen.get(row["device_id"], 0.0), row["server_time"])
+        for record in result.kept:
+            seen[record.device_id] = max(seen.get(record.device_id, 0.0), record.server_time)
         await move_devices(session, seen, result.newest, ids)
-    newest = [
-        (row["fix_time"], position_to_api({**row, "id": ids[(device_id, row["fix_time"])]}))
-        for device_id, row in result.newest.items()
-        if (device_id, row["fix_time"]) in ids
-    ]
+    newest = []
+    for device_id, record in result.newest.items():
+        record.id = ids.get((device_id, record.fix_time))
+        if record.id is not None:
+            newest.append((record.fix_time, record.to_api()))
     changes = [
-        _device_change(devices[device_id], server_time, result.newest.get(device_id), ids)
+        _device_change(devices[device_id], server_time, result.newest.get(device_id))
         for device_id, server_time in seen.items()
     ]
     return BatchOutcome(stored=inserted.stored, dropped=+dropped, newest=newest, devices=changes)
 
 
-def _device_change(
-    device: StoredDevice, server_time: float, newest: Mapping[str, Any] | None, ids: Mapping[tuple[int, float], int]
-) -> dict[str, Any]:
+def _device_change(device: StoredDevice, server_time: float, newest: PositionRecord | None) -> dict[str, Any]:
     change: dict[str, Any] = {
         "id": device.id,
         "name": device.name,
         "uniqueId": device.unique_id,
         "status": "online",
-        "lastUpdate": _iso_epoch(server_time),
+        "lastUpdate": iso_epoch(server_time),
     }
-    if newest is not None and (device.id, newest["fix_time"]) in ids:
-        change["positionId"] = ids[(device.id, newest["fix_time"])]
-        change["totalDistance"] = newest["attributes"]["totalDistance"]
-        change["motion"] = newest["attributes"]["motion"]
+    if newest is not None and newest.id is not None:
+        change["positionId"] = newest.id
+        change["totalDistance"] = newest.attributes["totalDistance"]
+        change["motion"] = newest.attributes["motion"]
     return change
 
 
@@ -222,22 +195,24 @@ async def drain_partition(
             entries = await _next_batch(redis, partition, consumer, batch_size)
             if not entries:
                 break
-            rows = [row for _, fields in entries for row in decode_entry(fields[b"p"])]
+            records = [record for _, fields in entries for record in from_entry(fields[b"p"])]
             try:
-                outcome = await store_batch(sessions, rows, config, datetime.now(UTC).timestamp())
+                outcome = await store_batch(sessions, records, config, datetime.now(UTC).timestamp())
             except REFUSED_FOR_GOOD:
                 # A batch the database refuses for good must not stall its partition: set it aside
                 # (kept, for an operator) and go on with the rest. Anything else (the database away,
                 # a device deleted meanwhile) fails the job, and the entries wait to be run again.
-                log.exception("setting aside %d positions of partition %d the database refuses", len(rows), partition)
+                log.exception(
+                    "setting aside %d positions of partition %d the database refuses", len(records), partition
+                )
                 await stream.set_aside(redis, partition, entries)
-                result.set_aside += len(rows)
+                result.set_aside += len(records)
                 continue
             counts = {POSITIONS_STORED: outcome.stored, POSITIONS_DROPPED: sum(outcome.dropped.values())}
             await live.publish_batch(redis, outcome.newest, outcome.devices, counts)
             await stream.acknowledge(redis, partition, [entry_id for entry_id, _ in entries])
             result.batches += 1
-            result.entries += len(rows)
+            result.entries += len(records)
             result.stored += outcome.stored
             result.dropped.update(outcome.dropped)
     finally:
@@ -272,33 +247,6 @@ async def _next_batch(
     return entries
 
 
-def _iso_epoch(epoch: float) -> str:
-    return datetime.fromtimestamp(epoch, UTC).isoformat()
-
-
-def position_to_api(position: Mapping[str, Any]) -> dict[str, Any]:
-    """A position in Traccar's field names (times as datetimes or epoch seconds)."""
-
-    def when(value: Any) -> str | None:
-        return _iso_epoch(value) if isinstance(value, float | int) else iso(value)
-
-    return {
-        "id": position["id"],
-        "deviceId": position["device_id"],
-        "protocol": position["protocol"],
-        "fixTime": when(position["fix_time"]),
-        "serverTime": when(position["server_time"]),
-        "valid": position["valid"],
-        "latitude": position["latitude"],
-        "longitude": position["longitude"],
-        "altitude": position["altitude"],
-        "speed": position["speed"],
-        "course": position["course"],
-        "accuracy": position["accuracy"],
-        "attributes": position["attributes"],
-    }
-
-
 async def visible_ids(session: AsyncSession, principal: Principal, device_ids: list[int]) -> list[int]:
     query = visible_device_ids(principal)
     rows = (await session.execute(query)).scalars().all()
@@ -316,7 +264,7 @@ async def latest_positions(
     if missing:
         newest = select(Device.position_id).where(col(Device.id).in_(missing))
         stored = (await session.execute(select(Position).where(col(Position.id).in_(newest)))).scalars()
-        cached.extend(position_to_api(position.model_dump()) for position in stored)
+        cached.extend(PositionRecord.from_row(position.model_dump()).to_api() for position in stored)
     return sorted(cached, key=lambda position: position["deviceId"])
 
 
@@ -337,4 +285,5 @@ async def positions_in_range(
     if end is not None:
         query = query.where(col(Position.fix_time) <= end)
     query = query.order_by(col(Position.device_id), col(Position.fix_time)).limit(limit)
-    return [position_to_api(position.model_dump()) for position in (await session.execute(query)).scalars()]
+    stored = (await session.execute(query)).scalars()
+    return [PositionRecord.from_row(position.model_dump()).to_api() for position in stored]

@@ -9,7 +9,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
-import orjson
 import sqlalchemy as sa
 import sqlalchemy.exc
 from sqlalchemy.dialects import postgresql, sqlite
@@ -20,21 +19,8 @@ from tracker_jobs.core.db import UTCDateTime, dialect_name
 from tracker_jobs.devices.models import Device
 from tracker_jobs.positions.models import Position
 from tracker_jobs.positions.pipeline import DeviceState
+from tracker_jobs.positions.record import COLUMNS, PositionRecord, copy_rows
 
-COLUMNS = (
-    "device_id",
-    "protocol",
-    "fix_time",
-    "server_time",
-    "latitude",
-    "longitude",
-    "altitude",
-    "speed",
-    "course",
-    "accuracy",
-    "valid",
-    "attributes",
-)
 _POSITIONS: sa.Table = Position.__table__  # type: ignore[attr-defined]
 
 # Rows arrive by COPY into a per-connection scratch table, then move over in one statement that skips
@@ -86,12 +72,6 @@ class StoredDevice:
     state: DeviceState | None
 
 
-def decode_entry(payload: bytes) -> list[dict[str, Any]]:
-    """A stream entry (a JSON array of positions) as rows; times stay epoch seconds until the write."""
-    rows: list[dict[str, Any]] = orjson.loads(payload)
-    return rows
-
-
 # PostgreSQL reads the batch's devices with one array parameter (no IN list to render per batch). It
 # goes through the session, not the raw driver: its first statement is what opens the transaction.
 _PG_LOAD_DEVICES = sa.text(
@@ -135,34 +115,6 @@ async def load_devices(session: AsyncSession, device_ids: Iterable[int]) -> dict
     return devices
 
 
-def as_records(rows: list[dict[str, Any]], *, json_text: bool) -> list[tuple[Any, ...]]:
-    """Rows as tuples in COLUMNS order, in one pass (the hot path); attributes as JSON text for COPY."""
-    server_times: dict[float, datetime] = {}  # a request group shares one server time: convert it once
-    records = []
-    for row in rows:
-        server = row["server_time"]
-        if server not in server_times:
-            server_times[server] = datetime.fromtimestamp(server, UTC)
-        attributes = row["attributes"]
-        records.append(
-            (
-                row["device_id"],
-                row["protocol"],
-                datetime.fromtimestamp(row["fix_time"], UTC),
-                server_times[server],
-                row["latitude"],
-                row["longitude"],
-                row["altitude"],
-                row["speed"],
-                row["course"],
-                row["accuracy"],
-                row["valid"],
-                orjson.dumps(attributes).decode() if json_text else attributes,
-            )
-        )
-    return records
-
-
 _PG_IDS_OF = """
 SELECT p.id, p.device_id, p.fix_time FROM positions AS p
 JOIN unnest($1::integer[], $2::timestamptz[]) AS wanted(device_id, fix_time)
@@ -177,37 +129,38 @@ class Inserted:
 
 
 async def insert_positions(
-    session: AsyncSession, rows: list[dict[str, Any]], wanted: list[tuple[int, float]]
+    session: AsyncSession, records: list[PositionRecord], wanted: list[tuple[int, float]]
 ) -> Inserted:
-    """Store the rows, skipping any already stored. `wanted`: the rows whose ids the caller needs."""
-    if not rows:
+    """Store the records, skipping any already stored. `wanted`: (device, fix time) of the records
+    whose ids the caller needs."""
+    if not records:
         return Inserted(0, {})
     if dialect_name(session) == "postgresql":
-        return await _copy_positions(await _driver(session), as_records(rows, json_text=True), wanted)
-    records = as_records(rows, json_text=False)
+        return await _copy_positions(await _driver(session), copy_rows(records, json_text=True), wanted)
+    rows = copy_rows(records, json_text=False)
     statement = (
         sqlite.insert(_POSITIONS)
         .on_conflict_do_nothing()
         .returning(_POSITIONS.c.id, _POSITIONS.c.device_id, _POSITIONS.c.fix_time)
     )
-    inserted = (await session.execute(statement, [dict(zip(COLUMNS, r, strict=True)) for r in records])).all()
+    inserted = (await session.execute(statement, [dict(zip(COLUMNS, row, strict=True)) for row in rows])).all()
     return Inserted(len(inserted), _id_map(inserted))
 
 
-async def _copy_positions(driver: Any, records: list[tuple[Any, ...]], wanted: list[tuple[int, float]]) -> Inserted:
+async def _copy_positions(driver: Any, rows: list[tuple[Any, ...]], wanted: list[tuple[int, float]]) -> Inserted:
     """COPY straight into positions; the pipeline has already dropped duplicates, so a conflict means
     a batch run again after a crash: then, from the top, through a scratch table that skips them."""
     try:
         async with driver.transaction():  # a savepoint: a conflict undoes only this attempt
-            await driver.copy_records_to_table("positions", records=records, columns=COLUMNS)
+            await driver.copy_records_to_table("positions", records=rows, columns=COLUMNS)
     except asyncpg.UniqueViolationError:
         await driver.execute(_CREATE_INCOMING)
-        await driver.copy_records_to_table("incoming_positions", records=records, columns=COLUMNS)
+        await driver.copy_records_to_table("incoming_positions", records=rows, columns=COLUMNS)
         inserted = await driver.fetch(_MOVE_INCOMING)
         return Inserted(len(inserted), _id_map(inserted))
     devices = [device_id for device_id, _ in wanted]
     times = [datetime.fromtimestamp(fix_time, UTC) for _, fix_time in wanted]
-    return Inserted(len(records), _id_map(await driver.fetch(_PG_IDS_OF, devices, times)))
+    return Inserted(len(rows), _id_map(await driver.fetch(_PG_IDS_OF, devices, times)))
 
 
 def _id_map(rows: Iterable[Any]) -> dict[tuple[int, float], int]:
@@ -232,20 +185,20 @@ WHERE devices.id = newest.device_id
 
 
 async def move_devices(
-    session: AsyncSession, seen: dict[int, float], newest: dict[int, dict[str, Any]], ids: dict[tuple[int, float], int]
+    session: AsyncSession, seen: dict[int, float], newest: dict[int, PositionRecord], ids: dict[tuple[int, float], int]
 ) -> None:
     """Every device that sent data is online; those with a newer position move forward."""
     seen_rows = [{"device_id": d, "server_time": datetime.fromtimestamp(t, UTC)} for d, t in seen.items()]
     forward = [
         {
             "device_id": device_id,
-            "position_id": ids[(device_id, row["fix_time"])],
-            "fix_time": datetime.fromtimestamp(row["fix_time"], UTC),
-            "odometer": row["attributes"]["totalDistance"],
-            "motion": row["attributes"]["motion"],
+            "position_id": ids[(device_id, record.fix_time)],
+            "fix_time": datetime.fromtimestamp(record.fix_time, UTC),
+            "odometer": record.attributes["totalDistance"],
+            "motion": record.attributes["motion"],
         }
-        for device_id, row in newest.items()
-        if (device_id, row["fix_time"]) in ids
+        for device_id, record in newest.items()
+        if (device_id, record.fix_time) in ids
     ]
     if not seen_rows:
         return

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+from dataclasses import fields
 from datetime import timedelta
 from typing import Any
 
@@ -19,6 +20,7 @@ from tracker_jobs.api.openapi import (
     NUMBER,
     STRING,
     TIME,
+    JsonSchema,
     Operation,
     Query,
     Reply,
@@ -37,6 +39,7 @@ from tracker_jobs.devices.service import get_device
 from tracker_jobs.monitor.counters import POSITIONS_REJECTED, count
 from tracker_jobs.positions.acceptor import Acceptor, CannotAccept
 from tracker_jobs.positions.batch import DISABLED, REJECTION_CODES, UNKNOWN, BatchAnswer, resolve_batch
+from tracker_jobs.positions.record import API_NAMES, TIMES, PositionRecord
 from tracker_jobs.positions.service import latest_positions, positions_in_range
 from tracker_jobs.positions.statistics import device_statistics, today_range
 
@@ -117,23 +120,19 @@ async def post_single_position(request: web.Request) -> web.Response:
     return _batch_response(answer)
 
 
-POSITION = obj(
-    {
-        "id": nullable(INTEGER),
-        "deviceId": INTEGER,
-        "fixTime": TIME,
-        "serverTime": nullable(TIME),
-        "latitude": NUMBER,
-        "longitude": NUMBER,
-        "altitude": NUMBER,
-        "speed": NUMBER,
-        "course": NUMBER,
-        "accuracy": NUMBER,
-        "valid": BOOLEAN,
-        "attributes": ANY_OBJECT,
-    },
-    required=("deviceId", "fixTime", "latitude", "longitude"),
-)
+def _position_schema() -> JsonSchema:
+    """The API's position, from the record's own fields: its names, and a schema per annotation."""
+    by_annotation = {"int": INTEGER, "str": STRING, "float": NUMBER, "bool": BOOLEAN, "dict[str, Any]": ANY_OBJECT}
+    annotations = {f.name: str(f.type) for f in fields(PositionRecord)}
+    properties = {
+        api: TIME if name in TIMES else by_annotation[annotations[name]]
+        for name, api in API_NAMES.items()
+        if name != "id"
+    }
+    return obj({"id": nullable(INTEGER), **properties}, required=("deviceId", "fixTime", "latitude", "longitude"))
+
+
+POSITION = _position_schema()
 
 describe(
     get_positions,

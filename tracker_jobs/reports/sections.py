@@ -13,7 +13,7 @@ import orjson
 from sqlalchemy.engine import Row
 
 from tracker_jobs.events.models import Event
-from tracker_jobs.positions.service import position_to_api
+from tracker_jobs.positions.record import PositionRecord
 
 RowChunks = AsyncIterator[Sequence[dict[str, Any]]]
 
@@ -71,8 +71,9 @@ async def in_one_chunk(rows: Sequence[dict[str, Any]]) -> RowChunks:
 
 
 def route_row(row: Row[*tuple[Any, ...]]) -> dict[str, Any]:
-    """A position read with its attributes as JSON text, which orjson writes out unparsed."""
-    return position_to_api({**row._mapping, "attributes": orjson.Fragment(row.attributes)})
+    """A position read with its attributes as JSON text, which orjson writes out unparsed (a Fragment
+    in place of the attributes' dict: the record only carries it to `to_api`)."""
+    return PositionRecord.from_row({**row._mapping, "attributes": orjson.Fragment(row.attributes)}).to_api()
 
 
 def event_row(event: Event) -> dict[str, Any]:
