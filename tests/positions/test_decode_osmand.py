@@ -114,3 +114,13 @@ def test_traccar_client_numbers_out_of_range_are_named(location: dict[str, Any],
     with pytest.raises(FieldError) as raised:
         decode_traccar_client_json({"device_id": "phone", "location": location}, now=NOW)
     assert raised.value.field == field
+
+
+def test_a_speed_or_course_not_reported_is_none_and_a_reported_zero_stays_zero() -> None:
+    _, silent = decode_osmand({"id": "d", "lat": "1", "lon": "2"}, now=NOW)
+    assert (silent.speed, silent.course) == (None, None)
+    _, standing = decode_osmand({"id": "d", "lat": "1", "lon": "2", "speed": "0", "bearing": "0"}, now=NOW)
+    assert (standing.speed, standing.course) == (0.0, 0.0)
+    location = {"coords": {"latitude": 1, "longitude": 2, "speed": -1, "heading": -1}}
+    _, unknown = decode_traccar_client_json({"device_id": "phone", "location": location}, now=NOW)
+    assert (unknown.speed, unknown.course) == (None, None)

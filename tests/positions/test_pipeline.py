@@ -117,3 +117,13 @@ def test_thinning_by_period_and_distance() -> None:
 def test_motion_follows_speed() -> None:
     result = run_pipeline([row(1, NOW - 2, speed=0.0), row(1, NOW - 1, speed=12.0)], {}, PipelineConfig(), NOW)
     assert [r.attributes["motion"] for r in result.kept] == [False, True]
+
+
+def test_a_trace_without_speed_gets_derived_speed_motion_and_a_mark() -> None:
+    rows = [row(1, NOW - 30, speed=None), row(1, NOW - 20, lat=10.001, speed=None), row(1, NOW - 10, speed=0.0)]
+    rows.append(row(1, NOW - 5, lat=10.0, speed=None))  # stopped where it was
+    result = run_pipeline(rows, {}, PipelineConfig(), NOW)
+    assert [r.speed for r in result.kept] == pytest.approx([0.0, STEP_M / 10 * 3600 / 1852, 0.0, 0.0], rel=1e-3)
+    assert [r.attributes["motion"] for r in result.kept] == [False, True, False, False]
+    assert [r.attributes.get("speedComputed") for r in result.kept] == [True, True, None, True]
+    assert all(r.course is not None for r in result.kept)

@@ -21,6 +21,7 @@ from tracker_jobs.positions.pipeline import (
     StepResult,
     add_distance,
     add_motion,
+    derive_speed_course,
     drop_duplicate,
     drop_future,
     drop_inaccurate,
@@ -37,9 +38,13 @@ STEP_M = 111.32  # 0.001 degree of latitude with Traccar's radius
 GLITCH = 1.0  # degrees of latitude: ~111 km, a jump at any plausible speed
 
 
-def row(device: int, t: float, lat: float = 10.0, lon: float = 20.0, speed: float = 0.0) -> PositionRecord:
+def row(
+    device: int, t: float, lat: float = 10.0, lon: float = 20.0, speed: float | None = 0.0, course: float | None = 0.0
+) -> PositionRecord:
     # fix_time: seconds before NOW, so the tests read as a timeline
-    return PositionRecord(device_id=device, fix_time=NOW - t, latitude=lat, longitude=lon, speed=speed, accuracy=5.0)
+    return PositionRecord(
+        device_id=device, fix_time=NOW - t, latitude=lat, longitude=lon, speed=speed, course=course, accuracy=5.0
+    )
 
 
 def state(t: float, lat: float = 10.0, lon: float = 20.0, odometer: float = 0.0) -> DeviceState:
@@ -72,6 +77,7 @@ def test_pipeline_runs_in_traccars_order() -> None:
         drop_duplicate,
         drop_jump,
         thin,
+        derive_speed_course,
         add_distance,
         add_motion,
     )
@@ -268,3 +274,40 @@ def test_a_step_must_return_one_value_per_row() -> None:
 
     with pytest.raises(ValueError, match=r"short.*'oops'"):
         run_pipeline([row(1, 20), row(1, 10)], {}, PipelineConfig(), NOW, steps=(short,))
+
+
+# --- speed and course the device did not report ---
+
+
+def test_speed_and_course_are_derived_from_the_previous_position_when_not_reported() -> None:
+    # Device 1 heads north 0.001 degree (111.32 m) every 10 s; device 2 east, from its stored state.
+    rows = [row(1, 30, speed=None, course=None), row(1, 20, lat=10.001, speed=None, course=None)]
+    rows += [row(1, 10, lat=10.002, speed=None, course=None), row(2, 10, lon=20.001, speed=None, course=None)]
+    result = derive_speed_course(batch(rows, {2: state(20)}), PipelineConfig())
+    north_kn = STEP_M / 10 * 3600 / 1852
+    east_kn = (
+        haversine_m(np.array([10.0]), np.array([20.0]), np.array([10.0]), np.array([20.001]))[0] / 10 * 3600 / 1852
+    )
+    assert result.fields["speed"] == pytest.approx([0.0, north_kn, north_kn, east_kn], rel=1e-3)
+    assert result.fields["course"] == pytest.approx([0.0, 0.0, 0.0, 90.0], abs=1e-3)
+    assert result.marks["speedComputed"].tolist() == [True] * 4
+
+
+def test_a_reported_speed_and_course_are_kept_even_when_zero() -> None:
+    rows = [row(1, 20, speed=None), row(1, 10, lat=10.001, speed=0.0)]
+    result = derive_speed_course(batch(rows), PipelineConfig())
+    assert result.fields["speed"].tolist() == [0.0, 0.0]
+    assert result.marks["speedComputed"].tolist() == [True, False]
+    assert derive_speed_course(batch([row(1, 10, speed=5.0)]), PipelineConfig()) == SKIP
+
+
+def test_derived_speed_skips_dropped_rows_and_late_rows_follow_the_kept_row_before_them() -> None:
+    rows = [row(1, 50, speed=None), row(1, 40, lat=10.001, speed=None), row(1, 30, lat=10.002, speed=None)]
+    rows += [row(1, 20, lat=10.003, speed=None)]
+    b = without(batch(rows, {1: state(35, lat=10.0015)}), 2)
+    speed = derive_speed_course(b, PipelineConfig()).fields["speed"]
+    kn_per_step = STEP_M / 10 * 3600 / 1852
+    assert b.late.tolist() == [True, True, False, False]
+    # Late rows: the first has no kept row before it, the second follows the first. The row after the
+    # dropped one follows the stored state (0.0015 degree, 15 s before).
+    assert speed[[0, 1, 3]] == pytest.approx([0.0, kn_per_step, 1.5 * STEP_M / 15 * 3600 / 1852], rel=1e-3)

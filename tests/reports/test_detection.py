@@ -221,7 +221,11 @@ def test_vectorised_detection_equals_the_per_position_loop(seed: int) -> None:
         latitude = 48 + np.cumsum(steps * np.sin(heading)) / 111_000
         longitude = 11 + np.cumsum(steps * np.cos(heading)) / 74_000
         params = DetectionParams(
-            float(rng.choice([100, 200])), float(rng.choice([60, 180])), float(rng.choice([300, 3600]))
+            float(rng.choice([100, 200])),
+            float(rng.choice([60, 180])),
+            float(rng.choice([300, 3600])),
+            min_trip_distance_m=float(rng.choice([0, 150, 300])),
+            min_trip_duration_s=float(rng.choice([0, 60, 120])),
         )
         found = detect(times_us.astype(np.int64), latitude, longitude, params)
         fixes = [
@@ -254,3 +258,72 @@ def test_dense_trace_with_jitter_equals_the_per_position_loop() -> None:
     assert len(trips) > 5
     assert list(zip(found.trip_starts.tolist(), found.trip_ends.tolist(), strict=True)) == trips
     assert list(zip(found.stop_starts.tolist(), found.stop_ends.tolist(), strict=True)) == stops
+
+
+# --- a city bus: stop-and-go traffic, a layover at the terminus, halts at bus stops ---
+
+BUS = DetectionParams(
+    min_distance_m=200, min_duration_s=180, stop_gap_s=3600, min_trip_distance_m=200, min_trip_duration_s=60
+)
+
+
+def trips_of(trace: Trace, params: DetectionParams = BUS) -> list[tuple[int, int]]:
+    detection = detect(trace.track().fix_time_us, trace.track().latitude, trace.track().longitude, params)
+    return list(zip(detection.trip_starts.tolist(), detection.trip_ends.tolist(), strict=True))
+
+
+def test_stop_and_go_traffic_makes_no_micro_trips() -> None:
+    trace = Trace(at("2026-03-02T08:00:00+00:00"))
+    trace.park(10)
+    first_leg = trace.drive(10, step_m=400)
+    for _ in range(12):  # a jam: 35 m, then a minute standing, twelve times
+        trace.drive(1, step_m=35, every_s=20, speed=3)
+        trace.park(3, every_s=20)
+    second_leg = trace.drive(10, step_m=400)
+    trace.park(10)
+    # Without the safeguards, creeping out of the jam is a "trip" of 35 m in 20 s.
+    unguarded = DetectionParams(200, 180, 3600)
+    assert any(trace.road_m(a, b) < 200 for a, b in trips_of(trace, unguarded))
+    (first, first_end), (second, second_end) = trips_of(trace)
+    assert (first, first_end) == (first_leg[0] - 1, first_leg[-1])
+    # The second trip sets out once the bus is minDistance from where the jam's stop began: in the jam.
+    assert first_leg[-1] < second < second_leg[0]
+    assert second_end == second_leg[-1]
+    assert trace.road_m(second, second_end) >= 200
+    # The jam up to there is one stop: the stops either side of each too-short movement became one.
+    found = results(trace, params=BUS)
+    assert [(stop["startTime"], stop["endTime"]) for stop in found["stops"]][1] == (
+        trace.fixes[first_end].fix_time,
+        trace.fixes[second].fix_time,
+    )
+
+
+def test_a_layover_at_the_terminus_splits_the_trips() -> None:
+    trace = Trace(at("2026-03-02T08:00:00+00:00"))
+    trace.park(5)
+    trace.drive(10, step_m=400)
+    layover = trace.park(14)  # 7 minutes
+    trace.drive(10, step_m=400)
+    trace.park(5)
+    assert len(trips_of(trace)) == 2
+    assert trips_of(trace)[0][1] == layover[0] - 1
+
+
+def test_short_halts_at_bus_stops_do_not_split_the_trip() -> None:
+    trace = Trace(at("2026-03-02T08:00:00+00:00"))
+    depot = trace.park(10)
+    trace.drive(6, step_m=400)
+    trace.park(3)  # a minute at a bus stop
+    trace.drive(6, step_m=400)
+    trace.park(4, every_s=30)  # two minutes at the next
+    road = trace.drive(6, step_m=400)
+    trace.park(10)
+    assert trips_of(trace) == [(depot[-1], road[-1])]
+
+
+def test_a_device_sets_its_own_trip_minimums() -> None:
+    defaults = DetectionParams(200, 180, 3600, min_trip_distance_m=200, min_trip_duration_s=60)
+    own = detection_params(defaults, DeviceInfo(1, "bus", {"minTripDistance": 500, "minTripDuration": 120}))
+    assert (own.min_trip_distance_m, own.min_trip_duration_s) == (500.0, 120.0)
+    # A device's own minDistance carries over to the trip minimum, which follows minDistance by default.
+    assert detection_params(defaults, DeviceInfo(1, "van", {"minDistance": 50})).min_trip_distance_m == 50.0

@@ -45,6 +45,10 @@ def detect_by_loop(
                 return True
         return False
 
+    def short(first: int, last: int) -> bool:
+        travelled = sum(distance_m(positions[k - 1], positions[k]) for k in range(first + 1, last + 1))
+        return travelled < params.min_trip_distance_m or seconds(first, last) < params.min_trip_duration_s
+
     trips: list[tuple[int, int]] = []
     stops: list[tuple[int, int]] = []
     if not positions:
@@ -60,11 +64,20 @@ def detect_by_loop(
                 stops.append((stop_start, departure))
                 stopped = False
         if not stopped and stays(i):
-            trips.append((departure, i))
             stopped = True
             anchor = stop_start = i
+            if not short(departure, i):
+                trips.append((departure, i))
+            elif stops and stops[-1][1] == departure:  # the movement joins the stop before it
+                stop_start = stops.pop()[0]
+            else:
+                stop_start = departure
+    last = len(positions) - 1
     if stopped:
-        stops.append((stop_start, len(positions) - 1))
-    elif departure < len(positions) - 1:
-        trips.append((departure, len(positions) - 1))
+        stops.append((stop_start, last))
+    elif departure < last:
+        if not short(departure, last):
+            trips.append((departure, last))
+        elif stops and stops[-1][1] == departure:
+            stops[-1] = (stops[-1][0], last)
     return trips, stops

@@ -38,6 +38,8 @@ class Settings:
     report_min_distance_m: int  # trips: moving once this far from where the device stopped
     report_min_duration_s: int  # stops: staying within min distance this long
     report_stop_gap_s: int  # a silence longer than this is a stop
+    report_min_trip_distance_m: int | None  # shorter trips join their stops; None: report_min_distance_m
+    report_min_trip_duration_s: int  # shorter trips join their stops
     report_max_days: int  # longest range a report job covers
     report_direct_max_days: int  # longest range answered directly by GET /api/reports/{kind}
     osmand_speed_unit: str  # unit OsmAnd clients send speed in: kn, kmh, mps or mph
@@ -180,6 +182,12 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         report_min_distance_m=_int(env, "TRACKER_REPORT_MIN_DISTANCE", 200, 1, 100_000),
         report_min_duration_s=_int(env, "TRACKER_REPORT_MIN_DURATION", 180, 1, 86_400),
         report_stop_gap_s=_int(env, "TRACKER_REPORT_STOP_GAP", 3600, 1, 30 * 86_400),
+        report_min_trip_distance_m=(
+            _int(env, "TRACKER_REPORT_MIN_TRIP_DISTANCE", 0, 0, 100_000)
+            if _text(env, "TRACKER_REPORT_MIN_TRIP_DISTANCE") is not None
+            else None
+        ),
+        report_min_trip_duration_s=_int(env, "TRACKER_REPORT_MIN_TRIP_DURATION", 60, 0, 86_400),
         report_max_days=_int(env, "TRACKER_REPORT_MAX_DAYS", 366, 1, 3660),
         report_direct_max_days=_int(env, "TRACKER_REPORT_DIRECT_MAX_DAYS", 7, 1, 366),
         osmand_speed_unit=_choice(env, "TRACKER_OSMAND_SPEED_UNIT", "kn", ("kn", "kmh", "mps", "mph")),

@@ -1,6 +1,7 @@
 """Decode what devices send into one shape; a bad field raises FieldError naming it.
 
-Speed leaves here in knots and times in UTC, whatever the device used.
+Speed leaves here in knots and times in UTC, whatever the device used. A speed or course the device
+did not report stays None (the pipeline derives it), distinct from a reported 0.
 """
 
 from __future__ import annotations
@@ -159,9 +160,9 @@ def decode_traccar_client_json(body: object, *, now: datetime) -> Decoded:
         longitude=parse_longitude("location.coords.longitude", coords["longitude"]),
     )
     speed = _known_number("location.coords.speed", coords.get("speed"))
-    position.speed = 0.0 if speed is None else in_knots("location.coords.speed", speed, "mps")
+    position.speed = None if speed is None else in_knots("location.coords.speed", speed, "mps")
     heading = _known_number("location.coords.heading", coords.get("heading"))
-    position.course = 0.0 if heading is None else heading % 360.0
+    position.course = None if heading is None else heading % 360.0
     position.accuracy = _known_number("location.coords.accuracy", coords.get("accuracy")) or 0.0
     if coords.get("altitude") is not None:
         position.altitude = parse_number("location.coords.altitude", coords["altitude"])
@@ -220,7 +221,8 @@ def decode_position_object(item: object, *, now: datetime) -> Decoded:
     for name in ("speed", "course", "altitude", "accuracy"):
         if data.get(name) is not None:
             setattr(position, name, parse_number(name, data[name]))
-    position.course %= 360.0
+    if position.course is not None:
+        position.course %= 360.0
     if "valid" in data:
         if not isinstance(data["valid"], bool):
             raise FieldError("valid", "must be true or false")

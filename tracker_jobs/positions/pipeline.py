@@ -10,7 +10,8 @@ of `PIPELINE` in order and applies each result before the next step runs: droppe
 join `batch.attributes`, where later steps read them, and end up in each stored row's `attributes`.
 
 The order is Traccar's (ProcessingHandler): the filters invalid, zero, future, accuracy, duplicate,
-implausible jump and min-period/min-distance thinning; then distance/odometer; then motion. Positions
+implausible jump and min-period/min-distance thinning; then the speed and course a device did not
+report, derived from its previous position; then distance/odometer; then motion. Positions
 older than the device's newest stored one are "late": the filters judge them and they are stored, but
 they move neither the odometer nor the device's state (`batch.alive` leaves them out).
 
@@ -21,12 +22,14 @@ Adding a step (a filter, or later derived speed/course and the detectors):
    state), and `np.maximum.accumulate`/`np.cumsum` with the device boundaries do what a per-row loop
    would. Don't write to the batch (its arrays are read-only): return drops as a boolean mask (or row
    indexes) under a reason, which becomes the key in `dropped`, and attributes as arrays aligned to
-   the rows. A switch that is off returns `SKIP`.
+   the rows. A step that fills in a position field (`speed`, `course`) returns the whole column
+   under `fields`; one that flags some rows returns a mask under `marks` (the attribute is set to
+   true on those rows and left out elsewhere). A switch that is off returns `SKIP`.
 2. Put it in `PIPELINE` where Traccar has its handler: derived speed/course after the filters and
    before distance, detectors (geofence, overspeed, ...) after motion. A step that drops goes before
-   distance: a row dropped later has already moved the odometer. What steps emit beyond drops and
-   attributes (filled-in position fields, events) becomes one more field of `StepResult` that
-   `run_pipeline` collects the way it collects attributes.
+   distance: a row dropped later has already moved the odometer. What steps emit beyond drops,
+   attributes, fields and marks (events) becomes one more field of `StepResult` that `run_pipeline`
+   collects the way it collects attributes.
 3. Test it alone on `Batch.from_rows` of a few hand-made records (tests/positions/test_pipeline_steps.py).
 """
 
@@ -42,7 +45,7 @@ import numpy as np
 import numpy.typing as npt
 
 from tracker_jobs.core.config import Settings
-from tracker_jobs.core.geo import haversine_m
+from tracker_jobs.core.geo import haversine_m, initial_bearing_deg
 from tracker_jobs.positions.record import PositionRecord
 
 KNOTS_PER_METRE_PER_SECOND = 3600.0 / 1852.0
@@ -111,7 +114,8 @@ class Batch:
     fix_time: Floats
     latitude: Floats
     longitude: Floats
-    speed: Floats
+    speed: Floats  # knots; NaN where the device did not report it, until `derive_speed_course`
+    course: Floats  # degrees; NaN likewise
     accuracy: Floats
     valid: Bools
     # Each row's device's stored newest position (NaN: the device has none yet; odometer 0).
@@ -123,6 +127,8 @@ class Batch:
     late: Bools  # older than the device's stored newest: stored, but moves nothing
     kept: Bools  # not dropped by any step so far
     attributes: dict[str, Column] = field(default_factory=dict)  # added by the steps so far
+    marks: dict[str, Bools] = field(default_factory=dict)  # flags set by the steps so far
+    filled: dict[str, Bools] = field(default_factory=dict)  # per filled-in field, the rows a step changed
 
     @classmethod
     def from_rows(cls, rows: Sequence[PositionRecord], states: Mapping[int, DeviceState], now: float) -> Batch:
@@ -151,7 +157,8 @@ class Batch:
             fix_time=_frozen(fix),
             latitude=_frozen(_array(sorted_rows, "latitude", np.float64)),
             longitude=_frozen(_array(sorted_rows, "longitude", np.float64)),
-            speed=_frozen(_array(sorted_rows, "speed", np.float64)),
+            speed=_frozen(_optional(sorted_rows, "speed")),
+            course=_frozen(_optional(sorted_rows, "course")),
             accuracy=_frozen(_array(sorted_rows, "accuracy", np.float64)),
             valid=_frozen(_array(sorted_rows, "valid", np.bool_)),
             start_fix_time=_frozen(start_fix),
@@ -188,10 +195,16 @@ class Batch:
 
 @dataclass(frozen=True)
 class StepResult:
-    """What a step decided: rows to drop by reason, attributes to add (arrays aligned to the rows)."""
+    """What a step decided: rows to drop by reason, attributes to add, position fields it filled in
+    (each a whole column) and attributes set to true on some rows only (arrays aligned to the rows)."""
 
     drops: Mapping[str, Selection] = field(default_factory=dict)
     attributes: Mapping[str, Column] = field(default_factory=dict)
+    fields: Mapping[str, Floats] = field(default_factory=dict)  # one of FILLABLE
+    marks: Mapping[str, Bools] = field(default_factory=dict)
+
+
+FILLABLE = ("speed", "course")  # the position fields a step may fill in
 
 
 SKIP = StepResult()  # a step whose switch is off
@@ -293,6 +306,39 @@ def thin(batch: Batch, config: PipelineConfig) -> StepResult:
     return StepResult(drops={"thinned": thinned})
 
 
+def derive_speed_course(batch: Batch, config: PipelineConfig) -> StepResult:
+    """The speed and course a device did not report, from its previous position: distance over time
+    (knots) and the initial bearing towards this one. A device's first position ever, and one at the
+    same time or place as the one before it, gets 0. A position marked `speedComputed` had its speed
+    derived; a reported speed or course (0 included) is kept."""
+    missing_speed, missing_course = np.isnan(batch.speed), np.isnan(batch.course)
+    if not (missing_speed.any() or missing_course.any()):
+        return SKIP
+    # A late position follows the kept position before it; the others the previous alive one (or
+    # the stored newest), as the odometer does.
+    alive_fix, alive_lat, alive_lon = batch.predecessor(batch.alive)
+    kept_fix, kept_lat, kept_lon = batch.predecessor(batch.kept)
+    late = batch.late
+    prev_fix = np.where(late, kept_fix, alive_fix)
+    prev_lat, prev_lon = np.where(late, kept_lat, alive_lat), np.where(late, kept_lon, alive_lon)
+    if late.any():
+        # A late row's "kept predecessor" may be the stored newest, which is after it: not a predecessor.
+        prev_fix = np.where(late & (prev_fix >= batch.fix_time), np.nan, prev_fix)
+    gap_s = batch.fix_time - prev_fix
+    metres = haversine_m(prev_lat, prev_lon, batch.latitude, batch.longitude)
+    moved = (gap_s > 0) & (metres > 0)  # False where NaN: no predecessor
+    with np.errstate(divide="ignore", invalid="ignore"):
+        speed = np.where(moved, metres / gap_s * KNOTS_PER_METRE_PER_SECOND, 0.0)
+    course = np.where(moved, initial_bearing_deg(prev_lat, prev_lon, batch.latitude, batch.longitude), 0.0)
+    return StepResult(
+        fields={
+            "speed": np.where(missing_speed, speed, batch.speed),
+            "course": np.where(missing_course, course, batch.course),
+        },
+        marks={"speedComputed": missing_speed},
+    )
+
+
 def add_distance(batch: Batch, config: PipelineConfig) -> StepResult:
     """`distance` from the previous alive position (0 for late ones and a device's first ever) and
     `totalDistance`: the device's stored odometer plus the distance run so far in this batch."""
@@ -307,7 +353,7 @@ def add_distance(batch: Batch, config: PipelineConfig) -> StepResult:
 
 
 def add_motion(batch: Batch, config: PipelineConfig) -> StepResult:
-    """`motion`: the reported speed is above `motion_speed_kn`."""
+    """`motion`: the speed (reported or derived) is above `motion_speed_kn`."""
     return StepResult(attributes={"motion": batch.speed > config.motion_speed_kn})
 
 
@@ -319,6 +365,7 @@ PIPELINE: tuple[Step, ...] = (
     drop_duplicate,
     drop_jump,
     thin,
+    derive_speed_course,
     add_distance,
     add_motion,
 )
@@ -352,6 +399,7 @@ def run_pipeline(
             attributes = row.attributes.copy()  # a new dict: the one the row came with may be shared
             attributes.update(zip(names, added, strict=True))
             row.attributes = attributes
+    _write_back(batch, kept, result.kept)
     alive = np.flatnonzero(batch.alive)
     if len(alive):
         last_of_device = alive[np.r_[batch.device[alive][1:] != batch.device[alive][:-1], True]]
@@ -360,9 +408,21 @@ def run_pipeline(
     return result
 
 
+def _write_back(batch: Batch, kept: Ints, records: list[PositionRecord]) -> None:
+    """Put the filled-in fields and the marks into the kept records: only the rows they touch."""
+    for name, changed in batch.filled.items():
+        column: Floats = getattr(batch, name)
+        rows = np.flatnonzero(changed[kept])
+        for i, value in zip(rows.tolist(), np.nan_to_num(column[kept[rows]]).tolist(), strict=True):
+            setattr(records[i], name, value)
+    for name, mask in batch.marks.items():
+        for i in np.flatnonzero(mask[kept]).tolist():
+            records[i].attributes = {**records[i].attributes, name: True}
+
+
 def _apply(batch: Batch, result: StepResult, dropped: Counter[str], step: Step) -> None:
     """Narrow `kept` by the step's drops (a row counts under the first reason that drops it) and
-    record its attributes, so the next step sees both."""
+    record its attributes, fields and marks, so the next step sees them."""
     size = len(batch)
     for reason, selection in result.drops.items():
         mask = _mask(selection, size)
@@ -376,6 +436,17 @@ def _apply(batch: Batch, result: StepResult, dropped: Counter[str], step: Step) 
         if column.shape != (size,):
             raise ValueError(f"{_name(step)}: attribute {name!r} has shape {column.shape}, not ({size},)")
         batch.attributes[name] = _frozen(column)
+    for name, values in result.fields.items():
+        if name not in FILLABLE or values.shape != (size,):
+            raise ValueError(f"{_name(step)}: field {name!r} is not one of {FILLABLE} as a ({size},) column")
+        old: Floats = getattr(batch, name)
+        changed = ~((values == old) | (np.isnan(values) & np.isnan(old)))
+        batch.filled[name] = batch.filled.get(name, np.zeros(size, dtype=np.bool_)) | changed
+        setattr(batch, name, _frozen(values.astype(np.float64)))
+    for name, mask in result.marks.items():
+        if mask.shape != (size,):
+            raise ValueError(f"{_name(step)}: mark {name!r} has shape {mask.shape}, not ({size},)")
+        batch.marks[name] = _frozen(batch.marks.get(name, np.zeros(size, dtype=np.bool_)) | mask)
 
 
 def _name(step: Step) -> str:
@@ -407,6 +478,12 @@ def _frozen(array: Array) -> Array:
 
 def _array(rows: Sequence[PositionRecord], name: str, dtype: Any) -> Any:
     return np.fromiter(map(attrgetter(name), rows), dtype=dtype, count=len(rows))
+
+
+def _optional(rows: Sequence[PositionRecord], name: str) -> Floats:
+    """A field the device may not have reported: NaN where it is None."""
+    values = (np.nan if value is None else value for value in map(attrgetter(name), rows))
+    return np.fromiter(values, dtype=np.float64, count=len(rows))
 
 
 def previous_alive(device: Ints, alive: Bools) -> Ints:

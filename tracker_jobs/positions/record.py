@@ -31,8 +31,10 @@ class PositionRecord:
     latitude: float
     longitude: float
     altitude: float = 0.0
-    speed: float = 0.0
-    course: float = 0.0
+    # None: the device did not report it (a reported 0 is a standstill); the pipeline derives it from
+    # the previous position before the record is stored, so a stored record always has both.
+    speed: float | None = None
+    course: float | None = None
     accuracy: float = 0.0
     valid: bool = True
     attributes: dict[str, Any] = field(default_factory=dict)

@@ -122,7 +122,9 @@ async def post_single_position(request: web.Request) -> web.Response:
 
 def _position_schema() -> JsonSchema:
     """The API's position, from the record's own fields: its names, and a schema per annotation."""
-    by_annotation = {"int": INTEGER, "str": STRING, "float": NUMBER, "bool": BOOLEAN, "dict[str, Any]": ANY_OBJECT}
+    by_annotation = {"int": INTEGER, "str": STRING, "bool": BOOLEAN, "dict[str, Any]": ANY_OBJECT}
+    # A stored position always has speed and course (derived when the device sent none).
+    by_annotation |= dict.fromkeys(("float", "float | None"), NUMBER)
     annotations = {f.name: str(f.type) for f in fields(PositionRecord)}
     properties = {
         api: TIME if name in TIMES else by_annotation[annotations[name]]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -21,7 +21,13 @@ from tracker_jobs.reports.sections import SECTION_COLUMNS
 
 KNOT_MPS = 1852 / 3600
 # Device attributes that override the detection settings, in Traccar's report option names.
-PARAMETER_ATTRIBUTES = {"minDistance": "min_distance_m", "minDuration": "min_duration_s", "stopGap": "stop_gap_s"}
+PARAMETER_ATTRIBUTES = {
+    "minDistance": "min_distance_m",
+    "minDuration": "min_duration_s",
+    "stopGap": "stop_gap_s",
+    "minTripDistance": "min_trip_distance_m",
+    "minTripDuration": "min_trip_duration_s",
+}
 # Columns that only carry boundary position ids to the attribute lookup; dropped before output.
 _START_ID, _END_ID = "_startPositionId", "_endPositionId"
 _SUMMARY_COLUMNS = [column.name for column in SECTION_COLUMNS["summary"]]
@@ -46,12 +52,10 @@ class DeviceFrames:
 
 
 def detection_params(defaults: DetectionParams, device: DeviceInfo) -> DetectionParams:
-    """The settings, overridden by the device's minDistance, minDuration and stopGap attributes."""
-    values = {
-        "min_distance_m": defaults.min_distance_m,
-        "min_duration_s": defaults.min_duration_s,
-        "stop_gap_s": defaults.stop_gap_s,
-    }
+    """The settings, overridden by the device's attributes (PARAMETER_ATTRIBUTES). A device that sets
+    minDistance and not minTripDistance has short trips judged by its own minDistance, when the
+    settings' trip distance is minDistance's (the default)."""
+    values = asdict(defaults)
     for attribute, field in PARAMETER_ATTRIBUTES.items():
         if attribute not in device.attributes:
             continue
@@ -59,6 +63,8 @@ def detection_params(defaults: DetectionParams, device: DeviceInfo) -> Detection
         if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < math.inf:
             raise ValueError(f"device {device.id}: attribute {attribute} must be a positive number, got {value!r}")
         values[field] = float(value)
+    if "minTripDistance" not in device.attributes and defaults.min_trip_distance_m == defaults.min_distance_m:
+        values["min_trip_distance_m"] = values["min_distance_m"]
     return DetectionParams(**values)
 
 

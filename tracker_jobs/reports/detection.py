@@ -4,6 +4,12 @@ The rules (Traccar's default logic): a device is moving once it is at least `min
 stopped; it is stopped once it stays within `min_distance_m` of a position for `min_duration_s`; a silence
 longer than `stop_gap_s` is a stop. A trip runs from the last position of the stop it leaves (the departure)
 to the first position of the stop it reaches (the arrival); a stop runs from its arrival to its departure.
+
+Traccar's legacy safeguards against noise: a trip is kept only when its distance reaches
+`min_trip_distance_m` and its duration `min_trip_duration_s`; a shorter movement (a bus creeping a few
+metres at a time through a jam, GPS drift at a depot) joins the stop around it: the stops before and
+after it become one. A short movement before the first stop joins that stop; one after the last stop
+(still moving when the positions end) extends it; one with no stop around it is left out.
 """
 
 from __future__ import annotations
@@ -31,6 +37,8 @@ class DetectionParams:
     min_distance_m: float
     min_duration_s: float
     stop_gap_s: float
+    min_trip_distance_m: float = 0.0
+    min_trip_duration_s: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -88,8 +96,15 @@ def detect(fix_time_us: IntArray, latitude: FloatArray, longitude: FloatArray, p
     count = len(fix_time_us)
     sphere = _Sphere.of(latitude, longitude)
     steps = sphere.steps_m()
+    travelled = np.cumsum(steps)
     segment_end, gap_after = _segments(fix_time_us, round(params.stop_gap_s * US_PER_S))
-    next_arrival = _next_true(_arrival_possible(fix_time_us, sphere, np.cumsum(steps), segment_end, gap_after, params))
+    next_arrival = _next_true(_arrival_possible(fix_time_us, sphere, travelled, segment_end, gap_after, params))
+    min_trip_us = round(params.min_trip_duration_s * US_PER_S)
+
+    def short(first: int, last: int) -> bool:
+        too_near = travelled[last] - travelled[first] < params.min_trip_distance_m
+        return bool(too_near or fix_time_us[last] - fix_time_us[first] < min_trip_us)
+
     trips: list[tuple[int, int]] = []
     stops: list[tuple[int, int]] = []
     stopped = bool(count) and next_arrival[0] == 0
@@ -110,12 +125,20 @@ def detect(fix_time_us: IntArray, latitude: FloatArray, longitude: FloatArray, p
                 break
         else:
             reached = int(next_arrival[departure + 1]) if departure + 1 < count else count
+            stop_before = bool(stops) and stops[-1][1] == departure
             if reached == count:
-                if departure < count - 1:
-                    trips.append((departure, count - 1))  # still moving when the positions end
+                if departure < count - 1:  # still moving when the positions end
+                    if not short(departure, count - 1):
+                        trips.append((departure, count - 1))
+                    elif stop_before:
+                        stops[-1] = (stops[-1][0], count - 1)
                 break
-            trips.append((departure, reached))
-            stop_start = anchor = reached
+            if short(departure, reached):  # the stop goes on from before the movement, or from its start
+                stop_start = stops.pop()[0] if stop_before else departure
+            else:
+                trips.append((departure, reached))
+                stop_start = reached
+            anchor = reached
             stopped = True
     return Detection(*_columns(trips), *_columns(stops), steps)
 

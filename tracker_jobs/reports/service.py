@@ -75,7 +75,14 @@ class ReportFileOnDisk:
 
 
 def detection_defaults(settings: Settings) -> DetectionParams:
-    return DetectionParams(settings.report_min_distance_m, settings.report_min_duration_s, settings.report_stop_gap_s)
+    min_trip_distance = settings.report_min_trip_distance_m
+    return DetectionParams(
+        settings.report_min_distance_m,
+        settings.report_min_duration_s,
+        settings.report_stop_gap_s,
+        min_trip_distance_m=settings.report_min_distance_m if min_trip_distance is None else min_trip_distance,
+        min_trip_duration_s=settings.report_min_trip_duration_s,
+    )
 
 
 def check_range(start: datetime, end: datetime, limit_days: int, *, start_field: str, end_field: str) -> None:
