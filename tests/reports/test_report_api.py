@@ -73,14 +73,14 @@ async def test_bad_report_requests_name_the_problem(admin_client: Client, fleet:
         ("device", {**period, "device_id": fleet.bus}, 404, f"device {fleet.bus} not found"),
         ("device", {**van, "kind": "weekly"}, 400, "kind: expected one of summary, detailed"),
         ("device", {**van, "kind": "fleet"}, 400, "kind: expected one of"),
-        ("device", {**van, "formats": ["pdf"]}, 400, "formats: unknown format 'pdf'"),
+        ("device", {**van, "formats": ["pdf"]}, 400, "formats.0: expected one of json, csv, xlsx, got 'pdf'"),
         ("device", {**van, "colour": "red"}, 400, "colour: is not a report field"),
         ("device", {**van, "start": "yesterday"}, 400, "start: "),
         ("device", {**van, "daily": "yes"}, 400, "daily: must be true or false"),
         ("device", {**van, "device_id": "van"}, 400, "device_id: must be a whole number"),
         ("device", {**van, "end": (DAY + timedelta(days=400)).isoformat()}, 400, "end: the range spans 400 days"),
         ("fleet", {**period, "device_ids": "all"}, 400, "device_ids: must be a list"),
-        ("fleet", {**period, "device_ids": []}, 400, "device_ids: must name at least one device"),
+        ("fleet", {**period, "device_ids": []}, 400, "device_ids: must not be empty"),
         ("fleet", {**period, "device_ids": [fleet.van, fleet.bus]}, 404, f"device {fleet.bus} not found"),
     ]
     for kind, body, status, message in posts:

@@ -4,7 +4,8 @@ Each handler carries its description: decorate it with `@documented(Operation(..
 written (or `describe(handler, Operation(...))` from outside). The document walks the registered
 routes, so paths and methods are never written twice, and `undocumented_routes(app)` lists whatever
 a new route forgot. Errors every route can answer (401, 403, 404, 400/413/415, 429) are added from
-what the operation declares: its auth, path parameters, query parameters and body.
+what the operation declares: its auth, path parameters, query parameters and body. A JSON body is given
+as the pydantic model the handler reads it with (api.bodies), so its check and its schema are one.
 """
 
 from __future__ import annotations
@@ -15,14 +16,16 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from aiohttp import web
+from pydantic import BaseModel
 
 from tracker_jobs.api.errors import Handler
+from tracker_jobs.api.json_schema import JsonSchema as JsonSchema  # the schemas the views write by hand
+from tracker_jobs.api.json_schema import openapi_schema
 from tracker_jobs.api.params import DEFAULT_PAGE, MAX_OFFSET, MAX_PAGE
 from tracker_jobs.api.responses import json_response
 from tracker_jobs.api.routes import Route
 from tracker_jobs.core.fields import ID_MAX
 
-JsonSchema = dict[str, Any]
 Auth = Literal["none", "token", "admin", "metrics"]
 OPENAPI_PATH = "/api/openapi.json"
 _PATH_PARAMETER = re.compile(r"{(\w+)(?::[^}]*)?}")
@@ -103,7 +106,7 @@ class Operation:
     auth: Auth = "token"
     query: tuple[Query, ...] = ()
     path: dict[str, JsonSchema] = field(default_factory=dict)  # path parameter schemas; string if not given
-    body: JsonSchema | None = None
+    body: type[BaseModel] | JsonSchema | None = None  # a model (api.bodies.RequestBody) or a hand-written schema
     body_required: bool = True
     example: Any = None  # a request body that works: documentation, and the auth walk test sends it
     tag: str = ""
@@ -124,7 +127,8 @@ class Operation:
             described["parameters"] = parameters
         described["security"] = [] if self.auth == "none" else [{"bearer": []}]
         if self.body is not None:
-            content: dict[str, Any] = {"schema": self.body}
+            schema = self.body if isinstance(self.body, dict) else openapi_schema(self.body)
+            content: dict[str, Any] = {"schema": schema}
             if self.example is not None:
                 content["example"] = self.example
             described["requestBody"] = {"required": self.body_required, "content": {"application/json": content}}

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from aiohttp import web
 
 from tracker_jobs.api.access import announce_access_change, principal
+from tracker_jobs.api.bodies import read_body
 from tracker_jobs.api.keys import REDIS, SESSIONS
 from tracker_jobs.api.openapi import (
     ANY_OBJECT,
@@ -24,61 +23,13 @@ from tracker_jobs.api.openapi import (
     nullable,
     obj,
 )
-from tracker_jobs.api.params import json_object, path_id
+from tracker_jobs.api.params import path_id
 from tracker_jobs.api.responses import json_response
 from tracker_jobs.api.routes import Route
 from tracker_jobs.core.db import transaction
-from tracker_jobs.core.errors import FieldError, HttpError, not_found
-from tracker_jobs.core.fields import check_json, parse_number, parse_text, parse_unique_id
+from tracker_jobs.core.errors import HttpError, not_found
 from tracker_jobs.devices import service
-
-# What a body may hold: the writable fields, and the read-only ones a client sends back from a GET.
-DEVICE_KEYS = {
-    "id",
-    "name",
-    "uniqueId",
-    "disabled",
-    "speedLimit",
-    "attributes",
-    "status",
-    "lastUpdate",
-    "positionId",
-    "totalDistance",
-    "motion",
-}
-
-
-def device_fields(body: dict[str, Any], *, creating: bool) -> dict[str, Any]:
-    """The model fields a POST or PUT body sets, checked; unknown keys are refused by name."""
-    unknown = sorted(set(body) - DEVICE_KEYS)
-    if unknown:
-        raise FieldError(unknown[0][:40], "is not a device field")
-    try:
-        return _checked_device_fields(body, creating=creating)
-    except FieldError as error:
-        raise FieldError(error.field, error.problem) from None
-
-
-def _checked_device_fields(body: dict[str, Any], *, creating: bool) -> dict[str, Any]:
-    fields: dict[str, Any] = {}
-    if creating or "uniqueId" in body:
-        fields["unique_id"] = parse_unique_id("uniqueId", body.get("uniqueId", ""))
-    if creating or "name" in body:
-        fields["name"] = parse_text("name", body.get("name", fields.get("unique_id")), 128)
-    if "disabled" in body:
-        if not isinstance(body["disabled"], bool):
-            raise FieldError("disabled", "must be true or false")
-        fields["disabled"] = body["disabled"]
-    if "speedLimit" in body:
-        limit = body["speedLimit"]
-        fields["speed_limit"] = None if limit is None else parse_number("speedLimit", limit)
-        if fields["speed_limit"] is not None and fields["speed_limit"] <= 0:
-            raise FieldError("speedLimit", "must be a positive speed in knots")
-    if "attributes" in body:
-        if not isinstance(body["attributes"], dict):
-            raise FieldError("attributes", "must be a JSON object")
-        fields["attributes"] = check_json("attributes", body["attributes"])
-    return fields
+from tracker_jobs.devices.schemas import DeviceChanges, NewDevice
 
 
 async def list_devices(request: web.Request) -> web.Response:
@@ -97,7 +48,7 @@ async def get_device(request: web.Request) -> web.Response:
 
 
 async def create_device(request: web.Request) -> web.Response:
-    fields = device_fields(await json_object(request), creating=True)
+    fields = (await read_body(request, NewDevice)).given()
     async with transaction(request.app[SESSIONS]) as session:
         if await service.unique_id_taken(session, fields["unique_id"]):
             raise HttpError(409, "conflict", f"uniqueId: {fields['unique_id']!r} is already registered")
@@ -109,7 +60,7 @@ async def create_device(request: web.Request) -> web.Response:
 
 async def update_device(request: web.Request) -> web.Response:
     device_id = path_id(request)
-    fields = device_fields(await json_object(request), creating=False)
+    fields = (await read_body(request, DeviceChanges)).given()
     async with transaction(request.app[SESSIONS]) as session:
         device = await service.get_device(session, principal(request), device_id)
         if device is None:
@@ -153,17 +104,6 @@ DEVICE = obj(
     required=("id", "name", "uniqueId", "status", "disabled"),
 )
 
-DEVICE_INPUT = obj(
-    {
-        "name": {"type": "string", "minLength": 1, "maxLength": 128},
-        "uniqueId": {"type": "string", "minLength": 1, "maxLength": 128},
-        "speedLimit": nullable({"type": "number", "exclusiveMinimum": True, "minimum": 0}),
-        "disabled": BOOLEAN,
-        "attributes": ANY_OBJECT,
-    },
-    required=(),
-)
-
 describe(
     list_devices,
     Operation("The devices the caller may see", {200: Reply("devices", array(DEVICE))}, tag="devices"),
@@ -174,7 +114,7 @@ describe(
     Operation(
         "Register a device (linked to the caller)",
         {201: Reply("the device", DEVICE), 409: error_reply("the uniqueId is taken")},
-        body=DEVICE_INPUT,
+        body=NewDevice,
         example={"name": "Truck 7", "uniqueId": "walk-truck-7"},
         tag="devices",
     ),
@@ -188,7 +128,7 @@ describe(
         "Change some of a device's fields",
         {200: Reply("the device", DEVICE), 409: error_reply("the uniqueId is taken")},
         path={"id": ID},
-        body=DEVICE_INPUT,
+        body=DeviceChanges,
         example={"name": "Truck 7b"},
         tag="devices",
     ),

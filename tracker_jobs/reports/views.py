@@ -8,11 +8,11 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 from aiohttp import web
 
 from tracker_jobs.api.access import principal
+from tracker_jobs.api.bodies import read_body
 from tracker_jobs.api.keys import REDIS, SESSIONS, SETTINGS
 from tracker_jobs.api.openapi import (
     ANY_OBJECT,
@@ -31,17 +31,15 @@ from tracker_jobs.api.openapi import (
     nullable,
     obj,
 )
-from tracker_jobs.api.params import json_object, page, path_id, query_ids, query_time
+from tracker_jobs.api.params import page, path_id, query_ids, query_time
 from tracker_jobs.api.responses import json_response
 from tracker_jobs.api.routes import Route
 from tracker_jobs.core.errors import FieldError, HttpError, not_found
-from tracker_jobs.core.fields import check_no_nul, parse_id, parse_time
 from tracker_jobs.reports import exporters, service
-from tracker_jobs.reports.builders import DEVICE_KINDS, DIRECT_KINDS, ReportRequest
+from tracker_jobs.reports.builders import DIRECT_KINDS, ReportRequest
+from tracker_jobs.reports.schemas import NewDeviceReport, NewFleetReport
 
 STREAM_CHUNK_BYTES = 1024 * 1024
-DEVICE_FIELDS = ("device_id", "start", "end", "kind", "daily", "event_types", "formats")
-FLEET_FIELDS = ("start", "end", "device_ids", "formats")
 # What an Accept header may ask a direct answer for; anything else gets JSON, as Traccar answers.
 ACCEPTED_FORMATS = {exporters.XLSX_TYPE: "xlsx", "text/csv": "csv"}
 
@@ -65,18 +63,6 @@ REPORT = obj(
     }
 )
 QUEUED = obj({"task_id": STRING, "report_id": INTEGER})
-COMMON_BODY = {"start": TIME, "end": TIME, "formats": array(FORMAT)}
-DEVICE_BODY = obj(
-    {
-        **COMMON_BODY,
-        "device_id": ID,
-        "kind": {"type": "string", "enum": list(DEVICE_KINDS)},
-        "daily": BOOLEAN,
-        "event_types": array(STRING),
-    },
-    required=("device_id", "start", "end"),
-)
-FLEET_BODY = obj({**COMMON_BODY, "device_ids": nullable(array(ID))}, required=("start", "end"))
 TOO_LARGE = error_reply("the range is longer than a report may cover; the message names the limit")
 NO_DEVICE = error_reply("a device does not exist or is not one of the caller's; the message names it")
 
@@ -96,37 +82,6 @@ def _report_errors(*, too_large_status: int = 400, end_field: str = "end") -> It
         raise FieldError(end_field, str(error)) from None
 
 
-def _known_fields(body: dict[str, Any], allowed: tuple[str, ...]) -> None:
-    unknown = sorted(set(body) - set(allowed))
-    if unknown:
-        raise FieldError(unknown[0][:40], f"is not a report field; expected {', '.join(allowed)}")
-
-
-def _required(body: dict[str, Any], name: str) -> Any:
-    if body.get(name) is None:
-        raise FieldError(name, "is required")
-    return body[name]
-
-
-def _flag(value: object, name: str) -> bool:
-    if not isinstance(value, bool):
-        raise FieldError(name, "must be true or false")
-    return value
-
-
-def _texts(value: object, name: str) -> tuple[str, ...]:
-    if not isinstance(value, list) or not all(isinstance(item, str) and 0 < len(item) <= 64 for item in value):
-        raise FieldError(name, "must be a list of names")
-    return tuple(check_no_nul(name, item) for item in value)
-
-
-def _period(body: dict[str, Any]) -> tuple[Any, Any]:
-    return (
-        parse_time("start", _required(body, "start")),
-        parse_time("end", _required(body, "end")),
-    )
-
-
 async def _accepted(request: web.Request, report_request: ReportRequest, formats: list[str]) -> web.Response:
     report_id, task_id = await service.create_report(
         request.app[SESSIONS], request.app[REDIS], request.app[SETTINGS], principal(request), report_request, formats
@@ -138,25 +93,16 @@ async def _accepted(request: web.Request, report_request: ReportRequest, formats
     Operation(
         "Make one device's report as a job (summary, detailed, route, trips, stops, events)",
         {202: Reply("queued: follow it at /api/reports/{report_id}", QUEUED), 404: NO_DEVICE},
-        body=DEVICE_BODY,
+        body=NewDeviceReport,
         example={"device_id": 1, "start": "2026-01-01T00:00:00Z", "end": "2026-01-02T00:00:00Z", "kind": "trips"},
         tag="reports",
     )
 )
 async def post_device_report(request: web.Request) -> web.Response:
-    body = await json_object(request)
+    body = await read_body(request, NewDeviceReport)
     with _report_errors():
-        _known_fields(body, DEVICE_FIELDS)
-        start, end = _period(body)
-        report_request = ReportRequest(
-            kind=service.check_kind(body.get("kind", "summary"), DEVICE_KINDS),
-            device_ids=(parse_id("device_id", _required(body, "device_id")),),
-            start=start,
-            end=end,
-            daily=_flag(body.get("daily", False), "daily"),
-            event_types=_texts(body.get("event_types", []), "event_types"),
-        )
-        return await _accepted(request, report_request, service.check_formats(body.get("formats")))
+        report_request = ReportRequest(body.kind, (body.device_id,), body.start, body.end, body.daily, body.event_types)
+        return await _accepted(request, report_request, service.check_formats(body.formats))
 
 
 @documented(
@@ -164,24 +110,16 @@ async def post_device_report(request: web.Request) -> web.Response:
         "Make a fleet report as a job: summary, trips and stops per device plus totals, for the given devices "
         "or every device the caller may see",
         {202: Reply("queued: follow it at /api/reports/{report_id}", QUEUED), 404: NO_DEVICE},
-        body=FLEET_BODY,
+        body=NewFleetReport,
         example={"start": "2026-01-01T00:00:00Z", "end": "2026-01-02T00:00:00Z"},
         tag="reports",
     )
 )
 async def post_fleet_report(request: web.Request) -> web.Response:
-    body = await json_object(request)
+    body = await read_body(request, NewFleetReport)
     with _report_errors():
-        _known_fields(body, FLEET_FIELDS)
-        start, end = _period(body)
-        raw_ids = body.get("device_ids")
-        if raw_ids is not None and not isinstance(raw_ids, list):
-            raise FieldError("device_ids", "must be a list of device ids")
-        device_ids = tuple(parse_id("device_ids", raw) for raw in raw_ids or ())
-        report_request = ReportRequest("fleet", device_ids, start, end)
-        if raw_ids is not None and not device_ids:
-            raise FieldError("device_ids", "must name at least one device (leave it out for all)")
-        return await _accepted(request, report_request, service.check_formats(body.get("formats")))
+        report_request = ReportRequest("fleet", body.device_ids or (), body.start, body.end)
+        return await _accepted(request, report_request, service.check_formats(body.formats))
 
 
 @documented(

@@ -6,13 +6,12 @@ The last enabled admin cannot be deleted, disabled or demoted, and a request can
 
 from __future__ import annotations
 
-from typing import Any
-
 import sqlalchemy as sa
 from aiohttp import web
 from sqlmodel import col
 
 from tracker_jobs.api.access import announce_access_change, bearer_token, principal, require_admin
+from tracker_jobs.api.bodies import read_body
 from tracker_jobs.api.keys import SESSIONS
 from tracker_jobs.api.openapi import (
     BOOLEAN,
@@ -29,15 +28,15 @@ from tracker_jobs.api.openapi import (
     nullable,
     obj,
 )
-from tracker_jobs.api.params import json_object, path_id
+from tracker_jobs.api.params import path_id
 from tracker_jobs.api.responses import json_response
 from tracker_jobs.api.routes import Route
 from tracker_jobs.core.db import transaction
-from tracker_jobs.core.errors import FieldError, HttpError, not_found
-from tracker_jobs.core.fields import parse_text
+from tracker_jobs.core.errors import HttpError, not_found
 from tracker_jobs.core.principal import Role
 from tracker_jobs.users import service
 from tracker_jobs.users.models import UserSession
+from tracker_jobs.users.schemas import Credentials, NewToken, NewUser, UserChanges
 from tracker_jobs.users.service import MAX_PASSWORD, hash_token, login
 
 USER = obj(
@@ -50,64 +49,12 @@ USER = obj(
         "createdAt": TIME,
     }
 )
-USER_INPUT = obj(
-    {
-        "name": {"type": "string", "minLength": 1, "maxLength": 128},
-        "email": {"type": "string", "minLength": 3, "maxLength": 256},
-        "password": {"type": "string", "minLength": service.MIN_PASSWORD, "maxLength": service.MAX_PASSWORD},
-        "role": {"type": "string", "enum": list(Role)},
-        "disabled": BOOLEAN,
-    },
-    required=(),
-)
 TOKEN = obj({"id": INTEGER, "userId": INTEGER, "name": STRING, "createdAt": TIME, "lastUsedAt": nullable(TIME)})
 NEW_TOKEN = {**TOKEN, "properties": {**TOKEN["properties"], "token": STRING}, "required": [*TOKEN["required"], "token"]}
 USER_PATH = {"id": ID}
 TOKEN_PATH = {"id": ID, "token_id": ID}
 TAKEN = error_reply("the email belongs to another user")
 LAST_ADMIN = error_reply("the change would leave no enabled admin, or delete the token this request uses")
-
-
-def user_fields(body: dict[str, Any], *, creating: bool) -> dict[str, Any]:
-    """The fields a POST or PUT body sets, checked; unknown keys are refused by name."""
-    unknown = sorted(set(body) - {"name", "email", "password", "role", "disabled"})
-    if unknown:
-        raise FieldError(unknown[0][:40], "is not a user field")
-    try:
-        return _checked_user_fields(body, creating=creating)
-    except FieldError as error:
-        raise FieldError(error.field, error.problem) from None
-
-
-def parse_email(raw: object) -> str:
-    # Lowercasing can lengthen a few letters ("İ" becomes two characters): the length is of what is stored.
-    email = service.normalize_email(parse_text("email", raw, 1024))
-    if "@" not in email or not 3 <= len(email) <= 256:
-        raise FieldError("email", "must be an email address of at most 256 characters")
-    return email
-
-
-def _checked_user_fields(body: dict[str, Any], *, creating: bool) -> dict[str, Any]:
-    fields: dict[str, Any] = {}
-    if creating or "email" in body:
-        fields["email"] = parse_email(body.get("email"))
-    if creating or "name" in body:
-        fields["name"] = parse_text("name", body.get("name", fields.get("email")), 128)
-    if creating or "password" in body:
-        password = body.get("password")
-        if not isinstance(password, str) or not service.MIN_PASSWORD <= len(password) <= service.MAX_PASSWORD:
-            raise FieldError("password", f"must be text of {service.MIN_PASSWORD} to {service.MAX_PASSWORD} characters")
-        fields["password"] = password
-    if "role" in body or creating:
-        role = body.get("role", Role.USER)
-        if role not in tuple(Role):
-            raise FieldError("role", f"must be one of {', '.join(Role)}")
-        fields["role"] = role
-    if "disabled" in body:
-        if not isinstance(body["disabled"], bool):
-            raise FieldError("disabled", "must be true or false")
-        fields["disabled"] = body["disabled"]
-    return fields
 
 
 @documented(Operation("Every user", {200: Reply("users", array(USER))}, auth="admin", tag="users"))
@@ -122,7 +69,7 @@ async def list_users(request: web.Request) -> web.Response:
         "Create a user (role defaults to user)",
         {201: Reply("the user", USER), 409: TAKEN},
         auth="admin",
-        body=USER_INPUT,
+        body=NewUser,
         example={
             "name": "Dispatcher",
             "email": "walk-dispatcher@example.com",
@@ -134,7 +81,7 @@ async def list_users(request: web.Request) -> web.Response:
 )
 async def create_user(request: web.Request) -> web.Response:
     require_admin(request)
-    fields = user_fields(await json_object(request), creating=True)
+    fields = (await read_body(request, NewUser)).given()
     async with transaction(request.app[SESSIONS]) as session:
         if await service.email_taken(session, fields["email"]):
             raise HttpError(409, "conflict", f"email: {fields['email']!r} belongs to another user")
@@ -159,7 +106,7 @@ async def get_user(request: web.Request) -> web.Response:
         {200: Reply("the user", USER), 409: TAKEN},
         auth="admin",
         path=USER_PATH,
-        body=USER_INPUT,
+        body=UserChanges,
         example={"name": "Dispatcher two"},
         tag="users",
     )
@@ -167,7 +114,7 @@ async def get_user(request: web.Request) -> web.Response:
 async def update_user(request: web.Request) -> web.Response:
     require_admin(request)
     user_id = path_id(request)
-    fields = user_fields(await json_object(request), creating=False)
+    fields = (await read_body(request, UserChanges)).given()
     async with transaction(request.app[SESSIONS]) as session:
         user = await service.get_user(session, user_id)
         if user is None:
@@ -229,7 +176,7 @@ async def list_tokens(request: web.Request) -> web.Response:
         {201: Reply("the token", NEW_TOKEN)},
         auth="admin",
         path=USER_PATH,
-        body=obj({"name": {"type": "string", "minLength": 1, "maxLength": 128}}),
+        body=NewToken,
         body_required=False,
         example={"name": "fleet dashboard"},
         tag="users",
@@ -238,14 +185,7 @@ async def list_tokens(request: web.Request) -> web.Response:
 async def create_token(request: web.Request) -> web.Response:
     require_admin(request)
     user_id = path_id(request)
-    body = await json_object(request) if request.body_exists else {}
-    unknown = sorted(set(body) - {"name"})
-    if unknown:
-        raise FieldError(unknown[0], "is not a token field")
-    try:
-        name = parse_text("name", body.get("name", "api"), 128)
-    except FieldError as error:
-        raise FieldError(error.field, error.problem) from None
+    name = (await read_body(request, NewToken) if request.body_exists else NewToken()).name
     async with transaction(request.app[SESSIONS]) as session:
         if await service.get_user(session, user_id) is None:
             raise not_found(f"user {user_id}")
@@ -277,18 +217,11 @@ async def delete_token(request: web.Request) -> web.Response:
 
 
 async def create_session(request: web.Request) -> web.Response:
-    body = await json_object(request)
-    password = body.get("password")
-    try:
-        email = parse_text("email", body.get("email"), 256)
-    except FieldError as error:
-        raise FieldError(error.field, error.problem) from None
-    if not isinstance(password, str) or not password:
-        raise FieldError("password", "is required")
-    if len(password) > MAX_PASSWORD:  # no stored password is longer; scrypt would read all of it
+    credentials = await read_body(request, Credentials)
+    if len(credentials.password) > MAX_PASSWORD:  # no stored password is longer; scrypt would read all of it
         raise HttpError(401, "unauthorized", "wrong email or password")
     async with transaction(request.app[SESSIONS]) as session:
-        made = await login(session, email, password)
+        made = await login(session, credentials.email, credentials.password)
     if made is None:
         raise HttpError(401, "unauthorized", "wrong email or password")
     token, expires = made
@@ -313,7 +246,7 @@ describe(
             401: error_reply("wrong email or password"),
         },
         auth="none",
-        body=obj({"email": STRING, "password": STRING}),
+        body=Credentials,
         example={"email": "admin@localhost", "password": "not-the-password"},
         tag="session",
     ),
