@@ -21,6 +21,7 @@ from tracker_jobs.devices.models import Device
 from tracker_jobs.devices.status import refresh_statuses, status_after_silence
 from tracker_jobs.jobs.refs import JOBS, POSITIONS
 from tracker_jobs.positions import live
+from tracker_jobs.positions.models import Position
 from tracker_jobs.positions.statistics import summarise
 from tracker_jobs.web.app import create_admin_app
 
@@ -120,17 +121,36 @@ async def test_the_live_cache_only_moves_forward_per_device(redis: ArqRedis) -> 
     assert [p["n"] for p in await live.latest_positions(redis, [1, 2, 3])] == ["c", "b", "e"]
 
 
-def test_summarise_statistics() -> None:
-    import numpy as np
-
-    times = np.array([0.0, 60.0, 120.0, 180.0])
-    lats = np.array([10.0, 10.001, 10.002, 10.002])
-    stats = summarise(times, lats, np.full(4, 20.0), np.array([10.0, 20.0, 0.0, 0.0]), 0.01)
-    assert stats["positions"] == 4
-    assert stats["distance"] == pytest.approx(2 * 111.32, rel=1e-3)
-    assert stats["maxSpeed"] == 20.0
-    assert stats["averageSpeed"] == 7.5
-    assert stats["movingTime"] == 120.0
+async def test_statistics_are_computed_by_the_database(sessions: async_sessionmaker[AsyncSession]) -> None:
+    """A minute apart, 10 kn then 20 kn then standing: the odometer's advance, the top speed, the mean
+    speed while moving, and the time from each moving fix to the next."""
+    device = await add_device(sessions, "summed")
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    odometers, speeds = [1000.0, 1111.32, 1222.64, 1222.64], [10.0, 20.0, 0.0, 0.0]
+    async with sessions() as session:
+        for minute, (odometer, speed) in enumerate(zip(odometers, speeds, strict=True)):
+            session.add(
+                Position(
+                    device_id=device,
+                    fix_time=start + timedelta(minutes=minute),
+                    server_time=start,
+                    latitude=10.0,
+                    longitude=20.0,
+                    speed=speed,
+                    attributes={"totalDistance": odometer},
+                )
+            )
+        await session.commit()
+        stats = await summarise(session, device, start, start + timedelta(hours=1), 0.01)
+        empty = await summarise(session, device, start - timedelta(days=1), start - timedelta(hours=1), 0.01)
+    assert stats == {
+        "positions": 4,
+        "distance": 222.64,
+        "maxSpeed": 20.0,
+        "averageSpeed": 15.0,
+        "movingTime": 120.0,
+    }
+    assert empty == {"positions": 0, "distance": 0.0, "maxSpeed": 0.0, "averageSpeed": 0.0, "movingTime": 0.0}
 
 
 async def test_statistics_endpoint(

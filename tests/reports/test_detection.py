@@ -45,7 +45,8 @@ def test_park_drive_park_with_jitter() -> None:
                 "deviceName": "van",
                 "startTime": trace.fixes[0].fix_time,
                 "endTime": trace.fixes[-1].fix_time,
-                "distance": distance,
+                "distance": trace.road_m(0, len(trace.fixes) - 1),  # parked jitter included: the odometer's
+                "drivingDistance": distance,
                 "averageSpeed": distance / driving_s / (1852 / 3600),
                 "maxSpeed": trace.fixes[road[-1]].speed,
                 "startOdometer": None,
@@ -109,7 +110,8 @@ def test_device_that_never_moves() -> None:
     found = results(trace)
     assert found["trips"] == []
     assert_rows(found["stops"], [trace.expected_stop(parked[0], parked[-1])])
-    assert found["summary"][0]["distance"] == 0.0
+    assert found["summary"][0]["distance"] == pytest.approx(trace.road_m(0, len(trace.fixes) - 1))
+    assert found["summary"][0]["drivingDistance"] == 0.0
     assert found["summary"][0]["averageSpeed"] == 0.0
 
 

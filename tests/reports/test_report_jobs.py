@@ -68,7 +68,8 @@ async def test_detailed_report_is_stored_in_every_format(
     assert found["formats"] == ["json", "csv", "xlsx"]
     assert found["rowCounts"] == {"summary": 1, "trips": 1, "stops": 2, "events": 2}
     assert found["summary"]["trips"] == 1
-    assert found["summary"]["distance"] == pytest.approx(fleet.expected_trip()["distance"])
+    assert found["summary"]["distance"] == pytest.approx(fleet.distance(fleet.van))
+    assert found["summary"]["drivingDistance"] == pytest.approx(fleet.expected_trip()["distance"])
     assert await read_progress(redis, queued["task_id"]) == {
         "percent": 100.0,
         "message": "1/1 devices",
@@ -84,7 +85,7 @@ async def test_detailed_report_is_stored_in_every_format(
     assert_rows(document["trips"], [as_json(fleet.expected_trip())])
     assert_rows(document["stops"], [as_json(stop) for stop in fleet.expected_stops()])
     assert [event["type"] for event in document["events"]] == ["geofenceEnter", "deviceOverspeed"]
-    assert document["summary"][0]["distance"] == pytest.approx(document["trips"][0]["distance"])
+    assert document["summary"][0]["drivingDistance"] == pytest.approx(document["trips"][0]["distance"])
 
     zipped, headers = await download(admin_client, queued["report_id"], "csv", fleet.ann)
     assert headers["Content-Type"] == "application/zip"
@@ -106,7 +107,8 @@ async def test_fleet_report_covers_what_the_user_sees(settings: Settings, admin_
         "devices": 2,
         "trips": 1,
         "stops": 3,
-        "distance": trip["distance"],
+        "distance": fleet.distance(fleet.van) + fleet.distance(fleet.truck),
+        "drivingDistance": trip["distance"],
         "duration": trip["duration"],
         "averageSpeed": trip["averageSpeed"],
         "maxSpeed": trip["maxSpeed"],

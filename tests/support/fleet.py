@@ -37,6 +37,11 @@ class Fleet:
         row["endOdometer"] = odometer(row["endPositionId"])
         return row
 
+    def distance(self, device_id: int) -> float:
+        """Every metre the device moved in the trace (parked jitter too): the summary's `distance`."""
+        trace = self.traces[device_id]
+        return trace.road_m(0, len(trace.fixes) - 1)
+
     def expected_stops(self) -> list[dict[str, Any]]:
         trace = self.traces[self.van]
         return [trace.expected_stop(stop[0], stop[-1], self.van, "van") for stop in self.stops]

@@ -1,7 +1,11 @@
 """Device statistics over a time range: distance, max and average speed, moving time, positions.
 
-Computed vectorised from the stored positions; cached in Redis, since the same ranges are asked for
-again and again (today's, by every dashboard)."""
+Computed by the database in one aggregate over the range (a month of a busy device never travels to
+the admin process), and cached in Redis, since the same ranges are asked for again and again (today's,
+by every dashboard). `distance` is the odometer's advance over the range (the pipeline's
+`totalDistance`): every metre the device moved, which is the summary report's `distance` too; the
+report's `drivingDistance` counts only the road inside trips.
+"""
 
 from __future__ import annotations
 
@@ -9,34 +13,56 @@ from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-import numpy as np
 import orjson
 import sqlalchemy as sa
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
-from tracker_jobs.core.geo import haversine_m
+from tracker_jobs.core.db import dialect_name
 from tracker_jobs.positions.models import Position
 
 CACHE_TTL_S = 60
 
 
-def summarise(
-    fix_times: np.ndarray, lats: np.ndarray, lons: np.ndarray, speeds: np.ndarray, motion_speed_kn: float
+async def summarise(
+    session: AsyncSession, device_id: int, start: datetime, end: datetime, motion_speed_kn: float
 ) -> dict[str, Any]:
-    """Statistics of one device's positions, sorted by fix time (epoch seconds; speeds in knots)."""
-    count = len(fix_times)
-    if count == 0:
-        return {"positions": 0, "distance": 0.0, "maxSpeed": 0.0, "averageSpeed": 0.0, "movingTime": 0.0}
-    steps = haversine_m(lats[:-1], lons[:-1], lats[1:], lons[1:])
-    moving = speeds[:-1] > motion_speed_kn
+    """Statistics of one device's positions from `start` to `end` (speeds in knots, times in seconds).
+    Moving: a speed above `motion_speed_kn`; moving time is the time from each moving fix to the next."""
+    fix_time = col(Position.fix_time)
+    if dialect_name(session) == "postgresql":
+        epoch_s: sa.ColumnElement[Any] = sa.extract("epoch", fix_time)
+    else:
+        epoch_s = sa.func.julianday(fix_time) * 86_400.0  # SQLite keeps times as text
+    odometer = sa.type_coerce(col(Position.attributes), sa.JSON())["totalDistance"].as_float()
+    in_range = (
+        sa.select(
+            col(Position.speed).label("speed"),
+            (sa.func.lead(epoch_s).over(order_by=fix_time) - epoch_s).label("gap_s"),
+            odometer.label("odometer"),
+        )
+        .where(col(Position.device_id) == device_id, fix_time >= start, fix_time <= end)
+        .subquery()
+    )
+    moving = in_range.c.speed > motion_speed_kn
+    count, top, average, moving_s, distance = (
+        await session.execute(
+            sa.select(
+                sa.func.count(),
+                sa.func.max(in_range.c.speed),
+                sa.func.avg(sa.case((moving, in_range.c.speed))),
+                sa.func.sum(sa.case((moving, in_range.c.gap_s))),
+                sa.func.max(in_range.c.odometer) - sa.func.min(in_range.c.odometer),
+            )
+        )
+    ).one()
     return {
         "positions": count,
-        "distance": round(float(steps.sum()), 2),
-        "maxSpeed": float(speeds.max()),
-        "averageSpeed": round(float(speeds.mean()), 3),
-        "movingTime": float(np.diff(fix_times)[moving].sum()),  # seconds spent between a moving fix and the next
+        "distance": round(float(distance or 0.0), 2),
+        "maxSpeed": float(top or 0.0),
+        "averageSpeed": round(float(average or 0.0), 3),  # while moving
+        "movingTime": round(float(moving_s or 0.0), 3),
     }
 
 
@@ -59,19 +85,11 @@ async def device_statistics(
     if not refresh and (cached := await redis.get(key)) is not None:
         found: dict[str, Any] = orjson.loads(cached)
         return found
-    query = (
-        sa.select(col(Position.fix_time), col(Position.latitude), col(Position.longitude), col(Position.speed))
-        .where(col(Position.device_id) == device_id, col(Position.fix_time) >= start, col(Position.fix_time) <= end)
-        .order_by(col(Position.fix_time))
-    )
-    rows = (await session.execute(query)).all()
-    times = np.fromiter((row[0].timestamp() for row in rows), dtype=np.float64, count=len(rows))
-    columns = np.array([row[1:] for row in rows], dtype=np.float64).reshape(len(rows), 3)
     result = {
         "deviceId": device_id,
         "from": start.isoformat(),
         "to": end.isoformat(),
-        **summarise(times, columns[:, 0], columns[:, 1], columns[:, 2], motion_speed_kn),
+        **await summarise(session, device_id, start, end, motion_speed_kn),
     }
     await redis.set(key, orjson.dumps(result), ex=CACHE_TTL_S)
     return result

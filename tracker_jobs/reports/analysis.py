@@ -159,7 +159,8 @@ def _summary(
     detection: Detection,
     daily_timezone: str | None,
 ) -> pd.DataFrame:
-    """Distance and driving time count the steps inside trips; a step belongs to the day it ends in."""
+    """`distance` counts every step (the odometer's advance, as the device statistics give it);
+    `drivingDistance` and driving time only the steps inside trips; a step belongs to the day it ends in."""
     count = len(track)
     if not count:
         return _empty_summary(device, rows=0 if daily_timezone else 1)
@@ -170,7 +171,8 @@ def _summary(
     step_us = np.diff(track.fix_time_us, prepend=track.fix_time_us[0])
     firsts = _group_starts(track.fix_time_us, daily_timezone)
     lasts = np.r_[firsts[1:], count] - 1
-    distance = np.add.reduceat(np.where(driving, detection.steps, 0.0), firsts)
+    distance = np.add.reduceat(detection.steps, firsts)
+    driving_distance = np.add.reduceat(np.where(driving, detection.steps, 0.0), firsts)
     driving_us = np.add.reduceat(np.where(driving, step_us, 0), firsts)
     rows = len(firsts)
     return pd.DataFrame(
@@ -180,7 +182,8 @@ def _summary(
             "startTime": _times(track.fix_time_us[firsts]),
             "endTime": _times(track.fix_time_us[lasts]),
             "distance": distance,
-            "averageSpeed": _knots(distance, driving_us),
+            "drivingDistance": driving_distance,
+            "averageSpeed": _knots(driving_distance, driving_us),
             "maxSpeed": np.maximum.reduceat(track.speed, firsts),
             "startOdometer": _unknown(rows),
             "endOdometer": _unknown(rows),
@@ -197,7 +200,12 @@ def _empty_summary(device: DeviceInfo, rows: int) -> pd.DataFrame:
     values: dict[str, list[Any]] = {name: _unknown(rows) for name in (*_SUMMARY_COLUMNS, _START_ID, _END_ID)}
     if rows:
         values.update(
-            deviceId=[device.id], deviceName=[device.name], distance=[0.0], averageSpeed=[0.0], maxSpeed=[0.0]
+            deviceId=[device.id],
+            deviceName=[device.name],
+            distance=[0.0],
+            drivingDistance=[0.0],
+            averageSpeed=[0.0],
+            maxSpeed=[0.0],
         )
     return pd.DataFrame(values)
 
@@ -254,8 +262,9 @@ def _differences(minuends: Sequence[float | None], subtrahends: Sequence[float |
 
 
 def totals(device_count: int, summary: pd.DataFrame, trips: pd.DataFrame, stops: pd.DataFrame) -> dict[str, Any]:
-    """Fleet totals: distance and top speed from the summaries, driving time from the trips."""
+    """Fleet totals: distances and top speed from the summaries, driving time from the trips."""
     distance = float(summary["distance"].fillna(0.0).sum()) if len(summary) else 0.0
+    driving = float(summary["drivingDistance"].fillna(0.0).sum()) if len(summary) else 0.0
     duration = int(trips["duration"].sum()) if len(trips) else 0
     speeds = summary["maxSpeed"].dropna() if len(summary) else pd.Series(dtype=float)
     return {
@@ -263,8 +272,9 @@ def totals(device_count: int, summary: pd.DataFrame, trips: pd.DataFrame, stops:
         "trips": len(trips),
         "stops": len(stops),
         "distance": distance,
+        "drivingDistance": driving,
         "duration": duration,
-        "averageSpeed": float(_knots(np.array([distance]), np.array([duration * 1000]))[0]),
+        "averageSpeed": float(_knots(np.array([driving]), np.array([duration * 1000]))[0]),
         "maxSpeed": float(speeds.max()) if len(speeds) else 0.0,
     }
 

@@ -44,13 +44,16 @@ SECTION_COLUMNS: dict[str, tuple[Column, ...]] = {
         "positionId:int engineHours:int"
     ),
     "summary": _columns(
-        "deviceId:int deviceName:text startTime:time endTime:time distance:float averageSpeed:float maxSpeed:float "
-        "startOdometer:float endOdometer:float engineHours:int spentFuel:float"
+        "deviceId:int deviceName:text startTime:time endTime:time distance:float drivingDistance:float "
+        "averageSpeed:float maxSpeed:float startOdometer:float endOdometer:float engineHours:int spentFuel:float"
     ),
     "events": _columns(
         "id:int type:text eventTime:time deviceId:int positionId:int geofenceId:int maintenanceId:int attributes:json"
     ),
-    "totals": _columns("devices:int trips:int stops:int distance:float duration:int averageSpeed:float maxSpeed:float"),
+    "totals": _columns(
+        "devices:int trips:int stops:int distance:float drivingDistance:float duration:int averageSpeed:float "
+        "maxSpeed:float"
+    ),
 }
 
 
