@@ -19,6 +19,7 @@ from tracker_jobs import tasks_cli
 from tracker_jobs.core.config import ConfigError, Settings, get_settings
 from tracker_jobs.core.redis import RedisUnavailable
 from tracker_jobs.jobs.logs import configure_logging
+from tracker_jobs.processes import stop_on_signals
 
 log = logging.getLogger("tracker_jobs")
 BOOTSTRAP_TRIES = 5
@@ -122,10 +123,44 @@ def bootstrap_admin(settings: Settings) -> str | None:
     return asyncio.run(run())
 
 
+def cmd_token(settings: Settings, _args: argparse.Namespace) -> int:
+    """A new API token for the admin admin@localhost (made if missing), replacing the one it had."""
+    from tracker_jobs.core.db import create_engine, session_factory, transaction
+    from tracker_jobs.users.service import ensure_bootstrap_admin, new_token
+
+    if settings.admin_token is not None:
+        print(
+            "TRACKER_ADMIN_TOKEN is set: the admin's token is its value (each start sets it). "
+            "Unset it to have a token made.",
+            file=sys.stderr,
+            flush=True,
+        )
+        return 2
+    require_current_schema(settings)
+    token = new_token()
+
+    async def run() -> None:
+        engine = create_engine(settings.database_url)
+        try:
+            async with transaction(session_factory(engine)) as session:
+                await ensure_bootstrap_admin(session, token)
+        finally:
+            await engine.dispose()
+
+    asyncio.run(run())
+    print(token, flush=True)
+    print(
+        f"The admin admin@localhost's API token in {_safe_url(settings.database_url)}; the old one no longer works.",
+        file=sys.stderr,
+        flush=True,
+    )
+    return 0
+
+
 def _announce_token(token: str | None) -> None:
     if token:
         print(f"Created the admin user admin@localhost. Its API token (shown once): {token}", flush=True)
-        print("Set TRACKER_ADMIN_TOKEN to choose the token yourself.", flush=True)
+        print("Set TRACKER_ADMIN_TOKEN to choose the token yourself; `tracker-jobs token` makes a new one.", flush=True)
 
 
 def cmd_migrate(settings: Settings, _args: argparse.Namespace) -> int:
@@ -149,15 +184,6 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-def _until_signalled() -> asyncio.Event:
-    """An event set by SIGINT or SIGTERM, for a server's loop to wait on."""
-    stopping = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stopping.set)
-    return stopping
-
-
 def cmd_admin(settings: Settings, _args: argparse.Namespace) -> int:
     from tracker_jobs.web.app import serve
 
@@ -167,7 +193,7 @@ def cmd_admin(settings: Settings, _args: argparse.Namespace) -> int:
     _announce_token(bootstrap_admin(settings))
 
     async def run() -> None:
-        await serve(settings, redis_url, _until_signalled())
+        await serve(settings, redis_url, stop_on_signals("admin API"))
 
     run_async(run())
     return 0
@@ -190,13 +216,24 @@ def cmd_listener(settings: Settings, _args: argparse.Namespace) -> int:
         engine = create_engine(settings.database_url)
         ingest = Ingest(Acceptor(redis, settings.position_partitions), DeviceDirectory(session_factory(engine)))
         try:
-            await serve(settings, ingest, _until_signalled())
+            await serve(settings, ingest, stop_on_signals("device listener"))
         finally:
             await redis.aclose()
             await engine.dispose()
 
     run_async(run())
     return 0
+
+
+def _open_door_warning(settings: Settings) -> str | None:
+    """On every interface with auto-registration on, anyone who can reach the port adds devices: say so."""
+    if settings.host not in ("0.0.0.0", "::") or not settings.auto_register:
+        return None
+    return (
+        f"Note: listening on all interfaces with auto-registration on: any device that reaches port "
+        f"{settings.osmand_port} is registered. To restrict it: TRACKER_HOST=127.0.0.1 (this machine only) "
+        "or TRACKER_AUTO_REGISTER=false (register devices with POST /api/devices)."
+    )
 
 
 def cmd_up(settings: Settings, _args: argparse.Namespace) -> int:
@@ -216,8 +253,10 @@ def cmd_up(settings: Settings, _args: argparse.Namespace) -> int:
     children: dict[str, subprocess.Popen[bytes]] = {}
     stopping = False
 
-    def stop(_signum: int, _frame: object) -> None:
+    def stop(signum: int, _frame: object) -> None:
         nonlocal stopping
+        if not stopping:
+            log.info("tracker-jobs stopping on %s", signal.Signals(signum).name)
         stopping = True
 
     signal.signal(signal.SIGTERM, stop)
@@ -238,6 +277,8 @@ def cmd_up(settings: Settings, _args: argparse.Namespace) -> int:
             f"{'embedded at ' + redis_url if embedded else _safe_url(redis_url)}. Ctrl-C stops it.",
             flush=True,
         )
+        if open_door := _open_door_warning(settings):
+            print(open_door, flush=True)
         while not stopping:
             for role, child in list(children.items()):
                 if child.poll() is not None and not stopping:
@@ -275,6 +316,9 @@ def build_parser() -> argparse.ArgumentParser:
         run=cmd_listener
     )
     commands.add_parser("migrate", help="upgrade the database schema").set_defaults(run=cmd_migrate)
+    commands.add_parser(
+        "token", help="print a new API token for the admin admin@localhost (the old one stops working)"
+    ).set_defaults(run=cmd_token)
     tasks_cli.add_parser(commands)
     return parser
 

@@ -47,11 +47,18 @@ class AdminApi:
             with urllib.request.urlopen(request, timeout=HTTP_TIMEOUT_S) as response:  # noqa: S310
                 raw = response.read()
         except urllib.error.HTTPError as error:
-            raise TasksCommandFailed(f"{method} {path}: {error.code} {_error_message(error)}") from None
+            hint = _UNAUTHORIZED_HINT if error.code == 401 else ""
+            raise TasksCommandFailed(f"{method} {path}: {error.code} {_error_message(error)}{hint}") from None
         except (urllib.error.URLError, OSError) as error:
             reason = getattr(error, "reason", error)
             raise TasksCommandFailed(f"cannot reach the admin API at {self.url}: {reason}") from None
         return json.loads(raw) if raw else None
+
+
+_UNAUTHORIZED_HINT = (
+    ". Give an admin's API token with --token or TRACKER_ADMIN_TOKEN "
+    "(`tracker-jobs token` prints a new one for the admin admin@localhost)"
+)
 
 
 def _error_message(error: urllib.error.HTTPError) -> str:

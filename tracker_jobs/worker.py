@@ -28,8 +28,30 @@ from tracker_jobs.jobs.heartbeat import CURRENT_PROCESS
 from tracker_jobs.jobs.records import RecordFlusher
 from tracker_jobs.jobs.refs import CLEANUP, NOTIFICATIONS, POSITIONS, QUEUES, REPORTS, JobRef
 from tracker_jobs.jobs.resources import WorkerResources
+from tracker_jobs.processes import stop_on_signals
 
 log = logging.getLogger(__name__)
+
+
+class RoutineArqLines(logging.Filter):
+    """arq logs every job's start and success, each worker's start and health, at INFO: routine lines
+    that bury what a person should read, so they are shown at DEBUG only. Its "shutdown on ..." lines
+    (two per queue, one naming a signal nobody sent) give way to the process's one line
+    (processes.stop_on_signals). Failures, retries and aborts stay as arq logs them."""
+
+    ROUTINE = (" → ", " ← ", "Starting worker", "recording health", "redis_version=")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = str(record.msg)
+        if message.startswith("shutdown on"):
+            return False
+        if record.levelno == logging.INFO and any(mark in message for mark in self.ROUTINE):
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+            return logging.getLogger("tracker_jobs").isEnabledFor(logging.DEBUG)
+        return True
+
+
+logging.getLogger("arq.worker").addFilter(RoutineArqLines())
 
 
 def _cron(ref: JobRef, **schedule: Any) -> CronJob:
@@ -176,10 +198,7 @@ async def run_queues(queues: list[str], redis_url: str) -> None:
     if empty:
         log.warning("no jobs registered on queue(s) %s yet; not serving them", ", ".join(empty))
         queues = [queue for queue in queues if queue not in empty]
-    stopping = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stopping.set)
+    stopping = stop_on_signals("worker")
     await asyncio.gather(*(_serve_queue(queue, redis_url, stopping) for queue in queues))
 
 

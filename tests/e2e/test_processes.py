@@ -22,6 +22,8 @@ from tests.support.processes import (
     wait_for,
 )
 from tests.support.services import ADMIN_TOKEN
+from tracker_jobs.cli import _open_door_warning
+from tracker_jobs.core.config import load_settings
 from tracker_jobs.jobs.heartbeat import live_workers
 
 HEADERS = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
@@ -62,7 +64,14 @@ async def test_up_on_the_embedded_default(tmp_path: Path) -> None:
         descendants = children_of(up.pid)
         assert len(descendants) >= 3  # embedded Redis, worker, admin app
     assert up.returncode == 0, up.output  # type: ignore[attr-defined]
-    assert "tracker-jobs is up" in up.output  # type: ignore[attr-defined]
+    output: str = up.output  # type: ignore[attr-defined]
+    assert "tracker-jobs is up" in output
+    # One line per process naming the signal it got; arq's per-queue shutdown lines and each job's
+    # start and finish are routine (DEBUG), not for a person reading the log.
+    for role in ("tracker-jobs", "worker", "admin API", "device listener"):
+        assert output.count(f"{role} stopping on SIGTERM") == 1, output
+    assert "shutdown on" not in output
+    assert " → " not in output
     assert (tmp_path / "tracker.db").is_file()
     assert (tmp_path / "tracker-redis" / "appendonly.aof").exists()
     time.sleep(0.5)
@@ -156,3 +165,14 @@ def test_an_unmigrated_database_is_a_one_line_error(tmp_path: Path, redis_url: s
     assert result.returncode == 2
     assert result.stderr.strip().endswith("is not at the newest schema: run `tracker-jobs migrate` first")
     assert "Traceback" not in result.stderr
+
+
+def test_the_banner_says_when_anyone_can_register_a_device() -> None:
+    everyone = load_settings(clean_env(TRACKER_HOST="0.0.0.0"))
+    assert everyone.auto_register  # the embedded default
+    note = _open_door_warning(everyone)
+    assert note is not None
+    assert "TRACKER_HOST=127.0.0.1" in note
+    assert "TRACKER_AUTO_REGISTER=false" in note
+    assert _open_door_warning(load_settings(clean_env(TRACKER_HOST="127.0.0.1"))) is None
+    assert _open_door_warning(load_settings(clean_env(TRACKER_AUTO_REGISTER="false"))) is None

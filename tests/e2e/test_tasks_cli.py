@@ -79,6 +79,10 @@ def test_tasks_commands_on_the_embedded_default_and_after_a_restart(tmp_path: Pa
             assert shown.returncode == 0, shown.stderr
             assert shown.stdout.startswith(heading)
         before = tasks_json(env, tmp_path, "show", task_id)
+        tokenless = tasks({**env, "TRACKER_ADMIN_TOKEN": ""}, tmp_path, "status")
+        assert tokenless.returncode == 1
+        assert "401" in tokenless.stderr
+        assert "--token or TRACKER_ADMIN_TOKEN" in tokenless.stderr  # it says how to give one
     assert up.returncode == 0, up.output  # type: ignore[attr-defined]
 
     with running(tracker_jobs_command("up"), tmp_path, env):  # worker, admin app and Redis all start anew

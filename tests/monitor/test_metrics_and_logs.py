@@ -82,10 +82,11 @@ async def test_a_metrics_token_is_required_once_set(
 
 @pytest.fixture
 def json_logs() -> Iterator[io.StringIO]:
-    """Logging as `TRACKER_LOG_FORMAT=json` sets it up, writing into a buffer instead of stderr."""
+    """Logging as `TRACKER_LOG_FORMAT=json TRACKER_LOG_LEVEL=DEBUG` sets it up, writing into a buffer
+    instead of stderr."""
     root = logging.getLogger()
     handlers, level = root.handlers[:], root.level
-    configure_logging("INFO", "json")
+    configure_logging("DEBUG", "json")
     buffer = io.StringIO()
     root.handlers[0].setStream(buffer)  # type: ignore[attr-defined]
     yield buffer
@@ -103,3 +104,4 @@ async def test_json_log_lines_carry_the_job(settings: Settings, redis: ArqRedis,
     assert said["logger"] == "tests.support.probes"
     outside = next(line for line in lines if line["logger"] == "arq.worker")
     assert "job_id" not in outside
+    assert outside["level"] == "DEBUG"  # arq's routine lines (a job's start and success) are DEBUG

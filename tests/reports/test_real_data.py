@@ -69,3 +69,20 @@ async def test_a_bus_without_speed_gets_believable_answers(
     assert summary["drivingDistance"] == pytest.approx(12_000, rel=1e-2)
     trips = await (await admin_client.get("/api/reports/trips", params=direct, headers=admin_headers)).json()
     assert [round(trip["distance"] / 1000) for trip in trips] == [6, 6]
+
+
+async def test_positions_are_read_back_by_the_devices_unique_id(
+    settings: Settings, admin_client: Client, admin_headers: dict[str, str], sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    bus = await add_device(sessions, "phone-by-unique-id")
+    fix = {"deviceId": bus, "fixTime": "2026-03-02T06:00:00Z", "latitude": 52.5, "longitude": 13.4}
+    await admin_client.post("/api/positions", json=[fix], headers=admin_headers)
+    await run_burst(settings, POSITIONS)
+    newest = await admin_client.get("/api/positions", params={"uniqueId": "phone-by-unique-id"}, headers=admin_headers)
+    assert [position["deviceId"] for position in await newest.json()] == [bus]
+    in_range = {"uniqueId": "phone-by-unique-id", **RANGE}
+    ranged = await admin_client.get("/api/positions", params=in_range, headers=admin_headers)
+    assert [position["latitude"] for position in await ranged.json()] == [52.5]
+    unknown = await admin_client.get("/api/positions", params={"uniqueId": "no-such-phone"}, headers=admin_headers)
+    assert unknown.status == 404
+    assert "no-such-phone" in (await unknown.json())["error"]["message"]

@@ -10,6 +10,7 @@ from contextlib import closing
 from pathlib import Path
 
 from tests.support.processes import clean_env, tracker_jobs_command
+from tracker_jobs.users.service import hash_token
 
 BOOTSTRAP = (
     "from tracker_jobs.cli import bootstrap_admin; from tracker_jobs.core.config import load_settings; "
@@ -31,3 +32,24 @@ def test_admin_processes_starting_together_share_one_bootstrap_admin(tmp_path: P
         with closing(sqlite3.connect(database)) as connection:
             assert connection.execute("SELECT count(*) FROM users").fetchone() == (1,)
             assert connection.execute("SELECT count(*) FROM api_tokens").fetchone() == (1,)
+
+
+def test_the_token_command_replaces_the_admins_token(tmp_path: Path) -> None:
+    database = tmp_path / "tokens.db"
+    env = clean_env(TRACKER_DATABASE_URL=f"sqlite:///{database}")
+    subprocess.run(tracker_jobs_command("migrate"), cwd=tmp_path, env=env, check=True, capture_output=True)
+    first = subprocess.run(tracker_jobs_command("token"), cwd=tmp_path, env=env, capture_output=True, text=True)
+    second = subprocess.run(tracker_jobs_command("token"), cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert (first.returncode, second.returncode) == (0, 0)
+    tokens = [first.stdout.strip(), second.stdout.strip()]
+    assert len(set(tokens)) == 2
+    assert all(len(token) >= 32 for token in tokens)
+    with closing(sqlite3.connect(database)) as connection:
+        (stored,) = connection.execute("SELECT token_hash FROM api_tokens").fetchall()
+    assert stored == (hash_token(tokens[1]),)  # only the new one lets anyone in
+    configured = clean_env(TRACKER_DATABASE_URL=f"sqlite:///{database}", TRACKER_ADMIN_TOKEN="chosen")
+    refused = subprocess.run(
+        tracker_jobs_command("token"), cwd=tmp_path, env=configured, capture_output=True, text=True
+    )
+    assert refused.returncode == 2
+    assert "TRACKER_ADMIN_TOKEN is set" in refused.stderr

@@ -15,7 +15,7 @@ from sqlmodel.sql.expression import SelectOfScalar
 
 from tracker_jobs.core.access import AccessChange
 from tracker_jobs.core.db import dialect_name, iso, transaction
-from tracker_jobs.core.errors import Forbidden, NotFound
+from tracker_jobs.core.errors import Forbidden, NotFound, not_found
 from tracker_jobs.core.principal import Principal
 from tracker_jobs.devices.keys import live_key, rate_key
 from tracker_jobs.devices.models import Device, UserDevice
@@ -154,6 +154,17 @@ def visible_devices(principal: Principal) -> SelectOfScalar[Device]:
 
 async def list_devices(session: AsyncSession, principal: Principal) -> list[Device]:
     return list((await session.execute(visible_devices(principal).order_by(col(Device.id)))).scalars())
+
+
+async def visible_ids_of(session: AsyncSession, principal: Principal, unique_ids: list[str]) -> list[int]:
+    """The ids of the devices with these uniqueIds that the caller may see; NotFound naming the first
+    uniqueId that is not one of them (unknown and not visible look the same)."""
+    query = visible_devices(principal).where(col(Device.unique_id).in_(unique_ids))
+    found = {device.unique_id: device.id for device in (await session.execute(query)).scalars()}
+    for unique_id in unique_ids:
+        if found.get(unique_id) is None:
+            raise not_found(f"device with uniqueId {unique_id!r}")
+    return [device_id for device_id in found.values() if device_id is not None]
 
 
 async def get_device(session: AsyncSession, principal: Principal, device_id: int) -> Device | None:

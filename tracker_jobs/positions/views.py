@@ -35,7 +35,8 @@ from tracker_jobs.api.responses import json_response
 from tracker_jobs.api.routes import Route
 from tracker_jobs.core.db import utcnow
 from tracker_jobs.core.errors import UNREACHABLE, FieldError, HttpError, not_found
-from tracker_jobs.devices.service import get_device
+from tracker_jobs.core.fields import MAX_UNIQUE_ID_LENGTH, parse_unique_id
+from tracker_jobs.devices.service import get_device, visible_ids_of
 from tracker_jobs.monitor.counters import POSITIONS_REJECTED, count
 from tracker_jobs.positions.acceptor import Acceptor, CannotAccept
 from tracker_jobs.positions.batch import DISABLED, REJECTION_CODES, UNKNOWN, BatchAnswer, resolve_batch
@@ -52,6 +53,7 @@ SINGLE_STATUS = {UNKNOWN: 404, DISABLED: 403}
 
 async def get_positions(request: web.Request) -> web.Response:
     device_ids = query_ids(request, "deviceId")
+    unique_ids = [parse_unique_id("uniqueId", raw) for raw in request.query.getall("uniqueId", [])]
     start, end = query_time(request, "from"), query_time(request, "to")
     if start is not None and end is not None and start > end:
         raise FieldError("from", "must not be after to")
@@ -60,6 +62,8 @@ async def get_positions(request: web.Request) -> web.Response:
     if not 0 < limit <= MAX_POSITIONS_PER_REQUEST:
         raise FieldError("limit", f"must be from 1 to {MAX_POSITIONS_PER_REQUEST}")
     async with request.app[SESSIONS]() as session:
+        if unique_ids:
+            device_ids = sorted({*device_ids, *await visible_ids_of(session, principal(request), unique_ids)})
         if start is None and end is None:
             found = await latest_positions(session, request.app[REDIS], principal(request), device_ids)
         else:
@@ -140,9 +144,18 @@ describe(
     get_positions,
     Operation(
         "Positions of visible devices in a time range, or each one's latest",
-        {200: Reply("positions ordered per device by fix time", array(POSITION))},
+        {
+            200: Reply("positions ordered per device by fix time", array(POSITION)),
+            404: error_reply("a uniqueId names no device the caller may see"),
+        },
         query=(
-            Query("deviceId", ID, "only these devices", repeated=True),
+            Query("deviceId", ID, "only these devices (their numeric ids)", repeated=True),
+            Query(
+                "uniqueId",
+                {"type": "string", "maxLength": MAX_UNIQUE_ID_LENGTH},
+                "only these devices, by uniqueId",
+                repeated=True,
+            ),
             Query("from", TIME),
             Query("to", TIME),
             Query("limit", {"type": "integer", "minimum": 1, "maximum": 100_000}),

@@ -170,7 +170,7 @@ def write_xlsx(records: Iterator[Record], target: Path, timezone: ZoneInfo) -> N
                 section, columns, sheets_of_section = name, SECTION_COLUMNS[name], 0
             sheets_of_section += 1
             title = section if sheets_of_section == 1 else f"{section} ({sheets_of_section})"
-            sheet = _new_sheet(workbook, title, columns)
+            sheet = _new_sheet(workbook, title, columns, timezone)
             rows_in_sheet = 1
             if row is None:
                 continue
@@ -179,15 +179,21 @@ def write_xlsx(records: Iterator[Record], target: Path, timezone: ZoneInfo) -> N
     workbook.save(target)
 
 
-def _new_sheet(workbook: Workbook, title: str, columns: Sequence[Column]) -> Any:
+def xlsx_header(column: Column, timezone: ZoneInfo) -> str:
+    """A column's name; a time column's names the zone its local times are in (Excel times have none)."""
+    return f"{column.name} ({timezone.key})" if column.type == "time" else column.name
+
+
+def _new_sheet(workbook: Workbook, title: str, columns: Sequence[Column], timezone: ZoneInfo) -> Any:
     sheet = workbook.create_sheet(title=title)
-    for index, column in enumerate(columns, start=1):
-        width = _XLSX_WIDTHS.get(column.type, max(14, len(column.name) + 2))
-        sheet.column_dimensions[get_column_letter(index)].width = max(width, len(column.name) + 2)
+    headers = [xlsx_header(column, timezone) for column in columns]
+    for index, (column, header) in enumerate(zip(columns, headers, strict=True), start=1):
+        width = _XLSX_WIDTHS.get(column.type, max(14, len(header) + 2))
+        sheet.column_dimensions[get_column_letter(index)].width = max(width, len(header) + 2)
     sheet.freeze_panes = "A2"
     cells = []
-    for column in columns:
-        cell = WriteOnlyCell(sheet, value=column.name)
+    for header in headers:
+        cell = WriteOnlyCell(sheet, value=header)
         cell.font, cell.fill, cell.alignment = _HEADER_FONT, _HEADER_FILL, Alignment(horizontal="center")
         cells.append(cell)
     sheet.append(cells)
@@ -198,7 +204,7 @@ def _xlsx_value(column: Column, value: Any, timezone: ZoneInfo) -> Any:
     if value is None:
         return None
     if column.type == "time":
-        # Excel times have no zone: write the report's local time.
+        # Excel times have no zone: write the report's local time (the header names the zone).
         return datetime.fromisoformat(value).astimezone(timezone).replace(tzinfo=None)
     if column.type == "json":
         return orjson.dumps(value).decode()
