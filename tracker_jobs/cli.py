@@ -126,7 +126,7 @@ def bootstrap_admin(settings: Settings) -> str | None:
 def cmd_token(settings: Settings, _args: argparse.Namespace) -> int:
     """A new API token for the admin admin@localhost (made if missing), replacing the one it had."""
     from tracker_jobs.core.db import create_engine, session_factory, transaction
-    from tracker_jobs.users.service import ensure_bootstrap_admin, new_token
+    from tracker_jobs.users.service import ensure_bootstrap_admin, new_token, restore_bootstrap_admin
 
     if settings.admin_token is not None:
         print(
@@ -139,15 +139,17 @@ def cmd_token(settings: Settings, _args: argparse.Namespace) -> int:
     require_current_schema(settings)
     token = new_token()
 
-    async def run() -> None:
+    async def run() -> list[str]:
         engine = create_engine(settings.database_url)
         try:
             async with transaction(session_factory(engine)) as session:
                 await ensure_bootstrap_admin(session, token)
+                return await restore_bootstrap_admin(session)
         finally:
             await engine.dispose()
 
-    asyncio.run(run())
+    for change in asyncio.run(run()):
+        print(f"admin@localhost {change}.", file=sys.stderr, flush=True)
     print(token, flush=True)
     print(
         f"The admin admin@localhost's API token in {_safe_url(settings.database_url)}; the old one no longer works.",

@@ -35,16 +35,14 @@ log = logging.getLogger(__name__)
 
 class RoutineArqLines(logging.Filter):
     """arq logs every job's start and success, each worker's start and health, at INFO: routine lines
-    that bury what a person should read, so they are shown at DEBUG only. Its "shutdown on ..." lines
-    (two per queue, one naming a signal nobody sent) give way to the process's one line
+    that bury what a person should read, so they are shown at DEBUG only. So are its "shutdown on ..."
+    lines (two per queue, one naming a signal nobody sent): the process says once why it stops
     (processes.stop_on_signals). Failures, retries and aborts stay as arq logs them."""
 
-    ROUTINE = (" → ", " ← ", "Starting worker", "recording health", "redis_version=")
+    ROUTINE = (" → ", " ← ", "Starting worker", "recording health", "redis_version=", "shutdown on")
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = str(record.msg)
-        if message.startswith("shutdown on"):
-            return False
         if record.levelno == logging.INFO and any(mark in message for mark in self.ROUTINE):
             record.levelno, record.levelname = logging.DEBUG, "DEBUG"
             return logging.getLogger("tracker_jobs").isEnabledFor(logging.DEBUG)

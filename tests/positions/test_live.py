@@ -122,13 +122,16 @@ async def test_the_live_cache_only_moves_forward_per_device(redis: ArqRedis) -> 
 
 
 async def test_statistics_are_computed_by_the_database(sessions: async_sessionmaker[AsyncSession]) -> None:
-    """A minute apart, 10 kn then 20 kn then standing: the odometer's advance, the top speed, the mean
-    speed while moving, and the time from each moving fix to the next."""
+    """A minute apart, 10 kn then 20 kn then standing: the odometer's advance (the steps after the
+    range's first position; a late one adds none), the top speed, the mean speed while moving, and the
+    time from each moving fix to the next."""
     device = await add_device(sessions, "summed")
     start = datetime(2026, 1, 1, tzinfo=UTC)
-    odometers, speeds = [1000.0, 1111.32, 1222.64, 1222.64], [10.0, 20.0, 0.0, 0.0]
+    # The third position came late, after the device had run on to 50 km: stored with no distance.
+    steps, odometers = [500.0, 111.32, 0.0, 111.32], [1000.0, 1111.32, 50_000.0, 1222.64]
+    speeds = [10.0, 20.0, 0.0, 0.0]
     async with sessions() as session:
-        for minute, (odometer, speed) in enumerate(zip(odometers, speeds, strict=True)):
+        for minute, (step, odometer, speed) in enumerate(zip(steps, odometers, speeds, strict=True)):
             session.add(
                 Position(
                     device_id=device,
@@ -137,7 +140,7 @@ async def test_statistics_are_computed_by_the_database(sessions: async_sessionma
                     latitude=10.0,
                     longitude=20.0,
                     speed=speed,
-                    attributes={"totalDistance": odometer},
+                    attributes={"distance": step, "totalDistance": odometer},
                 )
             )
         await session.commit()

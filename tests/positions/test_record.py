@@ -65,3 +65,8 @@ def test_a_database_row_reads_into_the_same_api_shape() -> None:
         "server_time": datetime.fromtimestamp(T0 + 1, UTC),
     }
     assert PositionRecord.from_row(row).to_api() == record.to_api()
+
+
+def test_an_entry_with_a_field_this_version_does_not_know_still_reads() -> None:
+    item = orjson.loads(to_entry_item(a_record()))
+    assert from_entry(orjson.dumps([{**item, "heading2": 3}])) == [a_record()]

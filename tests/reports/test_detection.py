@@ -226,7 +226,7 @@ def test_vectorised_detection_equals_the_per_position_loop(seed: int) -> None:
             float(rng.choice([100, 200])),
             float(rng.choice([60, 180])),
             float(rng.choice([300, 3600])),
-            min_trip_distance_m=float(rng.choice([0, 150, 300])),
+            min_trip_distance_m=rng.choice([None, 0.0, 150.0, 300.0]),
             min_trip_duration_s=float(rng.choice([0, 60, 120])),
         )
         found = detect(times_us.astype(np.int64), latitude, longitude, params)
@@ -284,7 +284,7 @@ def test_stop_and_go_traffic_makes_no_micro_trips() -> None:
     second_leg = trace.drive(10, step_m=400)
     trace.park(10)
     # Without the safeguards, creeping out of the jam is a "trip" of 35 m in 20 s.
-    unguarded = DetectionParams(200, 180, 3600)
+    unguarded = DetectionParams(200, 180, 3600, min_trip_distance_m=0)
     assert any(trace.road_m(a, b) < 200 for a, b in trips_of(trace, unguarded))
     (first, first_end), (second, second_end) = trips_of(trace)
     assert (first, first_end) == (first_leg[0] - 1, first_leg[-1])
@@ -324,8 +324,12 @@ def test_short_halts_at_bus_stops_do_not_split_the_trip() -> None:
 
 
 def test_a_device_sets_its_own_trip_minimums() -> None:
-    defaults = DetectionParams(200, 180, 3600, min_trip_distance_m=200, min_trip_duration_s=60)
+    defaults = DetectionParams(200, 180, 3600, min_trip_duration_s=60)
     own = detection_params(defaults, DeviceInfo(1, "bus", {"minTripDistance": 500, "minTripDuration": 120}))
-    assert (own.min_trip_distance_m, own.min_trip_duration_s) == (500.0, 120.0)
-    # A device's own minDistance carries over to the trip minimum, which follows minDistance by default.
-    assert detection_params(defaults, DeviceInfo(1, "van", {"minDistance": 50})).min_trip_distance_m == 50.0
+    assert (own.trip_distance_m, own.min_trip_duration_s) == (500.0, 120.0)
+    # A trip distance left unset follows the device's own minDistance; one set stays as set.
+    assert detection_params(defaults, DeviceInfo(1, "van", {"minDistance": 50})).trip_distance_m == 50.0
+    explicit = DetectionParams(200, 180, 3600, min_trip_distance_m=200)
+    assert detection_params(explicit, DeviceInfo(1, "van", {"minDistance": 50})).trip_distance_m == 200.0
+    off = detection_params(defaults, DeviceInfo(1, "van", {"minTripDistance": 0, "minTripDuration": 0}))
+    assert (off.trip_distance_m, off.min_trip_duration_s) == (0.0, 0.0)

@@ -47,7 +47,8 @@ def detect_by_loop(
 
     def short(first: int, last: int) -> bool:
         travelled = sum(distance_m(positions[k - 1], positions[k]) for k in range(first + 1, last + 1))
-        return travelled < params.min_trip_distance_m or seconds(first, last) < params.min_trip_duration_s
+        minimum = params.min_distance_m if params.min_trip_distance_m is None else params.min_trip_distance_m
+        return travelled < minimum or seconds(first, last) < params.min_trip_duration_s
 
     trips: list[tuple[int, int]] = []
     stops: list[tuple[int, int]] = []

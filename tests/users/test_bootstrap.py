@@ -47,6 +47,13 @@ def test_the_token_command_replaces_the_admins_token(tmp_path: Path) -> None:
     with closing(sqlite3.connect(database)) as connection:
         (stored,) = connection.execute("SELECT token_hash FROM api_tokens").fetchall()
     assert stored == (hash_token(tokens[1]),)  # only the new one lets anyone in
+    with closing(sqlite3.connect(database)) as connection, connection:
+        connection.execute("UPDATE users SET role = 'user', disabled = 1")  # locked out
+    restored = subprocess.run(tracker_jobs_command("token"), cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert "is an admin again" in restored.stderr
+    assert "is enabled again" in restored.stderr
+    with closing(sqlite3.connect(database)) as connection:
+        assert connection.execute("SELECT role, disabled FROM users").fetchall() == [("admin", 0)]
     configured = clean_env(TRACKER_DATABASE_URL=f"sqlite:///{database}", TRACKER_ADMIN_TOKEN="chosen")
     refused = subprocess.run(
         tracker_jobs_command("token"), cwd=tmp_path, env=configured, capture_output=True, text=True

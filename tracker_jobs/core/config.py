@@ -40,6 +40,7 @@ class Settings:
     report_stop_gap_s: int  # a silence longer than this is a stop
     report_min_trip_distance_m: int | None  # shorter trips join their stops; None: report_min_distance_m
     report_min_trip_duration_s: int  # shorter trips join their stops
+    derived_speed_min_step_m: float  # a speed derived over a shorter step is 0 (jitter is no motion)
     report_max_days: int  # longest range a report job covers
     report_direct_max_days: int  # longest range answered directly by GET /api/reports/{kind}
     osmand_speed_unit: str  # unit OsmAnd clients send speed in: kn, kmh, mps or mph
@@ -188,6 +189,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             else None
         ),
         report_min_trip_duration_s=_int(env, "TRACKER_REPORT_MIN_TRIP_DURATION", 60, 0, 86_400),
+        derived_speed_min_step_m=_float(env, "TRACKER_DERIVED_SPEED_MIN_STEP", 10.0),
         report_max_days=_int(env, "TRACKER_REPORT_MAX_DAYS", 366, 1, 3660),
         report_direct_max_days=_int(env, "TRACKER_REPORT_DIRECT_MAX_DAYS", 7, 1, 366),
         osmand_speed_unit=_choice(env, "TRACKER_OSMAND_SPEED_UNIT", "kn", ("kn", "kmh", "mps", "mph")),

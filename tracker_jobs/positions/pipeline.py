@@ -15,7 +15,7 @@ report, derived from its previous position; then distance/odometer; then motion.
 older than the device's newest stored one are "late": the filters judge them and they are stored, but
 they move neither the odometer nor the device's state (`batch.alive` leaves them out).
 
-Adding a step (a filter, or later derived speed/course and the detectors):
+Adding a step (a filter, a derived field, a detector):
 1. Write `def name(batch: Batch, config: PipelineConfig) -> StepResult` (or a class with `__call__`
    when it holds data of its own, such as geofences). Work on whole columns: a device's rows are
    contiguous, `Batch.predecessor` gives each row the previous alive row of its device (or the stored
@@ -68,6 +68,7 @@ class PipelineConfig:
     min_period_s: float = 0.0  # thinning; 0: off
     min_distance_m: float = 0.0  # thinning; 0: off
     motion_speed_kn: float = 0.01
+    derived_min_step_m: float = 10.0  # a derived speed over a shorter step is 0: GPS jitter is no motion
 
     @classmethod
     def from_settings(cls, settings: Settings) -> PipelineConfig:
@@ -80,6 +81,7 @@ class PipelineConfig:
             min_period_s=settings.filter_min_period_s,
             min_distance_m=settings.filter_min_distance_m,
             motion_speed_kn=settings.motion_speed_kn,
+            derived_min_step_m=settings.derived_speed_min_step_m,
         )
 
 
@@ -108,7 +110,7 @@ class Batch:
     forward between steps, so a step sees exactly what the steps before it decided.
     """
 
-    rows: list[PositionRecord]  # the positions themselves, in column order
+    rows: list[PositionRecord]  # the positions themselves, in the columns' (sorted) order
     now: float  # epoch seconds, for the future filter
     device: Ints
     fix_time: Floats
@@ -308,9 +310,10 @@ def thin(batch: Batch, config: PipelineConfig) -> StepResult:
 
 def derive_speed_course(batch: Batch, config: PipelineConfig) -> StepResult:
     """The speed and course a device did not report, from its previous position: distance over time
-    (knots) and the initial bearing towards this one. A device's first position ever, and one at the
-    same time or place as the one before it, gets 0. A position marked `speedComputed` had its speed
-    derived; a reported speed or course (0 included) is kept."""
+    (knots) and the initial bearing towards this one. A device's first position ever, one at the same
+    time as the one before it, and one less than `derived_min_step_m` from it (a parked device's GPS
+    jitter) gets 0. Positions marked `speedComputed` / `courseComputed` had theirs derived; a reported
+    speed or course (0 included) is kept."""
     missing_speed, missing_course = np.isnan(batch.speed), np.isnan(batch.course)
     if not (missing_speed.any() or missing_course.any()):
         return SKIP
@@ -326,7 +329,7 @@ def derive_speed_course(batch: Batch, config: PipelineConfig) -> StepResult:
         prev_fix = np.where(late & (prev_fix >= batch.fix_time), np.nan, prev_fix)
     gap_s = batch.fix_time - prev_fix
     metres = haversine_m(prev_lat, prev_lon, batch.latitude, batch.longitude)
-    moved = (gap_s > 0) & (metres > 0)  # False where NaN: no predecessor
+    moved = (gap_s > 0) & (metres >= max(config.derived_min_step_m, 1e-9))  # False where NaN: no predecessor
     with np.errstate(divide="ignore", invalid="ignore"):
         speed = np.where(moved, metres / gap_s * KNOTS_PER_METRE_PER_SECOND, 0.0)
     course = np.where(moved, initial_bearing_deg(prev_lat, prev_lon, batch.latitude, batch.longitude), 0.0)
@@ -335,7 +338,7 @@ def derive_speed_course(batch: Batch, config: PipelineConfig) -> StepResult:
             "speed": np.where(missing_speed, speed, batch.speed),
             "course": np.where(missing_course, course, batch.course),
         },
-        marks={"speedComputed": missing_speed},
+        marks={"speedComputed": missing_speed, "courseComputed": missing_course},
     )
 
 

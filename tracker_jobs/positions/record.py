@@ -64,8 +64,9 @@ class PositionRecord:
         }
 
 
+_FIELDS = tuple(f.name for f in fields(PositionRecord))
 # The positions table's columns, in the order COPY writes them (every field but the id it assigns).
-COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(PositionRecord) if f.name != "id")
+COLUMNS: tuple[str, ...] = tuple(name for name in _FIELDS if name != "id")
 TIMES = ("fix_time", "server_time")
 # Traccar's name of each field, in the order `to_api` writes them.
 API_NAMES = {
@@ -96,8 +97,13 @@ def to_entry_item(record: PositionRecord) -> bytes:
 
 
 def from_entry(payload: bytes) -> list[PositionRecord]:
-    """A stream entry's records. Entries written before records had an `id` key read the same."""
-    return [PositionRecord(**item) for item in orjson.loads(payload)]
+    """A stream entry's records. Entries written before records had an `id` key read the same, and a
+    key this version does not know (written by a newer one during an upgrade) is left out."""
+    items = orjson.loads(payload)
+    try:
+        return [PositionRecord(**item) for item in items]
+    except TypeError:
+        return [PositionRecord(**{name: item[name] for name in _FIELDS if name in item}) for item in items]
 
 
 def copy_rows(records: list[PositionRecord], *, json_text: bool) -> list[tuple[Any, ...]]:

@@ -2,8 +2,10 @@
 
 Computed by the database in one aggregate over the range (a month of a busy device never travels to
 the admin process), and cached in Redis, since the same ranges are asked for again and again (today's,
-by every dashboard). `distance` is the odometer's advance over the range (the pipeline's
-`totalDistance`): every metre the device moved, which is the summary report's `distance` too; the
+by every dashboard). `distance` is the odometer's advance over the range: the pipeline's per-position
+`distance` (from the position before it) added up from the range's second position on, which is
+every metre the device moved, the summary report's `distance` too while positions arrive in order (a
+late position adds nothing to the odometer, while the report walks the track in fix-time order); the
 report's `drivingDistance` counts only the road inside trips.
 """
 
@@ -35,12 +37,13 @@ async def summarise(
         epoch_s: sa.ColumnElement[Any] = sa.extract("epoch", fix_time)
     else:
         epoch_s = sa.func.julianday(fix_time) * 86_400.0  # SQLite keeps times as text
-    odometer = sa.type_coerce(col(Position.attributes), sa.JSON())["totalDistance"].as_float()
+    step_m = sa.func.coalesce(sa.type_coerce(col(Position.attributes), sa.JSON())["distance"].as_float(), 0.0)
     in_range = (
         sa.select(
             col(Position.speed).label("speed"),
             (sa.func.lead(epoch_s).over(order_by=fix_time) - epoch_s).label("gap_s"),
-            odometer.label("odometer"),
+            step_m.label("step_m"),
+            sa.func.first_value(step_m).over(order_by=fix_time).label("first_step_m"),  # from before the range
         )
         .where(col(Position.device_id) == device_id, fix_time >= start, fix_time <= end)
         .subquery()
@@ -53,7 +56,7 @@ async def summarise(
                 sa.func.max(in_range.c.speed),
                 sa.func.avg(sa.case((moving, in_range.c.speed))),
                 sa.func.sum(sa.case((moving, in_range.c.gap_s))),
-                sa.func.max(in_range.c.odometer) - sa.func.min(in_range.c.odometer),
+                sa.func.sum(in_range.c.step_m) - sa.func.max(in_range.c.first_step_m),
             )
         )
     ).one()

@@ -51,20 +51,28 @@ class DeviceFrames:
         return ids
 
 
+# The trip minimums may be 0 (the guard off); the others must be positive.
+_MAY_BE_ZERO = {"minTripDistance", "minTripDuration"}
+
+
 def detection_params(defaults: DetectionParams, device: DeviceInfo) -> DetectionParams:
-    """The settings, overridden by the device's attributes (PARAMETER_ATTRIBUTES). A device that sets
-    minDistance and not minTripDistance has short trips judged by its own minDistance, when the
-    settings' trip distance is minDistance's (the default)."""
+    """The settings, overridden by the device's attributes (PARAMETER_ATTRIBUTES). A trip distance
+    left unset follows the device's own minDistance."""
     values = asdict(defaults)
     for attribute, field in PARAMETER_ATTRIBUTES.items():
         if attribute not in device.attributes:
             continue
         value = device.attributes[attribute]
-        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < math.inf:
-            raise ValueError(f"device {device.id}: attribute {attribute} must be a positive number, got {value!r}")
+        low_ok = attribute in _MAY_BE_ZERO
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not (value >= 0 if low_ok else value > 0)
+            or not value < math.inf
+        ):
+            kind = "a number of 0 or more" if low_ok else "a positive number"
+            raise ValueError(f"device {device.id}: attribute {attribute} must be {kind}, got {value!r}")
         values[field] = float(value)
-    if "minTripDistance" not in device.attributes and defaults.min_trip_distance_m == defaults.min_distance_m:
-        values["min_trip_distance_m"] = values["min_distance_m"]
     return DetectionParams(**values)
 
 

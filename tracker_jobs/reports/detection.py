@@ -6,7 +6,7 @@ longer than `stop_gap_s` is a stop. A trip runs from the last position of the st
 to the first position of the stop it reaches (the arrival); a stop runs from its arrival to its departure.
 
 Traccar's legacy safeguards against noise: a trip is kept only when its distance reaches
-`min_trip_distance_m` and its duration `min_trip_duration_s`; a shorter movement (a bus creeping a few
+`min_trip_distance_m` (by default `min_distance_m`) and its duration `min_trip_duration_s`; a shorter movement (a bus creeping a few
 metres at a time through a jam, GPS drift at a depot) joins the stop around it: the stops before and
 after it become one. A short movement before the first stop joins that stop; one after the last stop
 (still moving when the positions end) extends it; one with no stop around it is left out.
@@ -37,8 +37,12 @@ class DetectionParams:
     min_distance_m: float
     min_duration_s: float
     stop_gap_s: float
-    min_trip_distance_m: float = 0.0
+    min_trip_distance_m: float | None = None  # None: min_distance_m
     min_trip_duration_s: float = 0.0
+
+    @property
+    def trip_distance_m(self) -> float:
+        return self.min_distance_m if self.min_trip_distance_m is None else self.min_trip_distance_m
 
 
 @dataclass(frozen=True)
@@ -102,7 +106,7 @@ def detect(fix_time_us: IntArray, latitude: FloatArray, longitude: FloatArray, p
     min_trip_us = round(params.min_trip_duration_s * US_PER_S)
 
     def short(first: int, last: int) -> bool:
-        too_near = travelled[last] - travelled[first] < params.min_trip_distance_m
+        too_near = travelled[last] - travelled[first] < params.trip_distance_m
         return bool(too_near or fix_time_us[last] - fix_time_us[first] < min_trip_us)
 
     trips: list[tuple[int, int]] = []

@@ -80,7 +80,7 @@ def detection_defaults(settings: Settings) -> DetectionParams:
         settings.report_min_distance_m,
         settings.report_min_duration_s,
         settings.report_stop_gap_s,
-        min_trip_distance_m=settings.report_min_distance_m if min_trip_distance is None else min_trip_distance,
+        min_trip_distance_m=None if min_trip_distance is None else float(min_trip_distance),
         min_trip_duration_s=settings.report_min_trip_duration_s,
     )
 

@@ -180,6 +180,20 @@ async def ensure_bootstrap_admin(session: AsyncSession, configured_token: str | 
     return None if configured_token else token
 
 
+async def restore_bootstrap_admin(session: AsyncSession) -> list[str]:
+    """The bootstrap admin as an admin again and enabled (the token command's way back in for an
+    operator locked out); what it had to change, in words."""
+    admin = (await session.execute(select(User).where(col(User.email) == BOOTSTRAP_EMAIL))).scalar_one()
+    changes: list[str] = []
+    if admin.role != Role.ADMIN:
+        admin.role = Role.ADMIN
+        changes.append("is an admin again")
+    if admin.disabled:
+        admin.disabled = False
+        changes.append("is enabled again")
+    return changes
+
+
 async def delete_expired_sessions(session: AsyncSession) -> int:
     result = await session.execute(sa.delete(UserSession).where(col(UserSession.expires_at) <= utcnow()))
     return int(result.rowcount)  # type: ignore[attr-defined]
