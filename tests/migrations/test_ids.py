@@ -184,7 +184,7 @@ def test_upgrading_a_0001_sqlite_database_keeps_every_row_and_stops_reusing_ids(
         before = _contents(connection, columns)
         structure_before = {table: _structure(connection, table) for table in REBUILT}
 
-    command.upgrade(alembic_config(url), "head")
+    command.upgrade(alembic_config(url), "0004")
 
     with closing(_connect(path)) as connection:
         expected = dict(before)
@@ -273,7 +273,7 @@ def test_a_rebuild_that_fails_halfway_leaves_the_tables_as_they_were(tmp_path: P
 
 def test_downgrading_keeps_every_row_and_lowercase_emails(tmp_path: Path) -> None:
     path, url = _sqlite_at(tmp_path, "0001", DATA_AT_0001)
-    command.upgrade(alembic_config(url), "head")
+    command.upgrade(alembic_config(url), "0004")
     with closing(_connect(path)) as connection:
         columns = {table: [row[1] for row in connection.execute(f"PRAGMA table_info({table})")] for table in REBUILT}
         upgraded = _contents(connection, columns)
@@ -287,7 +287,7 @@ def test_downgrading_keeps_every_row_and_lowercase_emails(tmp_path: Path) -> Non
         assert connection.execute("SELECT count(*) FROM sqlite_sequence").fetchone() == (0,)
         assert "alice@example.com" in {row[0] for row in connection.execute("SELECT email FROM users")}
 
-    command.upgrade(alembic_config(url), "head")
+    command.upgrade(alembic_config(url), "0004")
     with closing(_connect(path)) as connection:
         assert _contents(connection, columns) == upgraded
         assert _autoincrement_tables(connection) == set(REBUILT)

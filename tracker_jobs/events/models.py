@@ -23,6 +23,8 @@ class Geofence(SQLModel, table=True):
     description: str = Field(default="", max_length=512)
     area: str = Field(sa_type=sa.Text)
     attributes: dict[str, Any] = Field(default_factory=dict, sa_type=JsonDict)
+    # Grows with every change of the area or attributes: workers keep parsed shapes until it moves.
+    revision: int = Field(default=1, sa_column_kwargs={"server_default": sa.text("1")})
 
 
 class DeviceGeofence(SQLModel, table=True):
@@ -35,11 +37,19 @@ class DeviceGeofence(SQLModel, table=True):
 
 
 class Event(SQLModel, table=True):
-    """`type` uses Traccar's names: geofenceEnter, geofenceExit, deviceOverspeed, deviceOffline, maintenance."""
+    """`type` uses Traccar's names: geofenceEnter, geofenceExit, deviceOverspeed, deviceOffline, maintenance.
+
+    Stored once per device, type, time and `subject` (the geofence's or maintenance item's id, else
+    0): a batch run again after a crash adds no second event. It keeps its own coordinates, so it
+    stays readable once retention removes its position; nothing refers to it by a foreign key.
+    """
 
     __tablename__ = "events"
     __table_args__ = (
         sa.Index("ix_events_device_id_event_time", "device_id", "event_time"),
+        sa.Index(
+            "uq_events_device_id_type_event_time_subject", "device_id", "type", "event_time", "subject", unique=True
+        ),
         # SQLite AUTOINCREMENT: an id is never reused, so sent_notifications.event_id (no foreign key)
         # never comes to name another device's event.
         {"sqlite_autoincrement": True},
@@ -54,4 +64,7 @@ class Event(SQLModel, table=True):
         default=None, sa_column=sa.Column(sa.ForeignKey("geofences.id", ondelete="SET NULL"), nullable=True)
     )
     maintenance_id: int | None = None
+    subject: int = Field(default=0, sa_type=BigId, sa_column_kwargs={"server_default": sa.text("0")})
+    latitude: float | None = None
+    longitude: float | None = None
     attributes: dict[str, Any] = Field(default_factory=dict, sa_type=JsonDict)
