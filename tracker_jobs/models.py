@@ -3,7 +3,7 @@
 from sqlmodel import SQLModel
 
 from tracker_jobs.devices.models import Device, DeviceCommand, Maintenance, UserDevice
-from tracker_jobs.events.models import DeviceGeofence, Event, Geofence
+from tracker_jobs.events.models import DeviceGeofence, Event, Geofence, UserGeofence
 from tracker_jobs.jobs.models import JobRecord
 from tracker_jobs.notifications.models import NotificationRule, SentNotification
 from tracker_jobs.positions.models import Position
@@ -28,6 +28,7 @@ __all__ = [
     "SentNotification",
     "User",
     "UserDevice",
+    "UserGeofence",
     "UserSession",
     "metadata",
 ]

@@ -1,4 +1,5 @@
-"""events: stored once per device, type, time and subject, with their own coordinates; geofence revisions
+"""events: stored once per device, type, time and subject, with their own coordinates; geofences:
+revisions, and the users each belongs to
 
 Revision ID: 0005
 Revises: 0004
@@ -32,9 +33,24 @@ def upgrade() -> None:
         unique=True,
     )
     op.add_column("geofences", sa.Column("revision", sa.Integer(), server_default=sa.text("1"), nullable=False))
+    op.create_table(
+        "user_geofences",
+        sa.Column("user_id", sa.Integer(), nullable=False),
+        sa.Column("geofence_id", sa.Integer(), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["geofence_id"], ["geofences.id"], name=op.f("fk_user_geofences_geofence_id_geofences"), ondelete="CASCADE"
+        ),
+        sa.ForeignKeyConstraint(
+            ["user_id"], ["users.id"], name=op.f("fk_user_geofences_user_id_users"), ondelete="CASCADE"
+        ),
+        sa.PrimaryKeyConstraint("user_id", "geofence_id", name=op.f("pk_user_geofences")),
+    )
+    op.create_index(op.f("ix_user_geofences_geofence_id"), "user_geofences", ["geofence_id"])
 
 
 def downgrade() -> None:
+    op.drop_index(op.f("ix_user_geofences_geofence_id"), table_name="user_geofences")
+    op.drop_table("user_geofences")
     op.drop_column("geofences", "revision")
     op.drop_index("uq_events_device_id_type_event_time_subject", table_name="events")
     op.drop_column("events", "longitude")

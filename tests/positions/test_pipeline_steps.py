@@ -290,14 +290,15 @@ def test_speed_and_course_are_derived_from_the_previous_position_when_not_report
     )
     assert result.fields["speed"] == pytest.approx([0.0, north_kn, north_kn, east_kn], rel=1e-3)
     assert result.fields["course"] == pytest.approx([0.0, 0.0, 0.0, 90.0], abs=1e-3)
-    assert result.marks["speedComputed"].tolist() == [True] * 4
+    assert result.sparse["speedComputed"][0].tolist() == [0, 1, 2, 3]
+    assert result.sparse["courseComputed"][0].tolist() == [0, 1, 2, 3]
 
 
 def test_a_reported_speed_and_course_are_kept_even_when_zero() -> None:
     rows = [row(1, 20, speed=None), row(1, 10, lat=10.001, speed=0.0)]
     result = derive_speed_course(batch(rows), PipelineConfig())
     assert result.fields["speed"].tolist() == [0.0, 0.0]
-    assert result.marks["speedComputed"].tolist() == [True, False]
+    assert result.sparse["speedComputed"][0].tolist() == [0]  # the first row's speed only
     assert derive_speed_course(batch([row(1, 10, speed=5.0)]), PipelineConfig()) == SKIP
 
 

@@ -36,6 +36,18 @@ class DeviceGeofence(SQLModel, table=True):
     )
 
 
+class UserGeofence(SQLModel, table=True):
+    """A user may see and use the geofence (its creator, or one an admin shared it with); an admin
+    sees every geofence."""
+
+    __tablename__ = "user_geofences"
+
+    user_id: int = Field(sa_column=sa.Column(sa.ForeignKey("users.id", ondelete="CASCADE"), primary_key=True))
+    geofence_id: int = Field(
+        sa_column=sa.Column(sa.ForeignKey("geofences.id", ondelete="CASCADE"), primary_key=True, index=True)
+    )
+
+
 class Event(SQLModel, table=True):
     """`type` uses Traccar's names: geofenceEnter, geofenceExit, deviceOverspeed, deviceOffline, maintenance.
 

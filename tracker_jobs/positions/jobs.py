@@ -12,6 +12,7 @@ from tracker_jobs.jobs import refs
 from tracker_jobs.jobs.base import job
 from tracker_jobs.jobs.resources import resources
 from tracker_jobs.positions.batch import resolve_batch
+from tracker_jobs.positions.geofencing import ShapeCache
 from tracker_jobs.positions.live import publish_devices
 from tracker_jobs.positions.pipeline import PipelineConfig
 from tracker_jobs.positions.service import DrainResult, accept_positions, drain_partition, schedule_backlog
@@ -33,8 +34,15 @@ async def process_position_batch(ctx: dict[str, Any], partition: int) -> dict[st
         consumer=shared.consumer,
         batch_size=shared.settings.position_batch_size,
         config=PipelineConfig.from_settings(shared.settings),
+        shapes=shape_cache(ctx),
     )
     return result.as_dict()
+
+
+def shape_cache(ctx: dict[str, Any]) -> ShapeCache:
+    """The worker process's parsed geofences, kept in its arq context between drains."""
+    cache: ShapeCache = ctx.setdefault("geofence_shapes", ShapeCache())
+    return cache
 
 
 @job(refs.PROCESS_SINGLE_POSITION, timeout_s=60, max_tries=3)

@@ -23,13 +23,13 @@ Adding a step (a filter, a derived field, a detector):
    would. Don't write to the batch (its arrays are read-only): return drops as a boolean mask (or row
    indexes) under a reason, which becomes the key in `dropped`, and attributes as arrays aligned to
    the rows. A step that fills in a position field (`speed`, `course`) returns the whole column
-   under `fields`; one that flags some rows returns a mask under `marks` (the attribute is set to
-   true on those rows and left out elsewhere). A switch that is off returns `SKIP`.
+   under `fields`; one that sets an attribute on some rows only returns their indexes and the value
+   (one for all, or one per row) under `sparse` (left out elsewhere); a detector returns its events
+   under `events`, one `Detected` per type. A switch that is off returns `SKIP`.
 2. Put it in `PIPELINE` where Traccar has its handler: derived speed/course after the filters and
    before distance, detectors (geofence, overspeed, ...) after motion. A step that drops goes before
-   distance: a row dropped later has already moved the odometer. What steps emit beyond drops,
-   attributes, fields and marks (events) becomes one more field of `StepResult` that `run_pipeline`
-   collects the way it collects attributes.
+   distance: a row dropped later has already moved the odometer. Whatever else a step comes to emit
+   becomes one more field of `StepResult` that `run_pipeline` collects the way it collects these.
 3. Test it alone on `Batch.from_rows` of a few hand-made records (tests/positions/test_pipeline_steps.py).
 """
 
@@ -93,6 +93,7 @@ class DeviceState:
     latitude: float
     longitude: float
     odometer: float
+    geofence_ids: tuple[int, ...] = ()  # the geofences the position was inside
 
 
 @dataclass
@@ -100,6 +101,7 @@ class PipelineResult:
     kept: list[PositionRecord]  # to store, ordered by device then fix time
     dropped: Counter[str] = field(default_factory=Counter)
     newest: dict[int, PositionRecord] = field(default_factory=dict)  # device -> its new newest position
+    events: list[DetectedEvent] = field(default_factory=list)  # at kept positions, in batch order
 
 
 @dataclass
@@ -129,8 +131,10 @@ class Batch:
     late: Bools  # older than the device's stored newest: stored, but moves nothing
     kept: Bools  # not dropped by any step so far
     attributes: dict[str, Column] = field(default_factory=dict)  # added by the steps so far
-    marks: dict[str, Bools] = field(default_factory=dict)  # flags set by the steps so far
+    sparse: dict[str, tuple[Ints, Any]] = field(default_factory=dict)  # set on some rows by the steps so far
     filled: dict[str, Bools] = field(default_factory=dict)  # per filled-in field, the rows a step changed
+    events: list[Detected] = field(default_factory=list)  # found by the steps so far
+    states: Mapping[int, DeviceState] = field(default_factory=dict)  # each device's stored newest
 
     @classmethod
     def from_rows(cls, rows: Sequence[PositionRecord], states: Mapping[int, DeviceState], now: float) -> Batch:
@@ -154,6 +158,7 @@ class Batch:
         start_fix = state_column("fix_time")
         return cls(
             rows=sorted_rows,
+            states=states,
             now=now,
             device=_frozen(device),
             fix_time=_frozen(fix),
@@ -203,7 +208,25 @@ class StepResult:
     drops: Mapping[str, Selection] = field(default_factory=dict)
     attributes: Mapping[str, Column] = field(default_factory=dict)
     fields: Mapping[str, Floats] = field(default_factory=dict)  # one of FILLABLE
-    marks: Mapping[str, Bools] = field(default_factory=dict)
+    sparse: Mapping[str, tuple[Ints, Any]] = field(default_factory=dict)  # rows, one value or one per row
+    events: Sequence[Detected] = ()
+
+
+@dataclass(frozen=True)
+class Detected:
+    """Events of one type a step found: one at each of `rows`, about `subject` (a geofence's id, say;
+    0 when it is about nothing but the device)."""
+
+    type: str
+    rows: Ints
+    subject: Ints | None = None
+
+
+@dataclass(frozen=True)
+class DetectedEvent:
+    position: PositionRecord
+    type: str
+    subject: int
 
 
 FILLABLE = ("speed", "course")  # the position fields a step may fill in
@@ -338,7 +361,10 @@ def derive_speed_course(batch: Batch, config: PipelineConfig) -> StepResult:
             "speed": np.where(missing_speed, speed, batch.speed),
             "course": np.where(missing_course, course, batch.course),
         },
-        marks={"speedComputed": missing_speed, "courseComputed": missing_course},
+        sparse={
+            "speedComputed": (np.flatnonzero(missing_speed), True),
+            "courseComputed": (np.flatnonzero(missing_course), True),
+        },
     )
 
 
@@ -408,6 +434,11 @@ def run_pipeline(
         last_of_device = alive[np.r_[batch.device[alive][1:] != batch.device[alive][:-1], True]]
         for i in last_of_device.tolist():
             result.newest[int(batch.device[i])] = batch.rows[i]
+    for detected in batch.events:
+        subjects = np.zeros(len(detected.rows), dtype=np.int64) if detected.subject is None else detected.subject
+        for row, subject in zip(detected.rows.tolist(), subjects.tolist(), strict=True):
+            if batch.kept[row]:
+                result.events.append(DetectedEvent(batch.rows[row], detected.type, subject))
     return result
 
 
@@ -418,9 +449,13 @@ def _write_back(batch: Batch, kept: Ints, records: list[PositionRecord]) -> None
         rows = np.flatnonzero(changed[kept])
         for i, value in zip(rows.tolist(), np.nan_to_num(column[kept[rows]]).tolist(), strict=True):
             setattr(records[i], name, value)
-    for name, mask in batch.marks.items():
-        for i in np.flatnonzero(mask[kept]).tolist():
-            records[i].attributes = {**records[i].attributes, name: True}
+    position = np.full(len(batch), -1, dtype=np.int64)  # a batch row's index among the kept records
+    position[kept] = np.arange(len(kept))
+    for name, (rows, values) in batch.sparse.items():
+        per_row = values if isinstance(values, list) else [values] * len(rows)
+        for index, value in zip(position[rows].tolist(), per_row, strict=True):
+            if index >= 0:
+                records[index].attributes = {**records[index].attributes, name: value}
 
 
 def _apply(batch: Batch, result: StepResult, dropped: Counter[str], step: Step) -> None:
@@ -446,10 +481,11 @@ def _apply(batch: Batch, result: StepResult, dropped: Counter[str], step: Step) 
         changed = ~((values == old) | (np.isnan(values) & np.isnan(old)))
         batch.filled[name] = batch.filled.get(name, np.zeros(size, dtype=np.bool_)) | changed
         setattr(batch, name, _frozen(values.astype(np.float64)))
-    for name, mask in result.marks.items():
-        if mask.shape != (size,):
-            raise ValueError(f"{_name(step)}: mark {name!r} has shape {mask.shape}, not ({size},)")
-        batch.marks[name] = _frozen(batch.marks.get(name, np.zeros(size, dtype=np.bool_)) | mask)
+    for name, (rows, values) in result.sparse.items():
+        if isinstance(values, list) and len(values) != len(rows):
+            raise ValueError(f"{_name(step)}: {name!r} has {len(values)} values for {len(rows)} rows")
+        batch.sparse[name] = (rows, values)
+    batch.events.extend(detected for detected in result.events if len(detected.rows))
 
 
 def _name(step: Step) -> str:

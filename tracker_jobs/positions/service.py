@@ -23,10 +23,18 @@ from tracker_jobs.jobs.base import enqueue
 from tracker_jobs.jobs.refs import PROCESS_POSITION_BATCH
 from tracker_jobs.monitor.counters import POSITIONS_DROPPED, POSITIONS_STORED
 from tracker_jobs.positions import live, stream
+from tracker_jobs.positions.geofencing import DetectGeofences, ShapeCache, load_geofencing
 from tracker_jobs.positions.models import Position
-from tracker_jobs.positions.pipeline import PipelineConfig, run_pipeline
+from tracker_jobs.positions.pipeline import PIPELINE, PipelineConfig, run_pipeline
 from tracker_jobs.positions.record import PositionRecord, from_entry, iso_epoch, to_entry_item
-from tracker_jobs.positions.store import REFUSED_FOR_GOOD, StoredDevice, insert_positions, load_devices, move_devices
+from tracker_jobs.positions.store import (
+    REFUSED_FOR_GOOD,
+    StoredDevice,
+    insert_events,
+    insert_positions,
+    load_devices,
+    move_devices,
+)
 
 log = logging.getLogger(__name__)
 ENTRIES_PER_READ = 10  # entries hold up to thousands of positions: read a few at a time
@@ -94,6 +102,7 @@ class DrainResult:
     batches: int = 0
     entries: int = 0
     stored: int = 0
+    events: int = 0
     dropped: Counter[str] = field(default_factory=Counter)
     set_aside: int = 0  # refused by the database for good: kept in the set-aside stream
     locked_out: bool = False
@@ -104,6 +113,7 @@ class DrainResult:
             "batches": self.batches,
             "entries": self.entries,
             "stored": self.stored,
+            "events": self.events,
             "dropped": dict(self.dropped),
             "setAside": self.set_aside,
             "lockedOut": self.locked_out,
@@ -114,14 +124,20 @@ class DrainResult:
 class BatchOutcome:
     stored: int
     dropped: Counter[str]
+    events: int  # stored by this batch
     newest: list[tuple[float, dict[str, Any]]]  # (fix time, API position) per device moved forward
     devices: list[dict[str, Any]]  # API device changes
 
 
 async def store_batch(
-    sessions: async_sessionmaker[AsyncSession], records: list[PositionRecord], config: PipelineConfig, now: float
+    sessions: async_sessionmaker[AsyncSession],
+    records: list[PositionRecord],
+    config: PipelineConfig,
+    now: float,
+    shapes: ShapeCache | None = None,
 ) -> BatchOutcome:
-    """Pipeline and store one batch in one transaction; say what changed for live updates."""
+    """Pipeline and store one batch, its positions and events, in one transaction; say what changed
+    for live updates. `shapes`: the worker's parsed geofences (None: no geofence detection)."""
     async with transaction(sessions) as session:
         devices = await load_devices(session, (record.device_id for record in records))
         dropped: Counter[str] = Counter()
@@ -132,10 +148,14 @@ async def store_batch(
                 dropped["unknownDevice" if device is None else "disabled"] += 1
             else:
                 usable.append(record)
-        result = run_pipeline(usable, {d.id: d.state for d in devices.values() if d.state}, config, now)
-        inserted = await insert_positions(
-            session, result.kept, [(device_id, record.fix_time) for device_id, record in result.newest.items()]
-        )
+        steps = PIPELINE
+        if shapes is not None and (geofencing := await load_geofencing(session, devices, shapes)) is not None:
+            steps = (*PIPELINE, DetectGeofences(geofencing))
+        states = {d.id: d.state for d in devices.values() if d.state}
+        result = run_pipeline(usable, states, config, now, steps=steps)
+        wanted = [(device_id, record.fix_time) for device_id, record in result.newest.items()]
+        wanted += [(event.position.device_id, event.position.fix_time) for event in result.events]
+        inserted = await insert_positions(session, result.kept, wanted)
         ids = inserted.ids
         dropped.update(result.dropped)
         dropped["duplicate"] += len(result.kept) - inserted.stored  # kept, but stored already by an earlier run
@@ -143,6 +163,7 @@ async def store_batch(
         for record in result.kept:
             seen[record.device_id] = max(seen.get(record.device_id, 0.0), record.server_time)
         await move_devices(session, seen, result.newest, ids)
+        events = await insert_events(session, result.events, ids)
     newest = []
     for device_id, record in result.newest.items():
         record.id = ids.get((device_id, record.fix_time))
@@ -152,7 +173,7 @@ async def store_batch(
         _device_change(devices[device_id], server_time, result.newest.get(device_id))
         for device_id, server_time in seen.items()
     ]
-    return BatchOutcome(stored=inserted.stored, dropped=+dropped, newest=newest, devices=changes)
+    return BatchOutcome(stored=inserted.stored, dropped=+dropped, events=events, newest=newest, devices=changes)
 
 
 def _device_change(device: StoredDevice, server_time: float, newest: PositionRecord | None) -> dict[str, Any]:
@@ -178,6 +199,7 @@ async def drain_partition(
     consumer: str,
     batch_size: int,
     config: PipelineConfig,
+    shapes: ShapeCache | None = None,
 ) -> DrainResult:
     """Store everything waiting in one partition, a batch at a time, acknowledging each after commit."""
     result = DrainResult(partition)
@@ -197,7 +219,7 @@ async def drain_partition(
                 break
             records = [record for _, fields in entries for record in from_entry(fields[b"p"])]
             try:
-                outcome = await store_batch(sessions, records, config, datetime.now(UTC).timestamp())
+                outcome = await store_batch(sessions, records, config, datetime.now(UTC).timestamp(), shapes)
             except REFUSED_FOR_GOOD:
                 # A batch the database refuses for good must not stall its partition: set it aside
                 # (kept, for an operator) and go on with the rest. Anything else (the database away,
@@ -214,6 +236,7 @@ async def drain_partition(
             result.batches += 1
             result.entries += len(records)
             result.stored += outcome.stored
+            result.events += outcome.events
             result.dropped.update(outcome.dropped)
     finally:
         await lock.release()

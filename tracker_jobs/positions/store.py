@@ -17,8 +17,9 @@ from sqlmodel import col
 
 from tracker_jobs.core.db import UTCDateTime, dialect_name
 from tracker_jobs.devices.models import Device
+from tracker_jobs.events.models import Event
 from tracker_jobs.positions.models import Position
-from tracker_jobs.positions.pipeline import DeviceState
+from tracker_jobs.positions.pipeline import DetectedEvent, DeviceState
 from tracker_jobs.positions.record import COLUMNS, PositionRecord, copy_rows
 
 _POSITIONS: sa.Table = Position.__table__  # type: ignore[attr-defined]
@@ -76,7 +77,8 @@ class StoredDevice:
 # goes through the session, not the raw driver: its first statement is what opens the transaction.
 _PG_LOAD_DEVICES = sa.text(
     """
-    SELECT d.id, d.name, d.unique_id, d.disabled, d.total_distance, p.fix_time, p.latitude, p.longitude
+    SELECT d.id, d.name, d.unique_id, d.disabled, d.total_distance, p.fix_time, p.latitude, p.longitude,
+           p.attributes -> 'geofenceIds'
     FROM devices AS d LEFT JOIN positions AS p ON p.id = d.position_id
     WHERE d.id = ANY(:ids)
     """
@@ -100,16 +102,21 @@ async def load_devices(session: AsyncSession, device_ids: Iterable[int]) -> dict
                 col(Position.fix_time),
                 col(Position.latitude),
                 col(Position.longitude),
+                sa.type_coerce(col(Position.attributes), sa.JSON())["geofenceIds"],
             )
             .outerjoin(Position, col(Position.id) == col(Device.position_id))
             .where(col(Device.id).in_(wanted))
         )
     devices: dict[int, StoredDevice] = {}
-    for device_id, name, unique_id, disabled, odometer, fix_time, latitude, longitude in rows:
+    for device_id, name, unique_id, disabled, odometer, fix_time, latitude, longitude, geofence_ids in rows:
         state = None
         if fix_time is not None:
             state = DeviceState(
-                fix_time=fix_time.timestamp(), latitude=latitude, longitude=longitude, odometer=odometer
+                fix_time=fix_time.timestamp(),
+                latitude=latitude,
+                longitude=longitude,
+                odometer=odometer,
+                geofence_ids=tuple(geofence_ids or ()),
             )
         devices[device_id] = StoredDevice(device_id, name, unique_id, disabled, state)
     return devices
@@ -212,6 +219,35 @@ async def move_devices(
     await session.execute(_DEVICE_SEEN, seen_rows)
     if forward:
         await session.execute(_DEVICE_NEWEST, forward)
+
+
+_EVENTS: sa.Table = Event.__table__  # type: ignore[attr-defined]
+# Events about a geofence name it in geofence_id too (Traccar's field).
+_GEOFENCE_EVENTS = ("geofenceEnter", "geofenceExit")
+
+
+async def insert_events(session: AsyncSession, events: list[DetectedEvent], ids: dict[tuple[int, float], int]) -> int:
+    """Store the batch's events, skipping any stored already (a batch run again after a crash): each
+    is unique per device, type, time and subject. Returns how many this call stored."""
+    if not events:
+        return 0
+    rows: list[dict[str, Any]] = [
+        {
+            "type": event.type,
+            "device_id": event.position.device_id,
+            "event_time": datetime.fromtimestamp(event.position.fix_time, UTC),
+            "position_id": ids.get((event.position.device_id, event.position.fix_time)),
+            "geofence_id": event.subject if event.type in _GEOFENCE_EVENTS else None,
+            "subject": event.subject,
+            "latitude": event.position.latitude,
+            "longitude": event.position.longitude,
+            "attributes": {},
+        }
+        for event in events
+    ]
+    dialect = postgresql if dialect_name(session) == "postgresql" else sqlite
+    statement = dialect.insert(_EVENTS).on_conflict_do_nothing().returning(_EVENTS.c.id)
+    return len((await session.execute(statement, rows)).all())
 
 
 def _columns(rows: list[dict[str, Any]], names: tuple[str, ...]) -> list[list[Any]]:

@@ -18,6 +18,7 @@ from tracker_jobs.core.config import Settings
 from tracker_jobs.core.db import create_engine
 from tracker_jobs.core.redis import connect_redis
 from tracker_jobs.devices import views as device_views
+from tracker_jobs.events import views as event_views
 from tracker_jobs.job_catalog import job_specs
 from tracker_jobs.jobs.records import RecordFlusher
 from tracker_jobs.monitor import views as monitor_views
@@ -41,6 +42,7 @@ ROUTE_LISTS = (
     socket.ROUTES,
     user_views.ROUTES,
     device_views.ROUTES,
+    event_views.ROUTES,
     position_views.ROUTES,
     report_views.ROUTES,
     monitor_views.ROUTES,

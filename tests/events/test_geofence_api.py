@@ -1,0 +1,111 @@
+"""/api/geofences and /api/permissions: each user's geofences are theirs alone, bad areas are 400s
+naming the problem, and a device linked through the API gets its enter and exit events from the
+worker."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp.test_utils import TestClient
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlmodel import col, select
+
+from tests.support.client import error_of
+from tests.support.factories import add_device, make_user
+from tests.support.workers import run_burst
+from tracker_jobs.core.config import Settings
+from tracker_jobs.events.models import Event, Geofence
+from tracker_jobs.jobs.refs import POSITIONS
+
+Client = TestClient[Any, Any]
+ANN = {"Authorization": "Bearer ann-token"}
+BOB = {"Authorization": "Bearer bob-token"}
+DEPOT = {"name": "Depot", "area": "CIRCLE (52.5 13.4, 200)"}
+
+
+async def test_users_see_and_change_only_their_own_geofences(
+    admin_client: Client, admin_headers: dict[str, str], sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    await make_user(sessions, "ann@example.com", token="ann-token")
+    await make_user(sessions, "bob@example.com", token="bob-token")
+    created = await admin_client.post("/api/geofences", json=DEPOT, headers=ANN)
+    assert created.status == 201
+    depot = await created.json()
+    assert (depot["name"], depot["area"], depot["attributes"]) == ("Depot", DEPOT["area"], {})
+    assert [g["id"] for g in await (await admin_client.get("/api/geofences", headers=ANN)).json()] == [depot["id"]]
+    assert await (await admin_client.get("/api/geofences", headers=BOB)).json() == []
+    assert depot["id"] in [
+        g["id"] for g in await (await admin_client.get("/api/geofences", headers=admin_headers)).json()
+    ]
+    for method in ("GET", "PUT", "DELETE"):
+        response = await admin_client.request(
+            method, f"/api/geofences/{depot['id']}", json={"name": "mine"}, headers=BOB
+        )
+        assert response.status == 404, method
+
+    moved = await admin_client.put(
+        f"/api/geofences/{depot['id']}", json={"area": "CIRCLE (52.6 13.4, 300)"}, headers=ANN
+    )
+    assert (await moved.json())["area"] == "CIRCLE (52.6 13.4, 300)"
+    renamed = await admin_client.put(f"/api/geofences/{depot['id']}", json={"name": "Depot 2"}, headers=ANN)
+    assert renamed.status == 200
+    async with sessions() as session:
+        stored = await session.get(Geofence, depot["id"])
+    assert stored is not None
+    assert stored.revision == 2  # the area moved it on, the name did not: workers parse it again once
+    assert (await admin_client.delete(f"/api/geofences/{depot['id']}", headers=ANN)).status == 204
+    assert await (await admin_client.get("/api/geofences", headers=ANN)).json() == []
+
+
+async def test_bad_geofences_are_refused_naming_the_problem(
+    admin_client: Client, admin_headers: dict[str, str]
+) -> None:
+    cases = [
+        ({"name": "x", "area": "POLYGON ((52 13, 52 14, 53 14))"}, "area: a polygon's ring must be closed"),
+        ({"name": "x", "area": "CIRCLE (95 13, 10)"}, "area: latitude must be within"),
+        ({"name": "x", "area": "CIRCLE (52 13, 0)"}, "area: a circle's radius must be more than 0"),
+        ({"name": "x", "area": "POLYGON ((52 13, 53 14, 52 14, 53 13, 52 13))"}, "area: the polygon is not valid"),
+        (
+            {"name": "x", "area": "LINESTRING (52 13, 52 14)", "attributes": {"polylineDistance": -1}},
+            "attributes.polylineDistance",
+        ),
+        ({"area": "CIRCLE (52 13, 10)"}, "name: is required"),
+        ({"name": "x", "area": "CIRCLE (52 13, 10)", "colour": "red"}, "colour: is not a geofence field"),
+    ]
+    for body, message in cases:
+        response = await admin_client.post("/api/geofences", json=body, headers=admin_headers)
+        assert response.status == 400, body
+        assert (await error_of(response))["message"].startswith(message), body
+
+
+async def test_a_device_linked_through_the_api_gets_enter_and_exit_events(
+    settings: Settings, admin_client: Client, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    ann = await make_user(sessions, "ann@example.com", token="ann-token")
+    await make_user(sessions, "bob@example.com", token="bob-token")
+    van = await add_device(sessions, "ann-van", owner=ann)
+    depot = await (await admin_client.post("/api/geofences", json=DEPOT, headers=ANN)).json()
+    link = {"deviceId": van, "geofenceId": depot["id"]}
+    assert (await admin_client.post("/api/permissions", json=link, headers=BOB)).status == 404  # not bob's
+    assert (await admin_client.post("/api/permissions", json=link, headers=ANN)).status == 204
+    track = [(52.49, 0), (52.5, 60), (52.5, 120), (52.51, 180)]  # outside, in, in, out (1.1 km north)
+    body = [
+        {"deviceId": van, "fixTime": 1_767_225_600 + second, "latitude": lat, "longitude": 13.4, "speed": 10}
+        for lat, second in track
+    ]
+    assert (await admin_client.post("/api/positions", json=body, headers=ANN)).status == 202
+    await run_burst(settings, POSITIONS)
+    async with sessions() as session:
+        events = (
+            (await session.execute(select(Event).where(col(Event.device_id) == van).order_by(col(Event.event_time))))
+            .scalars()
+            .all()
+        )
+    assert [(event.type, event.geofence_id) for event in events] == [
+        ("geofenceEnter", depot["id"]),
+        ("geofenceExit", depot["id"]),
+    ]
+    query = {"deviceId": str(van), "from": "2026-01-01T00:00:00Z", "to": "2026-01-02T00:00:00Z"}
+    positions = await (await admin_client.get("/api/positions", params=query, headers=ANN)).json()
+    assert [p["attributes"].get("geofenceIds") for p in positions] == [None, [depot["id"]], [depot["id"]], None]
+    assert (await admin_client.delete("/api/permissions", json=link, headers=ANN)).status == 204

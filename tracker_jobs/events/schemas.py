@@ -1,0 +1,41 @@
+"""The JSON bodies /api/geofences and /api/permissions take, with Traccar's field names."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from annotated_types import MaxLen, MinLen
+
+from tracker_jobs.api.bodies import RequestBody
+from tracker_jobs.api.body_fields import Id, Omittable, Text, checked
+from tracker_jobs.core.fields import check_json
+
+# Traccar's WKT, latitude first; checked point by point when the body is used (events/geofences.py).
+Area = Annotated[str, MinLen(1), MaxLen(640_000)]
+Attributes = Annotated[dict[str, Any], checked(check_json)]
+
+
+class GeofenceChanges(RequestBody):
+    """PUT /api/geofences/{id}: the fields to change."""
+
+    subject = "geofence"
+    name: Omittable[Annotated[str, Text(128)]] = None
+    description: Omittable[Annotated[str, Text(512)]] = None
+    area: Omittable[Area] = None
+    attributes: Omittable[Attributes] = None
+
+
+class NewGeofence(GeofenceChanges):
+    """POST /api/geofences: `area` is POLYGON ((lat lon, ...)), CIRCLE (lat lon, radius_m) or
+    LINESTRING (lat lon, ...) with `attributes.polylineDistance` (m)."""
+
+    name: Annotated[str, Text(128)]
+    area: Area
+
+
+class Permission(RequestBody):
+    """POST and DELETE /api/permissions: link (or unlink) a device and a geofence."""
+
+    subject = "permission"
+    deviceId: Id
+    geofenceId: Id

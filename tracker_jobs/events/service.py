@@ -1,0 +1,92 @@
+"""Geofences: create, read, change, delete those the caller may see, and link them to devices."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col, select
+from sqlmodel.sql.expression import SelectOfScalar
+
+from tracker_jobs.core.errors import not_found
+from tracker_jobs.core.principal import Principal
+from tracker_jobs.devices.service import get_device
+from tracker_jobs.events.geofences import parse_area
+from tracker_jobs.events.models import DeviceGeofence, Geofence, UserGeofence
+
+
+def visible_geofences(principal: Principal) -> SelectOfScalar[Geofence]:
+    """Every geofence for an admin; those linked to the user otherwise."""
+    query = select(Geofence)
+    if not principal.is_admin:
+        mine = select(col(UserGeofence.geofence_id)).where(col(UserGeofence.user_id) == principal.user_id)
+        query = query.where(col(Geofence.id).in_(mine))
+    return query
+
+
+async def list_geofences(session: AsyncSession, principal: Principal) -> list[Geofence]:
+    return list((await session.execute(visible_geofences(principal).order_by(col(Geofence.id)))).scalars())
+
+
+async def get_geofence(session: AsyncSession, principal: Principal, geofence_id: int) -> Geofence:
+    """The geofence, if the caller may see it; NotFound otherwise (unknown and not visible look alike)."""
+    query = visible_geofences(principal).where(col(Geofence.id) == geofence_id)
+    found: Geofence | None = (await session.execute(query)).scalar_one_or_none()
+    if found is None:
+        raise not_found(f"geofence {geofence_id}")
+    return found
+
+
+async def create_geofence(session: AsyncSession, principal: Principal, fields: dict[str, Any]) -> Geofence:
+    parse_area(fields["area"], fields.get("attributes"))  # a FieldError naming what is wrong
+    geofence = Geofence(**fields)
+    session.add(geofence)
+    await session.flush()
+    assert geofence.id is not None
+    if not principal.is_admin:
+        session.add(UserGeofence(user_id=principal.user_id, geofence_id=geofence.id))
+    return geofence
+
+
+async def update_geofence(session: AsyncSession, geofence: Geofence, fields: dict[str, Any]) -> Geofence:
+    """Change it; a new area or attributes is checked, and moves the revision on, so workers parse it again."""
+    if "area" in fields or "attributes" in fields:
+        parse_area(fields.get("area", geofence.area), fields.get("attributes", geofence.attributes))
+        geofence.revision += 1
+    for key, value in fields.items():
+        setattr(geofence, key, value)
+    return geofence
+
+
+async def link(session: AsyncSession, principal: Principal, device_id: int, geofence_id: int) -> None:
+    """Let the device's positions be checked against the geofence; both must be the caller's."""
+    await _check_both(session, principal, device_id, geofence_id)
+    exists = await session.get(DeviceGeofence, (device_id, geofence_id))
+    if exists is None:
+        session.add(DeviceGeofence(device_id=device_id, geofence_id=geofence_id))
+
+
+async def unlink(session: AsyncSession, principal: Principal, device_id: int, geofence_id: int) -> None:
+    await _check_both(session, principal, device_id, geofence_id)
+    await session.execute(
+        sa.delete(DeviceGeofence).where(
+            col(DeviceGeofence.device_id) == device_id, col(DeviceGeofence.geofence_id) == geofence_id
+        )
+    )
+
+
+async def _check_both(session: AsyncSession, principal: Principal, device_id: int, geofence_id: int) -> None:
+    if await get_device(session, principal, device_id) is None:
+        raise not_found(f"device {device_id}")
+    await get_geofence(session, principal, geofence_id)
+
+
+def geofence_to_api(geofence: Geofence) -> dict[str, Any]:
+    return {
+        "id": geofence.id,
+        "name": geofence.name,
+        "description": geofence.description,
+        "area": geofence.area,
+        "attributes": geofence.attributes,
+    }

@@ -1,0 +1,135 @@
+"""/api/geofences (the caller's: create, list, read, change, delete) and /api/permissions (link a
+device and a geofence, as Traccar's permissions do) — Traccar's field names."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from tracker_jobs.api.access import principal
+from tracker_jobs.api.bodies import read_body
+from tracker_jobs.api.keys import SESSIONS
+from tracker_jobs.api.openapi import (
+    ANY_OBJECT,
+    ID,
+    INTEGER,
+    STRING,
+    Operation,
+    Reply,
+    array,
+    describe,
+    error_reply,
+    obj,
+)
+from tracker_jobs.api.params import path_id
+from tracker_jobs.api.responses import json_response
+from tracker_jobs.api.routes import Route
+from tracker_jobs.core.db import transaction
+from tracker_jobs.events import service
+from tracker_jobs.events.schemas import GeofenceChanges, NewGeofence, Permission
+
+
+async def list_geofences(request: web.Request) -> web.Response:
+    async with request.app[SESSIONS]() as session:
+        geofences = await service.list_geofences(session, principal(request))
+    return json_response([service.geofence_to_api(geofence) for geofence in geofences])
+
+
+async def get_geofence(request: web.Request) -> web.Response:
+    async with request.app[SESSIONS]() as session:
+        geofence = await service.get_geofence(session, principal(request), path_id(request))
+    return json_response(service.geofence_to_api(geofence))
+
+
+async def create_geofence(request: web.Request) -> web.Response:
+    fields = (await read_body(request, NewGeofence)).given()
+    async with transaction(request.app[SESSIONS]) as session:
+        geofence = await service.create_geofence(session, principal(request), fields)
+    return json_response(service.geofence_to_api(geofence), status=201)
+
+
+async def update_geofence(request: web.Request) -> web.Response:
+    geofence_id = path_id(request)
+    fields = (await read_body(request, GeofenceChanges)).given()
+    async with transaction(request.app[SESSIONS]) as session:
+        geofence = await service.get_geofence(session, principal(request), geofence_id)
+        await service.update_geofence(session, geofence, fields)
+    return json_response(service.geofence_to_api(geofence))
+
+
+async def delete_geofence(request: web.Request) -> web.Response:
+    geofence_id = path_id(request)
+    async with transaction(request.app[SESSIONS]) as session:
+        await session.delete(await service.get_geofence(session, principal(request), geofence_id))
+    return web.Response(status=204)
+
+
+async def add_permission(request: web.Request) -> web.Response:
+    body = await read_body(request, Permission)
+    async with transaction(request.app[SESSIONS]) as session:
+        await service.link(session, principal(request), body.deviceId, body.geofenceId)
+    return web.Response(status=204)
+
+
+async def remove_permission(request: web.Request) -> web.Response:
+    body = await read_body(request, Permission)
+    async with transaction(request.app[SESSIONS]) as session:
+        await service.unlink(session, principal(request), body.deviceId, body.geofenceId)
+    return web.Response(status=204)
+
+
+GEOFENCE = obj({"id": INTEGER, "name": STRING, "description": STRING, "area": STRING, "attributes": ANY_OBJECT})
+EXAMPLE = {"name": "Depot", "area": "CIRCLE (52.52 13.405, 150)"}
+
+describe(
+    list_geofences,
+    Operation("The geofences the caller may see", {200: Reply("geofences", array(GEOFENCE))}, tag="geofences"),
+)
+describe(
+    create_geofence,
+    Operation(
+        "Create a geofence (the caller's)",
+        {201: Reply("the geofence", GEOFENCE)},
+        body=NewGeofence,
+        example=EXAMPLE,
+        tag="geofences",
+    ),
+)
+describe(
+    get_geofence, Operation("One geofence", {200: Reply("the geofence", GEOFENCE)}, path={"id": ID}, tag="geofences")
+)
+describe(
+    update_geofence,
+    Operation(
+        "Change some of a geofence's fields",
+        {200: Reply("the geofence", GEOFENCE)},
+        path={"id": ID},
+        body=GeofenceChanges,
+        example={"name": "Depot north"},
+        tag="geofences",
+    ),
+)
+describe(delete_geofence, Operation("Delete a geofence", {204: Reply("deleted")}, path={"id": ID}, tag="geofences"))
+for handler, summary in (
+    (add_permission, "Link a device and a geofence: its positions are checked against it"),
+    (remove_permission, "Unlink a device and a geofence"),
+):
+    describe(
+        handler,
+        Operation(
+            summary,
+            {204: Reply("done"), 404: error_reply("the device or the geofence is not one the caller may see")},
+            body=Permission,
+            example={"deviceId": 1, "geofenceId": 1},
+            tag="geofences",
+        ),
+    )
+
+ROUTES = [
+    Route("GET", "/api/geofences", list_geofences),
+    Route("POST", "/api/geofences", create_geofence),
+    Route("GET", "/api/geofences/{id}", get_geofence),
+    Route("PUT", "/api/geofences/{id}", update_geofence),
+    Route("DELETE", "/api/geofences/{id}", delete_geofence),
+    Route("POST", "/api/permissions", add_permission),
+    Route("DELETE", "/api/permissions", remove_permission),
+]
