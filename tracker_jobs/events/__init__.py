@@ -1,2 +1,3 @@
-"""Events: the table of events detected from positions, and the geofences they refer to (the
-detectors come with the events issue)."""
+"""Events: geofences (their WKT, membership of many points at once, the API and device links) and the
+events table. The geofence detector runs in the position pipeline (positions/geofencing.py); the
+other detectors come with the rest of the events issue."""
