@@ -149,7 +149,8 @@ async def store_batch(
             else:
                 usable.append(record)
         steps = PIPELINE
-        if shapes is not None and (geofencing := await load_geofencing(session, devices, shapes)) is not None:
+        fenced = [device.id for device in devices.values() if device.geofenced]
+        if shapes is not None and fenced and (geofencing := await load_geofencing(session, fenced, shapes)):
             steps = (*PIPELINE, DetectGeofences(geofencing))
         states = {d.id: d.state for d in devices.values() if d.state}
         result = run_pipeline(usable, states, config, now, steps=steps)

@@ -17,7 +17,7 @@ from sqlmodel import col
 
 from tracker_jobs.core.db import UTCDateTime, dialect_name
 from tracker_jobs.devices.models import Device
-from tracker_jobs.events.models import Event
+from tracker_jobs.events.models import DeviceGeofence, Event
 from tracker_jobs.positions.models import Position
 from tracker_jobs.positions.pipeline import DetectedEvent, DeviceState
 from tracker_jobs.positions.record import COLUMNS, PositionRecord, copy_rows
@@ -71,6 +71,7 @@ class StoredDevice:
     unique_id: str
     disabled: bool
     state: DeviceState | None
+    geofenced: bool = False  # linked to a geofence: the batch loads the geofences only then
 
 
 # PostgreSQL reads the batch's devices with one array parameter (no IN list to render per batch). It
@@ -78,7 +79,8 @@ class StoredDevice:
 _PG_LOAD_DEVICES = sa.text(
     """
     SELECT d.id, d.name, d.unique_id, d.disabled, d.total_distance, p.fix_time, p.latitude, p.longitude,
-           p.attributes -> 'geofenceIds'
+           p.attributes -> 'geofenceIds',
+           EXISTS (SELECT 1 FROM device_geofences AS dg WHERE dg.device_id = d.id)
     FROM devices AS d LEFT JOIN positions AS p ON p.id = d.position_id
     WHERE d.id = ANY(:ids)
     """
@@ -86,7 +88,8 @@ _PG_LOAD_DEVICES = sa.text(
 
 
 async def load_devices(session: AsyncSession, device_ids: Iterable[int]) -> dict[int, StoredDevice]:
-    """The batch's devices that still exist, with their newest stored position (one query)."""
+    """The batch's devices that still exist, with their newest stored position and whether any
+    geofence is linked to them (one query)."""
     wanted = sorted(set(device_ids))
     rows: Iterable[Any]
     if dialect_name(session) == "postgresql":
@@ -103,12 +106,13 @@ async def load_devices(session: AsyncSession, device_ids: Iterable[int]) -> dict
                 col(Position.latitude),
                 col(Position.longitude),
                 sa.type_coerce(col(Position.attributes), sa.JSON())["geofenceIds"],
+                sa.exists().where(col(DeviceGeofence.device_id) == col(Device.id)),
             )
             .outerjoin(Position, col(Position.id) == col(Device.position_id))
             .where(col(Device.id).in_(wanted))
         )
     devices: dict[int, StoredDevice] = {}
-    for device_id, name, unique_id, disabled, odometer, fix_time, latitude, longitude, geofence_ids in rows:
+    for device_id, name, unique_id, disabled, odometer, fix_time, latitude, longitude, geofence_ids, fenced in rows:
         state = None
         if fix_time is not None:
             state = DeviceState(
@@ -118,7 +122,7 @@ async def load_devices(session: AsyncSession, device_ids: Iterable[int]) -> dict
                 odometer=odometer,
                 geofence_ids=tuple(geofence_ids or ()),
             )
-        devices[device_id] = StoredDevice(device_id, name, unique_id, disabled, state)
+        devices[device_id] = StoredDevice(device_id, name, unique_id, disabled, state, fenced)
     return devices
 
 
