@@ -50,7 +50,9 @@ def test_enter_and_exit_where_the_set_changes_and_every_position_carries_its_geo
 
 
 def test_a_device_continues_from_its_stored_set_and_late_positions_make_no_event() -> None:
-    inside_before = DeviceState(fix_time=T0 + 30, latitude=INSIDE, longitude=13.005, odometer=0.0, geofence_ids=(7,))
+    inside_before = DeviceState(
+        fix_time=T0 + 30, latitude=INSIDE, longitude=13.005, odometer=0.0, attributes={"geofenceIds": [7]}
+    )
     rows = [at(1, 0, OUTSIDE), at(1, 60, INSIDE), at(1, 120, OUTSIDE)]  # the first is late (before T0 + 30)
     batch, step = detect(rows, {1: inside_before})
     result = step(batch, PipelineConfig())

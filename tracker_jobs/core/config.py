@@ -41,6 +41,8 @@ class Settings:
     report_min_trip_distance_m: int | None  # shorter trips join their stops; None: report_min_distance_m
     report_min_trip_duration_s: int  # shorter trips join their stops
     derived_speed_min_step_m: float  # a speed derived over a shorter step is 0 (jitter is no motion)
+    overspeed_multiplier: float  # overspeed: above the device's speed limit times this
+    overspeed_minimal_s: float  # overspeed: the event once an episode has lasted this long
     report_max_days: int  # longest range a report job covers
     report_direct_max_days: int  # longest range answered directly by GET /api/reports/{kind}
     osmand_speed_unit: str  # unit OsmAnd clients send speed in: kn, kmh, mps or mph
@@ -190,6 +192,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         ),
         report_min_trip_duration_s=_int(env, "TRACKER_REPORT_MIN_TRIP_DURATION", 60, 0, 86_400),
         derived_speed_min_step_m=_float(env, "TRACKER_DERIVED_SPEED_MIN_STEP", 10.0),
+        overspeed_multiplier=_float(env, "TRACKER_OVERSPEED_MULTIPLIER", 1.0),
+        overspeed_minimal_s=_float(env, "TRACKER_OVERSPEED_MINIMAL_DURATION", 0.0),
         report_max_days=_int(env, "TRACKER_REPORT_MAX_DAYS", 366, 1, 3660),
         report_direct_max_days=_int(env, "TRACKER_REPORT_DIRECT_MAX_DAYS", 7, 1, 366),
         osmand_speed_unit=_choice(env, "TRACKER_OSMAND_SPEED_UNIT", "kn", ("kn", "kmh", "mps", "mph")),

@@ -69,6 +69,8 @@ class PipelineConfig:
     min_distance_m: float = 0.0  # thinning; 0: off
     motion_speed_kn: float = 0.01
     derived_min_step_m: float = 10.0  # a derived speed over a shorter step is 0: GPS jitter is no motion
+    overspeed_multiplier: float = 1.0  # over the speed limit times this is overspeed
+    overspeed_minimal_s: float = 0.0  # an overspeed episode makes its event once it has lasted this long
 
     @classmethod
     def from_settings(cls, settings: Settings) -> PipelineConfig:
@@ -82,6 +84,8 @@ class PipelineConfig:
             min_distance_m=settings.filter_min_distance_m,
             motion_speed_kn=settings.motion_speed_kn,
             derived_min_step_m=settings.derived_speed_min_step_m,
+            overspeed_multiplier=settings.overspeed_multiplier,
+            overspeed_minimal_s=settings.overspeed_minimal_s,
         )
 
 
@@ -93,7 +97,12 @@ class DeviceState:
     latitude: float
     longitude: float
     odometer: float
-    geofence_ids: tuple[int, ...] = ()  # the geofences the position was inside
+    attributes: Mapping[str, Any] = field(default_factory=dict)  # the position's, for the detectors
+
+    @property
+    def geofence_ids(self) -> tuple[int, ...]:
+        """The geofences the position was inside."""
+        return tuple(self.attributes.get("geofenceIds") or ())
 
 
 @dataclass
@@ -220,6 +229,7 @@ class Detected:
     type: str
     rows: Ints
     subject: Ints | None = None
+    attributes: Sequence[dict[str, Any]] | None = None  # one per event
 
 
 @dataclass(frozen=True)
@@ -227,6 +237,7 @@ class DetectedEvent:
     position: PositionRecord
     type: str
     subject: int
+    attributes: dict[str, Any] = field(default_factory=dict)
 
 
 FILLABLE = ("speed", "course")  # the position fields a step may fill in
@@ -436,9 +447,10 @@ def run_pipeline(
             result.newest[int(batch.device[i])] = batch.rows[i]
     for detected in batch.events:
         subjects = np.zeros(len(detected.rows), dtype=np.int64) if detected.subject is None else detected.subject
-        for row, subject in zip(detected.rows.tolist(), subjects.tolist(), strict=True):
+        details = detected.attributes or [{}] * len(detected.rows)
+        for row, subject, more in zip(detected.rows.tolist(), subjects.tolist(), details, strict=True):
             if batch.kept[row]:
-                result.events.append(DetectedEvent(batch.rows[row], detected.type, subject))
+                result.events.append(DetectedEvent(batch.rows[row], detected.type, subject, more))
     return result
 
 

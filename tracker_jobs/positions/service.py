@@ -23,9 +23,10 @@ from tracker_jobs.jobs.base import enqueue
 from tracker_jobs.jobs.refs import PROCESS_POSITION_BATCH
 from tracker_jobs.monitor.counters import POSITIONS_DROPPED, POSITIONS_STORED
 from tracker_jobs.positions import live, stream
+from tracker_jobs.positions.detectors import DETECTORS, DetectOverspeed
 from tracker_jobs.positions.geofencing import DetectGeofences, ShapeCache, load_geofencing
 from tracker_jobs.positions.models import Position
-from tracker_jobs.positions.pipeline import PIPELINE, PipelineConfig, run_pipeline
+from tracker_jobs.positions.pipeline import PIPELINE, PipelineConfig, Step, run_pipeline
 from tracker_jobs.positions.record import PositionRecord, from_entry, iso_epoch, to_entry_item
 from tracker_jobs.positions.store import (
     REFUSED_FOR_GOOD,
@@ -148,10 +149,13 @@ async def store_batch(
                 dropped["unknownDevice" if device is None else "disabled"] += 1
             else:
                 usable.append(record)
-        steps = PIPELINE
+        steps: tuple[Step, ...] = (*PIPELINE, *DETECTORS)
         fenced = [device.id for device in devices.values() if device.geofenced]
         if shapes is not None and fenced and (geofencing := await load_geofencing(session, fenced, shapes)):
-            steps = (*PIPELINE, DetectGeofences(geofencing))
+            steps = (*steps, DetectGeofences(geofencing))
+        limits = {device.id: device.speed_limit for device in devices.values() if device.speed_limit}
+        if limits:
+            steps = (*steps, DetectOverspeed(limits, config.overspeed_multiplier, config.overspeed_minimal_s))
         states = {d.id: d.state for d in devices.values() if d.state}
         result = run_pipeline(usable, states, config, now, steps=steps)
         wanted = [(device_id, record.fix_time) for device_id, record in result.newest.items()]

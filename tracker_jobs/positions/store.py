@@ -72,14 +72,15 @@ class StoredDevice:
     disabled: bool
     state: DeviceState | None
     geofenced: bool = False  # linked to a geofence: the batch loads the geofences only then
+    speed_limit: float | None = None  # knots
 
 
 # PostgreSQL reads the batch's devices with one array parameter (no IN list to render per batch). It
 # goes through the session, not the raw driver: its first statement is what opens the transaction.
 _PG_LOAD_DEVICES = sa.text(
     """
-    SELECT d.id, d.name, d.unique_id, d.disabled, d.total_distance, p.fix_time, p.latitude, p.longitude,
-           p.attributes -> 'geofenceIds',
+    SELECT d.id, d.name, d.unique_id, d.disabled, d.speed_limit, d.total_distance, p.fix_time, p.latitude, p.longitude,
+           p.attributes,
            EXISTS (SELECT 1 FROM device_geofences AS dg WHERE dg.device_id = d.id)
     FROM devices AS d LEFT JOIN positions AS p ON p.id = d.position_id
     WHERE d.id = ANY(:ids)
@@ -101,18 +102,31 @@ async def load_devices(session: AsyncSession, device_ids: Iterable[int]) -> dict
                 col(Device.name),
                 col(Device.unique_id),
                 col(Device.disabled),
+                col(Device.speed_limit),
                 col(Device.total_distance),
                 col(Position.fix_time),
                 col(Position.latitude),
                 col(Position.longitude),
-                sa.type_coerce(col(Position.attributes), sa.JSON())["geofenceIds"],
+                col(Position.attributes),
                 sa.exists().where(col(DeviceGeofence.device_id) == col(Device.id)),
             )
             .outerjoin(Position, col(Position.id) == col(Device.position_id))
             .where(col(Device.id).in_(wanted))
         )
     devices: dict[int, StoredDevice] = {}
-    for device_id, name, unique_id, disabled, odometer, fix_time, latitude, longitude, geofence_ids, fenced in rows:
+    for (
+        device_id,
+        name,
+        unique_id,
+        disabled,
+        limit,
+        odometer,
+        fix_time,
+        latitude,
+        longitude,
+        attributes,
+        fenced,
+    ) in rows:
         state = None
         if fix_time is not None:
             state = DeviceState(
@@ -120,9 +134,9 @@ async def load_devices(session: AsyncSession, device_ids: Iterable[int]) -> dict
                 latitude=latitude,
                 longitude=longitude,
                 odometer=odometer,
-                geofence_ids=tuple(geofence_ids or ()),
+                attributes=attributes,
             )
-        devices[device_id] = StoredDevice(device_id, name, unique_id, disabled, state, fenced)
+        devices[device_id] = StoredDevice(device_id, name, unique_id, disabled, state, fenced, limit)
     return devices
 
 
@@ -245,7 +259,7 @@ async def insert_events(session: AsyncSession, events: list[DetectedEvent], ids:
             "subject": event.subject,
             "latitude": event.position.latitude,
             "longitude": event.position.longitude,
-            "attributes": {},
+            "attributes": event.attributes,
         }
         for event in events
     ]

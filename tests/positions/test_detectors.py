@@ -1,0 +1,126 @@
+"""Ignition, alarm and overspeed events on hand-made positions: each compared with the position
+before (in the batch, or the stored newest), one overspeed event per episode, none for late positions;
+then through the store, once per device, type, time and subject."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlmodel import col, select
+
+from tests.support.factories import add_device
+from tracker_jobs.core.db import transaction
+from tracker_jobs.devices.models import Device
+from tracker_jobs.events.models import Event
+from tracker_jobs.positions.detectors import DetectOverspeed, detect_alarms, detect_ignition
+from tracker_jobs.positions.pipeline import Batch, DeviceState, PipelineConfig, StepResult
+from tracker_jobs.positions.record import PositionRecord
+from tracker_jobs.positions.service import store_batch
+
+T0 = 1_767_225_600.0
+
+
+def at(second: float, speed: float = 10.0, device: int = 1, **attributes: Any) -> PositionRecord:
+    lat = 52.0 + second * 1e-4
+    return PositionRecord(
+        device_id=device,
+        fix_time=T0 + second,
+        latitude=lat,
+        longitude=13.0,
+        speed=speed,
+        course=0.0,
+        attributes=attributes,
+    )
+
+
+def stored(second: float, **attributes: Any) -> DeviceState:
+    return DeviceState(fix_time=T0 + second, latitude=52.0, longitude=13.0, odometer=0.0, attributes=attributes)
+
+
+def events(result: StepResult) -> dict[str, list[int]]:
+    return {detected.type: detected.rows.tolist() for detected in result.events}
+
+
+def run(step: Any, rows: list[PositionRecord], states: dict[int, DeviceState] | None = None) -> StepResult:
+    result: StepResult = step(Batch.from_rows(rows, states or {}, T0 + 3600), PipelineConfig())
+    return result
+
+
+def test_ignition_edges_and_no_event_without_a_value_before() -> None:
+    rows = [at(0, ignition=True), at(10, ignition=False), at(20, ignition=False), at(30, ignition=True), at(40)]
+    assert events(run(detect_ignition, rows)) == {"ignitionOn": [3], "ignitionOff": [1]}
+    # The stored newest position says off: on at the batch's first position is an edge.
+    assert events(run(detect_ignition, [at(10, ignition=True)], {1: stored(0, ignition=False)}))["ignitionOn"] == [0]
+    # A late position (before the stored newest) makes none.
+    assert events(run(detect_ignition, [at(0, ignition=True)], {1: stored(5, ignition=False)}))["ignitionOn"] == []
+
+
+def test_an_alarm_is_raised_once_while_the_device_keeps_sending_it() -> None:
+    rows = [at(0, alarm="sos"), at(10, alarm="sos,powerCut"), at(20, alarm="powerCut"), at(30), at(40, alarm="sos")]
+    result = run(detect_alarms, rows, {1: stored(-10, alarm="sos")})
+    (alarms,) = result.events
+    assert alarms.rows.tolist() == [1, 4]
+    assert alarms.attributes == [{"alarm": "powerCut"}, {"alarm": "sos"}]
+    assert alarms.subject is not None
+    assert len(set(alarms.subject.tolist())) == 2  # two alarms at one time stay two events
+
+
+def test_one_overspeed_event_per_episode_with_its_speed_and_limit() -> None:
+    speeds = [40, 55, 60, 45, 52, 40]  # two episodes over 50 kn
+    rows = [at(10 * i, speed) for i, speed in enumerate(speeds)]
+    result = run(DetectOverspeed({1: 50.0}), rows)
+    (overspeed,) = result.events
+    assert overspeed.rows.tolist() == [1, 4]
+    assert overspeed.attributes == [{"speed": 55.0, "speedLimit": 50.0}, {"speed": 52.0, "speedLimit": 50.0}]
+    since_rows, since = result.sparse["overspeedSince"]
+    assert since_rows.tolist() == [1, 2, 4]
+    assert since == [T0 + 10, T0 + 10, T0 + 40]
+
+
+def test_overspeed_waits_for_the_minimal_duration_and_continues_across_batches() -> None:
+    step = DetectOverspeed({1: 50.0}, minimal_s=25)
+    rows = [at(0, 60), at(10, 60), at(20, 60), at(30, 60), at(40, 60)]
+    assert events(run(step, rows))["deviceOverspeed"] == [3]  # 30 s after it began
+    # The stored newest was in an episode that began 20 s before it: 5 s later it has lasted 25 s.
+    continuing = run(step, [at(5, 60), at(15, 60)], {1: stored(0, overspeedSince=T0 - 20)})
+    assert events(continuing)["deviceOverspeed"] == [0]
+    assert continuing.sparse["overspeedSince"][1] == [T0 - 20, T0 - 20]
+    # Its event was made already: the episode goes on without another.
+    made = run(step, [at(5, 60)], {1: stored(0, overspeedSince=T0 - 40)})
+    assert events(made)["deviceOverspeed"] == []
+
+
+def test_on_a_derived_speed_one_position_over_the_limit_is_not_an_episode() -> None:
+    rows = [at(0, 40, speedComputed=True), at(10, 70, speedComputed=True), at(20, 40, speedComputed=True)]
+    assert events(run(DetectOverspeed({1: 50.0}), rows))["deviceOverspeed"] == []
+    rows = [at(0, 40, speedComputed=True), at(10, 70, speedComputed=True), at(20, 70, speedComputed=True)]
+    assert events(run(DetectOverspeed({1: 50.0}), rows))["deviceOverspeed"] == [2]
+
+
+async def test_detected_events_are_stored_once(sessions: async_sessionmaker[AsyncSession]) -> None:
+    device = await add_device(sessions, "speedy")
+    async with transaction(sessions) as session:
+        found = await session.get(Device, device)
+        assert found is not None
+        found.speed_limit = 50.0
+    batch = [
+        at(0, 40, device, ignition=False),
+        at(10, 60, device, ignition=True, alarm="sos"),
+        at(20, 65, device, ignition=True, alarm="sos"),
+    ]
+    first = await store_batch(sessions, batch, PipelineConfig(), T0 + 3600)
+    assert first.events == 3
+    again = [at(0, 40, device), at(10, 60, device, ignition=True, alarm="sos"), at(20, 65, device, ignition=True)]
+    assert (await store_batch(sessions, again, PipelineConfig(), T0 + 3600)).events == 0
+    async with sessions() as session:
+        rows = (
+            (await session.execute(select(Event).where(col(Event.device_id) == device).order_by(col(Event.type))))
+            .scalars()
+            .all()
+        )
+    assert [(event.type, event.attributes) for event in rows] == [
+        ("alarm", {"alarm": "sos"}),
+        ("deviceOverspeed", {"speed": 60.0, "speedLimit": 50.0}),
+        ("ignitionOn", {}),
+    ]

@@ -1,0 +1,148 @@
+"""Event detectors of the position pipeline beyond geofences: ignition, alarms, overspeed (Traccar's
+rules). Each compares a device's alive positions with the one before, or with its stored newest
+position at the start of a batch, so a detector's state is the stored newest position itself and
+survives restarts; late positions make no event.
+
+- ignitionOn / ignitionOff: an edge of the `ignition` attribute (no event when the position before
+  has none).
+- alarm: each alarm of the `alarm` attribute (comma-separated) that the position before did not
+  carry; the event's `alarm` attribute names it.
+- deviceOverspeed: the speed above the device's speed limit times `multiplier`, one event per
+  continuous episode, once it has lasted `minimal_s`; the positions of an episode carry
+  `overspeedSince` (when it began), which is how the next batch continues it. On a derived speed
+  (`speedComputed`) an episode needs two consecutive positions over the limit, so GPS jitter over
+  one short interval cannot raise it.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from tracker_jobs.positions.pipeline import (
+    SKIP,
+    Batch,
+    Bools,
+    Detected,
+    Ints,
+    PipelineConfig,
+    StepResult,
+    previous_alive,
+)
+
+OVERSPEED_SINCE = "overspeedSince"
+
+
+def _previous_values(batch: Batch, name: str, alive: Bools) -> tuple[list[Any], list[Any]]:
+    """Each row's `name` attribute, and that of the position before it (alive row, or stored newest)."""
+    values = [row.attributes.get(name) for row in batch.rows]
+    previous = previous_alive(batch.device, alive).tolist()
+    states = batch.states
+    before = [
+        values[p] if p >= 0 else (states[d].attributes.get(name) if d in states else None)
+        for p, d in zip(previous, batch.device.tolist(), strict=True)
+    ]
+    return values, before
+
+
+def detect_ignition(batch: Batch, config: PipelineConfig) -> StepResult:
+    values = [row.attributes.get("ignition") for row in batch.rows]
+    if not any(isinstance(value, bool) for value in values):
+        return SKIP
+    alive = batch.alive
+    now, before = _previous_values(batch, "ignition", alive)
+    rows_on = [i for i in np.flatnonzero(alive).tolist() if now[i] is True and before[i] is False]
+    rows_off = [i for i in np.flatnonzero(alive).tolist() if now[i] is False and before[i] is True]
+    return StepResult(
+        events=(
+            Detected("ignitionOn", np.array(rows_on, dtype=np.int64)),
+            Detected("ignitionOff", np.array(rows_off, dtype=np.int64)),
+        )
+    )
+
+
+def _alarms(value: object) -> list[str]:
+    if not isinstance(value, str):
+        return []
+    return [alarm for alarm in dict.fromkeys(part.strip() for part in value.split(",")) if alarm][:16]
+
+
+def detect_alarms(batch: Batch, config: PipelineConfig) -> StepResult:
+    if not any("alarm" in row.attributes for row in batch.rows):
+        return SKIP
+    alive = batch.alive
+    now, before = _previous_values(batch, "alarm", alive)
+    rows: list[int] = []
+    names: list[str] = []
+    for i in np.flatnonzero(alive).tolist():
+        raised = [alarm for alarm in _alarms(now[i]) if alarm not in _alarms(before[i])]
+        rows += [i] * len(raised)
+        names += raised
+    subject = np.array([zlib.crc32(name.encode()) & 0x7FFFFFFF for name in names], dtype=np.int64)
+    attributes = [{"alarm": name[:64]} for name in names]
+    return StepResult(events=(Detected("alarm", np.array(rows, dtype=np.int64), subject, attributes),))
+
+
+@dataclass(frozen=True)
+class DetectOverspeed:
+    """deviceOverspeed for the batch's devices with a speed limit (knots)."""
+
+    limits: Mapping[int, float]
+    multiplier: float = 1.0
+    minimal_s: float = 0.0
+
+    def __call__(self, batch: Batch, config: PipelineConfig) -> StepResult:
+        limit = np.array([self.limits.get(d, np.inf) for d in batch.device.tolist()], dtype=np.float64)
+        rows = np.flatnonzero(batch.alive)  # the detector walks alive positions only
+        over = batch.speed[rows] > limit[rows] * self.multiplier
+        if not over.any():
+            return SKIP
+        device, fix = batch.device[rows], batch.fix_time[rows]
+        first = np.r_[True, device[1:] != device[:-1]]
+        # The stored newest position's episode, if it was in one: when it began, and whether its
+        # event was made already (it had lasted long enough).
+        stored_since = np.array([self._stored_since(batch, d) for d in device.tolist()], dtype=np.float64)
+        continues = first & over & ~np.isnan(stored_since)
+        stored_made = continues & (batch.start_fix_time[rows] - stored_since >= self.minimal_s)
+        previous_over = np.r_[False, over[:-1]] & ~first
+        starts = over & ~previous_over & ~continues
+        # Each over-the-limit position's run: its first position (a start, or a continuation of the
+        # stored episode), found with one running maximum over the boundaries.
+        at = np.arange(len(rows))
+        boundary = np.maximum.accumulate(np.where(starts | continues | ~over, at, 0))
+        began = np.where(continues[boundary], stored_since[boundary], fix[boundary])
+        count = at - boundary + 1 + continues[boundary]  # positions in the run so far
+        derived = np.array([bool(batch.rows[i].attributes.get("speedComputed")) for i in rows.tolist()])
+        eligible = over & (fix - began >= self.minimal_s) & (~derived | (count >= 2))
+        # The event is at the first eligible position of a run whose event is not made yet.
+        earlier = _run_cumulative_any(eligible, boundary) | (continues[boundary] & stored_made[boundary])
+        event = eligible & ~earlier
+        event_rows: Ints = rows[event]
+        attributes = [
+            {"speed": round(float(batch.speed[i]), 2), "speedLimit": float(limit[i])} for i in event_rows.tolist()
+        ]
+        return StepResult(
+            sparse={OVERSPEED_SINCE: (rows[over], began[over].tolist())},
+            events=(Detected("deviceOverspeed", event_rows, None, attributes),),
+        )
+
+    def _stored_since(self, batch: Batch, device: int) -> float:
+        state = batch.states.get(device)
+        since = None if state is None else state.attributes.get(OVERSPEED_SINCE)
+        return float(since) if isinstance(since, int | float) and not isinstance(since, bool) else np.nan
+
+
+def _run_cumulative_any(flags: Bools, boundary: Ints) -> Bools:
+    """For each position, whether any earlier position of the same run (same boundary) is flagged."""
+    total: Ints = np.cumsum(flags, dtype=np.int64)
+    before: Ints = total - flags  # flagged positions strictly before each one
+    return np.asarray(before - before[boundary] > 0, dtype=np.bool_)
+
+
+# The detectors every batch runs after PIPELINE; geofences and overspeed join them per batch, for the
+# devices linked to a geofence or with a speed limit (positions/service.py store_batch).
+DETECTORS = (detect_ignition, detect_alarms)
