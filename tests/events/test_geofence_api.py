@@ -97,7 +97,13 @@ async def test_a_device_linked_through_the_api_gets_enter_and_exit_events(
     await run_burst(settings, POSITIONS)
     async with sessions() as session:
         events = (
-            (await session.execute(select(Event).where(col(Event.device_id) == van).order_by(col(Event.event_time))))
+            (
+                await session.execute(
+                    select(Event)
+                    .where(col(Event.device_id) == van, col(Event.type).startswith("geofence"))
+                    .order_by(col(Event.event_time))
+                )
+            )
             .scalars()
             .all()
         )

@@ -110,7 +110,7 @@ async def test_detected_events_are_stored_once(sessions: async_sessionmaker[Asyn
         at(20, 65, device, ignition=True, alarm="sos"),
     ]
     first = await store_batch(sessions, batch, PipelineConfig(), T0 + 3600)
-    assert first.events == 3
+    assert first.events == 4  # and deviceOnline: a new device starts offline
     again = [at(0, 40, device), at(10, 60, device, ignition=True, alarm="sos"), at(20, 65, device, ignition=True)]
     assert (await store_batch(sessions, again, PipelineConfig(), T0 + 3600)).events == 0
     async with sessions() as session:
@@ -121,6 +121,7 @@ async def test_detected_events_are_stored_once(sessions: async_sessionmaker[Asyn
         )
     assert [(event.type, event.attributes) for event in rows] == [
         ("alarm", {"alarm": "sos"}),
+        ("deviceOnline", {}),
         ("deviceOverspeed", {"speed": 60.0, "speedLimit": 50.0}),
         ("ignitionOn", {}),
     ]

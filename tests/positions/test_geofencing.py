@@ -84,7 +84,7 @@ async def test_events_are_stored_once_with_their_position_and_place(sessions: as
         session.add(DeviceGeofence(device_id=device, geofence_id=geofence.id))
     shapes = ShapeCache()
     first = [at(device, 0, OUTSIDE), at(device, 60, INSIDE)]
-    assert (await store_batch(sessions, first, PipelineConfig(), T0 + 3600, shapes)).events == 1
+    assert (await store_batch(sessions, first, PipelineConfig(), T0 + 3600, shapes)).events == 2  # and online
     assert (
         await store_batch(
             sessions, [at(device, 0, OUTSIDE), at(device, 60, INSIDE)], PipelineConfig(), T0 + 3600, shapes
@@ -94,7 +94,13 @@ async def test_events_are_stored_once_with_their_position_and_place(sessions: as
     assert (await store_batch(sessions, [at(device, 120, OUTSIDE)], PipelineConfig(), T0 + 3600, shapes)).events == 1
     async with sessions() as session:
         events = (
-            (await session.execute(select(Event).where(col(Event.device_id) == device).order_by(col(Event.event_time))))
+            (
+                await session.execute(
+                    select(Event)
+                    .where(col(Event.device_id) == device, col(Event.type).startswith("geofence"))
+                    .order_by(col(Event.event_time))
+                )
+            )
             .scalars()
             .all()
         )

@@ -12,6 +12,7 @@ from aiohttp import WSMsgType
 from aiohttp.test_utils import TestClient, TestServer
 from arq.connections import ArqRedis
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlmodel import col, select
 
 from tests.support.factories import add_device, make_user, position
 from tests.support.workers import run_burst
@@ -228,5 +229,38 @@ async def test_sweep_job_runs_on_the_real_worker(settings: Settings, redis: ArqR
     job = await enqueue(redis, JOBS["sweep_position_partitions"])
     assert job is not None
     await run_burst(settings, POSITIONS)
-    assert (await job.result(timeout=5)) == {"scheduled": [], "statusChanges": 0}
+    assert (await job.result(timeout=5)) == {"scheduled": [], "statusChanges": 0, "events": 0}
     await asyncio.sleep(0)
+
+
+async def test_the_sweep_stores_status_and_inactivity_events_once(
+    settings: Settings, redis: ArqRedis, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    from tracker_jobs.events.models import Event
+    from tracker_jobs.jobs.base import enqueue
+
+    now = datetime.now(UTC)
+    async with transaction(sessions) as session:
+        quiet = Device(unique_id="quiet-sweep", name="quiet", status="online", last_update=now - timedelta(minutes=20))
+        gone = Device(unique_id="gone-sweep", name="gone", status="unknown", last_update=now - timedelta(hours=3))
+        idle = Device(
+            unique_id="idle-sweep",
+            name="idle",
+            status="offline",
+            last_update=now - timedelta(seconds=1250),
+            attributes={"inactivityStart": 600, "inactivityPeriod": 300},
+        )
+        session.add_all([quiet, gone, idle])
+    for _ in range(2):  # a second sweep finds nothing new to say
+        await enqueue(redis, JOBS["sweep_position_partitions"])
+        await run_burst(settings, POSITIONS)
+    async with sessions() as session:
+        found = (await session.execute(select(Event).order_by(col(Event.type)))).scalars().all()
+    assert [(event.type, event.device_id) for event in found] == [
+        ("deviceInactive", idle.id),
+        ("deviceOffline", gone.id),
+        ("deviceUnknown", quiet.id),
+    ]
+    # Inactive since 600 s after its last report, again every 300 s: the newest such time, 1,200 s.
+    assert idle.last_update is not None
+    assert found[0].event_time == idle.last_update + timedelta(seconds=1200)

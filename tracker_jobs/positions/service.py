@@ -17,7 +17,7 @@ from sqlmodel import col, select
 from tracker_jobs.core.db import transaction
 from tracker_jobs.core.principal import Principal
 from tracker_jobs.devices.keys import rate_key
-from tracker_jobs.devices.models import Device
+from tracker_jobs.devices.models import Device, DeviceStatus
 from tracker_jobs.devices.service import visible_device_ids
 from tracker_jobs.jobs.base import enqueue
 from tracker_jobs.jobs.refs import PROCESS_POSITION_BATCH
@@ -26,15 +26,15 @@ from tracker_jobs.positions import live, stream
 from tracker_jobs.positions.detectors import DETECTORS, DetectOverspeed
 from tracker_jobs.positions.geofencing import DetectGeofences, ShapeCache, load_geofencing
 from tracker_jobs.positions.models import Position
-from tracker_jobs.positions.pipeline import PIPELINE, PipelineConfig, Step, run_pipeline
+from tracker_jobs.positions.pipeline import PIPELINE, DetectedEvent, PipelineConfig, Step, run_pipeline
 from tracker_jobs.positions.record import PositionRecord, from_entry, iso_epoch, to_entry_item
 from tracker_jobs.positions.store import (
     REFUSED_FOR_GOOD,
     StoredDevice,
-    insert_events,
     insert_positions,
     load_devices,
     move_devices,
+    store_events,
 )
 
 log = logging.getLogger(__name__)
@@ -158,17 +158,22 @@ async def store_batch(
             steps = (*steps, DetectOverspeed(limits, config.overspeed_multiplier, config.overspeed_minimal_s))
         states = {d.id: d.state for d in devices.values() if d.state}
         result = run_pipeline(usable, states, config, now, steps=steps)
+        seen: dict[int, float] = {}
+        reported: dict[int, PositionRecord] = {}  # each device's last kept position
+        for record in result.kept:
+            seen[record.device_id] = max(seen.get(record.device_id, 0.0), record.server_time)
+            reported[record.device_id] = record
+        # A device that was not online is now: deviceOnline, at the position that says so.
+        back = [result.newest.get(d, reported[d]) for d in seen if devices[d].status != DeviceStatus.ONLINE]
+        found = [*result.events, *(DetectedEvent(record, "deviceOnline", 0) for record in back)]
         wanted = [(device_id, record.fix_time) for device_id, record in result.newest.items()]
-        wanted += [(event.position.device_id, event.position.fix_time) for event in result.events]
+        wanted += [(event.position.device_id, event.position.fix_time) for event in found]
         inserted = await insert_positions(session, result.kept, wanted)
         ids = inserted.ids
         dropped.update(result.dropped)
         dropped["duplicate"] += len(result.kept) - inserted.stored  # kept, but stored already by an earlier run
-        seen: dict[int, float] = {}
-        for record in result.kept:
-            seen[record.device_id] = max(seen.get(record.device_id, 0.0), record.server_time)
         await move_devices(session, seen, result.newest, ids)
-        events = await insert_events(session, result.events, ids)
+        events = await store_events(session, found, ids)
     newest = []
     for device_id, record in result.newest.items():
         record.id = ids.get((device_id, record.fix_time))

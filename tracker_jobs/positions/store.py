@@ -17,7 +17,8 @@ from sqlmodel import col
 
 from tracker_jobs.core.db import UTCDateTime, dialect_name
 from tracker_jobs.devices.models import Device
-from tracker_jobs.events.models import DeviceGeofence, Event
+from tracker_jobs.events.models import DeviceGeofence
+from tracker_jobs.events.store import insert_events
 from tracker_jobs.positions.models import Position
 from tracker_jobs.positions.pipeline import DetectedEvent, DeviceState
 from tracker_jobs.positions.record import COLUMNS, PositionRecord, copy_rows
@@ -73,13 +74,15 @@ class StoredDevice:
     state: DeviceState | None
     geofenced: bool = False  # linked to a geofence: the batch loads the geofences only then
     speed_limit: float | None = None  # knots
+    status: str = "online"  # before this batch
 
 
 # PostgreSQL reads the batch's devices with one array parameter (no IN list to render per batch). It
 # goes through the session, not the raw driver: its first statement is what opens the transaction.
 _PG_LOAD_DEVICES = sa.text(
     """
-    SELECT d.id, d.name, d.unique_id, d.disabled, d.speed_limit, d.total_distance, p.fix_time, p.latitude, p.longitude,
+    SELECT d.id, d.name, d.unique_id, d.disabled, d.status, d.speed_limit, d.total_distance,
+           p.fix_time, p.latitude, p.longitude,
            p.attributes,
            EXISTS (SELECT 1 FROM device_geofences AS dg WHERE dg.device_id = d.id)
     FROM devices AS d LEFT JOIN positions AS p ON p.id = d.position_id
@@ -102,6 +105,7 @@ async def load_devices(session: AsyncSession, device_ids: Iterable[int]) -> dict
                 col(Device.name),
                 col(Device.unique_id),
                 col(Device.disabled),
+                col(Device.status),
                 col(Device.speed_limit),
                 col(Device.total_distance),
                 col(Position.fix_time),
@@ -119,6 +123,7 @@ async def load_devices(session: AsyncSession, device_ids: Iterable[int]) -> dict
         name,
         unique_id,
         disabled,
+        status,
         limit,
         odometer,
         fix_time,
@@ -136,7 +141,7 @@ async def load_devices(session: AsyncSession, device_ids: Iterable[int]) -> dict
                 odometer=odometer,
                 attributes=attributes,
             )
-        devices[device_id] = StoredDevice(device_id, name, unique_id, disabled, state, fenced, limit)
+        devices[device_id] = StoredDevice(device_id, name, unique_id, disabled, state, fenced, limit, status)
     return devices
 
 
@@ -239,33 +244,29 @@ async def move_devices(
         await session.execute(_DEVICE_NEWEST, forward)
 
 
-_EVENTS: sa.Table = Event.__table__  # type: ignore[attr-defined]
 # Events about a geofence name it in geofence_id too (Traccar's field).
 _GEOFENCE_EVENTS = ("geofenceEnter", "geofenceExit")
 
 
-async def insert_events(session: AsyncSession, events: list[DetectedEvent], ids: dict[tuple[int, float], int]) -> int:
-    """Store the batch's events, skipping any stored already (a batch run again after a crash): each
-    is unique per device, type, time and subject. Returns how many this call stored."""
-    if not events:
-        return 0
-    rows: list[dict[str, Any]] = [
-        {
-            "type": event.type,
-            "device_id": event.position.device_id,
-            "event_time": datetime.fromtimestamp(event.position.fix_time, UTC),
-            "position_id": ids.get((event.position.device_id, event.position.fix_time)),
-            "geofence_id": event.subject if event.type in _GEOFENCE_EVENTS else None,
-            "subject": event.subject,
-            "latitude": event.position.latitude,
-            "longitude": event.position.longitude,
-            "attributes": event.attributes,
-        }
-        for event in events
-    ]
-    dialect = postgresql if dialect_name(session) == "postgresql" else sqlite
-    statement = dialect.insert(_EVENTS).on_conflict_do_nothing().returning(_EVENTS.c.id)
-    return len((await session.execute(statement, rows)).all())
+async def store_events(session: AsyncSession, events: list[DetectedEvent], ids: dict[tuple[int, float], int]) -> int:
+    """Store the batch's events, each at its position (its id, time and place)."""
+    return await insert_events(
+        session,
+        [
+            {
+                "type": event.type,
+                "device_id": event.position.device_id,
+                "event_time": datetime.fromtimestamp(event.position.fix_time, UTC),
+                "position_id": ids.get((event.position.device_id, event.position.fix_time)),
+                "geofence_id": event.subject if event.type in _GEOFENCE_EVENTS else None,
+                "subject": event.subject,
+                "latitude": event.position.latitude,
+                "longitude": event.position.longitude,
+                "attributes": event.attributes,
+            }
+            for event in events
+        ],
+    )
 
 
 def _columns(rows: list[dict[str, Any]], names: tuple[str, ...]) -> list[list[Any]]:
