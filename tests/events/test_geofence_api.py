@@ -114,4 +114,12 @@ async def test_a_device_linked_through_the_api_gets_enter_and_exit_events(
     query = {"deviceId": str(van), "from": "2026-01-01T00:00:00Z", "to": "2026-01-02T00:00:00Z"}
     positions = await (await admin_client.get("/api/positions", params=query, headers=ANN)).json()
     assert [p["attributes"].get("geofenceIds") for p in positions] == [None, [depot["id"]], [depot["id"]], None]
+    entered = await (await admin_client.get(f"/api/events/{events[0].id}", headers=ANN)).json()
+    assert (entered["type"], entered["deviceId"], entered["geofenceId"]) == ("geofenceEnter", van, depot["id"])
+    assert (entered["latitude"], entered["longitude"], entered["eventTime"]) == (
+        52.5,
+        13.4,
+        "2026-01-01T00:01:00+00:00",
+    )
+    assert (await admin_client.get(f"/api/events/{events[0].id}", headers=BOB)).status == 404  # not bob's device
     assert (await admin_client.delete("/api/permissions", json=link, headers=ANN)).status == 204

@@ -9,11 +9,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
 from sqlmodel.sql.expression import SelectOfScalar
 
+from tracker_jobs.core.db import iso
 from tracker_jobs.core.errors import not_found
 from tracker_jobs.core.principal import Principal
-from tracker_jobs.devices.service import get_device
+from tracker_jobs.devices.service import get_device, visible_device_ids
 from tracker_jobs.events.geofences import parse_area
-from tracker_jobs.events.models import DeviceGeofence, Geofence, UserGeofence
+from tracker_jobs.events.models import DeviceGeofence, Event, Geofence, UserGeofence
 
 
 def visible_geofences(principal: Principal) -> SelectOfScalar[Geofence]:
@@ -89,4 +90,29 @@ def geofence_to_api(geofence: Geofence) -> dict[str, Any]:
         "description": geofence.description,
         "area": geofence.area,
         "attributes": geofence.attributes,
+    }
+
+
+async def get_event(session: AsyncSession, principal: Principal, event_id: int) -> Event:
+    """The event, if it is about a device the caller may see; NotFound otherwise."""
+    query = select(Event).where(col(Event.id) == event_id, col(Event.device_id).in_(visible_device_ids(principal)))
+    found: Event | None = (await session.execute(query)).scalar_one_or_none()
+    if found is None:
+        raise not_found(f"event {event_id}")
+    return found
+
+
+def event_to_api(event: Event) -> dict[str, Any]:
+    """An event in Traccar's field names, with the place it happened."""
+    return {
+        "id": event.id,
+        "type": event.type,
+        "eventTime": iso(event.event_time),
+        "deviceId": event.device_id,
+        "positionId": event.position_id,
+        "geofenceId": event.geofence_id,
+        "maintenanceId": event.maintenance_id,
+        "latitude": event.latitude,
+        "longitude": event.longitude,
+        "attributes": event.attributes,
     }

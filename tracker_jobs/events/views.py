@@ -12,12 +12,15 @@ from tracker_jobs.api.openapi import (
     ANY_OBJECT,
     ID,
     INTEGER,
+    NUMBER,
     STRING,
+    TIME,
     Operation,
     Reply,
     array,
     describe,
     error_reply,
+    nullable,
     obj,
 )
 from tracker_jobs.api.params import path_id
@@ -61,6 +64,12 @@ async def delete_geofence(request: web.Request) -> web.Response:
     async with transaction(request.app[SESSIONS]) as session:
         await session.delete(await service.get_geofence(session, principal(request), geofence_id))
     return web.Response(status=204)
+
+
+async def get_event(request: web.Request) -> web.Response:
+    async with request.app[SESSIONS]() as session:
+        event = await service.get_event(session, principal(request), path_id(request))
+    return json_response(service.event_to_api(event))
 
 
 async def add_permission(request: web.Request) -> web.Response:
@@ -124,7 +133,30 @@ for handler, summary in (
         ),
     )
 
+EVENT = obj(
+    {
+        "id": INTEGER,
+        "type": STRING,
+        "eventTime": TIME,
+        "deviceId": INTEGER,
+        "positionId": nullable(INTEGER),
+        "geofenceId": nullable(INTEGER),
+        "maintenanceId": nullable(INTEGER),
+        "latitude": nullable(NUMBER),
+        "longitude": nullable(NUMBER),
+        "attributes": ANY_OBJECT,
+    },
+    required=("id", "type", "eventTime", "deviceId"),
+)
+describe(
+    get_event,
+    Operation(
+        "One event about a device the caller may see", {200: Reply("the event", EVENT)}, path={"id": ID}, tag="events"
+    ),
+)
+
 ROUTES = [
+    Route("GET", "/api/events/{id}", get_event),
     Route("GET", "/api/geofences", list_geofences),
     Route("POST", "/api/geofences", create_geofence),
     Route("GET", "/api/geofences/{id}", get_geofence),
