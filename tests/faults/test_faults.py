@@ -1,6 +1,7 @@
 """Nothing accepted is lost: kill -9 the worker mid-batch again and again, stop it with SIGTERM,
 take PostgreSQL away and bring it back, crash Redis itself. Accepted positions are counted against
-stored rows; none may be missing, none stored twice."""
+stored rows; none may be missing, none stored twice. The events the positions make are counted too:
+every one stored, none twice."""
 
 from __future__ import annotations
 
@@ -56,9 +57,20 @@ def batch(round_: int, size: int) -> list[dict[str, Any]]:
             "latitude": 50.0 + (round_ * 10 + i // DEVICES) * 0.0001,
             "longitude": 8.0 + (i % DEVICES) * 0.01,
             "speed": 20.0,
+            "attributes": {"ignition": (round_ * 10 + i // DEVICES) % 2 == 1},  # an edge at every position
         }
         for i in range(size)
     ]
+
+
+async def count_events(database_url: str) -> dict[str, int]:
+    engine = create_engine(database_url)
+    try:
+        async with engine.connect() as connection:
+            rows = await connection.execute(sa.text("SELECT type, count(*) FROM events GROUP BY type"))
+            return {kind: int(count) for kind, count in rows}
+    finally:
+        await engine.dispose()
 
 
 async def send(http: aiohttp.ClientSession, admin: str, body: list[dict[str, Any]]) -> int:
@@ -131,6 +143,10 @@ async def test_kill_9_the_worker_again_and_again(engine_processes: dict[str, Any
         await asyncio.sleep(1.0)  # a double store would show up now
         rows, distinct = await count_rows(engine_processes["database_url"])
         assert (rows, distinct) == (accepted, accepted) == (12_000, 12_000)
+        # Each device's 300 positions switch the ignition 299 times (on at the odd seconds, off at
+        # the even ones after the first); each device came online once.
+        events = await count_events(engine_processes["database_url"])
+        assert events == {"deviceOnline": DEVICES, "ignitionOn": DEVICES * 150, "ignitionOff": DEVICES * 149}
     finally:
         worker.kill()
         worker.wait()
