@@ -125,3 +125,20 @@ async def test_detected_events_are_stored_once(sessions: async_sessionmaker[Asyn
         ("deviceOverspeed", {"speed": 60.0, "speedLimit": 50.0}),
         ("ignitionOn", {}),
     ]
+
+
+def test_a_geofences_lower_speed_limit_wins_and_the_event_names_it() -> None:
+    from tracker_jobs.events.geofences import GeofenceIndex, parse_area
+    from tracker_jobs.positions.geofencing import DetectGeofences, Geofencing
+    from tracker_jobs.positions.pipeline import PIPELINE, run_pipeline
+
+    school = parse_area("POLYGON ((52.0005 12.99, 52.0005 13.01, 52.003 13.01, 52.003 12.99, 52.0005 12.99))")
+    geofencing = Geofencing(GeofenceIndex({9: school}), [(1, 9)], {9: 30.0})
+    rows = [at(0, 40), at(10, 40), at(20, 40), at(30, 40)]  # 52.000 .. 52.003: the school zone from 10 s
+    steps = (*PIPELINE, DetectGeofences(geofencing), DetectOverspeed({1: 50.0}, geofence_limits={9: 30.0}))
+    result = run_pipeline(rows, {}, PipelineConfig(), T0 + 3600, steps=steps)
+    assert [
+        (event.type, event.position.fix_time, event.attributes)
+        for event in result.events
+        if event.type == "deviceOverspeed"
+    ] == [("deviceOverspeed", T0 + 10, {"speed": 40.0, "speedLimit": 30.0, "geofenceId": 9})]

@@ -7,7 +7,8 @@ survives restarts; late positions make no event.
   has none).
 - alarm: each alarm of the `alarm` attribute (comma-separated) that the position before did not
   carry; the event's `alarm` attribute names it.
-- deviceOverspeed: the speed above the device's speed limit times `multiplier`, one event per
+- deviceOverspeed: the speed above the speed limit times `multiplier` (the device's, or a geofence's
+  `speedLimit` the position is in, the lowest winning; the event then names the geofence), one event per
   continuous episode, once it has lasted `minimal_s`; the positions of an episode carry
   `overspeedSince` (when it began), which is how the next batch continues it. On a derived speed
   (`speedComputed`) an episode needs two consecutive positions over the limit, so GPS jitter over
@@ -18,11 +19,12 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from tracker_jobs.positions.geofencing import GEOFENCE_IDS
 from tracker_jobs.positions.pipeline import (
     SKIP,
     Batch,
@@ -89,14 +91,23 @@ def detect_alarms(batch: Batch, config: PipelineConfig) -> StepResult:
 
 @dataclass(frozen=True)
 class DetectOverspeed:
-    """deviceOverspeed for the batch's devices with a speed limit (knots)."""
+    """deviceOverspeed for the batch's devices with a speed limit, or in a geofence with one (knots).
+    Runs after DetectGeofences, whose `geofenceIds` it reads."""
 
     limits: Mapping[int, float]
     multiplier: float = 1.0
     minimal_s: float = 0.0
+    geofence_limits: Mapping[int, float] = field(default_factory=dict)
 
     def __call__(self, batch: Batch, config: PipelineConfig) -> StepResult:
         limit = np.array([self.limits.get(d, np.inf) for d in batch.device.tolist()], dtype=np.float64)
+        geofence = np.zeros(len(batch), dtype=np.int64)  # the geofence whose limit applies, 0: the device's
+        inside = batch.sparse.get(GEOFENCE_IDS)
+        if self.geofence_limits and inside is not None:
+            for row, ids in zip(inside[0].tolist(), inside[1], strict=True):
+                lowest = min(((self.geofence_limits[g], g) for g in ids if g in self.geofence_limits), default=None)
+                if lowest is not None and lowest[0] < limit[row]:
+                    limit[row], geofence[row] = lowest
         rows = np.flatnonzero(batch.alive)  # the detector walks alive positions only
         over = batch.speed[rows] > limit[rows] * self.multiplier
         if not over.any():
@@ -123,7 +134,9 @@ class DetectOverspeed:
         event = eligible & ~earlier
         event_rows: Ints = rows[event]
         attributes = [
-            {"speed": round(float(batch.speed[i]), 2), "speedLimit": float(limit[i])} for i in event_rows.tolist()
+            {"speed": round(float(batch.speed[i]), 2), "speedLimit": float(limit[i])}
+            | ({"geofenceId": int(geofence[i])} if geofence[i] else {})
+            for i in event_rows.tolist()
         ]
         return StepResult(
             sparse={OVERSPEED_SINCE: (rows[over], began[over].tolist())},

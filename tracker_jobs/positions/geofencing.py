@@ -43,6 +43,7 @@ class ShapeCache:
     longer parses (skipped, with one warning per revision). And the index over the last set used."""
 
     shapes: dict[int, tuple[int, Shape | None]] = field(default_factory=dict)
+    speed_limits: dict[int, float] = field(default_factory=dict)  # knots, for geofences that set `speedLimit`
     index_key: frozenset[tuple[int, int]] = frozenset()
     index: GeofenceIndex | None = None
 
@@ -53,6 +54,7 @@ class Geofencing:
 
     index: GeofenceIndex
     links: list[tuple[int, int]]  # (device id, geofence id)
+    speed_limits: dict[int, float] = field(default_factory=dict)  # knots, of those that set `speedLimit`
 
 
 async def load_geofencing(session: AsyncSession, device_ids: Iterable[int], cache: ShapeCache) -> Geofencing | None:
@@ -77,11 +79,17 @@ async def load_geofencing(session: AsyncSession, device_ids: Iterable[int], cach
         )
         for geofence_id, revision, area, attributes in found:
             cache.shapes[geofence_id] = (revision, _parsed(geofence_id, area, attributes))
+            limit = attributes.get("speedLimit")
+            if isinstance(limit, int | float) and not isinstance(limit, bool) and limit > 0:
+                cache.speed_limits[geofence_id] = float(limit)
+            else:
+                cache.speed_limits.pop(geofence_id, None)
     key = frozenset((gid, cache.shapes[gid][0]) for gid in revisions if gid in cache.shapes)
     if cache.index is None or key != cache.index_key:
         usable = {gid: shape for gid, (_, shape) in cache.shapes.items() if shape is not None and gid in revisions}
         cache.index, cache.index_key = GeofenceIndex(usable), key
-    return Geofencing(cache.index, links)
+    limits = {gid: cache.speed_limits[gid] for gid in revisions if gid in cache.speed_limits}
+    return Geofencing(cache.index, links, limits)
 
 
 def _parsed(geofence_id: int, area: str, attributes: Mapping[str, object]) -> Shape | None:

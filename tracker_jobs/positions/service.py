@@ -151,11 +151,14 @@ async def store_batch(
                 usable.append(record)
         steps: tuple[Step, ...] = (*PIPELINE, *DETECTORS)
         fenced = [device.id for device in devices.values() if device.geofenced]
-        if shapes is not None and fenced and (geofencing := await load_geofencing(session, fenced, shapes)):
+        geofencing = await load_geofencing(session, fenced, shapes) if shapes is not None and fenced else None
+        if geofencing is not None:
             steps = (*steps, DetectGeofences(geofencing))
         limits = {device.id: device.speed_limit for device in devices.values() if device.speed_limit}
-        if limits:
-            steps = (*steps, DetectOverspeed(limits, config.overspeed_multiplier, config.overspeed_minimal_s))
+        geofence_limits = geofencing.speed_limits if geofencing is not None else {}
+        if limits or geofence_limits:
+            multiplier, minimal_s = config.overspeed_multiplier, config.overspeed_minimal_s
+            steps = (*steps, DetectOverspeed(limits, multiplier, minimal_s, geofence_limits))
         states = {d.id: d.state for d in devices.values() if d.state}
         result = run_pipeline(usable, states, config, now, steps=steps)
         seen: dict[int, float] = {}
