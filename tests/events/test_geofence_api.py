@@ -69,6 +69,7 @@ async def test_bad_geofences_are_refused_naming_the_problem(
             {"name": "x", "area": "LINESTRING (52 13, 52 14)", "attributes": {"polylineDistance": -1}},
             "attributes.polylineDistance",
         ),
+        ({"name": "x", "area": "CIRCLE (52 13, 10)", "attributes": {"hysteresis": -5}}, "attributes.hysteresis"),
         ({"area": "CIRCLE (52 13, 10)"}, "name: is required"),
         ({"name": "x", "area": "CIRCLE (52 13, 10)", "colour": "red"}, "colour: is not a geofence field"),
     ]

@@ -116,3 +116,42 @@ async def test_events_are_stored_once_with_their_position_and_place(sessions: as
     assert (entered.latitude, entered.attributes["geofenceIds"]) == (INSIDE, [geofence.id])
     assert (events[0].latitude, events[0].longitude) == (INSIDE, 13.005)
     assert positions[events[1].position_id].fix_time.timestamp() == T0 + 120
+
+
+def test_hysteresis_keeps_a_device_on_the_border_inside_until_it_is_that_far_out() -> None:
+    from tracker_jobs.events.geofences import grown
+
+    depot = parse_area(SQUARE)  # its southern border is latitude 52.0
+    index = GeofenceIndex({7: depot})
+    fencing = Geofencing(index, [(1, 7)], grown=GeofenceIndex({7: grown(depot, 50.0)}), sticky=frozenset({7}))
+    step = DetectGeofences(fencing)
+    just_out, far_out = 52.0 - 20 / 111_320, 52.0 - 80 / 111_320  # 20 m and 80 m south of the border
+    track = [at(1, 0, OUTSIDE), at(1, 60, just_out), at(1, 120, INSIDE), at(1, 180, just_out), at(1, 240, INSIDE)]
+    track += [at(1, 300, just_out), at(1, 360, far_out), at(1, 420, just_out)]
+    batch = Batch.from_rows(track, {}, T0 + 3600)
+    result = step(batch, PipelineConfig())
+    by_type = {detected.type: detected.rows.tolist() for detected in result.events}
+    # In at 120 s (inside the area, not merely near it); the wobbles 20 m out stay inside; out at 80 m.
+    assert by_type == {"geofenceEnter": [2], "geofenceExit": [6]}
+    assert result.sparse["geofenceIds"][0].tolist() == [2, 3, 4, 5]
+    # The stored newest position was inside: a batch starting 20 m out is still inside.
+    stored_inside = DeviceState(
+        fix_time=T0 - 60, latitude=INSIDE, longitude=13.005, odometer=0.0, attributes={"geofenceIds": [7]}
+    )
+    carried = step(
+        Batch.from_rows([at(1, 0, just_out), at(1, 60, far_out)], {1: stored_inside}, T0 + 3600), PipelineConfig()
+    )
+    assert {d.type: d.rows.tolist() for d in carried.events} == {"geofenceEnter": [], "geofenceExit": [1]}
+
+
+def test_a_hysteresis_that_is_not_a_distance_is_refused() -> None:
+    import pytest
+
+    from tracker_jobs.core.errors import FieldError
+    from tracker_jobs.events.geofences import hysteresis_m
+
+    assert hysteresis_m({"hysteresis": 25}) == 25.0
+    assert hysteresis_m({}) == 0.0
+    for bad in (-1, "far", True, 1e9):
+        with pytest.raises(FieldError):
+            hysteresis_m({"hysteresis": bad})

@@ -61,6 +61,31 @@ class Shape:
         return shapely.box(lon0 - widen_lon, lat0 - widen_lat, lon1 + widen_lon, lat1 + widen_lat)
 
 
+MAX_HYSTERESIS_M = 10_000.0
+
+
+def hysteresis_m(attributes: Mapping[str, Any] | None) -> float:
+    """A geofence's `hysteresis` attribute (m, 0 when it sets none): a device inside stays inside until
+    it is this far outside the border, so one parked on the border does not flap in and out."""
+    value = (attributes or {}).get("hysteresis", 0)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= MAX_HYSTERESIS_M:
+        raise FieldError("attributes.hysteresis", f"must be a number of metres from 0 to {MAX_HYSTERESIS_M:,.0f}")
+    return float(value)
+
+
+def grown(shape: Shape, metres: float) -> Shape:
+    """The shape widened by `metres` on every side (a polygon buffered in a local metric frame)."""
+    if shape.kind != "polygon":
+        return Shape(shape.kind, shape.geometry, shape.radius_m + metres, shape.origin)
+    coordinates = shapely.get_coordinates(shape.geometry)
+    lon0, lat0 = coordinates[0]
+    x, y = _local_metres(coordinates[:, 1], coordinates[:, 0], lat0, lon0)
+    widened = shapely.get_coordinates(shapely.buffer(shapely.Polygon(np.column_stack([x, y])), metres))
+    lat = lat0 + widened[:, 1] / METRES_PER_DEGREE
+    lon = lon0 + widened[:, 0] / (METRES_PER_DEGREE * math.cos(math.radians(lat0)))
+    return Shape("polygon", shapely.Polygon(np.column_stack([lon, lat])))
+
+
 def parse_area(area: str, attributes: Mapping[str, Any] | None = None) -> Shape:
     """Traccar's WKT as a Shape; a FieldError on `area` naming what is wrong."""
     match = _SHAPE.match(area) if len(area) < 64 * MAX_VERTICES else None

@@ -13,7 +13,7 @@ from tracker_jobs.core.db import iso
 from tracker_jobs.core.errors import not_found
 from tracker_jobs.core.principal import Principal
 from tracker_jobs.devices.service import get_device, visible_device_ids
-from tracker_jobs.events.geofences import parse_area
+from tracker_jobs.events.geofences import hysteresis_m, parse_area
 from tracker_jobs.events.models import DeviceGeofence, Event, Geofence, UserGeofence
 
 
@@ -41,6 +41,7 @@ async def get_geofence(session: AsyncSession, principal: Principal, geofence_id:
 
 async def create_geofence(session: AsyncSession, principal: Principal, fields: dict[str, Any]) -> Geofence:
     parse_area(fields["area"], fields.get("attributes"))  # a FieldError naming what is wrong
+    hysteresis_m(fields.get("attributes"))
     geofence = Geofence(**fields)
     session.add(geofence)
     await session.flush()
@@ -54,6 +55,7 @@ async def update_geofence(session: AsyncSession, geofence: Geofence, fields: dic
     """Change it; a new area or attributes is checked, and moves the revision on, so workers parse it again."""
     if "area" in fields or "attributes" in fields:
         parse_area(fields.get("area", geofence.area), fields.get("attributes", geofence.attributes))
+        hysteresis_m(fields.get("attributes", geofence.attributes))
         geofence.revision += 1
     for key, value in fields.items():
         setattr(geofence, key, value)

@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from tracker_jobs.core.errors import FieldError
-from tracker_jobs.events.geofences import GeofenceIndex, Shape, parse_area
+from tracker_jobs.events.geofences import GeofenceIndex, Shape, grown, hysteresis_m, parse_area
 from tracker_jobs.events.models import DeviceGeofence, Geofence
 from tracker_jobs.positions.pipeline import (
     Batch,
@@ -44,8 +44,10 @@ class ShapeCache:
 
     shapes: dict[int, tuple[int, Shape | None]] = field(default_factory=dict)
     speed_limits: dict[int, float] = field(default_factory=dict)  # knots, for geofences that set `speedLimit`
+    hysteresis: dict[int, float] = field(default_factory=dict)  # metres, for geofences that set `hysteresis`
     index_key: frozenset[tuple[int, int]] = frozenset()
     index: GeofenceIndex | None = None
+    grown: GeofenceIndex | None = None  # the geofences with hysteresis, widened by it
 
 
 @dataclass(frozen=True)
@@ -55,6 +57,8 @@ class Geofencing:
     index: GeofenceIndex
     links: list[tuple[int, int]]  # (device id, geofence id)
     speed_limits: dict[int, float] = field(default_factory=dict)  # knots, of those that set `speedLimit`
+    grown: GeofenceIndex | None = None  # those with hysteresis, widened by it
+    sticky: frozenset[int] = frozenset()  # their ids
 
 
 async def load_geofencing(session: AsyncSession, device_ids: Iterable[int], cache: ShapeCache) -> Geofencing | None:
@@ -84,12 +88,21 @@ async def load_geofencing(session: AsyncSession, device_ids: Iterable[int], cach
                 cache.speed_limits[geofence_id] = float(limit)
             else:
                 cache.speed_limits.pop(geofence_id, None)
+            try:
+                cache.hysteresis[geofence_id] = hysteresis_m(attributes)
+            except FieldError:
+                cache.hysteresis[geofence_id] = 0.0
     key = frozenset((gid, cache.shapes[gid][0]) for gid in revisions if gid in cache.shapes)
     if cache.index is None or key != cache.index_key:
         usable = {gid: shape for gid, (_, shape) in cache.shapes.items() if shape is not None and gid in revisions}
+        widened = {
+            gid: grown(shape, cache.hysteresis[gid]) for gid, shape in usable.items() if cache.hysteresis.get(gid)
+        }
         cache.index, cache.index_key = GeofenceIndex(usable), key
+        cache.grown = GeofenceIndex(widened) if widened else None
     limits = {gid: cache.speed_limits[gid] for gid in revisions if gid in cache.speed_limits}
-    return Geofencing(cache.index, links, limits)
+    sticky = frozenset(gid for gid in revisions if cache.hysteresis.get(gid))
+    return Geofencing(cache.index, links, limits, cache.grown, sticky)
 
 
 def _parsed(geofence_id: int, area: str, attributes: Mapping[str, object]) -> Shape | None:
@@ -104,19 +117,23 @@ def _parsed(geofence_id: int, area: str, attributes: Mapping[str, object]) -> Sh
 class DetectGeofences:
     """The pipeline step: `geofenceIds` on every kept position inside any of its device's geofences;
     geofenceEnter and geofenceExit at the alive positions where a device's set changes. Late positions
-    get their `geofenceIds` but make no event."""
+    get their `geofenceIds` but make no event. A geofence with hysteresis keeps a device that was
+    inside it until it is that far outside (`_sticky`)."""
 
     geofencing: Geofencing
 
     def __call__(self, batch: Batch, config: PipelineConfig) -> StepResult:
         kept = np.flatnonzero(batch.kept)
-        points, ids = self.geofencing.index.members(
-            batch.latitude[kept], batch.longitude[kept], batch.device[kept], self.geofencing.links
+        fencing = self.geofencing
+        points, ids = fencing.index.members(
+            batch.latitude[kept], batch.longitude[kept], batch.device[kept], fencing.links
         )
         rows = kept[points]  # sorted by row, then geofence id
+        alive = batch.alive
+        if fencing.grown is not None:
+            rows, ids = _with_hysteresis(batch, alive, rows, ids, fencing)
         member_rows, starts = np.unique(rows, return_index=True)
         values = [group.tolist() for group in np.split(ids, starts[1:])] if len(rows) else []
-        alive = batch.alive
         entered, left = _crossings(batch, alive, rows[alive[rows]], ids[alive[rows]])
         return StepResult(
             sparse={GEOFENCE_IDS: (member_rows, values)},
@@ -157,6 +174,45 @@ def _crossings(batch: Batch, alive: np.ndarray, rows: Ints, ids: Ints) -> tuple[
     left_rows, left_ids = np.concatenate(exit_rows), np.concatenate(exit_ids)
     order = np.lexsort((left_ids, left_rows))
     return entered, (left_rows[order], left_ids[order])
+
+
+def _with_hysteresis(batch: Batch, alive: np.ndarray, rows: Ints, ids: Ints, fencing: Geofencing) -> tuple[Ints, Ints]:
+    """The memberships, those of geofences with hysteresis at alive rows replaced by `_sticky`'s."""
+    assert fencing.grown is not None
+    live = np.flatnonzero(alive)
+    points, outer_ids = fencing.grown.members(
+        batch.latitude[live], batch.longitude[live], batch.device[live], fencing.links
+    )
+    sticky_ids = np.array(sorted(fencing.sticky), dtype=np.int64)
+    plain = ~(alive[rows] & np.isin(ids, sticky_ids))
+    kept_rows, kept_ids = _sticky(batch, alive, rows, ids, live[points], outer_ids)
+    rows, ids = np.concatenate([rows[plain], kept_rows]), np.concatenate([ids[plain], kept_ids])
+    order = np.lexsort((ids, rows))
+    return rows[order], ids[order]
+
+
+def _sticky(
+    batch: Batch, alive: np.ndarray, inner_rows: Ints, inner_ids: Ints, rows: Ints, ids: Ints
+) -> tuple[Ints, Ints]:
+    """Membership with hysteresis, from where each alive position is inside the area (`inner`) and
+    inside it widened (`rows`, `ids`): a device is inside from a position inside the area, and stays
+    so while its next positions are inside the widened area; a run of such positions at the device's
+    first alive position of the batch goes on from the stored newest position's set."""
+    order = np.lexsort((rows, ids))  # per geofence, per device, in time: the rows are sorted so
+    rows, ids = rows[order], ids[order]
+    widened = (rows << _ROW_SHIFT) | ids
+    previous = previous_alive(batch.device, alive)[rows]
+    starts = (previous < 0) | ~np.isin((previous << _ROW_SHIFT) | ids, widened)
+    run = np.cumsum(starts) - 1
+    inside = np.isin((rows << _ROW_SHIFT) | ids, (inner_rows << _ROW_SHIFT) | inner_ids)
+    seen = np.cumsum(inside)
+    before: Ints = (seen - inside)[np.flatnonzero(starts)][run]  # inside positions before each run began
+    first = rows[np.flatnonzero(starts)][run]
+    carried = (previous_alive(batch.device, alive)[first] < 0) & np.isin(
+        (batch.device[first] << _ROW_SHIFT) | ids, _stored_pairs(batch.states)
+    )
+    member = (seen - before > 0) | carried
+    return rows[member], ids[member]
 
 
 def _stored_pairs(states: Mapping[int, DeviceState]) -> Ints:
