@@ -124,3 +124,39 @@ async def test_a_device_linked_through_the_api_gets_enter_and_exit_events(
     )
     assert (await admin_client.get(f"/api/events/{events[0].id}", headers=BOB)).status == 404  # not bob's device
     assert (await admin_client.delete("/api/permissions", json=link, headers=ANN)).status == 204
+
+
+async def test_maintenance_items_of_ones_own_devices_and_their_events(
+    settings: Settings, admin_client: Client, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    ann = await make_user(sessions, "ann@example.com", token="ann-token")
+    await make_user(sessions, "bob@example.com", token="bob-token")
+    van = await add_device(sessions, "ann-van-service", owner=ann)
+    body = {"deviceId": van, "name": "Oil", "type": "totalDistance", "start": 500, "period": 1000}
+    assert (await admin_client.post("/api/maintenance", json=body, headers=BOB)).status == 404  # not bob's van
+    for bad, field in (({**body, "period": 0}, "period"), ({**body, "start": "soon"}, "start")):
+        refused = await admin_client.post("/api/maintenance", json=bad, headers=ANN)
+        assert (refused.status, (await error_of(refused))["message"].split(":")[0]) == (400, field)
+    created = await admin_client.post("/api/maintenance", json=body, headers=ANN)
+    assert created.status == 201
+    item = await created.json()
+    assert await (await admin_client.get("/api/maintenance", headers=BOB)).json() == []
+    assert (await admin_client.put(f"/api/maintenance/{item['id']}", json={"period": 2000}, headers=BOB)).status == 404
+    changed = await admin_client.put(f"/api/maintenance/{item['id']}", json={"period": 700}, headers=ANN)
+    assert (await changed.json())["period"] == 700
+    # 0.01 degree of latitude (1,113 m) a minute for 3 minutes: at 0, 1,113, 2,226 and 3,339 m, due at
+    # 500, 1,200, 1,900, 2,600 and 3,300 m; two passed in one step make one event naming the later.
+    track = [
+        {"deviceId": van, "fixTime": 1_767_225_600 + 60 * k, "latitude": 52.0 + 0.01 * k, "longitude": 13.4}
+        for k in range(4)
+    ]
+    assert (await admin_client.post("/api/positions", json=track, headers=ANN)).status == 202
+    await run_burst(settings, POSITIONS)
+    async with sessions() as session:
+        due = (
+            (await session.execute(select(Event).where(col(Event.device_id) == van, col(Event.type) == "maintenance")))
+            .scalars()
+            .all()
+        )
+    assert sorted(event.attributes["due"] for event in due) == [500.0, 1900.0, 3300.0]
+    assert (await admin_client.delete(f"/api/maintenance/{item['id']}", headers=ANN)).status == 204

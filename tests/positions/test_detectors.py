@@ -142,3 +142,47 @@ def test_a_geofences_lower_speed_limit_wins_and_the_event_names_it() -> None:
         for event in result.events
         if event.type == "deviceOverspeed"
     ] == [("deviceOverspeed", T0 + 10, {"speed": 40.0, "speedLimit": 30.0, "geofenceId": 9})]
+
+
+def test_maintenance_is_due_each_time_its_value_crosses_start_plus_a_period() -> None:
+    from tracker_jobs.positions.detectors import DetectMaintenance, MaintenanceItem
+
+    item = MaintenanceItem(5, 1, "Oil", "hours", start=100.0, period=50.0)
+    rows = [at(10 * i, hours=hours) for i, hours in enumerate([90, 99, 100, 120, 149, 151, 260, 261])]
+    result = run(DetectMaintenance((item,)), rows, {1: stored(-10, hours=80)})
+    (due,) = result.events
+    # 100 reached at 100; 150 between 149 and 151; 200 and 250 both passed between 151 and 260: one event.
+    assert due.rows.tolist() == [2, 5, 6]
+    assert due.attributes == [
+        {"name": "Oil", "type": "hours", "due": 100.0},
+        {"name": "Oil", "type": "hours", "due": 150.0},
+        {"name": "Oil", "type": "hours", "due": 250.0},
+    ]
+    assert due.subject is not None
+    assert due.subject.tolist() == [5, 5, 5]
+
+
+async def test_maintenance_by_odometer_through_the_store(sessions: async_sessionmaker[AsyncSession]) -> None:
+    from tracker_jobs.devices.models import Maintenance
+
+    device = await add_device(sessions, "serviced")
+    async with transaction(sessions) as session:
+        item = Maintenance(device_id=device, name="Tyres", type="totalDistance", start=1000.0, period=1000.0)
+        session.add(item)
+    track = [at(10 * i, 20, device) for i in range(30)]  # 0.001 degree (111 m) every 10 s: 3.2 km
+    await store_batch(sessions, track, PipelineConfig(), T0 + 7200)
+    async with sessions() as session:
+        due = (
+            (
+                await session.execute(
+                    select(Event).where(col(Event.device_id) == device, col(Event.type) == "maintenance")
+                )
+            )
+            .scalars()
+            .all()
+        )
+    assert [(event.maintenance_id, event.attributes["due"]) for event in due] == [
+        (item.id, 1000.0),
+        (item.id, 2000.0),
+        (item.id, 3000.0),
+    ]

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from annotated_types import MaxLen, MinLen
+from annotated_types import Gt, MaxLen, MinLen
+from pydantic import Field
 
 from tracker_jobs.api.bodies import RequestBody
 from tracker_jobs.api.body_fields import Id, Omittable, Text, checked
-from tracker_jobs.core.fields import check_json
+from tracker_jobs.core.fields import check_json, parse_number
 
 # Traccar's WKT, latitude first; checked point by point when the body is used (events/geofences.py).
 Area = Annotated[str, MinLen(1), MaxLen(640_000)]
@@ -39,3 +40,28 @@ class Permission(RequestBody):
     subject = "permission"
     deviceId: Id
     geofenceId: Id
+
+
+Amount = Annotated[float, checked(parse_number)]  # finite
+
+
+class MaintenanceChanges(RequestBody):
+    """PUT /api/maintenance/{id}: the fields to change."""
+
+    subject = "maintenance"
+    name: Omittable[Annotated[str, Text(128)]] = None
+    type: Omittable[Annotated[str, Text(64)]] = None
+    start: Omittable[Amount] = None
+    period: Omittable[Annotated[float, Gt(0), checked(parse_number)]] = None
+    attributes: Omittable[Attributes] = None
+
+
+class NewMaintenance(MaintenanceChanges):
+    """POST /api/maintenance: due each time the device's `type` value (totalDistance in metres, or a
+    numeric position attribute such as hours) passes start + k * period."""
+
+    deviceId: Id
+    name: Annotated[str, Text(128)]
+    type: Annotated[str, Text(64)] = Field("totalDistance")
+    start: Amount = 0.0
+    period: Annotated[float, Gt(0), checked(parse_number)]

@@ -12,6 +12,7 @@ from sqlmodel.sql.expression import SelectOfScalar
 from tracker_jobs.core.db import iso
 from tracker_jobs.core.errors import not_found
 from tracker_jobs.core.principal import Principal
+from tracker_jobs.devices.models import Maintenance
 from tracker_jobs.devices.service import get_device, visible_device_ids
 from tracker_jobs.events.geofences import hysteresis_m, parse_area
 from tracker_jobs.events.models import DeviceGeofence, Event, Geofence, UserGeofence
@@ -117,4 +118,42 @@ def event_to_api(event: Event) -> dict[str, Any]:
         "latitude": event.latitude,
         "longitude": event.longitude,
         "attributes": event.attributes,
+    }
+
+
+async def list_maintenance(session: AsyncSession, principal: Principal) -> list[Maintenance]:
+    query = select(Maintenance).where(col(Maintenance.device_id).in_(visible_device_ids(principal)))
+    return list((await session.execute(query.order_by(col(Maintenance.id)))).scalars())
+
+
+async def get_maintenance(session: AsyncSession, principal: Principal, item_id: int) -> Maintenance:
+    """The item, if its device is one the caller may see; NotFound otherwise."""
+    query = select(Maintenance).where(
+        col(Maintenance.id) == item_id, col(Maintenance.device_id).in_(visible_device_ids(principal))
+    )
+    found: Maintenance | None = (await session.execute(query)).scalar_one_or_none()
+    if found is None:
+        raise not_found(f"maintenance {item_id}")
+    return found
+
+
+async def create_maintenance(session: AsyncSession, principal: Principal, fields: dict[str, Any]) -> Maintenance:
+    device_id = fields.pop("deviceId")
+    if await get_device(session, principal, device_id) is None:
+        raise not_found(f"device {device_id}")
+    item = Maintenance(device_id=device_id, **fields)
+    session.add(item)
+    await session.flush()
+    return item
+
+
+def maintenance_to_api(item: Maintenance) -> dict[str, Any]:
+    return {
+        "id": item.id,
+        "deviceId": item.device_id,
+        "name": item.name,
+        "type": item.type,
+        "start": item.start,
+        "period": item.period,
+        "attributes": item.attributes,
     }

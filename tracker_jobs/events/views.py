@@ -28,7 +28,7 @@ from tracker_jobs.api.responses import json_response
 from tracker_jobs.api.routes import Route
 from tracker_jobs.core.db import transaction
 from tracker_jobs.events import service
-from tracker_jobs.events.schemas import GeofenceChanges, NewGeofence, Permission
+from tracker_jobs.events.schemas import GeofenceChanges, MaintenanceChanges, NewGeofence, NewMaintenance, Permission
 
 
 async def list_geofences(request: web.Request) -> web.Response:
@@ -63,6 +63,36 @@ async def delete_geofence(request: web.Request) -> web.Response:
     geofence_id = path_id(request)
     async with transaction(request.app[SESSIONS]) as session:
         await session.delete(await service.get_geofence(session, principal(request), geofence_id))
+    return web.Response(status=204)
+
+
+async def list_maintenance(request: web.Request) -> web.Response:
+    async with request.app[SESSIONS]() as session:
+        items = await service.list_maintenance(session, principal(request))
+    return json_response([service.maintenance_to_api(item) for item in items])
+
+
+async def create_maintenance(request: web.Request) -> web.Response:
+    fields = (await read_body(request, NewMaintenance)).given()
+    async with transaction(request.app[SESSIONS]) as session:
+        item = await service.create_maintenance(session, principal(request), fields)
+    return json_response(service.maintenance_to_api(item), status=201)
+
+
+async def update_maintenance(request: web.Request) -> web.Response:
+    item_id = path_id(request)
+    fields = (await read_body(request, MaintenanceChanges)).given()
+    async with transaction(request.app[SESSIONS]) as session:
+        item = await service.get_maintenance(session, principal(request), item_id)
+        for key, value in fields.items():
+            setattr(item, key, value)
+    return json_response(service.maintenance_to_api(item))
+
+
+async def delete_maintenance(request: web.Request) -> web.Response:
+    item_id = path_id(request)
+    async with transaction(request.app[SESSIONS]) as session:
+        await session.delete(await service.get_maintenance(session, principal(request), item_id))
     return web.Response(status=204)
 
 
@@ -155,7 +185,51 @@ describe(
     ),
 )
 
+MAINTENANCE = obj(
+    {
+        "id": INTEGER,
+        "deviceId": INTEGER,
+        "name": STRING,
+        "type": STRING,
+        "start": NUMBER,
+        "period": NUMBER,
+        "attributes": ANY_OBJECT,
+    }
+)
+describe(
+    list_maintenance,
+    Operation(
+        "Maintenance items of the devices the caller may see", {200: Reply("items", array(MAINTENANCE))}, tag="events"
+    ),
+)
+describe(
+    create_maintenance,
+    Operation(
+        "A maintenance item for one of the caller's devices",
+        {201: Reply("the item", MAINTENANCE), 404: error_reply("the device is not one the caller may see")},
+        body=NewMaintenance,
+        example={"deviceId": 1, "name": "Oil", "type": "totalDistance", "start": 0, "period": 10000},
+        tag="events",
+    ),
+)
+describe(
+    update_maintenance,
+    Operation(
+        "Change some of an item's fields",
+        {200: Reply("the item", MAINTENANCE)},
+        path={"id": ID},
+        body=MaintenanceChanges,
+        example={"period": 15000},
+        tag="events",
+    ),
+)
+describe(delete_maintenance, Operation("Delete an item", {204: Reply("deleted")}, path={"id": ID}, tag="events"))
+
 ROUTES = [
+    Route("GET", "/api/maintenance", list_maintenance),
+    Route("POST", "/api/maintenance", create_maintenance),
+    Route("PUT", "/api/maintenance/{id}", update_maintenance),
+    Route("DELETE", "/api/maintenance/{id}", delete_maintenance),
     Route("GET", "/api/events/{id}", get_event),
     Route("GET", "/api/geofences", list_geofences),
     Route("POST", "/api/geofences", create_geofence),

@@ -30,6 +30,7 @@ from tracker_jobs.positions.pipeline import (
     Batch,
     Bools,
     Detected,
+    Floats,
     Ints,
     PipelineConfig,
     StepResult,
@@ -154,6 +155,68 @@ def _run_cumulative_any(flags: Bools, boundary: Ints) -> Bools:
     total: Ints = np.cumsum(flags, dtype=np.int64)
     before: Ints = total - flags  # flagged positions strictly before each one
     return np.asarray(before - before[boundary] > 0, dtype=np.bool_)
+
+
+@dataclass(frozen=True)
+class MaintenanceItem:
+    id: int
+    device_id: int
+    name: str
+    type: str  # the growing value: totalDistance (m) or another numeric attribute such as hours
+    start: float
+    period: float
+
+
+@dataclass(frozen=True)
+class DetectMaintenance:
+    """maintenance: an item is due each time its value crosses start + k * period (k = 0, 1, ...),
+    between a device's position and the one before it (or its stored newest)."""
+
+    items: tuple[MaintenanceItem, ...]
+
+    def __call__(self, batch: Batch, config: PipelineConfig) -> StepResult:
+        alive = batch.alive
+        previous = previous_alive(batch.device, alive)
+        rows: list[Ints] = []
+        subjects: list[Ints] = []
+        details: list[dict[str, Any]] = []
+        for item in self.items:
+            mine = np.flatnonzero(alive & (batch.device == item.device_id))
+            if not len(mine):
+                continue
+            value = self._values(batch, item.type)
+            state = batch.states.get(item.device_id)
+            stored = state.attributes.get(item.type) if state is not None else None
+            before = np.where(
+                previous[mine] >= 0,
+                value[np.maximum(previous[mine], 0)],
+                float(stored) if isinstance(stored, int | float) and not isinstance(stored, bool) else np.nan,
+            )
+            now = value[mine]
+            # The number of due points at or below a value; a crossing is where it grows.
+            due_before = np.floor((before - item.start) / item.period)
+            due_now = np.floor((now - item.start) / item.period)
+            crossed = (now >= item.start) & ~np.isnan(before) & (due_now > due_before)
+            details += [
+                {"name": item.name[:128], "type": item.type, "due": item.start + count * item.period}
+                for count in due_now[crossed].tolist()
+            ]
+            rows.append(mine[crossed])
+            subjects.append(np.full(int(crossed.sum()), item.id, dtype=np.int64))
+        if not details:
+            return SKIP
+        return StepResult(events=(Detected("maintenance", np.concatenate(rows), np.concatenate(subjects), details),))
+
+    @staticmethod
+    def _values(batch: Batch, name: str) -> Floats:
+        """Each row's value of the growing quantity: the odometer the pipeline keeps, or the attribute."""
+        if name in batch.attributes:
+            return np.asarray(batch.attributes[name], dtype=np.float64)
+        values = [row.attributes.get(name) for row in batch.rows]
+        return np.array(
+            [float(v) if isinstance(v, int | float) and not isinstance(v, bool) else np.nan for v in values],
+            dtype=np.float64,
+        )
 
 
 # The detectors every batch runs after PIPELINE; geofences and overspeed join them per batch, for the

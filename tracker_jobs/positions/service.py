@@ -23,7 +23,7 @@ from tracker_jobs.jobs.base import enqueue
 from tracker_jobs.jobs.refs import PROCESS_POSITION_BATCH
 from tracker_jobs.monitor.counters import POSITIONS_DROPPED, POSITIONS_STORED
 from tracker_jobs.positions import live, stream
-from tracker_jobs.positions.detectors import DETECTORS, DetectOverspeed
+from tracker_jobs.positions.detectors import DETECTORS, DetectMaintenance, DetectOverspeed
 from tracker_jobs.positions.geofencing import DetectGeofences, ShapeCache, load_geofencing
 from tracker_jobs.positions.models import Position
 from tracker_jobs.positions.pipeline import PIPELINE, DetectedEvent, PipelineConfig, Step, run_pipeline
@@ -33,6 +33,7 @@ from tracker_jobs.positions.store import (
     StoredDevice,
     insert_positions,
     load_devices,
+    load_maintenance,
     move_devices,
     store_events,
 )
@@ -159,6 +160,8 @@ async def store_batch(
         if limits or geofence_limits:
             multiplier, minimal_s = config.overspeed_multiplier, config.overspeed_minimal_s
             steps = (*steps, DetectOverspeed(limits, multiplier, minimal_s, geofence_limits))
+        if maintained := [device.id for device in devices.values() if device.maintained]:
+            steps = (*steps, DetectMaintenance(await load_maintenance(session, maintained)))
         states = {d.id: d.state for d in devices.values() if d.state}
         result = run_pipeline(usable, states, config, now, steps=steps)
         seen: dict[int, float] = {}

@@ -16,9 +16,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from tracker_jobs.core.db import UTCDateTime, dialect_name
-from tracker_jobs.devices.models import Device
+from tracker_jobs.devices.models import Device, Maintenance
 from tracker_jobs.events.models import DeviceGeofence
 from tracker_jobs.events.store import insert_events
+from tracker_jobs.positions.detectors import MaintenanceItem
 from tracker_jobs.positions.models import Position
 from tracker_jobs.positions.pipeline import DetectedEvent, DeviceState
 from tracker_jobs.positions.record import COLUMNS, PositionRecord, copy_rows
@@ -75,6 +76,7 @@ class StoredDevice:
     geofenced: bool = False  # linked to a geofence: the batch loads the geofences only then
     speed_limit: float | None = None  # knots
     status: str = "online"  # before this batch
+    maintained: bool = False  # has maintenance items: the batch loads them only then
 
 
 # PostgreSQL reads the batch's devices with one array parameter (no IN list to render per batch). It
@@ -84,7 +86,8 @@ _PG_LOAD_DEVICES = sa.text(
     SELECT d.id, d.name, d.unique_id, d.disabled, d.status, d.speed_limit, d.total_distance,
            p.fix_time, p.latitude, p.longitude,
            p.attributes,
-           EXISTS (SELECT 1 FROM device_geofences AS dg WHERE dg.device_id = d.id)
+           EXISTS (SELECT 1 FROM device_geofences AS dg WHERE dg.device_id = d.id),
+           EXISTS (SELECT 1 FROM maintenances AS m WHERE m.device_id = d.id)
     FROM devices AS d LEFT JOIN positions AS p ON p.id = d.position_id
     WHERE d.id = ANY(:ids)
     """
@@ -113,6 +116,7 @@ async def load_devices(session: AsyncSession, device_ids: Iterable[int]) -> dict
                 col(Position.longitude),
                 col(Position.attributes),
                 sa.exists().where(col(DeviceGeofence.device_id) == col(Device.id)),
+                sa.exists().where(col(Maintenance.device_id) == col(Device.id)),
             )
             .outerjoin(Position, col(Position.id) == col(Device.position_id))
             .where(col(Device.id).in_(wanted))
@@ -131,6 +135,7 @@ async def load_devices(session: AsyncSession, device_ids: Iterable[int]) -> dict
         longitude,
         attributes,
         fenced,
+        maintained,
     ) in rows:
         state = None
         if fix_time is not None:
@@ -141,7 +146,9 @@ async def load_devices(session: AsyncSession, device_ids: Iterable[int]) -> dict
                 odometer=odometer,
                 attributes=attributes,
             )
-        devices[device_id] = StoredDevice(device_id, name, unique_id, disabled, state, fenced, limit, status)
+        devices[device_id] = StoredDevice(
+            device_id, name, unique_id, disabled, state, fenced, limit, status, maintained
+        )
     return devices
 
 
@@ -244,7 +251,17 @@ async def move_devices(
         await session.execute(_DEVICE_NEWEST, forward)
 
 
-# Events about a geofence name it in geofence_id too (Traccar's field).
+async def load_maintenance(session: AsyncSession, device_ids: list[int]) -> tuple[MaintenanceItem, ...]:
+    """The maintenance items of these devices."""
+    found = await session.execute(sa.select(Maintenance).where(col(Maintenance.device_id).in_(device_ids)))
+    return tuple(
+        MaintenanceItem(item.id, item.device_id, item.name, item.type, item.start, item.period)
+        for item in found.scalars()
+        if item.id is not None and item.period > 0
+    )
+
+
+# Events about a geofence or a maintenance item name it in their own field too (Traccar's).
 _GEOFENCE_EVENTS = ("geofenceEnter", "geofenceExit")
 
 
@@ -259,6 +276,7 @@ async def store_events(session: AsyncSession, events: list[DetectedEvent], ids: 
                 "event_time": datetime.fromtimestamp(event.position.fix_time, UTC),
                 "position_id": ids.get((event.position.device_id, event.position.fix_time)),
                 "geofence_id": event.subject if event.type in _GEOFENCE_EVENTS else None,
+                "maintenance_id": event.subject if event.type == "maintenance" else None,
                 "subject": event.subject,
                 "latitude": event.position.latitude,
                 "longitude": event.position.longitude,
