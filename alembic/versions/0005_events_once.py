@@ -26,6 +26,10 @@ def upgrade() -> None:
     op.add_column("events", sa.Column("subject", BIG_ID, server_default=sa.text("0"), nullable=False))
     op.add_column("events", sa.Column("latitude", sa.Float(), nullable=True))
     op.add_column("events", sa.Column("longitude", sa.Float(), nullable=True))
+    # Nothing kept events unique before: of any that repeat a device, type and time, keep the first.
+    op.execute(
+        "DELETE FROM events WHERE id NOT IN (SELECT MIN(id) FROM events GROUP BY device_id, type, event_time, subject)"
+    )
     op.create_index(
         "uq_events_device_id_type_event_time_subject",
         "events",
@@ -49,6 +53,8 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    # Events that differ only by subject (two alarms at one time) repeat a device, type and time once
+    # `subject` is gone; upgrading again keeps the first of them.
     op.drop_index(op.f("ix_user_geofences_geofence_id"), table_name="user_geofences")
     op.drop_table("user_geofences")
     op.drop_column("geofences", "revision")

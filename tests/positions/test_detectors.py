@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlmodel import col, select
 
@@ -92,10 +93,14 @@ def test_overspeed_waits_for_the_minimal_duration_and_continues_across_batches()
 
 
 def test_on_a_derived_speed_one_position_over_the_limit_is_not_an_episode() -> None:
-    rows = [at(0, 40, speedComputed=True), at(10, 70, speedComputed=True), at(20, 40, speedComputed=True)]
-    assert events(run(DetectOverspeed({1: 50.0}), rows))["deviceOverspeed"] == []
-    rows = [at(0, 40, speedComputed=True), at(10, 70, speedComputed=True), at(20, 70, speedComputed=True)]
-    assert events(run(DetectOverspeed({1: 50.0}), rows))["deviceOverspeed"] == [2]
+    def derived(speeds: list[float]) -> StepResult:
+        batch = Batch.from_rows([at(10 * i, speed) for i, speed in enumerate(speeds)], {}, T0 + 3600)
+        batch.sparse["speedComputed"] = (np.arange(len(speeds)), True)  # as derive_speed_course marks them
+        result: StepResult = DetectOverspeed({1: 50.0})(batch, PipelineConfig())
+        return result
+
+    assert events(derived([40, 70, 40]))["deviceOverspeed"] == []
+    assert events(derived([40, 70, 70]))["deviceOverspeed"] == [2]
 
 
 async def test_detected_events_are_stored_once(sessions: async_sessionmaker[AsyncSession]) -> None:
@@ -186,3 +191,31 @@ async def test_maintenance_by_odometer_through_the_store(sessions: async_session
         (item.id, 2000.0),
         (item.id, 3000.0),
     ]
+
+
+def test_derived_speeds_from_the_pipeline_need_two_positions_over_the_limit() -> None:
+    from tracker_jobs.positions.pipeline import PIPELINE, run_pipeline
+
+    def unreported(second: float, lat: float) -> PositionRecord:
+        return PositionRecord(device_id=1, fix_time=T0 + second, latitude=lat, longitude=13.0)
+
+    # One 10 s hop of 500 m (97 kn) between two fixes at rest: a GPS glitch, not overspeed.
+    spike = [unreported(0, 52.0), unreported(10, 52.0045), unreported(20, 52.0045)]
+    steps = (*PIPELINE, DetectOverspeed({1: 50.0}))
+    events = run_pipeline(spike, {}, PipelineConfig(), T0 + 3600, steps=steps).events
+    assert [e.type for e in events] == []
+    sustained = [
+        unreported(0, 52.0),
+        unreported(10, 52.0045),
+        unreported(20, 52.009),
+    ]  # fresh: the run fills records in
+    events = run_pipeline(sustained, {}, PipelineConfig(), T0 + 3600, steps=steps).events
+    assert [(e.type, e.position.fix_time) for e in events] == [("deviceOverspeed", T0 + 20)]
+
+
+def test_a_derived_overspeed_episode_begun_at_the_stored_position_gets_its_event_in_the_next_batch() -> None:
+    begun = stored(0, speedComputed=True, overspeedSince=T0)
+    rows = [at(10, 80), at(20, 80)]
+    batch = Batch.from_rows(rows, {1: begun}, T0 + 3600)
+    batch.sparse["speedComputed"] = (np.array([0, 1]), True)
+    assert events(DetectOverspeed({1: 50.0})(batch, PipelineConfig()))["deviceOverspeed"] == [0]

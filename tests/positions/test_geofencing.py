@@ -155,3 +155,30 @@ def test_a_hysteresis_that_is_not_a_distance_is_refused() -> None:
     for bad in (-1, "far", True, 1e9):
         with pytest.raises(FieldError):
             hysteresis_m({"hysteresis": bad})
+
+
+async def test_a_geofence_deleted_while_a_device_is_inside_makes_no_exit_and_stops_nothing(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    device = await add_device(sessions, "left-behind")
+    async with transaction(sessions) as session:
+        gone, kept = Geofence(name="gone", area=SQUARE), Geofence(name="kept", area="CIRCLE (10 10, 100)")
+        session.add_all([gone, kept])
+        await session.flush()
+        assert gone.id is not None
+        assert kept.id is not None
+        session.add_all(
+            [
+                DeviceGeofence(device_id=device, geofence_id=gone.id),
+                DeviceGeofence(device_id=device, geofence_id=kept.id),
+            ]
+        )
+    shapes = ShapeCache()
+    await store_batch(sessions, [at(device, 0, INSIDE)], PipelineConfig(), T0 + 3600, shapes)
+    async with transaction(sessions) as session:
+        await session.delete(await session.get(Geofence, gone.id))
+    after = await store_batch(sessions, [at(device, 60, OUTSIDE)], PipelineConfig(), T0 + 3600, shapes)
+    assert after.stored == 1
+    async with sessions() as session:
+        exits = (await session.execute(select(Event).where(col(Event.type) == "geofenceExit"))).scalars().all()
+    assert exits == []

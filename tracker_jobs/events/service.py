@@ -57,7 +57,7 @@ async def update_geofence(session: AsyncSession, geofence: Geofence, fields: dic
     if "area" in fields or "attributes" in fields:
         parse_area(fields.get("area", geofence.area), fields.get("attributes", geofence.attributes))
         hysteresis_m(fields.get("attributes", geofence.attributes))
-        geofence.revision += 1
+        geofence.revision = Geofence.revision + 1  # in SQL: two edits at once move it twice
     for key, value in fields.items():
         setattr(geofence, key, value)
     return geofence

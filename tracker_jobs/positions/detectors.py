@@ -119,7 +119,12 @@ class DetectOverspeed:
         # event was made already (it had lasted long enough).
         stored_since = np.array([self._stored_since(batch, d) for d in device.tolist()], dtype=np.float64)
         continues = first & over & ~np.isnan(stored_since)
-        stored_made = continues & (batch.start_fix_time[rows] - stored_since >= self.minimal_s)
+        # On a derived speed the stored newest alone (its episode began at it) is one position: no event yet.
+        stored_fix = batch.start_fix_time[rows]
+        stored_derived = np.array([self._stored_derived(batch, d) for d in device.tolist()], dtype=np.bool_)
+        stored_made = (
+            continues & (stored_fix - stored_since >= self.minimal_s) & (~stored_derived | (stored_since < stored_fix))
+        )
         previous_over = np.r_[False, over[:-1]] & ~first
         starts = over & ~previous_over & ~continues
         # Each over-the-limit position's run: its first position (a start, or a continuation of the
@@ -128,7 +133,7 @@ class DetectOverspeed:
         boundary = np.maximum.accumulate(np.where(starts | continues | ~over, at, 0))
         began = np.where(continues[boundary], stored_since[boundary], fix[boundary])
         count = at - boundary + 1 + continues[boundary]  # positions in the run so far
-        derived = np.array([bool(batch.rows[i].attributes.get("speedComputed")) for i in rows.tolist()])
+        derived = np.isin(rows, _rows_marked(batch, "speedComputed"))
         eligible = over & (fix - began >= self.minimal_s) & (~derived | (count >= 2))
         # The event is at the first eligible position of a run whose event is not made yet.
         earlier = _run_cumulative_any(eligible, boundary) | (continues[boundary] & stored_made[boundary])
@@ -144,10 +149,22 @@ class DetectOverspeed:
             events=(Detected("deviceOverspeed", event_rows, None, attributes),),
         )
 
+    @staticmethod
+    def _stored_derived(batch: Batch, device: int) -> bool:
+        state = batch.states.get(device)
+        return state is not None and state.attributes.get("speedComputed") is True
+
     def _stored_since(self, batch: Batch, device: int) -> float:
         state = batch.states.get(device)
         since = None if state is None else state.attributes.get(OVERSPEED_SINCE)
         return float(since) if isinstance(since, int | float) and not isinstance(since, bool) else np.nan
+
+
+def _rows_marked(batch: Batch, name: str) -> Ints:
+    """The rows an earlier step marked with `name` (its sparse attribute; records get it only after
+    every step has run)."""
+    marked = batch.sparse.get(name)
+    return np.zeros(0, dtype=np.int64) if marked is None else np.asarray(marked[0], dtype=np.int64)
 
 
 def _run_cumulative_any(flags: Bools, boundary: Ints) -> Bools:

@@ -45,7 +45,6 @@ class ShapeCache:
     shapes: dict[int, tuple[int, Shape | None]] = field(default_factory=dict)
     speed_limits: dict[int, float] = field(default_factory=dict)  # knots, for geofences that set `speedLimit`
     hysteresis: dict[int, float] = field(default_factory=dict)  # metres, for geofences that set `hysteresis`
-    index_key: frozenset[tuple[int, int]] = frozenset()
     index: GeofenceIndex | None = None
     grown: GeofenceIndex | None = None  # the geofences with hysteresis, widened by it
 
@@ -92,13 +91,14 @@ async def load_geofencing(session: AsyncSession, device_ids: Iterable[int], cach
                 cache.hysteresis[geofence_id] = hysteresis_m(attributes)
             except FieldError:
                 cache.hysteresis[geofence_id] = 0.0
-    key = frozenset((gid, cache.shapes[gid][0]) for gid in revisions if gid in cache.shapes)
-    if cache.index is None or key != cache.index_key:
-        usable = {gid: shape for gid, (_, shape) in cache.shapes.items() if shape is not None and gid in revisions}
+    if stale or cache.index is None:
+        # Over every geofence this worker has met, not only this batch's: batches of other partitions
+        # link other sets, and the links already narrow each lookup. Rebuilt only when one changed.
+        usable = {gid: shape for gid, (_, shape) in cache.shapes.items() if shape is not None}
+        cache.index = GeofenceIndex(usable)
         widened = {
             gid: grown(shape, cache.hysteresis[gid]) for gid, shape in usable.items() if cache.hysteresis.get(gid)
         }
-        cache.index, cache.index_key = GeofenceIndex(usable), key
         cache.grown = GeofenceIndex(widened) if widened else None
     limits = {gid: cache.speed_limits[gid] for gid in revisions if gid in cache.speed_limits}
     sticky = frozenset(gid for gid in revisions if cache.hysteresis.get(gid))
@@ -134,7 +134,7 @@ class DetectGeofences:
             rows, ids = _with_hysteresis(batch, alive, rows, ids, fencing)
         member_rows, starts = np.unique(rows, return_index=True)
         values = [group.tolist() for group in np.split(ids, starts[1:])] if len(rows) else []
-        entered, left = _crossings(batch, alive, rows[alive[rows]], ids[alive[rows]])
+        entered, left = _crossings(batch, alive, rows[alive[rows]], ids[alive[rows]], _linked(fencing.links))
         return StepResult(
             sparse={GEOFENCE_IDS: (member_rows, values)},
             events=(
@@ -144,11 +144,13 @@ class DetectGeofences:
         )
 
 
-def _crossings(batch: Batch, alive: np.ndarray, rows: Ints, ids: Ints) -> tuple[tuple[Ints, Ints], tuple[Ints, Ints]]:
+def _crossings(
+    batch: Batch, alive: np.ndarray, rows: Ints, ids: Ints, linked: Ints
+) -> tuple[tuple[Ints, Ints], tuple[Ints, Ints]]:
     """(rows, geofence ids) of entries and of exits, from the alive rows' memberships and each
     device's stored newest position's set."""
     inside = (rows << _ROW_SHIFT) | ids
-    stored = _stored_pairs(batch.states)
+    stored = _stored_pairs(batch.states, linked)
     previous = previous_alive(batch.device, alive)[rows]
     was_inside = np.where(
         previous >= 0,
@@ -185,14 +187,14 @@ def _with_hysteresis(batch: Batch, alive: np.ndarray, rows: Ints, ids: Ints, fen
     )
     sticky_ids = np.array(sorted(fencing.sticky), dtype=np.int64)
     plain = ~(alive[rows] & np.isin(ids, sticky_ids))
-    kept_rows, kept_ids = _sticky(batch, alive, rows, ids, live[points], outer_ids)
+    kept_rows, kept_ids = _sticky(batch, alive, rows, ids, live[points], outer_ids, _linked(fencing.links))
     rows, ids = np.concatenate([rows[plain], kept_rows]), np.concatenate([ids[plain], kept_ids])
     order = np.lexsort((ids, rows))
     return rows[order], ids[order]
 
 
 def _sticky(
-    batch: Batch, alive: np.ndarray, inner_rows: Ints, inner_ids: Ints, rows: Ints, ids: Ints
+    batch: Batch, alive: np.ndarray, inner_rows: Ints, inner_ids: Ints, rows: Ints, ids: Ints, linked: Ints
 ) -> tuple[Ints, Ints]:
     """Membership with hysteresis, from where each alive position is inside the area (`inner`) and
     inside it widened (`rows`, `ids`): a device is inside from a position inside the area, and stays
@@ -209,15 +211,22 @@ def _sticky(
     before: Ints = (seen - inside)[np.flatnonzero(starts)][run]  # inside positions before each run began
     first = rows[np.flatnonzero(starts)][run]
     carried = (previous_alive(batch.device, alive)[first] < 0) & np.isin(
-        (batch.device[first] << _ROW_SHIFT) | ids, _stored_pairs(batch.states)
+        (batch.device[first] << _ROW_SHIFT) | ids, _stored_pairs(batch.states, linked)
     )
     member = (seen - before > 0) | carried
     return rows[member], ids[member]
 
 
-def _stored_pairs(states: Mapping[int, DeviceState]) -> Ints:
+def _stored_pairs(states: Mapping[int, DeviceState], linked: Ints) -> Ints:
+    """(device, geofence) pairs of the stored newest positions' sets, those still linked only: a
+    geofence deleted or unlinked meanwhile makes no exit (nor an event naming a geofence gone)."""
     pairs = [(device << _ROW_SHIFT) | gid for device, state in states.items() for gid in state.geofence_ids]
-    return np.array(sorted(pairs), dtype=np.int64)
+    stored = np.array(sorted(pairs), dtype=np.int64)
+    return stored[np.isin(stored, linked)]
+
+
+def _linked(links: list[tuple[int, int]]) -> Ints:
+    return np.array([(device << _ROW_SHIFT) | gid for device, gid in links], dtype=np.int64)
 
 
 def _next_alive(device: Ints, alive: np.ndarray) -> Ints:

@@ -42,8 +42,8 @@ async def process_position_batch(ctx: dict[str, Any], partition: int) -> dict[st
 
 
 def shape_cache(ctx: dict[str, Any]) -> ShapeCache:
-    """The worker process's parsed geofences, kept in its arq context between drains."""
-    cache: ShapeCache = ctx.setdefault("geofence_shapes", ShapeCache())
+    """The worker process's parsed geofences, kept between drains (a job's ctx is its own copy)."""
+    cache: ShapeCache = resources(ctx).caches.setdefault("geofence_shapes", ShapeCache())
     return cache
 
 

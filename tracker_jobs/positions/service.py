@@ -165,12 +165,11 @@ async def store_batch(
         states = {d.id: d.state for d in devices.values() if d.state}
         result = run_pipeline(usable, states, config, now, steps=steps)
         seen: dict[int, float] = {}
-        reported: dict[int, PositionRecord] = {}  # each device's last kept position
         for record in result.kept:
             seen[record.device_id] = max(seen.get(record.device_id, 0.0), record.server_time)
-            reported[record.device_id] = record
-        # A device that was not online is now: deviceOnline, at the position that says so.
-        back = [result.newest.get(d, reported[d]) for d in seen if devices[d].status != DeviceStatus.ONLINE]
+        # A device that was not online is now: deviceOnline, at its newest position (a device that
+        # sent only late positions is online again, but late positions make no event).
+        back = [result.newest[d] for d in seen if devices[d].status != DeviceStatus.ONLINE and d in result.newest]
         found = [*result.events, *(DetectedEvent(record, "deviceOnline", 0) for record in back)]
         wanted = [(device_id, record.fix_time) for device_id, record in result.newest.items()]
         wanted += [(event.position.device_id, event.position.fix_time) for event in found]
