@@ -219,3 +219,31 @@ def test_a_derived_overspeed_episode_begun_at_the_stored_position_gets_its_event
     batch = Batch.from_rows(rows, {1: begun}, T0 + 3600)
     batch.sparse["speedComputed"] = (np.array([0, 1]), True)
     assert events(DetectOverspeed({1: 50.0})(batch, PipelineConfig()))["deviceOverspeed"] == [0]
+
+
+async def test_the_overspeed_settings_reach_the_detector(sessions: async_sessionmaker[AsyncSession]) -> None:
+    from tracker_jobs.core.config import load_settings
+    from tracker_jobs.positions.pipeline import PipelineConfig as Config
+
+    env = {"TRACKER_OVERSPEED_MULTIPLIER": "1.2", "TRACKER_OVERSPEED_MINIMAL_DURATION": "15"}
+    config = Config.from_settings(load_settings(env))
+    assert (config.overspeed_multiplier, config.overspeed_minimal_s) == (1.2, 15.0)
+    device = await add_device(sessions, "tolerant")
+    async with transaction(sessions) as session:
+        found = await session.get(Device, device)
+        assert found is not None
+        found.speed_limit = 50.0
+    # 55 kn is under 50 x 1.2; 65 kn for 20 s passes both the limit and the minimal duration.
+    track = [at(0, 55, device), at(10, 65, device), at(20, 65, device), at(30, 65, device)]
+    await store_batch(sessions, track, config, T0 + 3600)
+    async with sessions() as session:
+        rows = (
+            (
+                await session.execute(
+                    select(Event).where(col(Event.device_id) == device, col(Event.type) == "deviceOverspeed")
+                )
+            )
+            .scalars()
+            .all()
+        )
+    assert [event.event_time.timestamp() for event in rows] == [T0 + 30]
