@@ -3,9 +3,17 @@
 from sqlmodel import SQLModel
 
 from tracker_jobs.devices.models import Device, DeviceCommand, Maintenance, UserDevice
-from tracker_jobs.events.models import DeviceGeofence, Event, Geofence, UserGeofence
+from tracker_jobs.events.models import (
+    Delivery,
+    DeviceGeofence,
+    DeviceNotification,
+    Event,
+    Geofence,
+    Notification,
+    UserGeofence,
+    UserNotification,
+)
 from tracker_jobs.jobs.models import JobRecord
-from tracker_jobs.notifications.models import NotificationRule, SentNotification
 from tracker_jobs.positions.models import Position
 from tracker_jobs.reports.models import Report, ReportFile
 from tracker_jobs.users.models import ApiToken, User, UserSession
@@ -14,21 +22,23 @@ metadata = SQLModel.metadata
 
 __all__ = [
     "ApiToken",
+    "Delivery",
     "Device",
     "DeviceCommand",
     "DeviceGeofence",
+    "DeviceNotification",
     "Event",
     "Geofence",
     "JobRecord",
     "Maintenance",
-    "NotificationRule",
+    "Notification",
     "Position",
     "Report",
     "ReportFile",
-    "SentNotification",
     "User",
     "UserDevice",
     "UserGeofence",
+    "UserNotification",
     "UserSession",
     "metadata",
 ]

@@ -7,6 +7,7 @@ TRACKER_REDIS_URL); `tracker-jobs worker --queues positions,reports` runs severa
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import signal
 from typing import Any, cast
@@ -68,6 +69,7 @@ CRON_TABLE: dict[str, list[CronJob]] = {
         _cron(refs.CLEANUP_JOB_RECORDS, minute=15, second=0),
     ],
     REPORTS: [_cron(refs.GENERATE_DAILY_REPORTS, hour={0}, minute={0}, second={0})],
+    NOTIFICATIONS: [_cron(refs.SWEEP_DELIVERIES, second={15, 45})],
 }
 
 # How often an idle worker looks for new jobs. Positions must be visible within a second of arrival,
@@ -113,6 +115,10 @@ async def on_shutdown(ctx: dict[str, Any]) -> None:
         if resources.records is not None:
             await resources.records.stop()  # writes what is left
         await CURRENT_PROCESS.remove(ctx["redis"])
+        for cached in resources.caches.values():
+            close = getattr(cached, "close", None)  # e.g. the webhook client's connections
+            if inspect.iscoroutinefunction(close):
+                await close()
         await resources.engine.dispose()
         _resources = None
 

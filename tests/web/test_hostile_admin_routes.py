@@ -657,6 +657,10 @@ def job_arguments(caller: Caller) -> dict[str, Any]:
         "kind": "summary",
         "daily": False,
         "event_types": ["deviceOnline"],
+        "event_type": "enter",
+        "position_data": {"latitude": 52.5, "longitude": 13.4},
+        "message": "disk almost full",
+        "severity": "warning",
         "seconds": 0,
         "steps": 1,
     }

@@ -67,6 +67,16 @@ class Settings:
     backlog_age_limit_s: int  # /health is degraded when a queue's oldest waiting job is older
     listener_max_connections: int  # open connections on the device port (fewer if the open-file limit is low)
     listener_max_connections_per_address: int  # of those from one client address; a gateway's trackers share one
+    smtp_url: str | None  # smtp://[user:pass@]host:port (STARTTLS when offered) or smtps://; None: no mail channel
+    mail_from: str  # the From address of notification mail
+    public_url: str | None  # where users open the web app: mail links to a device there; None: no link
+    webhook_allow_private: bool  # webhooks may reach loopback and private addresses (tests, a closed network)
+    webhook_timeout_s: float  # a receiver slower than this is a failed attempt
+    notify_max_age_s: int  # an older event is stored but not notified (a day of buffered positions)
+    delivery_retry_s: int  # a failed delivery is tried again, with backoff, for this long, then dead
+    delivery_backoff_s: float  # the first retry's wait; each next one waits twice as long (at most an hour)
+    mail_digest_s: int  # mail events for one recipient within this long go out as one digest
+    daily_summary_hour: int  # local hour (the user's time zone) daily summaries are sent at
 
     @property
     def embedded_redis(self) -> bool:
@@ -122,6 +132,13 @@ def parse_bool(name: str, raw: str) -> bool:
 def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
     raw = _text(env, name)
     return default if raw is None else parse_bool(name, raw)
+
+
+def _smtp_url(env: Mapping[str, str]) -> str | None:
+    url = _text(env, "TRACKER_SMTP_URL")
+    if url is not None and not url.startswith(("smtp://", "smtps://")):
+        raise ConfigError(f"TRACKER_SMTP_URL: expected smtp://[user:pass@]host:port or smtps://..., got {url!r}")
+    return url
 
 
 def _database_url(env: Mapping[str, str]) -> str:
@@ -221,6 +238,16 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         listener_max_connections_per_address=_int(
             env, "TRACKER_LISTENER_MAX_CONNECTIONS_PER_ADDRESS", 1_000, 1, 1_000_000
         ),
+        smtp_url=_smtp_url(env),
+        mail_from=_text(env, "TRACKER_MAIL_FROM") or "tracker@localhost",
+        public_url=(_text(env, "TRACKER_PUBLIC_URL") or "").rstrip("/") or None,
+        webhook_allow_private=_bool(env, "TRACKER_WEBHOOK_ALLOW_PRIVATE", False),
+        webhook_timeout_s=_float(env, "TRACKER_WEBHOOK_TIMEOUT", 10.0) or 10.0,
+        notify_max_age_s=_int(env, "TRACKER_NOTIFY_MAX_AGE", 900, 1, 365 * 86_400),
+        delivery_retry_s=_int(env, "TRACKER_DELIVERY_RETRY", 86_400, 0, 30 * 86_400),
+        delivery_backoff_s=_float(env, "TRACKER_DELIVERY_BACKOFF", 10.0) or 10.0,
+        mail_digest_s=_int(env, "TRACKER_MAIL_DIGEST", 60, 0, 86_400),
+        daily_summary_hour=_int(env, "TRACKER_DAILY_SUMMARY_HOUR", 7, 0, 23),
     )
 
 

@@ -35,11 +35,14 @@ class NewGeofence(GeofenceChanges):
 
 
 class Permission(RequestBody):
-    """POST and DELETE /api/permissions: link (or unlink) a device and a geofence."""
+    """POST and DELETE /api/permissions: link (or unlink) a device or a user (admins only) with a
+    geofence or a notification — one of each."""
 
     subject = "permission"
-    deviceId: Id
-    geofenceId: Id
+    deviceId: Omittable[Id] = None
+    userId: Omittable[Id] = None
+    geofenceId: Omittable[Id] = None
+    notificationId: Omittable[Id] = None
 
 
 Amount = Annotated[float, checked(parse_number)]  # finite

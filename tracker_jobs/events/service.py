@@ -2,20 +2,30 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlmodel import col, select
+from sqlmodel import SQLModel, col, select
 from sqlmodel.sql.expression import SelectOfScalar
 
 from tracker_jobs.core.db import iso
-from tracker_jobs.core.errors import not_found
+from tracker_jobs.core.errors import FieldError, Forbidden, not_found
 from tracker_jobs.core.principal import Principal
 from tracker_jobs.devices.models import Maintenance
 from tracker_jobs.devices.service import get_device, visible_device_ids
 from tracker_jobs.events.geofences import hysteresis_m, parse_area
-from tracker_jobs.events.models import DeviceGeofence, Event, Geofence, UserGeofence
+from tracker_jobs.events.models import (
+    DeviceGeofence,
+    DeviceNotification,
+    Event,
+    Geofence,
+    Notification,
+    UserGeofence,
+    UserNotification,
+)
+from tracker_jobs.users.models import User
 
 
 def visible_geofences(principal: Principal) -> SelectOfScalar[Geofence]:
@@ -63,27 +73,80 @@ async def update_geofence(session: AsyncSession, geofence: Geofence, fields: dic
     return geofence
 
 
-async def link(session: AsyncSession, principal: Principal, device_id: int, geofence_id: int) -> None:
-    """Let the device's positions be checked against the geofence; both must be the caller's."""
-    await _check_both(session, principal, device_id, geofence_id)
-    exists = await session.get(DeviceGeofence, (device_id, geofence_id))
-    if exists is None:
-        session.add(DeviceGeofence(device_id=device_id, geofence_id=geofence_id))
+def visible_notifications(principal: Principal) -> SelectOfScalar[Notification]:
+    """Every notification for an admin; those linked to the user otherwise."""
+    query = select(Notification)
+    if not principal.is_admin:
+        mine = select(col(UserNotification.notification_id)).where(col(UserNotification.user_id) == principal.user_id)
+        query = query.where(col(Notification.id).in_(mine))
+    return query
 
 
-async def unlink(session: AsyncSession, principal: Principal, device_id: int, geofence_id: int) -> None:
-    await _check_both(session, principal, device_id, geofence_id)
-    await session.execute(
-        sa.delete(DeviceGeofence).where(
-            col(DeviceGeofence.device_id) == device_id, col(DeviceGeofence.geofence_id) == geofence_id
-        )
-    )
+async def get_notification(session: AsyncSession, principal: Principal, notification_id: int) -> Notification:
+    """The notification, if the caller may see it; NotFound otherwise (unknown and not visible look alike)."""
+    query = visible_notifications(principal).where(col(Notification.id) == notification_id)
+    found: Notification | None = (await session.execute(query)).scalar_one_or_none()
+    if found is None:
+        raise not_found(f"notification {notification_id}")
+    return found
 
 
-async def _check_both(session: AsyncSession, principal: Principal, device_id: int, geofence_id: int) -> None:
-    if await get_device(session, principal, device_id) is None:
-        raise not_found(f"device {device_id}")
-    await get_geofence(session, principal, geofence_id)
+@dataclass(frozen=True)
+class Link:
+    """One pair /api/permissions links: a device or a user, with a geofence or a notification."""
+
+    table: type[SQLModel]
+    key: dict[str, int]
+
+
+async def permission_link(session: AsyncSession, principal: Principal, fields: dict[str, int]) -> Link:
+    """Check the caller may link what the body names (both theirs; a user only by an admin) and say
+    which link row it is. Exactly one of deviceId, userId and one of geofenceId, notificationId."""
+    owners = [name for name in ("deviceId", "userId") if name in fields]
+    targets = [name for name in ("geofenceId", "notificationId") if name in fields]
+    if len(owners) != 1:
+        raise FieldError("deviceId", "expected exactly one of deviceId and userId")
+    if len(targets) != 1:
+        raise FieldError("geofenceId", "expected exactly one of geofenceId and notificationId")
+    owner, target = owners[0], targets[0]
+    if owner == "userId":
+        if not principal.is_admin:
+            raise Forbidden("only an admin links geofences and notifications to other users")
+        if await session.get(User, fields["userId"]) is None:
+            raise not_found(f"user {fields['userId']}")
+    elif await get_device(session, principal, fields["deviceId"]) is None:
+        raise not_found(f"device {fields['deviceId']}")
+    if target == "geofenceId":
+        await get_geofence(session, principal, fields["geofenceId"])
+    else:
+        await get_notification(session, principal, fields["notificationId"])
+    tables: dict[tuple[str, str], type[SQLModel]] = {
+        ("deviceId", "geofenceId"): DeviceGeofence,
+        ("userId", "geofenceId"): UserGeofence,
+        ("deviceId", "notificationId"): DeviceNotification,
+        ("userId", "notificationId"): UserNotification,
+    }
+    columns = {
+        "deviceId": "device_id",
+        "userId": "user_id",
+        "geofenceId": "geofence_id",
+        "notificationId": "notification_id",
+    }
+    return Link(tables[(owner, target)], {columns[owner]: fields[owner], columns[target]: fields[target]})
+
+
+async def link(session: AsyncSession, principal: Principal, fields: dict[str, int]) -> None:
+    """Link the pair the body names (a device's positions checked against a geofence; a notification
+    covering a device; a geofence or notification shared with a user)."""
+    found = await permission_link(session, principal, fields)
+    if await session.get(found.table, tuple(found.key.values())) is None:
+        session.add(found.table(**found.key))
+
+
+async def unlink(session: AsyncSession, principal: Principal, fields: dict[str, int]) -> None:
+    found = await permission_link(session, principal, fields)
+    table: sa.Table = found.table.__table__  # type: ignore[attr-defined]
+    await session.execute(sa.delete(table).where(*(table.c[name] == value for name, value in found.key.items())))
 
 
 def geofence_to_api(geofence: Geofence) -> dict[str, Any]:

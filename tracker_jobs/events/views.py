@@ -105,14 +105,14 @@ async def get_event(request: web.Request) -> web.Response:
 async def add_permission(request: web.Request) -> web.Response:
     body = await read_body(request, Permission)
     async with transaction(request.app[SESSIONS]) as session:
-        await service.link(session, principal(request), body.deviceId, body.geofenceId)
+        await service.link(session, principal(request), body.given())
     return web.Response(status=204)
 
 
 async def remove_permission(request: web.Request) -> web.Response:
     body = await read_body(request, Permission)
     async with transaction(request.app[SESSIONS]) as session:
-        await service.unlink(session, principal(request), body.deviceId, body.geofenceId)
+        await service.unlink(session, principal(request), body.given())
     return web.Response(status=204)
 
 
@@ -149,14 +149,22 @@ describe(
 )
 describe(delete_geofence, Operation("Delete a geofence", {204: Reply("deleted")}, path={"id": ID}, tag="geofences"))
 for handler, summary in (
-    (add_permission, "Link a device and a geofence: its positions are checked against it"),
-    (remove_permission, "Unlink a device and a geofence"),
+    (
+        add_permission,
+        "Link a device (or, for an admin, a user) with a geofence or a notification: a device's positions"
+        " are checked against its geofences and its events go to its notifications",
+    ),
+    (remove_permission, "Undo such a link"),
 ):
     describe(
         handler,
         Operation(
             summary,
-            {204: Reply("done"), 404: error_reply("the device or the geofence is not one the caller may see")},
+            {
+                204: Reply("done"),
+                403: error_reply("a user linked by someone not an admin"),
+                404: error_reply("the device, user, geofence or notification is not one the caller may see"),
+            },
             body=Permission,
             example={"deviceId": 1, "geofenceId": 1},
             tag="geofences",

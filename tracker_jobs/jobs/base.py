@@ -185,11 +185,19 @@ def enqueue_after_commit(
 
 
 async def enqueue(
-    redis: ArqRedis, ref: JobRef, *, job_id: str | None = None, user_id: int | None = None, **kwargs: Any
+    redis: ArqRedis,
+    ref: JobRef,
+    *,
+    job_id: str | None = None,
+    user_id: int | None = None,
+    defer_s: float | None = None,
+    **kwargs: Any,
 ) -> Job | None:
-    """Enqueue the job on its queue, recorded as started by `user_id` (who may then see and steer it);
-    None when a job with `job_id` already exists."""
-    enqueued = await redis.enqueue_job(ref.name, _queue_name=queue_key(ref.queue), _job_id=job_id, **kwargs)
+    """Enqueue the job on its queue (to start `defer_s` from now, if given), recorded as started by
+    `user_id` (who may then see and steer it); None when a job with `job_id` already exists."""
+    enqueued = await redis.enqueue_job(
+        ref.name, _queue_name=queue_key(ref.queue), _job_id=job_id, _defer_by=defer_s, **kwargs
+    )
     if enqueued is not None:
         await JOB_RECORDS.enqueued(redis, enqueued.job_id, ref.name, ref.queue, kwargs, user_id)
     return enqueued

@@ -23,7 +23,8 @@ class WorkerResources:
     users: int = 0  # the queues this process serves that share these
     heartbeat: asyncio.Task[None] | None = field(default=None, repr=False)
     records: RecordFlusher | None = field(default=None, repr=False)
-    # What a domain keeps between its jobs in this process (arq gives each job a fresh ctx dict).
+    # What a domain keeps between its jobs in this process (arq gives each job a fresh ctx dict); a
+    # value with an async close() is closed when the process stops.
     caches: dict[str, Any] = field(default_factory=dict, repr=False)
 
 

@@ -71,6 +71,7 @@ class PipelineConfig:
     derived_min_step_m: float = 10.0  # a derived speed over a shorter step is 0: GPS jitter is no motion
     overspeed_multiplier: float = 1.0  # over the speed limit times this is overspeed
     overspeed_minimal_s: float = 0.0  # an overspeed episode makes its event once it has lasted this long
+    notify_max_age_s: float = 900.0  # an older event is stored but notified to nobody
 
     @classmethod
     def from_settings(cls, settings: Settings) -> PipelineConfig:
@@ -86,6 +87,7 @@ class PipelineConfig:
             derived_min_step_m=settings.derived_speed_min_step_m,
             overspeed_multiplier=settings.overspeed_multiplier,
             overspeed_minimal_s=settings.overspeed_minimal_s,
+            notify_max_age_s=settings.notify_max_age_s,
         )
 
 

@@ -19,6 +19,7 @@ from tracker_jobs.core.principal import Principal
 from tracker_jobs.devices.keys import rate_key
 from tracker_jobs.devices.models import Device, DeviceStatus
 from tracker_jobs.devices.service import visible_device_ids
+from tracker_jobs.events.outbox import enqueue_deliveries
 from tracker_jobs.jobs.base import enqueue
 from tracker_jobs.jobs.refs import PROCESS_POSITION_BATCH
 from tracker_jobs.monitor.counters import POSITIONS_DROPPED, POSITIONS_STORED
@@ -127,6 +128,7 @@ class BatchOutcome:
     stored: int
     dropped: Counter[str]
     events: int  # stored by this batch
+    deliveries: list[int]  # owed by those events: enqueue once the batch commits
     newest: list[tuple[float, dict[str, Any]]]  # (fix time, API position) per device moved forward
     devices: list[dict[str, Any]]  # API device changes
 
@@ -178,7 +180,7 @@ async def store_batch(
         dropped.update(result.dropped)
         dropped["duplicate"] += len(result.kept) - inserted.stored  # kept, but stored already by an earlier run
         await move_devices(session, seen, result.newest, ids)
-        events = await store_events(session, found, ids)
+        recorded = await store_events(session, found, ids, datetime.fromtimestamp(now, UTC), config.notify_max_age_s)
     newest = []
     for device_id, record in result.newest.items():
         record.id = ids.get((device_id, record.fix_time))
@@ -188,7 +190,14 @@ async def store_batch(
         _device_change(devices[device_id], server_time, result.newest.get(device_id))
         for device_id, server_time in seen.items()
     ]
-    return BatchOutcome(stored=inserted.stored, dropped=+dropped, events=events, newest=newest, devices=changes)
+    return BatchOutcome(
+        stored=inserted.stored,
+        dropped=+dropped,
+        events=len(recorded.events),
+        deliveries=recorded.deliveries,
+        newest=newest,
+        devices=changes,
+    )
 
 
 def _device_change(device: StoredDevice, server_time: float, newest: PositionRecord | None) -> dict[str, Any]:
@@ -247,6 +256,7 @@ async def drain_partition(
                 continue
             counts = {POSITIONS_STORED: outcome.stored, POSITIONS_DROPPED: sum(outcome.dropped.values())}
             await live.publish_batch(redis, outcome.newest, outcome.devices, counts)
+            await enqueue_deliveries(redis, outcome.deliveries)
             await stream.acknowledge(redis, partition, [entry_id for entry_id, _ in entries])
             result.batches += 1
             result.entries += len(records)

@@ -18,7 +18,7 @@ from sqlmodel import col
 from tracker_jobs.core.db import UTCDateTime, dialect_name
 from tracker_jobs.devices.models import Device, Maintenance
 from tracker_jobs.events.models import DeviceGeofence
-from tracker_jobs.events.store import insert_events
+from tracker_jobs.events.store import Recorded, record_events
 from tracker_jobs.positions.detectors import MaintenanceItem
 from tracker_jobs.positions.models import Position
 from tracker_jobs.positions.pipeline import DetectedEvent, DeviceState
@@ -265,9 +265,15 @@ async def load_maintenance(session: AsyncSession, device_ids: list[int]) -> tupl
 _GEOFENCE_EVENTS = ("geofenceEnter", "geofenceExit")
 
 
-async def store_events(session: AsyncSession, events: list[DetectedEvent], ids: dict[tuple[int, float], int]) -> int:
-    """Store the batch's events, each at its position (its id, time and place)."""
-    return await insert_events(
+async def store_events(
+    session: AsyncSession,
+    events: list[DetectedEvent],
+    ids: dict[tuple[int, float], int],
+    now: datetime,
+    notify_max_age_s: float,
+) -> Recorded:
+    """Store the batch's events, each at its position (its id, time and place), and their deliveries."""
+    return await record_events(
         session,
         [
             {
@@ -284,6 +290,8 @@ async def store_events(session: AsyncSession, events: list[DetectedEvent], ids: 
             }
             for event in events
         ],
+        now,
+        notify_max_age_s,
     )
 
 

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 import sqlalchemy as sa
 from sqlmodel import Field, SQLModel
 
-from tracker_jobs.core.db import UTCDateTime, utcnow
+from tracker_jobs.core.db import JsonDict, UTCDateTime, utcnow
 from tracker_jobs.core.principal import Role
 
 
@@ -22,6 +23,8 @@ class User(SQLModel, table=True):
     password_hash: str | None = Field(default=None, max_length=256)  # scrypt; None: token-only user
     role: str = Field(default=Role.USER, max_length=16)
     disabled: bool = False
+    # e.g. `timezone` (IANA): the user's notifications and daily summaries show local times.
+    attributes: dict[str, Any] = Field(default_factory=dict, sa_type=JsonDict)
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
 
 

@@ -22,6 +22,7 @@ from tracker_jobs.events import views as event_views
 from tracker_jobs.job_catalog import job_specs
 from tracker_jobs.jobs.records import RecordFlusher
 from tracker_jobs.monitor import views as monitor_views
+from tracker_jobs.notifications import views as notification_views
 from tracker_jobs.positions import views as position_views
 from tracker_jobs.positions.acceptor import Acceptor
 from tracker_jobs.reports import views as report_views
@@ -43,6 +44,7 @@ ROUTE_LISTS = (
     user_views.ROUTES,
     device_views.ROUTES,
     event_views.ROUTES,
+    notification_views.ROUTES,
     position_views.ROUTES,
     report_views.ROUTES,
     monitor_views.ROUTES,

@@ -1,4 +1,5 @@
-"""GET /api/socket: live positions and device changes over a websocket, as Traccar's web app expects.
+"""GET /api/socket: live positions, device changes and the user's web notifications (`{"events": [...]}`)
+over a websocket, as Traccar's web app expects.
 
 Every admin process subscribes to the workers' pub/sub channel and serves its own clients, so any
 number of admin processes can run. Each client gets only the devices its user may see; an admin gets
@@ -36,6 +37,7 @@ from tracker_jobs.core.access import EVERYTHING, AccessChange, watch_access_chan
 from tracker_jobs.core.principal import Principal
 from tracker_jobs.core.redis import listen_forever
 from tracker_jobs.devices.service import device_to_api, list_devices
+from tracker_jobs.notifications.web import NOTIFY_CHANNEL
 from tracker_jobs.positions.live import LIVE_CHANNEL
 from tracker_jobs.positions.service import latest_positions
 from tracker_jobs.users.service import hash_token, principals_by_token_hash
@@ -47,6 +49,8 @@ REFRESH_ACCESS_S = 5.0  # a user's visible devices are re-read at most this ofte
 RECHECK_S = 60.0  # every socket's token is checked again this often, whatever was announced
 REVOKED = 1008  # websocket close code "policy violation": the token no longer lets its user in
 CLOSE_S = 5.0  # how long closing a revoked socket may wait on its client
+# Where each kind of message names its device: a socket gets only the devices its user may see.
+DEVICE_FIELD = {"positions": "deviceId", "devices": "id", "events": "deviceId"}
 
 
 @dataclass(eq=False)  # each socket is itself, hashable by identity
@@ -73,6 +77,7 @@ class LiveHub:
     async def start(self) -> None:
         self.tasks = [
             asyncio.create_task(listen_forever(self.redis, LIVE_CHANNEL, self._dispatch)),
+            asyncio.create_task(listen_forever(self.redis, NOTIFY_CHANNEL, self._dispatch_notifications)),
             asyncio.create_task(watch_access_changes(self.redis, self._access_changed)),
             asyncio.create_task(self._recheck_periodically()),
         ]
@@ -89,12 +94,23 @@ class LiveHub:
 
     def _dispatch(self, data: bytes) -> None:
         for client in list(self.clients):
-            try:
-                client.inbox.put_nowait(data)
-            except asyncio.QueueFull:
-                log.warning("dropping a websocket client that fell %d messages behind", CLIENT_QUEUE)
-                self.clients.discard(client)
-                self._in_background(client.ws.close(code=1013, message=b"too slow; reconnect"))
+            self._hand(client, data)
+
+    def _dispatch_notifications(self, data: bytes) -> None:
+        """Each recipient's web notifications to that user's sockets only, as `{"events": [...]}`."""
+        by_user: dict[str, list[dict[str, Any]]] = orjson.loads(data)["users"]
+        for client in list(self.clients):
+            events = by_user.get(str(client.principal.user_id))
+            if events:
+                self._hand(client, orjson.dumps({"events": events}))
+
+    def _hand(self, client: Client, data: bytes) -> None:
+        try:
+            client.inbox.put_nowait(data)
+        except asyncio.QueueFull:
+            log.warning("dropping a websocket client that fell %d messages behind", CLIENT_QUEUE)
+            self.clients.discard(client)
+            self._in_background(client.ws.close(code=1013, message=b"too slow; reconnect"))
 
     def _in_background(self, work: Coroutine[Any, Any, Any]) -> None:
         task = asyncio.create_task(work)
@@ -155,12 +171,15 @@ class LiveHub:
     async def _visible(self, client: Client, message: dict[str, Any]) -> dict[str, Any]:
         if client.principal.is_admin:
             return message
-        ids = {p["deviceId"] for p in message.get("positions", [])} | {d["id"] for d in message.get("devices", [])}
+        ids = {item[DEVICE_FIELD[key]] for key, items in message.items() for item in items} - {None}
         if not ids <= client.allowed and time.monotonic() - client.refreshed > REFRESH_ACCESS_S:
             client.allowed = await self._reload_allowed(client.principal)
             client.refreshed = time.monotonic()
+        # An event about no device (a system alert, a test) was addressed to this user alone.
         return {
-            key: [item for item in items if item["deviceId" if key == "positions" else "id"] in client.allowed]
+            key: [
+                item for item in items if item[DEVICE_FIELD[key]] in client.allowed or item[DEVICE_FIELD[key]] is None
+            ]
             for key, items in message.items()
         }
 
