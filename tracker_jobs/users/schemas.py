@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import Annotated, Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from annotated_types import MaxLen, MinLen
 from pydantic import ConfigDict, StrictBool, StrictStr, model_validator
@@ -10,7 +11,7 @@ from pydantic import ConfigDict, StrictBool, StrictStr, model_validator
 from tracker_jobs.api.bodies import RequestBody
 from tracker_jobs.api.body_fields import Omittable, OneOf, Text, checked
 from tracker_jobs.core.errors import FieldError
-from tracker_jobs.core.fields import parse_text
+from tracker_jobs.core.fields import check_json, parse_text
 from tracker_jobs.core.principal import Role
 from tracker_jobs.users.service import MAX_PASSWORD, MIN_PASSWORD, normalize_email
 
@@ -32,6 +33,22 @@ def parse_email(field: str, raw: object) -> str:
 Email = Annotated[str, MinLen(3), MaxLen(MAX_EMAIL), checked(parse_email)]
 
 
+def parse_user_attributes(field: str, raw: object) -> Any:
+    """Free-form, bounded; `timezone`, when given, an IANA zone (the user's notifications use it)."""
+    attributes = check_json(field, raw)
+    zone = attributes.get("timezone") if isinstance(attributes, dict) else None  # not an object: the type says so
+    if zone is not None:
+        try:
+            ZoneInfo(zone if isinstance(zone, str) and zone.strip() else "?")
+        except (ZoneInfoNotFoundError, ValueError):
+            problem = f"timezone: expected an IANA time zone such as Europe/Berlin, got {zone!r}"
+            raise FieldError(field, problem) from None
+    return attributes
+
+
+UserAttributes = Annotated[dict[str, Any], checked(parse_user_attributes)]
+
+
 class UserChanges(RequestBody):
     """PUT /api/users/{id}: the fields to change."""
 
@@ -41,6 +58,7 @@ class UserChanges(RequestBody):
     password: Omittable[Password] = None
     role: Omittable[RoleName] = None
     disabled: Omittable[StrictBool] = None
+    attributes: Omittable[UserAttributes] = None
 
 
 class NewUser(UserChanges):

@@ -210,6 +210,7 @@ def user_to_api(user: User) -> dict[str, Any]:
         "email": user.email,
         "role": user.role,
         "disabled": user.disabled,
+        "attributes": user.attributes,
         "createdAt": iso(user.created_at),
     }
 

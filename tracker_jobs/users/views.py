@@ -14,6 +14,7 @@ from tracker_jobs.api.access import announce_access_change, bearer_token, princi
 from tracker_jobs.api.bodies import read_body
 from tracker_jobs.api.keys import SESSIONS
 from tracker_jobs.api.openapi import (
+    ANY_OBJECT,
     BOOLEAN,
     ID,
     INTEGER,
@@ -46,6 +47,7 @@ USER = obj(
         "email": STRING,
         "role": {"type": "string", "enum": list(Role)},
         "disabled": BOOLEAN,
+        "attributes": ANY_OBJECT,
         "createdAt": TIME,
     }
 )
