@@ -69,7 +69,11 @@ CRON_TABLE: dict[str, list[CronJob]] = {
         _cron(refs.CLEANUP_JOB_RECORDS, minute=15, second=0),
     ],
     REPORTS: [_cron(refs.GENERATE_DAILY_REPORTS, hour={0}, minute={0}, second={0})],
-    NOTIFICATIONS: [_cron(refs.SWEEP_DELIVERIES, second={15, 45})],
+    NOTIFICATIONS: [
+        _cron(refs.SWEEP_DELIVERIES, second={15, 45}),
+        _cron(refs.SEND_DAILY_SUMMARIES, minute=5, second=0),  # each user's summary at their local hour
+        _cron(refs.CHECK_SYSTEM_ALERTS, second=30),
+    ],
 }
 
 # How often an idle worker looks for new jobs. Positions must be visible within a second of arrival,

@@ -38,6 +38,7 @@ SEND_MAINTENANCE_REMINDER = JobRef("send_maintenance_reminder", NOTIFICATIONS, b
 SEND_DAILY_SUMMARY = JobRef("send_daily_summary", NOTIFICATIONS, by_hand=True)
 SEND_DAILY_SUMMARIES = JobRef("send_daily_summaries", NOTIFICATIONS, by_hand=True)
 SEND_SYSTEM_ALERT = JobRef("send_system_alert", NOTIFICATIONS, by_hand=True)
+CHECK_SYSTEM_ALERTS = JobRef("check_system_alerts", NOTIFICATIONS, by_hand=True)
 GENERATE_DEVICE_REPORT = JobRef("generate_device_report", REPORTS, by_hand=True)
 GENERATE_FLEET_REPORT = JobRef("generate_fleet_report", REPORTS, by_hand=True)
 EXPORT_REPORT_DATA = JobRef("export_report_data", REPORTS, by_hand=True)

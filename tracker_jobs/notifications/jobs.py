@@ -8,14 +8,16 @@ from typing import Any
 import aiohttp
 import orjson
 
-from tracker_jobs.core.db import utcnow
+from tracker_jobs.core.db import transaction, utcnow
 from tracker_jobs.events.outbox import enqueue_deliveries
 from tracker_jobs.jobs import refs
-from tracker_jobs.jobs.base import job
+from tracker_jobs.jobs.base import enqueue, job
 from tracker_jobs.jobs.resources import resources
+from tracker_jobs.monitor.alerts import SEVERITIES, check_alerts, plan_alert_deliveries
 from tracker_jobs.notifications.channels import DeliveryFailed
 from tracker_jobs.notifications.dispatch import deliver
 from tracker_jobs.notifications.outbox_state import lost
+from tracker_jobs.notifications.summaries import daily_summary, due_users
 from tracker_jobs.notifications.tasks import (
     RowFor,
     geofence_alert,
@@ -25,6 +27,7 @@ from tracker_jobs.notifications.tasks import (
     speed_alert,
 )
 from tracker_jobs.notifications.webhook import post_signed, webhook_client
+from tracker_jobs.positions.stream import SET_ASIDE_KEY
 
 WEBHOOK_CLIENT = "webhook_client"  # the key of the worker process's shared session in resources().caches
 
@@ -125,3 +128,70 @@ async def send_speed_alert(
 @job(refs.SEND_MAINTENANCE_REMINDER, timeout_s=150, max_tries=3)
 async def send_maintenance_reminder(ctx: dict[str, Any], device_id: int, maintenance_id: int) -> dict[str, Any]:
     return await _alert(ctx, maintenance_reminder(maintenance_id, utcnow()), device_id)
+
+
+async def _send_now(ctx: dict[str, Any], delivery_ids: list[int]) -> dict[str, Any]:
+    """Try the deliveries just written once, now (what fails is retried by the outbox's backoff)."""
+    if not delivery_ids:
+        return {}
+    shared = resources(ctx)
+    client = shared_webhook_client(ctx)
+    return await deliver(ctx["redis"], shared.sessions, shared.settings, client, utcnow(), delivery_ids=delivery_ids)
+
+
+@job(refs.SEND_DAILY_SUMMARY, timeout_s=600, max_tries=3)
+async def send_daily_summary(ctx: dict[str, Any], recipient_id: int) -> dict[str, Any]:
+    """The user's summary of their local yesterday, per device they may see, to each channel of their
+    dailySummary notifications: written once per user and date (a second run sends nothing new), sent now.
+    (`recipient_id`, not `user_id`: enqueue's `user_id` names who started a job.)"""
+    shared = resources(ctx)
+    summary = await daily_summary(shared.sessions, shared.settings, recipient_id, utcnow())
+    sent = await _send_now(ctx, summary.deliveries)
+    return {**summary.as_result(), "deliveries": len(summary.deliveries), **sent}
+
+
+@job(refs.SEND_DAILY_SUMMARIES, timeout_s=300, max_tries=3)
+async def send_daily_summaries(ctx: dict[str, Any]) -> dict[str, Any]:
+    """The hourly cron: a send_daily_summary for each user whose local hour is TRACKER_DAILY_SUMMARY_HOUR
+    (one job id per user and date, so a tick run again enqueues nothing twice)."""
+    shared = resources(ctx)
+    async with shared.sessions() as session:
+        due = await due_users(session, shared.settings, utcnow())
+    enqueued = 0
+    for user_id, day in due:
+        job_id = f"daily-summary:{user_id}:{day}"
+        if await enqueue(ctx["redis"], refs.SEND_DAILY_SUMMARY, job_id=job_id, recipient_id=user_id) is not None:
+            enqueued += 1
+    return {"due": len(due), "enqueued": enqueued}
+
+
+@job(refs.SEND_SYSTEM_ALERT, timeout_s=150, max_tries=3)
+async def send_system_alert(ctx: dict[str, Any], kind: str, message: str, severity: str = "warning") -> dict[str, Any]:
+    """Tell every enabled admin with a systemAlert notification (by its channels) that an alert opened."""
+    if not kind.strip():
+        raise ValueError("kind: must not be empty")
+    if severity not in SEVERITIES:
+        raise ValueError(f"severity: expected one of {', '.join(SEVERITIES)}, got {severity!r}")
+    shared = resources(ctx)
+    attributes = {"kind": kind, "message": message, "severity": severity, "state": "opened"}
+    async with transaction(shared.sessions) as session:
+        written = await plan_alert_deliveries(session, [attributes], utcnow())
+    return {"deliveries": len(written), **await _send_now(ctx, written)}
+
+
+@job(refs.CHECK_SYSTEM_ALERTS, timeout_s=50, max_tries=1)
+async def check_system_alerts(ctx: dict[str, Any]) -> dict[str, Any]:
+    """The minutely cron: judge the engine's health (monitor/alerts.py) and tell the admins of each alert
+    that opened or resolved since the last check, once (an alert that stays open says nothing more)."""
+    shared = resources(ctx)
+    now = utcnow()
+    transitions = await check_alerts(ctx["redis"], shared.sessions, shared.settings, now, set_aside_key=SET_ASIDE_KEY)
+    result: dict[str, Any] = {
+        "opened": [t.alert.kind for t in transitions if t.state == "opened"],
+        "resolved": [t.alert.kind for t in transitions if t.state == "resolved"],
+    }
+    if not transitions:
+        return result
+    async with transaction(shared.sessions) as session:
+        written = await plan_alert_deliveries(session, [t.attributes() for t in transitions], now)
+    return {**result, "deliveries": len(written), **await _send_now(ctx, written)}
