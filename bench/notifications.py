@@ -1,4 +1,4 @@
-"""Notifications benchmark (its issue), the part that exists today: geofence detection in the position path.
+"""Notifications benchmark (issue 12): geofence detection in the position path, and webhook delivery.
 
     python bench/notifications.py [--quick]
 
@@ -6,21 +6,29 @@ Data (seeded): 1,000 geofences around one city as Traccar WKT read with `parse_a
 of 20-200 vertices, circles of 50-3,000 m, corridors (LINESTRING of 5-20 points, polylineDistance
 10-200 m); every fourth sets a `speedLimit`. 1,000 devices, each linked to 40-60 random geofences.
   1. detection in process, no database: `GeofenceIndex.members` in the workers' 5,000-position batches
-     (index built once beforehand, as a worker's ShapeCache means to keep it) against the straightforward
-     way, a loop per position over its device's geofences calling shapely `contains` (polygons), haversine <= radius
-     (circles) and the line's distance in the local metric frame <= width (corridors). The loop runs on
-     a subset and is compared per position (best of 3 each); both must give the same (position,
-     geofence) pairs there.
+     (index built once beforehand, as a worker's ShapeCache keeps it; the links made into `Links` once
+     beforehand too, as load_geofencing does once a batch, the time printed) against the straightforward
+     way, a loop per position over its device's geofences calling shapely `contains` on prepared
+     polygons, haversine <= radius (circles) and the line's distance in the local metric frame <= width
+     (corridors). The loop runs on a subset and is compared per position (best of 3 each); both must
+     give the same (position, geofence) pairs there.
   2. batch ingest on PostgreSQL (a sibling database of TRACKER_TEST_DATABASE_URL named
      <db>_bench_notifications, Redis db 11 of TRACKER_TEST_REDIS_URL's server) with the real
      `tracker-jobs admin` and `tracker-jobs worker` processes (bench/ingest.py's machinery): the same
-     positions (every device driving out and back through the city) twice, first with no device linked
-     to a geofence (detection off), then with the geofences and links inserted into the database
-     (detection on: geofenceIds, enter/exit and geofence overspeed events). Positions/s from the first
-     request to all stored and every device's state updated, each run after one warm-up second.
-Ends with: RESULT ingest_detect_ratio=... detect_speedup_vs_loop=... ingest_positions_per_s_detect_off=...
-ingest_positions_per_s_detect_on=...
-Not measured yet (notifications and webhooks are not built): event_to_webhook_p99_ms, webhooks_per_s.
+     positions (every device driving out and back through the city) four times: with no device linked
+     to a geofence (detection off), twice with the geofences and links inserted into the database
+     (detection on: geofenceIds, enter/exit and geofence overspeed events), and off again with the links
+     deleted (off, on, on, off: a drift over the runs weighs on both sides alike). Positions/s from the
+     first request to all stored and every device's state updated, each run after one warm-up second;
+     each side's rate is its positions over its two runs' time. Beside it, the worker processes' CPU
+     time per position, off over on: the cost of detection to the workers alone, which the machine's
+     other load moves far less than the wall clock (on two shared cores, four identical runs with no
+     links at all took from 7.1 s to 10.5 s, while their CPU stayed within 28-32 us per position).
+  3. webhooks (bench/webhook_delivery.py): position -> event -> webhook p99 at 2,000 positions/s through
+     the real listener and workers, and webhook deliveries per second to a receiver taking 100 ms.
+Ends with: RESULT ingest_detect_ratio=... detect_speedup_vs_loop=... event_to_webhook_p99_ms=...
+webhooks_per_s=... ingest_positions_per_s_detect_off=... ingest_positions_per_s_detect_on=...
+ingest_worker_cpu_ratio=...
 """
 
 from __future__ import annotations
@@ -30,10 +38,12 @@ import asyncio
 import math
 import os
 import signal
+import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse, urlunparse
@@ -48,11 +58,14 @@ import uvloop
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the ingest machinery lives beside this file
 
 from ingest import DEVICES, T0, post_all, prepare_database, process_env, start, wait_devices_at, wait_stored
+from redis.asyncio import Redis
+from webhook_delivery import event_to_webhook_p99, webhooks_per_s
 
 from tracker_jobs.core.geo import EARTH_RADIUS_M
 from tracker_jobs.core.redis import connect_redis
 from tracker_jobs.embedded import free_port
-from tracker_jobs.events.geofences import METRES_PER_DEGREE, GeofenceIndex, Shape, parse_area
+from tracker_jobs.events.geofences import METRES_PER_DEGREE, GeofenceIndex, Links, Shape, parse_area
+from tracker_jobs.monitor.counters import POSITIONS_DROPPED, POSITIONS_STORED, read_counts
 
 GEOFENCES = 1000
 BATCH = 5000  # TRACKER_POSITION_BATCH_SIZE's default: what a worker hands `members` at once
@@ -144,14 +157,14 @@ def loop_members(
         for gid in linked[int(device[i])]:
             shape = shapes[gid]
             if shape.kind == "polygon":
-                inside = shape.geometry.contains(point)
+                inside = shape.geometry.contains(point)  # type: ignore[union-attr]
             elif shape.kind == "circle":
                 inside = haversine(shape.origin[0], shape.origin[1], y, x) <= shape.radius_m
             else:
                 lat0, lon0 = shape.origin
                 east = (x - lon0) * METRES_PER_DEGREE * math.cos(math.radians(lat0))
                 north = (y - lat0) * METRES_PER_DEGREE
-                inside = shape.geometry.distance(shapely.Point(east, north)) <= shape.radius_m
+                inside = shape.geometry.distance(shapely.Point(east, north)) <= shape.radius_m  # type: ignore[union-attr]
             if inside:
                 pairs.append((i, gid))
     return pairs
@@ -165,11 +178,21 @@ def detection_speedup(quick: bool, areas: list[tuple[str, dict[str, Any]]], link
     index = GeofenceIndex(shapes)
     built = time.perf_counter()
     kinds = {kind: sum(s.kind == kind for s in shapes.values()) for kind in ("polygon", "circle", "corridor")}
-    links = [(device, gid) for device, gids in enumerate(linked) for gid in gids]
+    devices = np.repeat(np.arange(len(linked)), [len(gids) for gids in linked])
+    geofences = np.concatenate([np.array(gids, dtype=np.int64) for gids in linked])
+    linking = time.perf_counter()
+    # As load_geofencing hands a batch's links (arrays from the database) to `members`: made once for
+    # the batch, with their table over the index (made at the first lookup). Here once for the fleet.
+    links = Links(devices, geofences)
+    index.members(np.zeros(1), np.zeros(1), np.zeros(1, dtype=np.int64), links)
+    linked_in = time.perf_counter() - linking
+    # The loop's geometries prepared too (once, untimed), as a careful loop would have them (the
+    # index prepares these same objects: without this line the loop would depend on that).
+    shapely.prepare([shape.geometry for shape in shapes.values() if shape.geometry is not None])
     print(
-        f"geofences: {kinds}, {sum(len(s.geometry.exterior.coords) for s in shapes.values() if s.kind == 'polygon'):,}"
+        f"geofences: {kinds}, {sum(len(shapely.get_coordinates(s.geometry)) for s in shapes.values() if s.kind == 'polygon'):,}"
         f" polygon vertices; {len(links):,} device links; parsed in {parsed - started:.2f} s, "
-        f"index built in {(built - parsed) * 1000:.0f} ms",
+        f"index built in {(built - parsed) * 1000:.0f} ms, links and their table made in {linked_in * 1000:.1f} ms",
         flush=True,
     )
     rng = np.random.default_rng(7)
@@ -256,21 +279,65 @@ async def link_geofences(
         await connection.copy_records_to_table("device_geofences", records=rows, columns=["device_id", "geofence_id"])
 
 
+async def processed(counters: Redis) -> int:
+    """Positions the workers have stored or dropped so far (their counters in Redis)."""
+    counts = await read_counts(counters)
+    return counts.get(POSITIONS_STORED, 0) + counts.get(POSITIONS_DROPPED, 0)
+
+
+async def wait_processed(counters: Redis, expected: int, timeout_s: float) -> None:
+    """Until the workers have stored or dropped `expected` positions: one HGETALL a poll. (A count(*)
+    of positions a poll takes longer the more rows each run leaves, on the CPU the worker needs: on two
+    cores, 40 ms of every 50 ms by the fourth quick run, a drag on whichever side runs later.)"""
+    deadline = time.perf_counter() + timeout_s
+    while time.perf_counter() < deadline:
+        if await processed(counters) >= expected:
+            return
+        await asyncio.sleep(0.05)
+    raise RuntimeError(f"only {await processed(counters)} of {expected} positions processed in {timeout_s:.0f} s")
+
+
+def cpu_seconds(processes: Sequence[subprocess.Popen[bytes]]) -> float:
+    """User and system CPU time the processes have used so far (Linux /proc)."""
+    used = 0
+    for process in processes:
+        fields = Path(f"/proc/{process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        used += int(fields[11]) + int(fields[12])  # utime, stime: fields 14 and 15 of stat(5)
+    return used / os.sysconf("SC_CLK_TCK")
+
+
+@dataclass
+class Run:
+    rate: float  # positions/s, wall clock
+    cpu_s: float  # the workers' CPU time
+
+
 async def timed_run(
-    http: aiohttp.ClientSession, url: str, pool: asyncpg.Pool, tracks: Tracks, run: int, label: str
-) -> float:
+    http: aiohttp.ClientSession,
+    url: str,
+    pool: asyncpg.Pool,
+    counters: Redis,
+    workers: Sequence[subprocess.Popen[bytes]],
+    tracks: Tracks,
+    run: int,
+    label: str,
+) -> Run:
     """One run: a warm-up second (workers parse geofences, build the index), then the rest of the track."""
     base = run * tracks.period
     before = await pool.fetchval("SELECT count(*) FROM positions")
+    done = await processed(counters)
     await post_all(http, url, tracks.bodies(base, 1, 1), 1)
-    await wait_stored(pool, before + DEVICES, 60)
+    await wait_processed(counters, done + DEVICES, 60)
     bodies = tracks.bodies(base, 2, tracks.period)
     total = (tracks.period - 1) * DEVICES
-    started = time.perf_counter()
+    started, cpu_before = time.perf_counter(), cpu_seconds(workers)
     accepted = await post_all(http, url, bodies, 4)
-    await wait_stored(pool, before + DEVICES + total, 900)
+    await wait_processed(counters, done + DEVICES + total, 900)
     finished = await wait_devices_at(pool, T0 + base + tracks.period, 120)
+    cpu = cpu_seconds(workers) - cpu_before
     assert accepted == total, (accepted, total)
+    stored = await pool.fetchval("SELECT count(*) FROM positions") - before  # once, after the clock stopped
+    assert stored == DEVICES + total, f"{stored} of {DEVICES + total} positions stored"
     since = T0 + base + 1.5
     inside = await pool.fetchval(
         "SELECT count(*) FROM positions WHERE fix_time > to_timestamp($1) AND attributes ? 'geofenceIds'", since
@@ -281,22 +348,22 @@ async def timed_run(
     rate = total / (finished - started)
     print(
         f"ingest, detection {label}: {total:,} positions stored and devices updated in {finished - started:.1f} s: "
-        f"{rate:,.0f} positions/s; {inside:,} positions in a geofence; events "
-        f"{', '.join(f'{row[0]} {row[1]:,}' for row in events) or 'none'}",
+        f"{rate:,.0f} positions/s, worker CPU {cpu / total * 1e6:.0f} us/position; {inside:,} positions in a "
+        f"geofence; events {', '.join(f'{row[0]} {row[1]:,}' for row in events) or 'none'}",
         flush=True,
     )
-    return rate
+    return Run(rate, cpu)
 
 
 async def ingest_ratio(
     quick: bool, areas: list[tuple[str, dict[str, Any]]], linked: list[list[int]]
-) -> tuple[float, float]:
+) -> tuple[float, float, float]:
+    """(positions/s off, on, the workers' CPU per position off / on)."""
     database, maintenance, redis = bench_urls()
-    seconds = 200 if quick else 500  # x 1,000 devices, each run
+    seconds = 150 if quick else 500  # x 1,000 devices, each of the four runs
     await prepare_database(database, maintenance)
-    flush = await connect_redis(redis)
-    await flush.flushdb()
-    await flush.aclose()
+    counters = await connect_redis(redis)
+    await counters.flushdb()
     logs = Path(tempfile.mkdtemp(prefix="bench-notifications-"))
     admin_port = free_port()
     env = process_env(database, redis, TRACKER_ADMIN_PORT=str(admin_port), TRACKER_OSMAND_PORT=str(free_port()))
@@ -322,17 +389,27 @@ async def ingest_ratio(
             await post_all(http, url, tracks.bodies(0, 0, 0), 1)  # registers the fleet
             await wait_stored(pool, DEVICES, 60)
             device_ids = {row["unique_id"]: row["id"] for row in await pool.fetch("SELECT id, unique_id FROM devices")}
-            off = await timed_run(http, url, pool, tracks, 0, "off")
+            # Off, on, on, off: a drift over the runs (the tables growing, the machine's other load)
+            # weighs on both alike. Each side's rate is its positions over its time.
+            workers = processes[1:]
+            runs = [await timed_run(http, url, pool, counters, workers, tracks, 0, "off")]
             await link_geofences(pool, areas, linked, device_ids)
-            on = await timed_run(http, url, pool, tracks, 1, "on")
+            runs += [await timed_run(http, url, pool, counters, workers, tracks, run, "on") for run in (1, 2)]
+            await pool.execute("DELETE FROM device_geofences")
+            runs.append(await timed_run(http, url, pool, counters, workers, tracks, 3, "off"))
+            off, on = (2 / (1 / runs[a].rate + 1 / runs[b].rate) for a, b in ((0, 3), (1, 2)))
+            # The workers' CPU per position, off against on: what detection costs them, whatever else
+            # the machine runs meanwhile (the wall-clock ratio moves with that).
+            cpu_ratio = (runs[0].cpu_s + runs[3].cpu_s) / (runs[1].cpu_s + runs[2].cpu_s)
     finally:
         await pool.close()
+        await counters.aclose()
         for process in processes:
             process.send_signal(signal.SIGTERM)
         for process in processes:
             process.wait(30)
     print(f"logs in {logs}", flush=True)
-    return off, on
+    return off, on, cpu_ratio
 
 
 async def main(quick: bool) -> None:
@@ -340,14 +417,24 @@ async def main(quick: bool) -> None:
     rng = np.random.default_rng(2026)
     areas, linked = make_geofences(rng), make_links(rng)
     speedup = detection_speedup(quick, areas, linked)
-    off, on = await ingest_ratio(quick, areas, linked)
-    print(f"ingest with detection on / off: {on / off:.3f}; whole run {time.perf_counter() - began:.0f} s", flush=True)
+    off, on, cpu_ratio = await ingest_ratio(quick, areas, linked)
     print(
-        f"RESULT ingest_detect_ratio={on / off:.3f} detect_speedup_vs_loop={speedup:.1f} "
-        f"ingest_positions_per_s_detect_off={off:.0f} ingest_positions_per_s_detect_on={on:.0f}",
+        f"ingest with detection on / off: {on / off:.3f} (the workers' CPU per position, off / on: {cpu_ratio:.3f}); "
+        f"whole run {time.perf_counter() - began:.0f} s",
         flush=True,
     )
-    print("NOT MEASURED event_to_webhook_p99_ms webhooks_per_s (notifications are not built yet)", flush=True)
+    print("webhooks, position -> event -> webhook at 2,000 positions/s:", flush=True)
+    p99 = await event_to_webhook_p99(quick)
+    print("webhooks, a receiver taking 100 ms to answer:", flush=True)
+    per_s = await webhooks_per_s(quick)
+    print(f"whole run {time.perf_counter() - began:.0f} s", flush=True)
+    print(
+        f"RESULT ingest_detect_ratio={on / off:.3f} detect_speedup_vs_loop={speedup:.1f} "
+        f"event_to_webhook_p99_ms={p99:.0f} webhooks_per_s={per_s:.0f} "
+        f"ingest_positions_per_s_detect_off={off:.0f} ingest_positions_per_s_detect_on={on:.0f} "
+        f"ingest_worker_cpu_ratio={cpu_ratio:.3f}",
+        flush=True,
+    )
 
 
 if __name__ == "__main__":

@@ -120,4 +120,5 @@ def test_no_geofences_no_links_no_points() -> None:
     assert [a.tolist() for a in index.members(lat, lon, device, [])] == [[], []]
     assert [a.tolist() for a in index.members(lat, lon, device, [(2, 7)])] == [[], []]
     assert [a.tolist() for a in GeofenceIndex({}).members(lat, lon, device, [(1, 7)])] == [[], []]
-    assert [a.tolist() for a in index.members(none * 1.0, none * 1.0, none, [(1, 7)])] == [[], []]
+    nowhere = none.astype(np.float64)
+    assert [a.tolist() for a in index.members(nowhere, nowhere, none, [(1, 7)])] == [[], []]

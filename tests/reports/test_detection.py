@@ -11,8 +11,9 @@ import pytest
 
 from tests.support.loop_detection import detect_by_loop
 from tests.support.traces import Trace, assert_rows, at
+from tracker_jobs.core.trip_rule import DetectionParams
 from tracker_jobs.reports.analysis import analyse, attach_attributes, detection_params, frame_rows
-from tracker_jobs.reports.detection import DetectionParams, detect
+from tracker_jobs.reports.detection import detect
 from tracker_jobs.reports.loading import DeviceInfo
 
 PARAMS = DetectionParams(min_distance_m=200, min_duration_s=180, stop_gap_s=3600)

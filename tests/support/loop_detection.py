@@ -10,7 +10,8 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Protocol
 
-from tracker_jobs.reports.detection import EARTH_RADIUS_M, DetectionParams
+from tracker_jobs.core.trip_rule import DetectionParams
+from tracker_jobs.reports.detection import EARTH_RADIUS_M
 
 
 class Fix(Protocol):

@@ -93,3 +93,29 @@ def text_of(message: EmailMessage) -> str:
     part = message.get_body(preferencelist=("plain",))
     assert part is not None
     return str(part.get_content())  # type: ignore[attr-defined]
+
+
+class TimedInbox(Inbox):
+    """An Inbox that also keeps when each message arrived (`arrived[i]` for `messages[i]`, time.monotonic()
+    as `Hook.at`), for tests that tell a repeated message from the fault that caused it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.arrived: list[float] = []
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        answer = await super().handle_DATA(server, session, envelope)
+        self.arrived.append(time.monotonic())
+        return answer
+
+
+@contextmanager
+def timed_smtp_server(port: int) -> Iterator[TimedInbox]:
+    """`smtp_server`, its inbox timing each message."""
+    inbox = TimedInbox()
+    controller = Controller(inbox, hostname="127.0.0.1", port=port, server_hostname="mail.test")
+    controller.start()
+    try:
+        yield inbox
+    finally:
+        controller.stop()

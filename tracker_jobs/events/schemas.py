@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Self
 
 from annotated_types import Gt, MaxLen, MinLen
-from pydantic import Field
+from pydantic import Field, ValidationError, model_validator
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from tracker_jobs.api.bodies import RequestBody
 from tracker_jobs.api.body_fields import Id, Omittable, Text, checked
 from tracker_jobs.core.fields import check_json, parse_number
+from tracker_jobs.events.status import lead_problem
 
 # Traccar's WKT, latitude first; checked point by point when the body is used (events/geofences.py).
 Area = Annotated[str, MinLen(1), MaxLen(640_000)]
@@ -49,7 +51,9 @@ Amount = Annotated[float, checked(parse_number)]  # finite
 
 
 class MaintenanceChanges(RequestBody):
-    """PUT /api/maintenance/{id}: the fields to change."""
+    """PUT /api/maintenance/{id}: the fields to change. `attributes.lead` (a reminder this much before
+    each due point, in the item's unit) must be a number more than 0 and less than the period (checked
+    against the period when the body sets both; events/service.py checks the item as stored)."""
 
     subject = "maintenance"
     name: Omittable[Annotated[str, Text(128)]] = None
@@ -58,10 +62,25 @@ class MaintenanceChanges(RequestBody):
     period: Omittable[Annotated[float, Gt(0), checked(parse_number)]] = None
     attributes: Omittable[Attributes] = None
 
+    @model_validator(mode="after")
+    def _lead_within_the_period(self) -> Self:
+        problem = lead_problem(self.attributes, self.period)
+        if problem is not None:
+            # A 400 naming attributes.lead: the error is the field's, not the whole body's.
+            detail = InitErrorDetails(
+                type=PydanticCustomError("field_problem", "{problem}", {"problem": problem}),
+                loc=("attributes", "lead"),
+                input=(self.attributes or {}).get("lead"),
+            )
+            raise ValidationError.from_exception_data(type(self).__name__, [detail])
+        return self
+
 
 class NewMaintenance(MaintenanceChanges):
-    """POST /api/maintenance: due each time the device's `type` value (totalDistance in metres, or a
-    numeric position attribute such as hours) passes start + k * period."""
+    """POST /api/maintenance: due each time the device's `type` value passes start + k * period:
+    totalDistance in metres, a numeric position attribute such as hours, or `date`: start in epoch
+    seconds and period in seconds, found by the calendar. An `attributes.lead` adds a reminder that
+    much before each due point."""
 
     deviceId: Id
     name: Annotated[str, Text(128)]

@@ -25,6 +25,7 @@ from tracker_jobs.events.models import (
     UserGeofence,
     UserNotification,
 )
+from tracker_jobs.events.status import lead_problem
 from tracker_jobs.users.models import User
 
 
@@ -205,9 +206,25 @@ async def create_maintenance(session: AsyncSession, principal: Principal, fields
     if await get_device(session, principal, device_id) is None:
         raise not_found(f"device {device_id}")
     item = Maintenance(device_id=device_id, **fields)
+    check_maintenance(item)
     session.add(item)
     await session.flush()
     return item
+
+
+def update_maintenance(item: Maintenance, fields: dict[str, Any]) -> Maintenance:
+    """Change the item's fields; a FieldError (400) when its lead would no longer be less than its period."""
+    for key, value in fields.items():
+        setattr(item, key, value)
+    check_maintenance(item)
+    return item
+
+
+def check_maintenance(item: Maintenance) -> None:
+    """The item as it will be stored: `attributes.lead` more than 0 and less than the period."""
+    problem = lead_problem(item.attributes, item.period)
+    if problem is not None:
+        raise FieldError("attributes.lead", problem)
 
 
 def maintenance_to_api(item: Maintenance) -> dict[str, Any]:

@@ -1,21 +1,23 @@
 """Events the sweep finds, with no position behind them: a device's status changing to unknown or
-offline (so devices that report over HTTP do go offline, which Traccar's cannot), and a device
-inactive for its `inactivityStart` seconds, then again every `inactivityPeriod`."""
+offline (so devices that report over HTTP do go offline, which Traccar's cannot), a device
+inactive for its `inactivityStart` seconds, then again every `inactivityPeriod`, and maintenance items
+of type `date` coming due by the calendar (and their `lead` reminders)."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
 
-from tracker_jobs.devices.models import Device
+from tracker_jobs.devices.models import Device, Maintenance
 
 STATUS_EVENTS = {"online": "deviceOnline", "unknown": "deviceUnknown", "offline": "deviceOffline"}
+DATE = "date"  # a maintenance item due by the calendar: start in epoch seconds, period (and lead) in seconds
 
 
 def status_events(changes: Iterable[Mapping[str, Any]], now: datetime) -> list[dict[str, Any]]:
@@ -60,3 +62,71 @@ async def inactivity_events(session: AsyncSession, now: datetime) -> list[dict[s
             }
         )
     return events
+
+
+def lead_problem(attributes: Mapping[str, Any] | None, period: float | None) -> str | None:
+    """What is wrong with a maintenance item's `attributes.lead` (None: nothing, or it sets none): a
+    number more than 0 (in the item's unit: metres, hours, seconds for dates), and less than the period
+    when that is known. The API refuses a bad one (events/schemas.py, events/service.py)."""
+    if not attributes or "lead" not in attributes:
+        return None
+    lead = attributes["lead"]
+    if isinstance(lead, bool) or not isinstance(lead, int | float) or not 0 < lead < math.inf:
+        return "must be a number more than 0"
+    if period is not None and not lead < period:
+        return f"must be less than the period ({period:g})"
+    return None
+
+
+def maintenance_lead(attributes: Mapping[str, Any], period: float) -> float | None:
+    """The item's lead when it sets a usable one (see lead_problem); None: no reminder."""
+    if "lead" not in attributes or lead_problem(attributes, period) is not None:
+        return None
+    return float(attributes["lead"])
+
+
+async def maintenance_date_events(session: AsyncSession, now: datetime) -> list[dict[str, Any]]:
+    """maintenance for each item of type `date` of a device not disabled: at start + k * period (epoch
+    seconds), the newest such time passed, and, for an item with a `lead`, the reminder at due - lead
+    while that due point is still ahead (`reminder` true, `due` the coming point). Each carries the
+    item's id as its subject: sweeps that run again find the same times, which are stored once, and a
+    reminder is never at a due point's time (0 < lead < period), so both are stored."""
+    found = await session.execute(
+        select(Maintenance, col(Device.position_id))
+        .join(Device, col(Device.id) == col(Maintenance.device_id))
+        .where(col(Maintenance.type) == DATE, col(Maintenance.period) > 0, col(Device.disabled).is_(False))
+    )
+    clock = now.timestamp()
+    events: list[dict[str, Any]] = []
+    for item, position_id in found:
+        base = {"name": item.name[:128], "type": DATE}
+        if clock >= item.start:
+            due = item.start + math.floor((clock - item.start) / item.period) * item.period
+            events += _maintenance_event(item, position_id, due, base | {"due": due})
+        lead = maintenance_lead(item.attributes, item.period)
+        if lead is not None and clock >= item.start - lead:
+            due = item.start + math.floor((clock - item.start + lead) / item.period) * item.period
+            if due > clock:
+                reminder = base | {"due": due, "reminder": True, "lead": lead}
+                events += _maintenance_event(item, position_id, due - lead, reminder)
+    return events
+
+
+def _maintenance_event(
+    item: Maintenance, position_id: int | None, when: float, attributes: dict[str, Any]
+) -> list[dict[str, Any]]:
+    """The event's row; none for a time past what a datetime holds (a start far beyond the calendar)."""
+    try:
+        event_time = datetime.fromtimestamp(when, UTC)
+    except (OverflowError, ValueError, OSError):
+        return []
+    row = {
+        "type": "maintenance",
+        "device_id": item.device_id,
+        "event_time": event_time,
+        "position_id": position_id,
+        "maintenance_id": item.id,
+        "subject": item.id,
+        "attributes": attributes,
+    }
+    return [row]

@@ -7,6 +7,8 @@ EVENT_TYPES: dict[str, str] = {
     "geofenceEnter": "a position inside a linked geofence after one outside it",
     "geofenceExit": "a position outside a linked geofence (beyond its hysteresis) after one inside",
     "deviceOverspeed": "speed above the limit (device or geofence speedLimit) x multiplier, once per episode",
+    "deviceMoving": "the trips report's departure: minDistance from where the device stopped",
+    "deviceStopped": "the trips report's arrival: within minDistance for minDuration, or a silence",
     "deviceOnline": "a position from a device that was not online",
     "deviceUnknown": "no position for TRACKER_DEVICE_UNKNOWN_AFTER seconds",
     "deviceOffline": "no position for TRACKER_DEVICE_OFFLINE_AFTER seconds",

@@ -83,9 +83,7 @@ async def update_maintenance(request: web.Request) -> web.Response:
     item_id = path_id(request)
     fields = (await read_body(request, MaintenanceChanges)).given()
     async with transaction(request.app[SESSIONS]) as session:
-        item = await service.get_maintenance(session, principal(request), item_id)
-        for key, value in fields.items():
-            setattr(item, key, value)
+        item = service.update_maintenance(await service.get_maintenance(session, principal(request), item_id), fields)
     return json_response(service.maintenance_to_api(item))
 
 

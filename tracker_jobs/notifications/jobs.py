@@ -59,7 +59,7 @@ async def send_webhook(ctx: dict[str, Any], url: str, payload: dict[str, Any]) -
     raise DeliveryFailed(f"webhook {url}: {attempt.error}")
 
 
-@job(refs.DELIVER_NOTIFICATIONS, timeout_s=150, max_tries=3)
+@job(refs.DELIVER_NOTIFICATIONS, timeout_s=60, max_tries=3)
 async def deliver_notifications(
     ctx: dict[str, Any], delivery_ids: list[int] | None = None, mail_user_id: int | None = None
 ) -> dict[str, Any]:
@@ -102,7 +102,7 @@ async def _alert(ctx: dict[str, Any], row_for: RowFor, device_id: int) -> dict[s
     return {"eventIds": recorded.events, "deliveries": len(recorded.deliveries), **sent}
 
 
-@job(refs.SEND_GEOFENCE_ALERT, timeout_s=150, max_tries=3)
+@job(refs.SEND_GEOFENCE_ALERT, timeout_s=60, max_tries=3)
 async def send_geofence_alert(
     ctx: dict[str, Any], device_id: int, geofence_id: int, event_type: str, position_data: dict[str, Any] | None = None
 ) -> dict[str, Any]:
@@ -111,21 +111,21 @@ async def send_geofence_alert(
     return await _alert(ctx, geofence_alert(geofence_id, event_type, position_data, utcnow()), device_id)
 
 
-@job(refs.SEND_DEVICE_OFFLINE_ALERT, timeout_s=150, max_tries=3)
+@job(refs.SEND_DEVICE_OFFLINE_ALERT, timeout_s=60, max_tries=3)
 async def send_device_offline_alert(
     ctx: dict[str, Any], device_id: int, offline_duration_minutes: int = 0
 ) -> dict[str, Any]:
     return await _alert(ctx, offline_alert(offline_duration_minutes, utcnow()), device_id)
 
 
-@job(refs.SEND_SPEED_ALERT, timeout_s=150, max_tries=3)
+@job(refs.SEND_SPEED_ALERT, timeout_s=60, max_tries=3)
 async def send_speed_alert(
     ctx: dict[str, Any], device_id: int, speed: float, speed_limit: float, position_data: dict[str, Any] | None = None
 ) -> dict[str, Any]:
     return await _alert(ctx, speed_alert(speed, speed_limit, position_data, utcnow()), device_id)
 
 
-@job(refs.SEND_MAINTENANCE_REMINDER, timeout_s=150, max_tries=3)
+@job(refs.SEND_MAINTENANCE_REMINDER, timeout_s=60, max_tries=3)
 async def send_maintenance_reminder(ctx: dict[str, Any], device_id: int, maintenance_id: int) -> dict[str, Any]:
     return await _alert(ctx, maintenance_reminder(maintenance_id, utcnow()), device_id)
 
@@ -165,7 +165,7 @@ async def send_daily_summaries(ctx: dict[str, Any]) -> dict[str, Any]:
     return {"due": len(due), "enqueued": enqueued}
 
 
-@job(refs.SEND_SYSTEM_ALERT, timeout_s=150, max_tries=3)
+@job(refs.SEND_SYSTEM_ALERT, timeout_s=60, max_tries=3)
 async def send_system_alert(ctx: dict[str, Any], kind: str, message: str, severity: str = "warning") -> dict[str, Any]:
     """Tell every enabled admin with a systemAlert notification (by its channels) that an alert opened."""
     if not kind.strip():

@@ -19,7 +19,7 @@ from tracker_jobs.notifications.attempt import Attempt
 
 PENDING, SENT, FAILED, DEAD = "pending", "sent", "failed", "dead"
 STATES = (PENDING, SENT, FAILED, DEAD)
-LEASE_S = 180.0  # longer than a delivery job may run: a lease still held means its sender is alive
+LEASE_S = 75.0  # longer than a delivery job may run (60 s): a lease still held means its sender is alive
 MAX_BACKOFF_S = 3600.0
 SWEEP_GRACE_S = 30.0  # a due delivery nobody claimed for this long lost its job: the sweep sends it
 ERROR_CHARS = 500

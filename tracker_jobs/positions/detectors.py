@@ -13,6 +13,11 @@ survives restarts; late positions make no event.
   `overspeedSince` (when it began), which is how the next batch continues it. On a derived speed
   (`speedComputed`) an episode needs two consecutive positions over the limit, so GPS jitter over
   one short interval cannot raise it.
+- maintenance: an item's value (the odometer, or a numeric attribute such as hours) passes
+  start + k * period; with a `lead` attribute, a reminder (`reminder` true) when it passes
+  start + k * period - lead. Items of type `date` are found by the sweep (events/status.py).
+
+deviceMoving / deviceStopped, the trips report's rule, are positions/motion_events.py's.
 """
 
 from __future__ import annotations
@@ -23,7 +28,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
 
+from tracker_jobs.devices.models import Maintenance
+from tracker_jobs.events.status import DATE, maintenance_lead
 from tracker_jobs.positions.geofencing import GEOFENCE_IDS
 from tracker_jobs.positions.pipeline import (
     SKIP,
@@ -179,15 +189,18 @@ class MaintenanceItem:
     id: int
     device_id: int
     name: str
-    type: str  # the growing value: totalDistance (m) or another numeric attribute such as hours
+    type: str  # the growing value: totalDistance (m) or another numeric attribute such as hours; `date`: the sweep's
     start: float
     period: float
+    lead: float | None = None  # a reminder this much before each due point (the item's unit)
 
 
 @dataclass(frozen=True)
 class DetectMaintenance:
     """maintenance: an item is due each time its value crosses start + k * period (k = 0, 1, ...),
-    between a device's position and the one before it (or its stored newest)."""
+    between a device's position and the one before it (or its stored newest). Several due points
+    crossed at once make one event, at the last of them. Items of type `date` are the sweep's
+    (events/status.py maintenance_date_events), not the positions'."""
 
     items: tuple[MaintenanceItem, ...]
 
@@ -198,44 +211,100 @@ class DetectMaintenance:
         subjects: list[Ints] = []
         details: list[dict[str, Any]] = []
         for item in self.items:
-            mine = np.flatnonzero(alive & (batch.device == item.device_id))
-            if not len(mine):
+            crossing = _crossing(batch, item, alive, previous)
+            if crossing is None:
                 continue
-            value = self._values(batch, item.type)
-            state = batch.states.get(item.device_id)
-            stored = state.attributes.get(item.type) if state is not None else None
-            before = np.where(
-                previous[mine] >= 0,
-                value[np.maximum(previous[mine], 0)],
-                float(stored) if isinstance(stored, int | float) and not isinstance(stored, bool) else np.nan,
-            )
-            now = value[mine]
-            # The number of due points at or below a value; a crossing is where it grows.
-            due_before = np.floor((before - item.start) / item.period)
-            due_now = np.floor((now - item.start) / item.period)
-            crossed = (now >= item.start) & ~np.isnan(before) & (due_now > due_before)
-            details += [
-                {"name": item.name[:128], "type": item.type, "due": item.start + count * item.period}
-                for count in due_now[crossed].tolist()
-            ]
-            rows.append(mine[crossed])
-            subjects.append(np.full(int(crossed.sum()), item.id, dtype=np.int64))
+            mine, before, now = crossing
+            found, counts = self._found(item, before, now)
+            details += [self._details(item, count) for count in counts]
+            rows.append(mine[found])
+            subjects.append(np.full(int(found.sum()), item.id, dtype=np.int64))
         if not details:
             return SKIP
         return StepResult(events=(Detected("maintenance", np.concatenate(rows), np.concatenate(subjects), details),))
 
-    @staticmethod
-    def _values(batch: Batch, name: str) -> Floats:
-        """Each row's value of the growing quantity: the odometer the pipeline keeps, or the attribute."""
-        if name in batch.attributes:
-            return np.asarray(batch.attributes[name], dtype=np.float64)
-        values = [row.attributes.get(name) for row in batch.rows]
-        return np.array(
-            [float(v) if isinstance(v, int | float) and not isinstance(v, bool) else np.nan for v in values],
-            dtype=np.float64,
-        )
+    def _found(self, item: MaintenanceItem, before: Floats, now: Floats) -> tuple[Bools, list[float]]:
+        """Where the item's event is, and the number of the due point each refers to."""
+        crossed, due_now = _due_crossed(item.start, item.period, before, now)
+        counts: list[float] = due_now[crossed].tolist()
+        return crossed, counts
+
+    def _details(self, item: MaintenanceItem, count: float) -> dict[str, Any]:
+        return {"name": item.name[:128], "type": item.type, "due": item.start + count * item.period}
 
 
-# The detectors every batch runs after PIPELINE; geofences and overspeed join them per batch, for the
-# devices linked to a geofence or with a speed limit (positions/service.py store_batch).
+@dataclass(frozen=True)
+class DetectMaintenanceReminders(DetectMaintenance):
+    """The `maintenance` reminder of items with a `lead`: when the value crosses start + k * period - lead,
+    with `reminder` true and the coming `due` point. A step that crosses a due point makes only its due
+    event (DetectMaintenance), so a reminder and a due event of one item are never at one time: both
+    are stored, each once (the unique key is device, type, time and subject, the item's id)."""
+
+    def _found(self, item: MaintenanceItem, before: Floats, now: Floats) -> tuple[Bools, list[float]]:
+        assert item.lead is not None
+        due, _ = _due_crossed(item.start, item.period, before, now)
+        reminded, remind_now = _due_crossed(item.start - item.lead, item.period, before, now)
+        found = reminded & ~due
+        counts: list[float] = remind_now[found].tolist()
+        return found, counts
+
+    def _details(self, item: MaintenanceItem, count: float) -> dict[str, Any]:
+        return super()._details(item, count) | {"reminder": True, "lead": item.lead}
+
+
+def _due_crossed(start: float, period: float, before: Floats, now: Floats) -> tuple[Bools, Floats]:
+    """Whether each step from `before` to `now` passes a point start + k * period, and the number k of
+    the last point at or below `now`."""
+    due_before = np.floor((before - start) / period)
+    due_now = np.floor((now - start) / period)
+    crossed: Bools = (now >= start) & ~np.isnan(before) & (due_now > due_before)
+    return crossed, due_now
+
+
+def _crossing(batch: Batch, item: MaintenanceItem, alive: Bools, previous: Ints) -> tuple[Ints, Floats, Floats] | None:
+    """The item's device's alive rows, with its value at each and at the position before it (or the
+    stored newest); None when the batch has none of them, or the item is the sweep's."""
+    if item.type == DATE:
+        return None
+    mine = np.flatnonzero(alive & (batch.device == item.device_id))
+    if not len(mine):
+        return None
+    value = _values(batch, item.type)
+    state = batch.states.get(item.device_id)
+    stored = state.attributes.get(item.type) if state is not None else None
+    before = np.where(
+        previous[mine] >= 0,
+        value[np.maximum(previous[mine], 0)],
+        float(stored) if isinstance(stored, int | float) and not isinstance(stored, bool) else np.nan,
+    )
+    return mine, before, value[mine]
+
+
+def _values(batch: Batch, name: str) -> Floats:
+    """Each row's value of the growing quantity: the odometer the pipeline keeps, or the attribute."""
+    if name in batch.attributes:
+        return np.asarray(batch.attributes[name], dtype=np.float64)
+    values = [row.attributes.get(name) for row in batch.rows]
+    return np.array(
+        [float(v) if isinstance(v, int | float) and not isinstance(v, bool) else np.nan for v in values],
+        dtype=np.float64,
+    )
+
+
+async def load_maintenance_reminders(session: AsyncSession, device_ids: list[int]) -> DetectMaintenanceReminders:
+    """The reminders of these devices' items that set a valid `lead` (the positions' types, not dates)."""
+    found = await session.execute(
+        sa.select(Maintenance).where(col(Maintenance.device_id).in_(device_ids), col(Maintenance.type) != DATE)
+    )
+    items = []
+    for item in found.scalars():
+        lead = maintenance_lead(item.attributes, item.period)
+        if item.id is not None and lead is not None:
+            items.append(MaintenanceItem(item.id, item.device_id, item.name, item.type, item.start, item.period, lead))
+    return DetectMaintenanceReminders(tuple(items))
+
+
+# The detectors every batch runs after PIPELINE; geofences, overspeed and maintenance join them per
+# batch, for the devices linked to a geofence, with a speed limit or maintenance items, and motion for
+# every device (positions/service.py store_batch).
 DETECTORS = (detect_ignition, detect_alarms)

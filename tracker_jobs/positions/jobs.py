@@ -9,7 +9,7 @@ from tracker_jobs.core.fields import parse_time
 from tracker_jobs.core.principal import Principal, Role
 from tracker_jobs.devices.status import refresh_statuses
 from tracker_jobs.events.outbox import enqueue_deliveries
-from tracker_jobs.events.status import inactivity_events, status_events
+from tracker_jobs.events.status import inactivity_events, maintenance_date_events, status_events
 from tracker_jobs.events.store import record_events
 from tracker_jobs.jobs import refs
 from tracker_jobs.jobs.base import job
@@ -73,6 +73,7 @@ async def sweep_position_partitions(ctx: dict[str, Any]) -> dict[str, Any]:
     async with transaction(resources(ctx).sessions) as session:
         changes = await refresh_statuses(session, now, settings.device_unknown_after_s, settings.device_offline_after_s)
         found = [*status_events(changes, now), *await inactivity_events(session, now)]
+        found += await maintenance_date_events(session, now)
         recorded = await record_events(session, found, now, settings.notify_max_age_s)
     await publish_devices(ctx["redis"], changes)
     await enqueue_deliveries(ctx["redis"], recorded.deliveries)

@@ -72,6 +72,12 @@ class PipelineConfig:
     overspeed_multiplier: float = 1.0  # over the speed limit times this is overspeed
     overspeed_minimal_s: float = 0.0  # an overspeed episode makes its event once it has lasted this long
     notify_max_age_s: float = 900.0  # an older event is stored but notified to nobody
+    # deviceMoving / deviceStopped follow the trips report's rule, with its settings (motion_events.py).
+    report_min_distance_m: int = 200
+    report_min_duration_s: int = 180
+    report_stop_gap_s: int = 3600
+    report_min_trip_distance_m: int | None = None
+    report_min_trip_duration_s: int = 60
 
     @classmethod
     def from_settings(cls, settings: Settings) -> PipelineConfig:
@@ -88,6 +94,11 @@ class PipelineConfig:
             overspeed_multiplier=settings.overspeed_multiplier,
             overspeed_minimal_s=settings.overspeed_minimal_s,
             notify_max_age_s=settings.notify_max_age_s,
+            report_min_distance_m=settings.report_min_distance_m,
+            report_min_duration_s=settings.report_min_duration_s,
+            report_stop_gap_s=settings.report_stop_gap_s,
+            report_min_trip_distance_m=settings.report_min_trip_distance_m,
+            report_min_trip_duration_s=settings.report_min_trip_duration_s,
         )
 
 

@@ -24,9 +24,15 @@ from tracker_jobs.jobs.base import enqueue
 from tracker_jobs.jobs.refs import PROCESS_POSITION_BATCH
 from tracker_jobs.monitor.counters import POSITIONS_DROPPED, POSITIONS_STORED
 from tracker_jobs.positions import live, stream
-from tracker_jobs.positions.detectors import DETECTORS, DetectMaintenance, DetectOverspeed
+from tracker_jobs.positions.detectors import (
+    DETECTORS,
+    DetectMaintenance,
+    DetectOverspeed,
+    load_maintenance_reminders,
+)
 from tracker_jobs.positions.geofencing import DetectGeofences, ShapeCache, load_geofencing
 from tracker_jobs.positions.models import Position
+from tracker_jobs.positions.motion_events import load_motion, motion_defaults, place_motion_events
 from tracker_jobs.positions.pipeline import PIPELINE, DetectedEvent, PipelineConfig, Step, run_pipeline
 from tracker_jobs.positions.record import PositionRecord, from_entry, iso_epoch, to_entry_item
 from tracker_jobs.positions.store import (
@@ -164,6 +170,8 @@ async def store_batch(
             steps = (*steps, DetectOverspeed(limits, multiplier, minimal_s, geofence_limits))
         if maintained := [device.id for device in devices.values() if device.maintained]:
             steps = (*steps, DetectMaintenance(await load_maintenance(session, maintained)))
+            steps = (*steps, await load_maintenance_reminders(session, maintained))
+        steps = (*steps, await load_motion(session, devices, motion_defaults(config)))
         states = {d.id: d.state for d in devices.values() if d.state}
         result = run_pipeline(usable, states, config, now, steps=steps)
         seen: dict[int, float] = {}
@@ -180,6 +188,7 @@ async def store_batch(
         dropped.update(result.dropped)
         dropped["duplicate"] += len(result.kept) - inserted.stored  # kept, but stored already by an earlier run
         await move_devices(session, seen, result.newest, ids)
+        found = await place_motion_events(session, found, ids)
         recorded = await store_events(session, found, ids, datetime.fromtimestamp(now, UTC), config.notify_max_age_s)
     newest = []
     for device_id, record in result.newest.items():

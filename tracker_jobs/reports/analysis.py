@@ -15,7 +15,8 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from tracker_jobs.reports.detection import Detection, DetectionParams, detect
+from tracker_jobs.core.trip_rule import DetectionParams
+from tracker_jobs.reports.detection import Detection, detect
 from tracker_jobs.reports.loading import DeviceInfo, Track
 from tracker_jobs.reports.sections import SECTION_COLUMNS
 

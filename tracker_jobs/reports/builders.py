@@ -12,8 +12,8 @@ from typing import Any
 import pandas as pd
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from tracker_jobs.core.trip_rule import DetectionParams
 from tracker_jobs.reports import analysis
-from tracker_jobs.reports.detection import DetectionParams
 from tracker_jobs.reports.loading import (
     DeviceInfo,
     TrackBatch,

@@ -20,6 +20,7 @@ import numpy as np
 import numpy.typing as npt
 
 from tracker_jobs.core.geo import EARTH_RADIUS_M
+from tracker_jobs.core.trip_rule import DetectionParams
 
 US_PER_S = 1_000_000  # fix times travel as integer microseconds
 # A window is searched in chunks that grow by this factor: a long stop costs few numpy calls.
@@ -30,19 +31,6 @@ _BOX_WORTH_IT = 4  # positions left to check one by one, per position of the tra
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 BoolArray = npt.NDArray[np.bool_]
-
-
-@dataclass(frozen=True)
-class DetectionParams:
-    min_distance_m: float
-    min_duration_s: float
-    stop_gap_s: float
-    min_trip_distance_m: float | None = None  # None: min_distance_m
-    min_trip_duration_s: float = 0.0
-
-    @property
-    def trip_distance_m(self) -> float:
-        return self.min_distance_m if self.min_trip_distance_m is None else self.min_trip_distance_m
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ from tracker_jobs.core.config import Settings
 from tracker_jobs.core.db import AfterCommitFailed, iso, transaction, utcnow
 from tracker_jobs.core.errors import Conflict, FieldError, Unavailable
 from tracker_jobs.core.principal import Principal
+from tracker_jobs.core.trip_rule import DetectionParams
 from tracker_jobs.devices.models import Device
 from tracker_jobs.devices.service import UnknownDevice, visible_device_ids
 from tracker_jobs.jobs.base import enqueue, enqueue_after_commit
@@ -32,7 +33,6 @@ from tracker_jobs.reports.builders import (
     ReportRequest,
     build_report,
 )
-from tracker_jobs.reports.detection import DetectionParams
 from tracker_jobs.reports.models import Report
 from tracker_jobs.reports.sections import Section
 
