@@ -157,6 +157,8 @@ async def test_sigterm_returns_the_batch_and_exits(engine_processes: dict[str, A
     worker = start_worker(engine_processes)
     async with aiohttp.ClientSession() as http:
         await wait_for(lambda: _healthy(http, admin), 20, "the admin app")
+        # A worker still importing has no handler for SIGTERM yet: it would simply die of it.
+        await wait_for(lambda: _worker_live(http, admin), 30, "the worker")
         for round_ in range(5):
             accepted += await send(http, admin, batch(round_, 400))
         worker.send_signal(signal.SIGTERM)
@@ -175,6 +177,11 @@ async def test_sigterm_returns_the_batch_and_exits(engine_processes: dict[str, A
 async def _healthy(http: aiohttp.ClientSession, admin: str) -> bool:
     async with http.get(f"{admin}/health") as response:
         return (await response.json())["redis"]["connected"] is True
+
+
+async def _worker_live(http: aiohttp.ClientSession, admin: str) -> bool:
+    async with http.get(f"{admin}/health") as response:
+        return int((await response.json())["workers"]) >= 1
 
 
 async def test_postgresql_outage_loses_nothing(tmp_path: Path, redis_url: str, redis: ArqRedis) -> None:
