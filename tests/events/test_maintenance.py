@@ -223,10 +223,10 @@ async def test_the_real_sweep_stores_each_date_and_reminder_once(
 ) -> None:
     now = datetime.now(UTC).replace(microsecond=0)
     van = await add_device(sessions, "van")
+    start = now.timestamp() - 10 * DAY
     item = await _item(
-        sessions, van, name="Inspection", type="date", start=now.timestamp() - 10 * DAY, period=7 * DAY,
-        attributes={"lead": 5 * DAY},
-    )  # fmt: skip
+        sessions, van, name="Inspection", type="date", start=start, period=7 * DAY, attributes={"lead": 5 * DAY}
+    )
     for _ in range(2):  # a second sweep finds the same times: stored once
         await enqueue(redis, JOBS["sweep_position_partitions"])
         await run_burst(settings, POSITIONS)

@@ -9,7 +9,6 @@ import asyncio
 import hashlib
 import hmac
 import time
-from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
 from typing import Any
 
@@ -20,10 +19,9 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlmodel import col, select
 
 from tests.support.factories import add_device, make_user
-from tests.support.receivers import Inbox, WebhookReceiver, smtp_server, text_of, webhook_receiver
+from tests.support.receivers import Inbox, WebhookReceiver, text_of, to_receivers
 from tests.support.workers import run_burst
 from tracker_jobs.core.config import Settings
-from tracker_jobs.embedded import free_port
 from tracker_jobs.events.models import Delivery, Event
 from tracker_jobs.jobs.refs import NOTIFICATIONS, POSITIONS
 
@@ -34,36 +32,9 @@ SECRET = "hook-secret"
 
 
 @pytest.fixture
-def smtp_port() -> int:
-    return free_port()
-
-
-@pytest.fixture
-def inbox(smtp_port: int) -> Iterator[Inbox]:
-    with smtp_server(smtp_port) as found:
-        yield found
-
-
-@pytest.fixture
 def settings(settings: Settings, smtp_port: int) -> Settings:
-    """The suite's settings with mail to the test's SMTP server, webhooks to loopback allowed, quick
-    retries and no digest window (one test turns it on)."""
-    return replace(
-        settings,
-        smtp_url=f"smtp://127.0.0.1:{smtp_port}",
-        mail_from="tracker@fleet.test",
-        public_url="https://fleet.test",
-        webhook_allow_private=True,
-        webhook_timeout_s=2.0,
-        delivery_backoff_s=0.2,
-        mail_digest_s=0,
-    )
-
-
-@pytest.fixture
-async def hook() -> AsyncIterator[WebhookReceiver]:
-    async with webhook_receiver() as found:
-        yield found
+    """The suite's settings, pointed at the test's SMTP server and webhook receiver."""
+    return to_receivers(settings, smtp_port, public_url="https://fleet.test", delivery_backoff_s=0.2)
 
 
 async def _fleet(admin_client: Client, sessions: async_sessionmaker[AsyncSession], hook: WebhookReceiver) -> int:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import email
 import email.policy
-import importlib.util
 import shutil
 import socket
 import ssl
@@ -15,7 +14,7 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
@@ -104,48 +103,14 @@ def message(to: str = "ann@fleet.test", subject: str = "Truck 7 entered Depot", 
 
 
 def self_signed_certificate(folder: Path) -> tuple[Path, Path]:
-    """(certificate, key) for 127.0.0.1, made with `cryptography` when installed, else the openssl program."""
+    """(certificate, key) for 127.0.0.1, made with the openssl program (part of the machine's image)."""
     cert, key = folder / "cert.pem", folder / "key.pem"
-    if importlib.util.find_spec("cryptography") is not None:
-        from cryptography import x509
-        from cryptography.hazmat.primitives import hashes, serialization
-        from cryptography.hazmat.primitives.asymmetric import ec
-        from cryptography.x509.oid import NameOID
-
-        private_key = ec.generate_private_key(ec.SECP256R1())
-        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-        now = datetime.now(UTC)
-        certificate = (
-            x509.CertificateBuilder()
-            .subject_name(name)
-            .issuer_name(name)
-            .public_key(private_key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - timedelta(minutes=5))
-            .not_valid_after(now + timedelta(days=1))
-            .add_extension(
-                x509.SubjectAlternativeName([x509.IPAddress(__import__("ipaddress").ip_address("127.0.0.1"))]),
-                critical=False,
-            )
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .sign(private_key, hashes.SHA256())
-        )
-        cert.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-        key.write_bytes(
-            private_key.private_bytes(
-                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-            )
-        )
-        return cert, key
     openssl = shutil.which("openssl")
-    if openssl is None:
-        pytest.skip("a self-signed certificate needs the cryptography package or the openssl program; neither is here")
-    subprocess.run(
-        [openssl, "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-         "-keyout", str(key), "-out", str(cert), "-days", "1", "-subj", "/CN=127.0.0.1",
-         "-addext", "subjectAltName=IP:127.0.0.1"],
-        check=True, capture_output=True, timeout=30,
-    )  # fmt: skip
+    assert openssl is not None, "the TLS tests need the openssl program to make their certificate"
+    subject = ["-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"]
+    curve = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    files = ["-keyout", str(key), "-out", str(cert), "-days", "1"]
+    subprocess.run([openssl, "req", "-x509", *curve, *files, *subject], check=True, capture_output=True, timeout=30)
     return cert, key
 
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -22,12 +21,11 @@ from sqlmodel import col, select
 
 from tests.support.factories import add_device, make_user
 from tests.support.fleet import add_event, store_trace
-from tests.support.receivers import Inbox, WebhookReceiver, smtp_server, webhook_receiver
+from tests.support.receivers import Inbox, WebhookReceiver, to_receivers
 from tests.support.traces import Trace
 from tests.support.workers import run_burst
 from tracker_jobs.core.config import Settings
 from tracker_jobs.core.db import transaction
-from tracker_jobs.embedded import free_port
 from tracker_jobs.events.models import Delivery, Notification, UserNotification
 from tracker_jobs.jobs.base import enqueue
 from tracker_jobs.jobs.refs import NOTIFICATIONS, SEND_DAILY_SUMMARIES, SEND_DAILY_SUMMARY
@@ -41,32 +39,9 @@ ZONE = "Pacific/Auckland"  # far from UTC: Ann's yesterday is not the server's
 
 
 @pytest.fixture
-def smtp_port() -> int:
-    return free_port()
-
-
-@pytest.fixture
-def inbox(smtp_port: int) -> Iterator[Inbox]:
-    with smtp_server(smtp_port) as found:
-        yield found
-
-
-@pytest.fixture
 def settings(settings: Settings, smtp_port: int) -> Settings:
-    return replace(
-        settings,
-        smtp_url=f"smtp://127.0.0.1:{smtp_port}",
-        mail_from="tracker@fleet.test",
-        webhook_allow_private=True,
-        webhook_timeout_s=2.0,
-        mail_digest_s=0,
-    )
-
-
-@pytest.fixture
-async def hook() -> AsyncIterator[WebhookReceiver]:
-    async with webhook_receiver() as found:
-        yield found
+    """The suite's settings, pointed at the test's SMTP server and webhook receiver."""
+    return to_receivers(settings, smtp_port)
 
 
 async def _set_zone(sessions: async_sessionmaker[AsyncSession], user_id: int, zone: str | None) -> None:

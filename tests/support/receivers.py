@@ -10,13 +10,15 @@ import email.policy
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from email.message import EmailMessage
 from typing import Any
 
 from aiohttp import web
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
+
+from tracker_jobs.core.config import Settings
 
 
 @dataclass
@@ -119,3 +121,17 @@ def timed_smtp_server(port: int) -> Iterator[TimedInbox]:
         yield inbox
     finally:
         controller.stop()
+
+
+def to_receivers(settings: Settings, smtp_port: int, **more: Any) -> Settings:
+    """The settings with mail to the test's SMTP server, webhooks to loopback allowed and answered
+    within 2 s, and no digest window (unless `more` says otherwise)."""
+    options: dict[str, Any] = {
+        "smtp_url": f"smtp://127.0.0.1:{smtp_port}",
+        "mail_from": "tracker@fleet.test",
+        "webhook_allow_private": True,
+        "webhook_timeout_s": 2.0,
+        "mail_digest_s": 0,
+        **more,
+    }
+    return replace(settings, **options)
