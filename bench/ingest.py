@@ -70,6 +70,8 @@ async def prepare_database(database: str, maintenance: str) -> None:
     connection = await asyncpg.connect(database)
     try:
         await connection.execute("DROP SCHEMA public CASCADE; CREATE SCHEMA public")
+        # Each run starts with the server's dirty pages written out, not amid an earlier run's checkpoint.
+        await connection.execute("CHECKPOINT")
     finally:
         await connection.close()
     await asyncio.to_thread(upgrade_database, database)

@@ -25,7 +25,8 @@ of 20-200 vertices, circles of 50-3,000 m, corridors (LINESTRING of 5-20 points,
      other load moves far less than the wall clock (on two shared cores, four identical runs with no
      links at all took from 7.1 s to 10.5 s, while their CPU stayed within 28-32 us per position).
   3. webhooks (bench/webhook_delivery.py): position -> event -> webhook p99 at 2,000 positions/s through
-     the real listener and workers, and webhook deliveries per second to a receiver taking 100 ms.
+     the real listener and workers, and webhook deliveries per second to a receiver taking 100 ms. Run
+     first, before 1 and 2, on a quiet database server (see main).
 Ends with: RESULT ingest_detect_ratio=... detect_speedup_vs_loop=... event_to_webhook_p99_ms=...
 webhooks_per_s=... ingest_positions_per_s_detect_off=... ingest_positions_per_s_detect_on=...
 ingest_worker_cpu_ratio=...
@@ -416,17 +417,18 @@ async def main(quick: bool) -> None:
     began = time.perf_counter()
     rng = np.random.default_rng(2026)
     areas, linked = make_geofences(rng), make_links(rng)
-    speedup = detection_speedup(quick, areas, linked)
-    off, on, cpu_ratio = await ingest_ratio(quick, areas, linked)
-    print(
-        f"ingest with detection on / off: {on / off:.3f} (the workers' CPU per position, off / on: {cpu_ratio:.3f}); "
-        f"whole run {time.perf_counter() - began:.0f} s",
-        flush=True,
-    )
+    # The latency first: after the ingest runs, PostgreSQL is still busy with the millions of rows they
+    # wrote (autovacuum, checkpoints), which would be measured along with the engine.
     print("webhooks, position -> event -> webhook at 2,000 positions/s:", flush=True)
     p99 = await event_to_webhook_p99(quick)
     print("webhooks, a receiver taking 100 ms to answer:", flush=True)
     per_s = await webhooks_per_s(quick)
+    speedup = detection_speedup(quick, areas, linked)
+    off, on, cpu_ratio = await ingest_ratio(quick, areas, linked)
+    print(
+        f"ingest with detection on / off: {on / off:.3f} (the workers' CPU per position, off / on: {cpu_ratio:.3f})",
+        flush=True,
+    )
     print(f"whole run {time.perf_counter() - began:.0f} s", flush=True)
     print(
         f"RESULT ingest_detect_ratio={on / off:.3f} detect_speedup_vs_loop={speedup:.1f} "

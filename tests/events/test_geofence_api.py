@@ -160,3 +160,54 @@ async def test_maintenance_items_of_ones_own_devices_and_their_events(
         )
     assert sorted(event.attributes["due"] for event in due) == [500.0, 1900.0, 3300.0]
     assert (await admin_client.delete(f"/api/maintenance/{item['id']}", headers=ANN)).status == 204
+
+
+async def test_a_maintenance_item_applies_to_each_device_linked_to_it(
+    settings: Settings, admin_client: Client, admin_headers: dict[str, str], sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    ann = await make_user(sessions, "ann@example.com", token="ann-token")
+    bob = await make_user(sessions, "bob@example.com", token="bob-token")
+    first = await add_device(sessions, "ann-van-1", owner=ann)
+    second = await add_device(sessions, "ann-van-2", owner=ann)
+    bobs = await add_device(sessions, "bob-van", owner=bob)
+    body = {"deviceId": first, "name": "Oil", "type": "totalDistance", "start": 500, "period": 1000}
+    item = await (await admin_client.post("/api/maintenance", json=body, headers=ANN)).json()
+    link = {"deviceId": second, "maintenanceId": item["id"]}
+    # Neither may link ann's item to bob's van (each sees only one of them); items are linked to devices.
+    assert (await admin_client.post("/api/permissions", json={**link, "deviceId": bobs}, headers=BOB)).status == 404
+    assert (await admin_client.post("/api/permissions", json={**link, "deviceId": bobs}, headers=ANN)).status == 404
+    by_user = await admin_client.post(
+        "/api/permissions", json={"userId": bob, "maintenanceId": item["id"]}, headers=admin_headers
+    )
+    assert (by_user.status, (await error_of(by_user))["message"].split(":")[0]) == (400, "maintenanceId")
+    assert (await admin_client.post("/api/permissions", json=link, headers=ANN)).status == 204
+    assert (await admin_client.post("/api/permissions", json=link, headers=ANN)).status == 204  # linked already
+
+    # Both vans drive 3.3 km (1,113 m a minute): each passes 500, 1,500 and 2,500 m on its own odometer.
+    track = [
+        {"deviceId": device, "fixTime": 1_767_225_600 + 60 * k, "latitude": 52.0 + 0.01 * k, "longitude": 13.4}
+        for device in (first, second)
+        for k in range(4)
+    ]
+    assert (await admin_client.post("/api/positions", json=track, headers=ANN)).status == 202
+    await run_burst(settings, POSITIONS)
+
+    async def due_of(device: int) -> list[float]:
+        async with sessions() as session:
+            query = select(Event).where(col(Event.device_id) == device, col(Event.type) == "maintenance")
+            return sorted(event.attributes["due"] for event in (await session.execute(query)).scalars())
+
+    assert await due_of(first) == await due_of(second) == [500.0, 1500.0, 2500.0]
+
+    # Unlinked, the second van's next kilometres make no event; the first's still do.
+    assert (await admin_client.delete("/api/permissions", json=link, headers=ANN)).status == 204
+    more = [
+        {"deviceId": device, "fixTime": 1_767_225_600 + 60 * k, "latitude": 52.0 + 0.01 * k, "longitude": 13.4}
+        for device in (first, second)
+        for k in range(4, 6)
+    ]
+    assert (await admin_client.post("/api/positions", json=more, headers=ANN)).status == 202
+    await run_burst(settings, POSITIONS)
+    # At 4,452 and 5,565 m: 3,500, then 4,500 and 5,500 in one step (one event, naming the later).
+    assert await due_of(first) == [500.0, 1500.0, 2500.0, 3500.0, 5500.0]
+    assert await due_of(second) == [500.0, 1500.0, 2500.0]

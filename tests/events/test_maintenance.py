@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlmodel import col, select
 
 from tests.support.client import error_of
-from tests.support.factories import add_device
+from tests.support.factories import add_device, add_maintenance
 from tests.support.workers import run_burst
 from tracker_jobs.core.config import Settings
 from tracker_jobs.core.db import transaction
@@ -43,13 +43,6 @@ def at(second: float, device: int = 1, **attributes: Any) -> PositionRecord:
         speed=20.0,
         attributes=attributes,
     )
-
-
-async def _item(sessions: async_sessionmaker[AsyncSession], device: int, **fields: Any) -> Maintenance:
-    async with transaction(sessions) as session:
-        item = Maintenance(device_id=device, **fields)
-        session.add(item)
-    return item
 
 
 async def _maintenance_events(sessions: async_sessionmaker[AsyncSession], device: int) -> list[Event]:
@@ -142,7 +135,7 @@ def test_a_reminder_each_time_the_value_passes_a_due_point_less_the_lead() -> No
 
 async def test_odometer_reminders_and_due_events_through_the_store(sessions: async_sessionmaker[AsyncSession]) -> None:
     device = await add_device(sessions, "serviced")
-    item = await _item(
+    item = await add_maintenance(
         sessions, device, name="Tyres", type="totalDistance", start=1000.0, period=1000.0, attributes={"lead": 300}
     )
     track = [at(10 * i, device) for i in range(30)]  # 111 m every 10 s: 3.2 km
@@ -176,26 +169,28 @@ async def test_the_sweep_finds_the_newest_due_date_and_the_reminder_before_the_n
     van = await add_device(sessions, "van")
     week = 7 * DAY
     # Due at now - 10 d, now - 3 d, now + 4 d: the newest passed, and 5 days ahead of the next, now - 1 d.
-    oil = await _item(
+    oil = await add_maintenance(
         sessions, van, name="Oil", type="date", start=clock - 10 * DAY, period=week, attributes={"lead": 5 * DAY}
     )
     # Its reminder would be 2 days before now + 4 d: not yet.
-    tyres = await _item(
+    tyres = await add_maintenance(
         sessions, van, name="Tyres", type="date", start=clock - 10 * DAY, period=week, attributes={"lead": 2 * DAY}
     )
     # Not due before tomorrow, reminded 2 days ahead: since yesterday.
-    first = await _item(
+    first = await add_maintenance(
         sessions, van, name="First", type="date", start=clock + DAY, period=week, attributes={"lead": 2 * DAY}
     )
     # A lead not within the period is no lead; a value item is the positions'.
-    await _item(sessions, van, name="Odd", type="date", start=clock + DAY, period=DAY, attributes={"lead": 3 * DAY})
-    await _item(sessions, van, name="Km", type="totalDistance", start=0, period=1000, attributes={"lead": 10})
+    await add_maintenance(
+        sessions, van, name="Odd", type="date", start=clock + DAY, period=DAY, attributes={"lead": 3 * DAY}
+    )
+    await add_maintenance(sessions, van, name="Km", type="totalDistance", start=0, period=1000, attributes={"lead": 10})
     idle = await add_device(sessions, "idle")
     async with transaction(sessions) as session:
         disabled = await session.get(Device, idle)
         assert disabled is not None
         disabled.disabled = True
-    await _item(sessions, idle, name="Oil", type="date", start=clock - DAY, period=week)
+    await add_maintenance(sessions, idle, name="Oil", type="date", start=clock - DAY, period=week)
     async with sessions() as session:
         found = await maintenance_date_events(session, now)
     shown = sorted(
@@ -224,7 +219,7 @@ async def test_the_real_sweep_stores_each_date_and_reminder_once(
     now = datetime.now(UTC).replace(microsecond=0)
     van = await add_device(sessions, "van")
     start = now.timestamp() - 10 * DAY
-    item = await _item(
+    item = await add_maintenance(
         sessions, van, name="Inspection", type="date", start=start, period=7 * DAY, attributes={"lead": 5 * DAY}
     )
     for _ in range(2):  # a second sweep finds the same times: stored once

@@ -238,3 +238,25 @@ async def test_who_is_due_follows_each_users_zone(
         ]
         # Summer time: 05:05 UTC on 2 July is 07:05 in Berlin (CEST).
         assert await due_users(session, seven, datetime(2026, 7, 2, 5, 5, tzinfo=UTC)) == [(berlin, "2026-07-01")]
+
+
+async def test_a_summary_not_always_covers_the_devices_linked_to_it(
+    admin_client: Client, sessions: async_sessionmaker[AsyncSession], settings: Settings
+) -> None:
+    ann = await make_user(sessions, "ann@fleet.test", token="ann-token")
+    truck = await add_device(sessions, "truck-1", owner=ann)
+    await add_device(sessions, "truck-2", owner=ann)
+    created = await admin_client.post(
+        "/api/notifications", json={"type": "dailySummary", "notificators": "web"}, headers=ANN
+    )
+    assert created.status == 201
+    notification = (await created.json())["id"]
+    now = datetime.now(UTC)
+    # Linked to no device: nothing to summarise.
+    assert (await daily_summary(sessions, settings, ann, now)).skipped == "no devices"
+    link = {"deviceId": truck, "notificationId": notification}
+    assert (await admin_client.post("/api/permissions", json=link, headers=ANN)).status == 204
+    summary = await daily_summary(sessions, settings, ann, now)
+    assert summary.written
+    [delivery] = await _summary_deliveries(sessions)
+    assert [device["name"] for device in delivery.content["attributes"]["devices"]] == ["truck-1"]

@@ -10,7 +10,7 @@ import numpy as np
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlmodel import col, select
 
-from tests.support.factories import add_device
+from tests.support.factories import add_device, add_maintenance
 from tracker_jobs.core.db import transaction
 from tracker_jobs.devices.models import Device
 from tracker_jobs.events.models import Event
@@ -168,12 +168,8 @@ def test_maintenance_is_due_each_time_its_value_crosses_start_plus_a_period() ->
 
 
 async def test_maintenance_by_odometer_through_the_store(sessions: async_sessionmaker[AsyncSession]) -> None:
-    from tracker_jobs.devices.models import Maintenance
-
     device = await add_device(sessions, "serviced")
-    async with transaction(sessions) as session:
-        item = Maintenance(device_id=device, name="Tyres", type="totalDistance", start=1000.0, period=1000.0)
-        session.add(item)
+    item = await add_maintenance(sessions, device, name="Tyres", type="totalDistance", start=1000.0, period=1000.0)
     track = [at(10 * i, 20, device) for i in range(30)]  # 0.001 degree (111 m) every 10 s: 3.2 km
     await store_batch(sessions, track, PipelineConfig(), T0 + 7200)
     async with sessions() as session:

@@ -1,5 +1,5 @@
 """deviceMoving / deviceStopped agree with the trips report: at each trip's departure and arrival, on
-made-up traces fed a batch at a time (state carried only by the stored newest position), through the
+made-up traces fed a batch at a time (state carried only by the device row), through the
 store on both databases and through the real worker."""
 
 from __future__ import annotations
@@ -34,7 +34,6 @@ from tracker_jobs.positions.motion_events import (
     DEVICE_STOPPED,
     EVENT_AT,
     PARAMETER_ATTRIBUTES,
-    TRIP_STATE,
     DetectMotion,
     MotionState,
     advance,
@@ -202,12 +201,19 @@ def _fix(device: int, second: float, east_m: float, *, valid: bool = True) -> Po
 
 def _newest(result: Any) -> dict[int, DeviceState]:
     return {
-        device: DeviceState(r.fix_time, r.latitude, r.longitude, r.attributes["totalDistance"], r.attributes)
+        device: DeviceState(
+            r.fix_time,
+            r.latitude,
+            r.longitude,
+            r.attributes["totalDistance"],
+            r.attributes,
+            result.motion_states[device],
+        )
         for device, r in result.newest.items()
     }
 
 
-def test_the_step_finds_every_devices_events_and_leaves_state_on_its_newest_position() -> None:
+def test_the_step_finds_every_devices_events_and_leaves_each_devices_state_for_its_row() -> None:
     step = (*PIPELINE, DetectMotion(DEFAULTS, {2: DetectionParams(50, 60, 3600, None, 0)}))
     parked = [_fix(1, 30 * i, 0) for i in range(10)]  # parked 4.5 min: stopped from its first position
     drives = [_fix(1, 300 + 30 * i, 300 * (i + 1)) for i in range(6)]  # 1.8 km in 3 min
@@ -226,15 +232,15 @@ def test_the_step_finds_every_devices_events_and_leaves_state_on_its_newest_posi
         (2, DEVICE_STOPPED, 120.0),
     ]
     assert all(e.attributes == {} for e in result.events)  # all at rows of this batch
-    states = {d: MotionState.from_json(r.attributes[TRIP_STATE]) for d, r in result.newest.items()}
+    states = {d: MotionState.from_json(value) for d, value in result.motion_states.items()}
     assert states[1] is not None
     assert states[1].anchor is not None
     assert states[1].anchor.t_us == round((T0 + 450) * 1e6)
-    assert result.newest[2].fix_time == T0 + 240  # the invalid position is the newest, carrying the state
+    assert result.newest[2].fix_time == T0 + 240  # the invalid position is the newest; the state ends before
     assert states[2] is not None
     assert states[2].last.t_us == round((T0 + 210) * 1e6)
-    # Only the newest position of a device carries the state.
-    assert sum(TRIP_STATE in record.attributes for record in result.kept) == 2
+    # No position carries it (a moving device's state holds every position that may be its arrival).
+    assert not any("tripState" in record.attributes for record in result.kept)
 
     # The next batch: device 1 leaves. Its departure is the stored newest: the event is found at the
     # batch's newest row, marked with the departure's own time and place for the store.
@@ -244,11 +250,10 @@ def test_the_step_finds_every_devices_events_and_leaves_state_on_its_newest_posi
     [moved] = after.events
     assert (moved.type, moved.position.fix_time) == (DEVICE_MOVING, T0 + 810)
     assert moved.attributes == {EVENT_AT: [round((T0 + 690) * 1e6), 52.5, arrives[-1].longitude]}
-    assert TRIP_STATE not in late[0].attributes
-    # A batch with nothing valid carries the state over to the new newest position.
+    # A batch with nothing valid leaves the state as it was.
     invalid = run_pipeline([_fix(1, 900, 0, valid=False)], _newest(after), PipelineConfig(), T0 + 3600, steps=step)
     assert invalid.events == []
-    assert invalid.newest[1].attributes[TRIP_STATE] == after.newest[1].attributes[TRIP_STATE]
+    assert invalid.motion_states[1] == after.motion_states[1]
 
 
 def test_a_device_without_state_starts_afresh_and_no_deviceMoving_for_its_first_trip() -> None:
@@ -258,7 +263,7 @@ def test_a_device_without_state_starts_afresh_and_no_deviceMoving_for_its_first_
         drives, {1: DeviceState(T0 - 60, 52.5, 13.4, 0.0, {})}, PipelineConfig(), T0 + 3600, steps=step
     )
     assert result.events == []
-    state = MotionState.from_json(result.newest[1].attributes[TRIP_STATE])
+    state = MotionState.from_json(result.motion_states[1])
     assert state is not None
     assert state.departure is not None
     assert state.made

@@ -3,6 +3,7 @@ stores nothing twice and leaves the devices where they were."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
 from typing import Any
 
@@ -19,7 +20,7 @@ from tracker_jobs.positions.decode import typed_value
 from tracker_jobs.positions.models import Position
 from tracker_jobs.positions.pipeline import PipelineConfig
 from tracker_jobs.positions.record import PositionRecord
-from tracker_jobs.positions.service import accept_positions, drain_partition, store_batch
+from tracker_jobs.positions.service import accept_positions, batch_gate, drain_partition, store_batch
 
 T0 = 1_767_225_600.0
 
@@ -39,10 +40,15 @@ def rows(device_id: int) -> list[PositionRecord]:
     ]
 
 
+async def stored_count(sessions: async_sessionmaker[AsyncSession]) -> int:
+    async with sessions() as session:
+        return (await session.execute(select(func.count()).select_from(Position))).scalar_one()
+
+
 async def stored_state(sessions: async_sessionmaker[AsyncSession], device_id: int) -> tuple[int, Device, Position]:
     """Positions stored in all, the device, and the position it points at as its newest."""
+    count = await stored_count(sessions)
     async with sessions() as session:
-        count = (await session.execute(select(func.count()).select_from(Position))).scalar_one()
         device = await session.get(Device, device_id)
         assert device is not None
         newest = (await session.execute(select(Position).where(col(Position.id) == device.position_id))).scalar_one()
@@ -113,6 +119,34 @@ async def test_an_interrupted_drain_resumes_in_order(
         device = await session.get(Device, device_id)
     assert device is not None
     assert device.total_distance == pytest.approx(39 * 11.132, rel=1e-3)
+
+
+async def test_drains_take_turns_at_their_process_gate_and_read_what_waited_meanwhile(
+    settings: Settings, redis: ArqRedis, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    """While the process's gate is held by other batches, a drain stores nothing; once it has its
+    turn it stores everything that arrived while it waited, in one batch."""
+    device_id = await add_device(sessions, "gated")
+    partition = stream.partition_of(device_id, settings.position_partitions)
+    server = datetime.fromtimestamp(T0 + 100, UTC)
+    first, rest = rows(device_id)[:10], rows(device_id)[10:]
+    await accept_positions(redis, settings.position_partitions, [(row, None) for row in first], server)
+    gate = batch_gate(cpus=1)
+    assert gate._value == 2  # two batches per CPU
+    for _ in range(2):
+        await gate.acquire()  # two batches of other partitions under way
+    drain = asyncio.create_task(
+        drain_partition(
+            redis, sessions, partition, consumer="gated", batch_size=5000, config=PipelineConfig(), gate=gate
+        )
+    )
+    await asyncio.sleep(0.3)
+    assert not drain.done()
+    assert (await stored_count(sessions)) == 0
+    await accept_positions(redis, settings.position_partitions, [(row, None) for row in rest], server)
+    gate.release()
+    result = await asyncio.wait_for(drain, 10)
+    assert (result.batches, result.stored) == (1, 50)
 
 
 async def test_attributes_postgresql_cannot_store_are_refused_at_the_door(ingest_client: Any) -> None:

@@ -9,7 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from tracker_jobs.core.db import transaction
 from tracker_jobs.core.principal import Role
-from tracker_jobs.devices.models import Device, UserDevice
+from tracker_jobs.devices.models import Device, DeviceMaintenance, Maintenance, UserDevice
 from tracker_jobs.users.models import ApiToken, User
 from tracker_jobs.users.service import hash_password, hash_token
 
@@ -48,6 +48,17 @@ async def add_device(sessions: async_sessionmaker[AsyncSession], unique_id: str,
         if owner is not None:
             session.add(UserDevice(user_id=owner, device_id=device.id))
         return device.id
+
+
+async def add_maintenance(sessions: async_sessionmaker[AsyncSession], device: int, **fields: Any) -> Maintenance:
+    """A maintenance item for the device, applying to it (as POST /api/maintenance makes one)."""
+    async with transaction(sessions) as session:
+        item = Maintenance(device_id=device, **fields)
+        session.add(item)
+        await session.flush()
+        assert item.id is not None
+        session.add(DeviceMaintenance(device_id=device, maintenance_id=item.id))
+    return item
 
 
 def position(device_id: int, second: int, **fields: Any) -> dict[str, Any]:

@@ -36,6 +36,7 @@ class WebhookReceiver:
     status: int = 200
     delay_s: float = 0.0
     received: list[Hook] = field(default_factory=list)
+    answering: int = 0  # requests received and not yet answered (held for `delay_s`)
 
     @property
     def url(self) -> str:
@@ -43,9 +44,22 @@ class WebhookReceiver:
 
     async def handle(self, request: web.Request) -> web.Response:
         self.received.append(Hook(dict(request.headers), await request.read(), time.monotonic()))
-        if self.delay_s:
-            await asyncio.sleep(self.delay_s)
-        return web.Response(status=self.status, text="ok")
+        self.answering += 1
+        try:
+            if self.delay_s:
+                await asyncio.sleep(self.delay_s)
+            return web.Response(status=self.status, text="ok")
+        finally:
+            self.answering -= 1
+
+    async def wait_answering(self, timeout_s: float) -> bool:
+        """Until a request is held here unanswered (a sender killed now leaves it in flight)."""
+        deadline = time.monotonic() + timeout_s
+        while not self.answering:
+            if time.monotonic() > deadline:
+                return False
+            await asyncio.sleep(0.005)
+        return True
 
 
 @asynccontextmanager

@@ -35,6 +35,8 @@ class Device(SQLModel, table=True):
     motion: bool = False
     attributes: dict[str, Any] = Field(default_factory=dict, sa_type=JsonDict)
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    # Where trip detection stands (positions/motion_events.py MotionState), moved with the newest position.
+    motion_state: dict[str, Any] | None = Field(default=None, sa_type=JsonDict)
 
 
 class UserDevice(SQLModel, table=True):
@@ -49,7 +51,9 @@ class UserDevice(SQLModel, table=True):
 
 
 class Maintenance(SQLModel, table=True):
-    """A service interval: due when `type` (e.g. totalDistance, hours) passes start + n * period."""
+    """A service interval: due when `type` (e.g. totalDistance, hours) passes start + n * period, for
+    each device linked to it (DeviceMaintenance); `device_id` is the device it was created for, whose
+    visibility decides who sees it."""
 
     __tablename__ = "maintenances"
     __table_args__ = {"sqlite_autoincrement": True}
@@ -64,6 +68,18 @@ class Maintenance(SQLModel, table=True):
     period: float
     last_notified: float | None = None
     attributes: dict[str, Any] = Field(default_factory=dict, sa_type=JsonDict)
+
+
+class DeviceMaintenance(SQLModel, table=True):
+    """A maintenance item applies to the device: the one it was created for, and any linked to it with
+    /api/permissions {deviceId, maintenanceId} (Traccar's device-maintenance permission)."""
+
+    __tablename__ = "device_maintenances"
+
+    device_id: int = Field(sa_column=sa.Column(sa.ForeignKey("devices.id", ondelete="CASCADE"), primary_key=True))
+    maintenance_id: int = Field(
+        sa_column=sa.Column(sa.ForeignKey("maintenances.id", ondelete="CASCADE"), primary_key=True, index=True)
+    )
 
 
 class DeviceCommand(SQLModel, table=True):

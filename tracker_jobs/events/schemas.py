@@ -38,13 +38,14 @@ class NewGeofence(GeofenceChanges):
 
 class Permission(RequestBody):
     """POST and DELETE /api/permissions: link (or unlink) a device or a user (admins only) with a
-    geofence or a notification — one of each."""
+    geofence or a notification, or a device with a maintenance item — one of each."""
 
     subject = "permission"
     deviceId: Omittable[Id] = None
     userId: Omittable[Id] = None
     geofenceId: Omittable[Id] = None
     notificationId: Omittable[Id] = None
+    maintenanceId: Omittable[Id] = None
 
 
 Amount = Annotated[float, checked(parse_number)]  # finite

@@ -13,7 +13,7 @@ from sqlmodel.sql.expression import SelectOfScalar
 from tracker_jobs.core.db import iso
 from tracker_jobs.core.errors import FieldError, Forbidden, not_found
 from tracker_jobs.core.principal import Principal
-from tracker_jobs.devices.models import Maintenance
+from tracker_jobs.devices.models import DeviceMaintenance, Maintenance
 from tracker_jobs.devices.service import get_device, visible_device_ids
 from tracker_jobs.events.geofences import hysteresis_m, parse_area
 from tracker_jobs.events.models import (
@@ -94,7 +94,8 @@ async def get_notification(session: AsyncSession, principal: Principal, notifica
 
 @dataclass(frozen=True)
 class Link:
-    """One pair /api/permissions links: a device or a user, with a geofence or a notification."""
+    """One pair /api/permissions links: a device or a user, with a geofence or a notification; a device
+    with a maintenance item."""
 
     table: type[SQLModel]
     key: dict[str, int]
@@ -102,14 +103,17 @@ class Link:
 
 async def permission_link(session: AsyncSession, principal: Principal, fields: dict[str, int]) -> Link:
     """Check the caller may link what the body names (both theirs; a user only by an admin) and say
-    which link row it is. Exactly one of deviceId, userId and one of geofenceId, notificationId."""
+    which link row it is. Exactly one of deviceId, userId and one of geofenceId, notificationId,
+    maintenanceId (maintenance with a device only)."""
     owners = [name for name in ("deviceId", "userId") if name in fields]
-    targets = [name for name in ("geofenceId", "notificationId") if name in fields]
+    targets = [name for name in ("geofenceId", "notificationId", "maintenanceId") if name in fields]
     if len(owners) != 1:
         raise FieldError("deviceId", "expected exactly one of deviceId and userId")
     if len(targets) != 1:
-        raise FieldError("geofenceId", "expected exactly one of geofenceId and notificationId")
+        raise FieldError("geofenceId", "expected exactly one of geofenceId, notificationId and maintenanceId")
     owner, target = owners[0], targets[0]
+    if (owner, target) == ("userId", "maintenanceId"):
+        raise FieldError("maintenanceId", "a maintenance item is linked to devices, not users")
     if owner == "userId":
         if not principal.is_admin:
             raise Forbidden("only an admin links geofences and notifications to other users")
@@ -119,19 +123,23 @@ async def permission_link(session: AsyncSession, principal: Principal, fields: d
         raise not_found(f"device {fields['deviceId']}")
     if target == "geofenceId":
         await get_geofence(session, principal, fields["geofenceId"])
-    else:
+    elif target == "notificationId":
         await get_notification(session, principal, fields["notificationId"])
+    else:
+        await get_maintenance(session, principal, fields["maintenanceId"])
     tables: dict[tuple[str, str], type[SQLModel]] = {
         ("deviceId", "geofenceId"): DeviceGeofence,
         ("userId", "geofenceId"): UserGeofence,
         ("deviceId", "notificationId"): DeviceNotification,
         ("userId", "notificationId"): UserNotification,
+        ("deviceId", "maintenanceId"): DeviceMaintenance,
     }
     columns = {
         "deviceId": "device_id",
         "userId": "user_id",
         "geofenceId": "geofence_id",
         "notificationId": "notification_id",
+        "maintenanceId": "maintenance_id",
     }
     return Link(tables[(owner, target)], {columns[owner]: fields[owner], columns[target]: fields[target]})
 
@@ -209,6 +217,8 @@ async def create_maintenance(session: AsyncSession, principal: Principal, fields
     check_maintenance(item)
     session.add(item)
     await session.flush()
+    assert item.id is not None
+    session.add(DeviceMaintenance(device_id=device_id, maintenance_id=item.id))  # it applies to its device
     return item
 
 

@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
 
-from tracker_jobs.devices.models import Device, Maintenance
+from tracker_jobs.devices.models import Device, DeviceMaintenance, Maintenance
 
 STATUS_EVENTS = {"online": "deviceOnline", "unknown": "deviceUnknown", "offline": "deviceOffline"}
 DATE = "date"  # a maintenance item due by the calendar: start in epoch seconds, period (and lead) in seconds
@@ -86,34 +86,35 @@ def maintenance_lead(attributes: Mapping[str, Any], period: float) -> float | No
 
 
 async def maintenance_date_events(session: AsyncSession, now: datetime) -> list[dict[str, Any]]:
-    """maintenance for each item of type `date` of a device not disabled: at start + k * period (epoch
+    """maintenance for each item of type `date` and each device not disabled it applies to: at start + k * period (epoch
     seconds), the newest such time passed, and, for an item with a `lead`, the reminder at due - lead
     while that due point is still ahead (`reminder` true, `due` the coming point). Each carries the
     item's id as its subject: sweeps that run again find the same times, which are stored once, and a
     reminder is never at a due point's time (0 < lead < period), so both are stored."""
     found = await session.execute(
-        select(Maintenance, col(Device.position_id))
-        .join(Device, col(Device.id) == col(Maintenance.device_id))
+        select(Maintenance, col(DeviceMaintenance.device_id), col(Device.position_id))
+        .join(DeviceMaintenance, col(DeviceMaintenance.maintenance_id) == col(Maintenance.id))
+        .join(Device, col(Device.id) == col(DeviceMaintenance.device_id))
         .where(col(Maintenance.type) == DATE, col(Maintenance.period) > 0, col(Device.disabled).is_(False))
     )
     clock = now.timestamp()
     events: list[dict[str, Any]] = []
-    for item, position_id in found:
+    for item, device_id, position_id in found:
         base = {"name": item.name[:128], "type": DATE}
         if clock >= item.start:
             due = item.start + math.floor((clock - item.start) / item.period) * item.period
-            events += _maintenance_event(item, position_id, due, base | {"due": due})
+            events += _maintenance_event(item, device_id, position_id, due, base | {"due": due})
         lead = maintenance_lead(item.attributes, item.period)
         if lead is not None and clock >= item.start - lead:
             due = item.start + math.floor((clock - item.start + lead) / item.period) * item.period
             if due > clock:
                 reminder = base | {"due": due, "reminder": True, "lead": lead}
-                events += _maintenance_event(item, position_id, due - lead, reminder)
+                events += _maintenance_event(item, device_id, position_id, due - lead, reminder)
     return events
 
 
 def _maintenance_event(
-    item: Maintenance, position_id: int | None, when: float, attributes: dict[str, Any]
+    item: Maintenance, device_id: int, position_id: int | None, when: float, attributes: dict[str, Any]
 ) -> list[dict[str, Any]]:
     """The event's row; none for a time past what a datetime holds (a start far beyond the calendar)."""
     try:
@@ -122,7 +123,7 @@ def _maintenance_event(
         return []
     row = {
         "type": "maintenance",
-        "device_id": item.device_id,
+        "device_id": device_id,
         "event_time": event_time,
         "position_id": position_id,
         "maintenance_id": item.id,

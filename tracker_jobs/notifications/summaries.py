@@ -24,7 +24,7 @@ from sqlmodel import col
 from tracker_jobs.core.config import Settings
 from tracker_jobs.core.db import dialect_name, transaction
 from tracker_jobs.core.principal import Principal
-from tracker_jobs.events.models import Delivery, Event, Notification, UserNotification
+from tracker_jobs.events.models import Delivery, DeviceNotification, Event, Notification, UserNotification
 from tracker_jobs.events.outbox import channels_of, plan_message
 from tracker_jobs.reports.builders import ReportRequest, build_report
 from tracker_jobs.reports.daily import yesterday
@@ -88,6 +88,25 @@ async def recipients_of(session: AsyncSession, user_id: int) -> list[Recipient]:
         for notification, channels in (await session.execute(query)).all()
         for channel in channels_of(channels)
     ]
+
+
+async def summary_devices(session: AsyncSession, principal: Principal) -> list[int]:
+    """The devices the user's summary covers: every device they may see when one of their dailySummary
+    notifications is `always`, else those linked to one of them (/api/permissions) that they may see."""
+    query = (
+        sa.select(col(Notification.id), col(Notification.always))
+        .join(UserNotification, col(UserNotification.notification_id) == col(Notification.id))
+        .where(col(UserNotification.user_id) == principal.user_id, col(Notification.type) == DAILY_SUMMARY)
+    )
+    notifications = (await session.execute(query)).all()
+    visible = await visible_devices_among(session, principal, None)
+    if any(always for _, always in notifications):
+        return visible
+    linked = sa.select(col(DeviceNotification.device_id)).where(
+        col(DeviceNotification.notification_id).in_([notification for notification, _ in notifications])
+    )
+    covered = set((await session.execute(linked)).scalars())
+    return [device_id for device_id in visible if device_id in covered]
 
 
 async def event_counts(
@@ -204,7 +223,7 @@ async def daily_summary(
         summary.deliveries = await written_summary(session, user_id, summary.day, now)
         if summary.deliveries:
             return summary
-        device_ids = await visible_devices_among(session, Principal(user_id, user.role), None)
+        device_ids = await summary_devices(session, Principal(user_id, user.role))
     if not device_ids:
         summary.skipped = "no devices"
         return summary

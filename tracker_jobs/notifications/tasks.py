@@ -15,7 +15,7 @@ from tracker_jobs.core.db import transaction
 from tracker_jobs.core.errors import not_found
 from tracker_jobs.core.fields import parse_time
 from tracker_jobs.core.principal import Principal
-from tracker_jobs.devices.models import Device, Maintenance
+from tracker_jobs.devices.models import Device, DeviceMaintenance, Maintenance
 from tracker_jobs.devices.service import get_device
 from tracker_jobs.events.service import get_geofence
 from tracker_jobs.events.store import Recorded, record_events
@@ -83,7 +83,7 @@ def speed_alert(speed: float, speed_limit: float, position_data: dict[str, Any] 
 def maintenance_reminder(maintenance_id: int, now: datetime) -> RowFor:
     async def row_for(session: AsyncSession, device: Device) -> dict[str, Any]:
         item = await session.get(Maintenance, maintenance_id)
-        if item is None or item.device_id != device.id:
+        if item is None or await session.get(DeviceMaintenance, (device.id, maintenance_id)) is None:
             raise not_found(f"maintenance {maintenance_id} of device {device.id}")
         attributes = {"name": item.name, "type": item.type}
         return event_row(

@@ -32,7 +32,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
-from tracker_jobs.devices.models import Maintenance
+from tracker_jobs.devices.models import DeviceMaintenance, Maintenance
 from tracker_jobs.events.status import DATE, maintenance_lead
 from tracker_jobs.positions.geofencing import GEOFENCE_IDS
 from tracker_jobs.positions.pipeline import (
@@ -293,15 +293,24 @@ def _values(batch: Batch, name: str) -> Floats:
 
 async def load_maintenance_reminders(session: AsyncSession, device_ids: list[int]) -> DetectMaintenanceReminders:
     """The reminders of these devices' items that set a valid `lead` (the positions' types, not dates)."""
-    found = await session.execute(
-        sa.select(Maintenance).where(col(Maintenance.device_id).in_(device_ids), col(Maintenance.type) != DATE)
-    )
     items = []
-    for item in found.scalars():
+    for item, device_id in await maintenance_of(session, device_ids):
         lead = maintenance_lead(item.attributes, item.period)
-        if item.id is not None and lead is not None:
-            items.append(MaintenanceItem(item.id, item.device_id, item.name, item.type, item.start, item.period, lead))
+        if item.id is not None and lead is not None and item.type != DATE:
+            items.append(MaintenanceItem(item.id, device_id, item.name, item.type, item.start, item.period, lead))
     return DetectMaintenanceReminders(tuple(items))
+
+
+async def maintenance_of(session: AsyncSession, device_ids: list[int]) -> list[tuple[Maintenance, int]]:
+    """Each item that applies to one of these devices, with the device (an item linked to several comes
+    once for each)."""
+    found = await session.execute(
+        sa.select(Maintenance, col(DeviceMaintenance.device_id))
+        .join(DeviceMaintenance, col(DeviceMaintenance.maintenance_id) == col(Maintenance.id))
+        .where(col(DeviceMaintenance.device_id).in_(device_ids))
+        .order_by(col(Maintenance.id), col(DeviceMaintenance.device_id))
+    )
+    return [(item, device_id) for item, device_id in found]
 
 
 # The detectors every batch runs after PIPELINE; geofences, overspeed and maintenance join them per

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from tracker_jobs.core.db import transaction, utcnow
@@ -18,7 +19,13 @@ from tracker_jobs.positions.batch import resolve_batch
 from tracker_jobs.positions.geofencing import ShapeCache
 from tracker_jobs.positions.live import publish_devices
 from tracker_jobs.positions.pipeline import PipelineConfig
-from tracker_jobs.positions.service import DrainResult, accept_positions, drain_partition, schedule_backlog
+from tracker_jobs.positions.service import (
+    DrainResult,
+    accept_positions,
+    batch_gate,
+    drain_partition,
+    schedule_backlog,
+)
 from tracker_jobs.positions.statistics import device_statistics, today_range
 
 # Jobs act for the engine itself: every device is theirs.
@@ -38,8 +45,15 @@ async def process_position_batch(ctx: dict[str, Any], partition: int) -> dict[st
         batch_size=shared.settings.position_batch_size,
         config=PipelineConfig.from_settings(shared.settings),
         shapes=shape_cache(ctx),
+        gate=drain_gate(ctx),
     )
     return result.as_dict()
+
+
+def drain_gate(ctx: dict[str, Any]) -> asyncio.Semaphore:
+    """The worker process's one gate for all its drains (made in its running event loop)."""
+    gate: asyncio.Semaphore = resources(ctx).caches.setdefault("drain_gate", batch_gate())
+    return gate
 
 
 def shape_cache(ctx: dict[str, Any]) -> ShapeCache:

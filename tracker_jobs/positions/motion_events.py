@@ -42,8 +42,9 @@ lengths summed in another order (the last bits of a float at a minTripDistance t
 positions (`valid` false) are left out here as the report leaves them out. Distances are the report's
 own: great-circle from the chord between unit vectors, with Traccar's radius.
 
-State (a device's `MotionState`) rides on its newest stored position as the `tripState` attribute, so
-it survives batches and restarts. `advance` is the state machine, for many devices at once: the
+State (a device's `MotionState`) is kept on the device row (`devices.motion_state`), written in the
+batch's transaction as the device's newest position moves forward, so it survives batches and restarts
+and any worker continues it. `advance` is the state machine, for many devices at once: the
 possible arrivals of every position are decided with numpy over the whole batch (one pass per position
 of the longest `minDuration` window), then a short walk per device visits only its transitions.
 
@@ -84,7 +85,6 @@ from tracker_jobs.positions.pipeline import (
     StepResult,
 )
 
-TRIP_STATE = "tripState"  # the position attribute carrying a device's MotionState
 EVENT_AT = "tripEventAt"  # an event's own position, when it is not a row of the batch
 DEVICE_MOVING, DEVICE_STOPPED = "deviceMoving", "deviceStopped"
 MOTION_TYPES = (DEVICE_MOVING, DEVICE_STOPPED)
@@ -157,12 +157,29 @@ class Point(NamedTuple):
 
 
 class Pending(NamedTuple):
-    """A position that may still turn out to be the arrival, with its path from the departure."""
+    """The positions that may still turn out to be the arrival, as columns, with their path from the
+    departure: arrays, so that a device's pending positions cost no Python object each."""
 
-    t_us: int
-    latitude: float
-    longitude: float
-    path_m: float
+    t_us: Ints
+    latitude: Floats
+    longitude: Floats
+    path_m: Floats
+
+    @classmethod
+    def of(cls, t_us: Any, latitude: Any, longitude: Any, path_m: Any) -> Pending:
+        """Columns of equal length, from lists or arrays; ValueError for anything else."""
+        columns = (
+            np.asarray(t_us, dtype=np.int64),
+            np.asarray(latitude, dtype=np.float64),
+            np.asarray(longitude, dtype=np.float64),
+            np.asarray(path_m, dtype=np.float64),
+        )
+        if any(column.ndim != 1 or len(column) != len(columns[0]) for column in columns):
+            raise ValueError("pending columns differ in shape")
+        return cls(*columns)
+
+
+NO_PENDING = Pending.of([], [], [], [])
 
 
 class MotionState(NamedTuple):  # a tuple: every device's state is read and written per batch, cheaply
@@ -175,7 +192,7 @@ class MotionState(NamedTuple):  # a tuple: every device's state is read and writ
     departure: Point | None = None
     path_m: float = 0.0
     made: bool = False
-    pending: tuple[Pending, ...] = ()
+    pending: Pending = NO_PENDING
 
     def to_json(self) -> dict[str, Any]:
         if self.anchor is not None:
@@ -186,12 +203,12 @@ class MotionState(NamedTuple):  # a tuple: every device's state is read and writ
             "from": list(self.departure),
             "path": self.path_m,
             "made": self.made,
-            "pending": [list(item) for item in self.pending],
+            "pending": [column.tolist() for column in self.pending],
         }
 
     @classmethod
     def from_json(cls, value: object) -> MotionState | None:
-        """The state a position carries; None for none or anything malformed (the device starts afresh)."""
+        """The state a device row keeps; None for none or anything malformed (the device starts afresh)."""
         if not isinstance(value, dict):
             return None
         try:
@@ -201,7 +218,7 @@ class MotionState(NamedTuple):  # a tuple: every device's state is read and writ
             made = value["made"]
             if type(made) is not bool:
                 return None
-            pending = tuple(_pending(item) for item in value["pending"])
+            pending = Pending.of(*value["pending"])
             return cls(last, departure=_point(value["from"]), path_m=float(value["path"]), made=made, pending=pending)
         except (KeyError, TypeError, ValueError):
             return None
@@ -213,13 +230,6 @@ def _point(value: Any) -> Point:
     if type(t_us) is not int:
         raise ValueError(value)
     return Point(t_us, float(latitude), float(longitude))
-
-
-def _pending(value: Any) -> Pending:
-    t_us, latitude, longitude, path = value
-    if type(t_us) is not int:
-        raise ValueError(value)
-    return Pending(t_us, float(latitude), float(longitude), float(path))
 
 
 @dataclass(frozen=True)
@@ -306,6 +316,7 @@ class _Walk:
     by_gap: list[bool]
     next_arrival: list[int]
     first_hit: dict[int, int]  # a stopped device: its first element that leaves the anchor or follows a silence
+    columns: Pending  # t, latitude, longitude and path so far (cum, or vpath before the batch) as arrays
     anchor_xyz: dict[int, tuple[float, float, float]] = field(default_factory=dict)
 
     @classmethod
@@ -322,23 +333,24 @@ class _Walk:
         counts = np.bincount(device, minlength=slots) if len(device) else np.zeros(slots, dtype=np.int64)
         has_rows = counts > 0
         # Pending arrivals of devices moving: elements before their positions.
-        v_slot: list[int] = []
+        v_slot: list[Ints] = []
         v_point: list[Pending] = []
         for k, state in enumerate(states):
-            if state is not None and state.departure is not None and has_rows[k]:
-                v_slot += [k] * len(state.pending)
-                v_point += state.pending
-        virtual = len(v_slot)
-        slot = np.concatenate((np.array(v_slot, dtype=np.int64), device.astype(np.int64)))
+            if state is not None and state.departure is not None and has_rows[k] and len(state.pending.t_us):
+                v_slot.append(np.full(len(state.pending.t_us), k, dtype=np.int64))
+                v_point.append(state.pending)
+        pending = (
+            Pending.of(*(np.concatenate(column) for column in zip(*v_point, strict=True))) if v_point else NO_PENDING
+        )
+        virtual = len(pending.t_us)
+        slot = np.concatenate((*v_slot, device.astype(np.int64)))
         order = np.argsort(slot, kind="stable")  # a device's pending arrivals first, then its positions
         slot = slot[order]
-        t = np.concatenate((np.array([p.t_us for p in v_point], dtype=np.int64), time_us))[order]
-        lat = np.concatenate((np.array([p.latitude for p in v_point], dtype=np.float64), latitude))[order]
-        lon = np.concatenate((np.array([p.longitude for p in v_point], dtype=np.float64), longitude))[order]
+        t = np.concatenate((pending.t_us, time_us))[order]
+        lat = np.concatenate((pending.latitude, latitude))[order]
+        lon = np.concatenate((pending.longitude, longitude))[order]
         index = np.concatenate((np.full(virtual, -1, dtype=np.int64), np.arange(len(time_us))))[order]
-        vpath = np.concatenate(
-            (np.array([p.path_m for p in v_point], dtype=np.float64), np.full(len(time_us), np.nan))
-        )[order]
+        vpath = np.concatenate((pending.path_m, np.full(len(time_us), np.nan)))[order]
         is_row = index >= 0
         size = len(slot)
         starts = np.searchsorted(slot, np.arange(slots), "left")
@@ -424,6 +436,7 @@ class _Walk:
             by_gap=by_gap.tolist(),
             next_arrival=next_arrival.tolist(),
             first_hit=first_hit,
+            columns=Pending(t, lat, lon, np.where(is_row, cum, vpath)),
             anchor_xyz=anchor_xyz,
         )
 
@@ -514,7 +527,9 @@ class _Walk:
             undecided = (np.flatnonzero(self.decision[cursor:hi] == _UNDECIDED) + cursor).tolist()
         else:
             undecided = [e for e in range(cursor, hi) if self.decisions[e] == _UNDECIDED]
-        pending = tuple(Pending(self.t[e], self.latitude[e], self.longitude[e], path(e)) for e in undecided)
+        t, latitude, longitude, known = self.columns
+        paths = np.where(self.is_row[undecided], known[undecided] + path_offset, known[undecided])
+        pending = Pending(t[undecided], latitude[undecided], longitude[undecided], paths)
         travelled = path_offset + self.cum[hi - 1]
         start = departure[0]
         # The trip is certain once it is long enough and no arrival that would leave it short can come.
@@ -591,8 +606,7 @@ def _decide(
 @dataclass(frozen=True)
 class DetectMotion:
     """deviceMoving / deviceStopped for every device of the batch (the module's docstring): each device's
-    state from its stored newest position, its valid alive positions through `advance`, the new state
-    onto its newest alive row."""
+    state from its row, its valid alive positions through `advance`, the new state for its row."""
 
     defaults: DetectionParams
     params: Mapping[int, DetectionParams] = field(default_factory=dict)  # devices whose attributes override
@@ -611,8 +625,7 @@ class DetectMotion:
         params = [self.params.get(d, self.defaults) for d in devices]
         time_us = np.rint(batch.fix_time[used] * US_PER_S).astype(np.int64)
         new_states, found = advance(states, params, slot, time_us, batch.latitude[used], batch.longitude[used])
-        carriers = [int(newest[k]) for k, state in enumerate(new_states) if state is not None]
-        values = [state.to_json() for state in new_states if state is not None]
+        kept = {device: state.to_json() for device, state in zip(devices, new_states, strict=True) if state is not None}
         rows: dict[str, list[int]] = {DEVICE_MOVING: [], DEVICE_STOPPED: []}
         details: dict[str, list[dict[str, Any]]] = {DEVICE_MOVING: [], DEVICE_STOPPED: []}
         for k, events in enumerate(found):
@@ -624,7 +637,7 @@ class DetectMotion:
                     rows[event.type].append(int(newest[k]))
                     details[event.type].append({EVENT_AT: list(event.at)})
         return StepResult(
-            sparse={TRIP_STATE: (np.array(carriers, dtype=np.int64), values)},
+            motion_states=kept,
             events=tuple(
                 Detected(kind, np.array(rows[kind], dtype=np.int64), None, details[kind]) for kind in MOTION_TYPES
             ),
@@ -633,7 +646,7 @@ class DetectMotion:
     @staticmethod
     def _stored(batch: Batch, device: int) -> MotionState | None:
         state = batch.states.get(device)
-        return None if state is None else MotionState.from_json(state.attributes.get(TRIP_STATE))
+        return None if state is None else MotionState.from_json(state.motion_state)
 
 
 _PG_DEVICE_ATTRIBUTES = sa.text("SELECT id, attributes FROM devices WHERE id = ANY(:ids)").bindparams(

@@ -25,7 +25,8 @@ Adding a step (a filter, a derived field, a detector):
    the rows. A step that fills in a position field (`speed`, `course`) returns the whole column
    under `fields`; one that sets an attribute on some rows only returns their indexes and the value
    (one for all, or one per row) under `sparse` (left out elsewhere); a detector returns its events
-   under `events`, one `Detected` per type. A switch that is off returns `SKIP`.
+   under `events`, one `Detected` per type; a detector whose state outlives the batch keeps it on the
+   device row (`motion_states`), not on a position. A switch that is off returns `SKIP`.
 2. Put it in `PIPELINE` where Traccar has its handler: derived speed/course after the filters and
    before distance, detectors (geofence, overspeed, ...) after motion. A step that drops goes before
    distance: a row dropped later has already moved the odometer. Whatever else a step comes to emit
@@ -111,6 +112,7 @@ class DeviceState:
     longitude: float
     odometer: float
     attributes: Mapping[str, Any] = field(default_factory=dict)  # the position's, for the detectors
+    motion_state: Any = None  # the device row's trip detection state (motion_events.MotionState as JSON)
 
     @property
     def geofence_ids(self) -> tuple[int, ...]:
@@ -124,6 +126,7 @@ class PipelineResult:
     dropped: Counter[str] = field(default_factory=Counter)
     newest: dict[int, PositionRecord] = field(default_factory=dict)  # device -> its new newest position
     events: list[DetectedEvent] = field(default_factory=list)  # at kept positions, in batch order
+    motion_states: dict[int, Any] = field(default_factory=dict)  # device -> its new trip detection state
 
 
 @dataclass
@@ -156,6 +159,7 @@ class Batch:
     sparse: dict[str, tuple[Ints, Any]] = field(default_factory=dict)  # set on some rows by the steps so far
     filled: dict[str, Bools] = field(default_factory=dict)  # per filled-in field, the rows a step changed
     events: list[Detected] = field(default_factory=list)  # found by the steps so far
+    motion_states: dict[int, Any] = field(default_factory=dict)  # set by the steps so far, per device
     states: Mapping[int, DeviceState] = field(default_factory=dict)  # each device's stored newest
 
     @classmethod
@@ -232,6 +236,7 @@ class StepResult:
     fields: Mapping[str, Floats] = field(default_factory=dict)  # one of FILLABLE
     sparse: Mapping[str, tuple[Ints, Any]] = field(default_factory=dict)  # rows, one value or one per row
     events: Sequence[Detected] = ()
+    motion_states: Mapping[int, Any] = field(default_factory=dict)  # device -> state for its row (JSON)
 
 
 @dataclass(frozen=True)
@@ -442,7 +447,9 @@ def run_pipeline(
         _apply(batch, step(batch, config), dropped, step)
 
     kept = np.flatnonzero(batch.kept)
-    result = PipelineResult(kept=[batch.rows[i] for i in kept.tolist()], dropped=dropped)
+    result = PipelineResult(
+        kept=[batch.rows[i] for i in kept.tolist()], dropped=dropped, motion_states=batch.motion_states
+    )
     if batch.attributes:
         names = list(batch.attributes)
         # Column by column to Python values, then one dict per kept row (the row loop is unavoidable:
@@ -511,6 +518,7 @@ def _apply(batch: Batch, result: StepResult, dropped: Counter[str], step: Step) 
             raise ValueError(f"{_name(step)}: {name!r} has {len(values)} values for {len(rows)} rows")
         batch.sparse[name] = (rows, values)
     batch.events.extend(detected for detected in result.events if len(detected.rows))
+    batch.motion_states.update(result.motion_states)
 
 
 def _name(step: Step) -> str:

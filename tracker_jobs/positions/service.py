@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+import os
 import time
 from collections import Counter, defaultdict
 from collections.abc import Sequence
@@ -187,7 +190,7 @@ async def store_batch(
         ids = inserted.ids
         dropped.update(result.dropped)
         dropped["duplicate"] += len(result.kept) - inserted.stored  # kept, but stored already by an earlier run
-        await move_devices(session, seen, result.newest, ids)
+        await move_devices(session, seen, result.newest, ids, result.motion_states)
         found = await place_motion_events(session, found, ids)
         recorded = await store_events(session, found, ids, datetime.fromtimestamp(now, UTC), config.notify_max_age_s)
     newest = []
@@ -233,8 +236,11 @@ async def drain_partition(
     batch_size: int,
     config: PipelineConfig,
     shapes: ShapeCache | None = None,
+    gate: asyncio.Semaphore | None = None,
 ) -> DrainResult:
-    """Store everything waiting in one partition, a batch at a time, acknowledging each after commit."""
+    """Store everything waiting in one partition, a batch at a time, acknowledging each after commit.
+    `gate`: shared by the process's drains, so that only so many batches run at once; the others wait
+    their turn before they read, and so read more (see `batch_gate`)."""
     result = DrainResult(partition)
     await stream.ensure_group(redis, partition)
     lock = stream.PartitionLock(redis, partition)
@@ -247,31 +253,32 @@ async def drain_partition(
     try:
         await redis.delete(stream.scheduled_key(partition))  # before reading: see stream's docstring
         while time.monotonic() < deadline and not lock.lost:
-            entries = await _next_batch(redis, partition, consumer, batch_size)
-            if not entries:
-                break
-            records = [record for _, fields in entries for record in from_entry(fields[b"p"])]
-            try:
-                outcome = await store_batch(sessions, records, config, datetime.now(UTC).timestamp(), shapes)
-            except REFUSED_FOR_GOOD:
-                # A batch the database refuses for good must not stall its partition: set it aside
-                # (kept, for an operator) and go on with the rest. Anything else (the database away,
-                # a device deleted meanwhile) fails the job, and the entries wait to be run again.
-                log.exception(
-                    "setting aside %d positions of partition %d the database refuses", len(records), partition
-                )
-                await stream.set_aside(redis, partition, entries)
-                result.set_aside += len(records)
-                continue
-            counts = {POSITIONS_STORED: outcome.stored, POSITIONS_DROPPED: sum(outcome.dropped.values())}
-            await live.publish_batch(redis, outcome.newest, outcome.devices, counts)
-            await enqueue_deliveries(redis, outcome.deliveries)
-            await stream.acknowledge(redis, partition, [entry_id for entry_id, _ in entries])
-            result.batches += 1
-            result.entries += len(records)
-            result.stored += outcome.stored
-            result.events += outcome.events
-            result.dropped.update(outcome.dropped)
+            async with gate or contextlib.nullcontext():
+                entries = await _next_batch(redis, partition, consumer, batch_size)
+                if not entries:
+                    break
+                records = [record for _, fields in entries for record in from_entry(fields[b"p"])]
+                try:
+                    outcome = await store_batch(sessions, records, config, datetime.now(UTC).timestamp(), shapes)
+                except REFUSED_FOR_GOOD:
+                    # A batch the database refuses for good must not stall its partition: set it aside
+                    # (kept, for an operator) and go on with the rest. Anything else (the database away,
+                    # a device deleted meanwhile) fails the job, and the entries wait to be run again.
+                    log.exception(
+                        "setting aside %d positions of partition %d the database refuses", len(records), partition
+                    )
+                    await stream.set_aside(redis, partition, entries)
+                    result.set_aside += len(records)
+                    continue
+                counts = {POSITIONS_STORED: outcome.stored, POSITIONS_DROPPED: sum(outcome.dropped.values())}
+                await live.publish_batch(redis, outcome.newest, outcome.devices, counts)
+                await enqueue_deliveries(redis, outcome.deliveries)
+                await stream.acknowledge(redis, partition, [entry_id for entry_id, _ in entries])
+                result.batches += 1
+                result.entries += len(records)
+                result.stored += outcome.stored
+                result.events += outcome.events
+                result.dropped.update(outcome.dropped)
     finally:
         await lock.release()
     # Whatever arrived while this drain held the lock (a job turned away left the flag set for it),
@@ -279,6 +286,14 @@ async def drain_partition(
     await redis.delete(stream.scheduled_key(partition))
     await schedule_backlog(redis, [partition])
     return result
+
+
+def batch_gate(cpus: int | None = None) -> asyncio.Semaphore:
+    """How many batches one worker process runs at once: two per CPU (a batch waits on the database for
+    part of its time). Its partitions' drains take turns beyond that: on a busy machine more batches at
+    once only stretch each one, each of them smaller, paying its fixed cost more often; waiting for its
+    turn, a drain reads what arrived meanwhile in one batch."""
+    return asyncio.Semaphore(2 * (cpus or os.cpu_count() or 1))
 
 
 async def _next_batch(

@@ -3,12 +3,13 @@ move each device forward. COPY on PostgreSQL, one executemany on SQLite."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
+import orjson
 import sqlalchemy as sa
 import sqlalchemy.exc
 from sqlalchemy.dialects import postgresql, sqlite
@@ -16,10 +17,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from tracker_jobs.core.db import UTCDateTime, dialect_name
-from tracker_jobs.devices.models import Device, Maintenance
+from tracker_jobs.devices.models import Device, DeviceMaintenance
 from tracker_jobs.events.models import DeviceGeofence
 from tracker_jobs.events.store import Recorded, record_events
-from tracker_jobs.positions.detectors import MaintenanceItem
+from tracker_jobs.positions.detectors import MaintenanceItem, maintenance_of
 from tracker_jobs.positions.models import Position
 from tracker_jobs.positions.pipeline import DetectedEvent, DeviceState
 from tracker_jobs.positions.record import COLUMNS, PositionRecord, copy_rows
@@ -51,7 +52,8 @@ _DEVICE_SEEN = sa.text(
 # The newest position only moves forward: the guard protects against a drainer that lost its lock.
 _DEVICE_NEWEST = sa.text(
     """
-    UPDATE devices SET position_id = :position_id, total_distance = :odometer, motion = :motion
+    UPDATE devices SET position_id = :position_id, total_distance = :odometer, motion = :motion,
+                       motion_state = COALESCE(:motion_state, motion_state)
     WHERE id = :device_id
       AND (position_id IS NULL
            OR NOT EXISTS (SELECT 1 FROM positions AS current
@@ -85,9 +87,9 @@ _PG_LOAD_DEVICES = sa.text(
     """
     SELECT d.id, d.name, d.unique_id, d.disabled, d.status, d.speed_limit, d.total_distance,
            p.fix_time, p.latitude, p.longitude,
-           p.attributes,
+           p.attributes, d.motion_state,
            EXISTS (SELECT 1 FROM device_geofences AS dg WHERE dg.device_id = d.id),
-           EXISTS (SELECT 1 FROM maintenances AS m WHERE m.device_id = d.id)
+           EXISTS (SELECT 1 FROM device_maintenances AS dm WHERE dm.device_id = d.id)
     FROM devices AS d LEFT JOIN positions AS p ON p.id = d.position_id
     WHERE d.id = ANY(:ids)
     """
@@ -115,8 +117,9 @@ async def load_devices(session: AsyncSession, device_ids: Iterable[int]) -> dict
                 col(Position.latitude),
                 col(Position.longitude),
                 col(Position.attributes),
+                col(Device.motion_state),
                 sa.exists().where(col(DeviceGeofence.device_id) == col(Device.id)),
-                sa.exists().where(col(Maintenance.device_id) == col(Device.id)),
+                sa.exists().where(col(DeviceMaintenance.device_id) == col(Device.id)),
             )
             .outerjoin(Position, col(Position.id) == col(Device.position_id))
             .where(col(Device.id).in_(wanted))
@@ -134,6 +137,7 @@ async def load_devices(session: AsyncSession, device_ids: Iterable[int]) -> dict
         latitude,
         longitude,
         attributes,
+        motion_state,
         fenced,
         maintained,
     ) in rows:
@@ -145,6 +149,7 @@ async def load_devices(session: AsyncSession, device_ids: Iterable[int]) -> dict
                 longitude=longitude,
                 odometer=odometer,
                 attributes=attributes,
+                motion_state=motion_state,
             )
         devices[device_id] = StoredDevice(
             device_id, name, unique_id, disabled, state, fenced, limit, status, maintained
@@ -211,9 +216,10 @@ FROM unnest($1::integer[], $2::timestamptz[]) AS seen(device_id, server_time)
 WHERE devices.id = seen.device_id
 """
 _PG_DEVICES_NEWEST = """
-UPDATE devices SET position_id = newest.position_id, total_distance = newest.odometer, motion = newest.motion
-FROM unnest($1::integer[], $2::bigint[], $3::timestamptz[], $4::float8[], $5::boolean[])
-     AS newest(device_id, position_id, fix_time, odometer, motion)
+UPDATE devices SET position_id = newest.position_id, total_distance = newest.odometer, motion = newest.motion,
+                   motion_state = COALESCE(newest.motion_state::jsonb, devices.motion_state)
+FROM unnest($1::integer[], $2::bigint[], $3::timestamptz[], $4::float8[], $5::boolean[], $6::text[])
+     AS newest(device_id, position_id, fix_time, odometer, motion, motion_state)
 WHERE devices.id = newest.device_id
   AND (devices.position_id IS NULL
        OR NOT EXISTS (SELECT 1 FROM positions AS current
@@ -222,9 +228,14 @@ WHERE devices.id = newest.device_id
 
 
 async def move_devices(
-    session: AsyncSession, seen: dict[int, float], newest: dict[int, PositionRecord], ids: dict[tuple[int, float], int]
+    session: AsyncSession,
+    seen: dict[int, float],
+    newest: dict[int, PositionRecord],
+    ids: dict[tuple[int, float], int],
+    motion_states: Mapping[int, Any],
 ) -> None:
-    """Every device that sent data is online; those with a newer position move forward."""
+    """Every device that sent data is online; those with a newer position move forward, with their
+    new trip detection state (a device without one keeps what it had)."""
     seen_rows = [{"device_id": d, "server_time": datetime.fromtimestamp(t, UTC)} for d, t in seen.items()]
     forward = [
         {
@@ -233,6 +244,7 @@ async def move_devices(
             "fix_time": datetime.fromtimestamp(record.fix_time, UTC),
             "odometer": record.attributes["totalDistance"],
             "motion": record.attributes["motion"],
+            "motion_state": _json_or_none(motion_states.get(device_id)),
         }
         for device_id, record in newest.items()
         if (device_id, record.fix_time) in ids
@@ -243,7 +255,7 @@ async def move_devices(
         driver = await _driver(session)
         await driver.execute(_PG_DEVICES_SEEN, *_columns(seen_rows, ("device_id", "server_time")))
         if forward:
-            columns = ("device_id", "position_id", "fix_time", "odometer", "motion")
+            columns = ("device_id", "position_id", "fix_time", "odometer", "motion", "motion_state")
             await driver.execute(_PG_DEVICES_NEWEST, *_columns(forward, columns))
         return
     await session.execute(_DEVICE_SEEN, seen_rows)
@@ -251,12 +263,15 @@ async def move_devices(
         await session.execute(_DEVICE_NEWEST, forward)
 
 
+def _json_or_none(value: Any) -> str | None:
+    return None if value is None else orjson.dumps(value).decode()
+
+
 async def load_maintenance(session: AsyncSession, device_ids: list[int]) -> tuple[MaintenanceItem, ...]:
-    """The maintenance items of these devices."""
-    found = await session.execute(sa.select(Maintenance).where(col(Maintenance.device_id).in_(device_ids)))
+    """The maintenance items of these devices: one per item and device it applies to."""
     return tuple(
-        MaintenanceItem(item.id, item.device_id, item.name, item.type, item.start, item.period)
-        for item in found.scalars()
+        MaintenanceItem(item.id, device_id, item.name, item.type, item.start, item.period)
+        for item, device_id in await maintenance_of(session, device_ids)
         if item.id is not None and item.period > 0
     )
 
