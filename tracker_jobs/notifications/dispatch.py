@@ -75,14 +75,13 @@ async def deliver(
 ) -> dict[str, int]:
     """Try the due deliveries among `delivery_ids` (or a recipient's held mail, for its digest) once;
     `digest=False` sends mail at once, whatever the recipient's digest window."""
-    async with transaction(sessions) as session:
+    async with transaction(sessions) as session:  # the leases commit before anything is sent
         if mail_user_id is not None:
             claimed = await claim(session, now, user_id=mail_user_id, channel="mail")
         else:
             claimed = await claim(session, now, ids=delivery_ids or [])
-    if not claimed:
-        return {"claimed": 0}
-    async with sessions() as session:
+        if not claimed:
+            return {"claimed": 0}
         context = await load_context(session, claimed)
         allowed = await _allowed(session, context, claimed)
     result = Sent()
