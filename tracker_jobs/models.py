@@ -2,7 +2,7 @@
 
 from sqlmodel import SQLModel
 
-from tracker_jobs.devices.models import Device, DeviceCommand, Maintenance, UserDevice
+from tracker_jobs.devices.models import Device, DeviceCommand, DeviceMaintenance, Maintenance, UserDevice
 from tracker_jobs.events.models import (
     Delivery,
     DeviceGeofence,
@@ -26,6 +26,7 @@ __all__ = [
     "Device",
     "DeviceCommand",
     "DeviceGeofence",
+    "DeviceMaintenance",
     "DeviceNotification",
     "Event",
     "Geofence",

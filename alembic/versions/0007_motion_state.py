@@ -1,5 +1,6 @@
 """devices keep their trip detection state (motion_state) on their own row, not on their newest
-position; maintenance items apply to the devices linked to them (device_maintenances)
+position; maintenance items apply to the devices linked to them (device_maintenances); a dailySummary
+linked to no device becomes `always` (it covered every device before)
 
 Revision ID: 0007
 Revises: 0006
@@ -42,6 +43,12 @@ def upgrade() -> None:
     op.create_index(op.f("ix_device_maintenances_maintenance_id"), "device_maintenances", ["maintenance_id"])
     # Every item applied to the device it was created for: it still does.
     op.execute("INSERT INTO device_maintenances (device_id, maintenance_id) SELECT device_id, id FROM maintenances")
+    # A dailySummary not `always` now covers only its linked devices; one linked to none covered every
+    # device the user may see before: it stays so, as `always`.
+    op.execute(
+        "UPDATE notifications SET always = true WHERE type = 'dailySummary' AND NOT always"
+        " AND NOT EXISTS (SELECT 1 FROM device_notifications AS dn WHERE dn.notification_id = notifications.id)"
+    )
 
 
 def downgrade() -> None:

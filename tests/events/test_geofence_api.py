@@ -199,6 +199,10 @@ async def test_a_maintenance_item_applies_to_each_device_linked_to_it(
 
     assert await due_of(first) == await due_of(second) == [500.0, 1500.0, 2500.0]
 
+    # The item stays with the device it was created for.
+    creator = {"deviceId": first, "maintenanceId": item["id"]}
+    refused = await admin_client.delete("/api/permissions", json=creator, headers=ANN)
+    assert (refused.status, (await error_of(refused))["message"].split(":")[0]) == (400, "deviceId")
     # Unlinked, the second van's next kilometres make no event; the first's still do.
     assert (await admin_client.delete("/api/permissions", json=link, headers=ANN)).status == 204
     more = [

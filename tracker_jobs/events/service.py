@@ -154,6 +154,10 @@ async def link(session: AsyncSession, principal: Principal, fields: dict[str, in
 
 async def unlink(session: AsyncSession, principal: Principal, fields: dict[str, int]) -> None:
     found = await permission_link(session, principal, fields)
+    if found.table is DeviceMaintenance:
+        item = await get_maintenance(session, principal, fields["maintenanceId"])
+        if item.device_id == fields["deviceId"]:
+            raise FieldError("deviceId", "a maintenance item always applies to the device it was created for")
     table: sa.Table = found.table.__table__  # type: ignore[attr-defined]
     await session.execute(sa.delete(table).where(*(table.c[name] == value for name, value in found.key.items())))
 

@@ -1,5 +1,6 @@
-"""/api/geofences (the caller's: create, list, read, change, delete) and /api/permissions (link a
-device and a geofence, as Traccar's permissions do) — Traccar's field names."""
+"""/api/geofences (the caller's: create, list, read, change, delete), /api/maintenance and
+/api/permissions (link a device with a geofence, a notification or a maintenance item, as Traccar's
+permissions do) — Traccar's field names."""
 
 from __future__ import annotations
 
@@ -149,8 +150,9 @@ describe(delete_geofence, Operation("Delete a geofence", {204: Reply("deleted")}
 for handler, summary in (
     (
         add_permission,
-        "Link a device (or, for an admin, a user) with a geofence or a notification: a device's positions"
-        " are checked against its geofences and its events go to its notifications",
+        "Link a device (or, for an admin, a user) with a geofence or a notification, or a device with a"
+        " maintenance item: a device's positions are checked against its geofences, its events go to its"
+        " notifications and its maintenance items apply to it",
     ),
     (remove_permission, "Undo such a link"),
 ):
@@ -161,7 +163,11 @@ for handler, summary in (
             {
                 204: Reply("done"),
                 403: error_reply("a user linked by someone not an admin"),
-                404: error_reply("the device, user, geofence or notification is not one the caller may see"),
+                400: error_reply(
+                    "not exactly one of each side; a user with a maintenance item; unlinking an item from the"
+                    " device it was created for"
+                ),
+                404: error_reply("the device, user, geofence, notification or item is not one the caller may see"),
             },
             body=Permission,
             example={"deviceId": 1, "geofenceId": 1},

@@ -1,6 +1,6 @@
 """Daily summaries: each user with a `dailySummary` notification hears, at `TRACKER_DAILY_SUMMARY_HOUR`
-in their own time zone (the user's `timezone` attribute, else `TRACKER_TIMEZONE`), how each device they
-may see did yesterday (their local yesterday): distance, driving time, top speed and trips as the report
+in their own time zone (the user's `timezone` attribute, else `TRACKER_TIMEZONE`), how each device it
+covers did yesterday (every device they may see for an `always` notification, else its linked ones) (their local yesterday): distance, driving time, top speed and trips as the report
 engine computes them (the `daily` report's summary and trips), and its events counted by type.
 
 The summary is written as deliveries (one per channel of each of the user's dailySummary notifications)

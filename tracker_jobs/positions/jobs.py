@@ -52,7 +52,10 @@ async def process_position_batch(ctx: dict[str, Any], partition: int) -> dict[st
 
 def drain_gate(ctx: dict[str, Any]) -> asyncio.Semaphore:
     """The worker process's one gate for all its drains (made in its running event loop)."""
-    gate: asyncio.Semaphore = resources(ctx).caches.setdefault("drain_gate", batch_gate())
+    caches = resources(ctx).caches
+    if "drain_gate" not in caches:
+        caches["drain_gate"] = batch_gate()
+    gate: asyncio.Semaphore = caches["drain_gate"]
     return gate
 
 

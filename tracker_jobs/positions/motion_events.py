@@ -176,6 +176,8 @@ class Pending(NamedTuple):
         )
         if any(column.ndim != 1 or len(column) != len(columns[0]) for column in columns):
             raise ValueError("pending columns differ in shape")
+        if not all(np.isfinite(column).all() for column in columns[1:]):
+            raise ValueError("pending columns hold a number that is not finite")
         return cls(*columns)
 
 
@@ -220,7 +222,7 @@ class MotionState(NamedTuple):  # a tuple: every device's state is read and writ
                 return None
             pending = Pending.of(*value["pending"])
             return cls(last, departure=_point(value["from"]), path_m=float(value["path"]), made=made, pending=pending)
-        except (KeyError, TypeError, ValueError):
+        except (KeyError, TypeError, ValueError, OverflowError):
             return None
 
 

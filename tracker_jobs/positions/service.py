@@ -254,6 +254,8 @@ async def drain_partition(
         await redis.delete(stream.scheduled_key(partition))  # before reading: see stream's docstring
         while time.monotonic() < deadline and not lock.lost:
             async with gate or contextlib.nullcontext():
+                if time.monotonic() >= deadline or lock.lost:  # it may have waited its turn a while
+                    break
                 entries = await _next_batch(redis, partition, consumer, batch_size)
                 if not entries:
                     break
@@ -289,11 +291,11 @@ async def drain_partition(
 
 
 def batch_gate(cpus: int | None = None) -> asyncio.Semaphore:
-    """How many batches one worker process runs at once: two per CPU (a batch waits on the database for
+    """How many batches one worker process runs at once: two per CPU it may run on (a batch waits on the database for
     part of its time). Its partitions' drains take turns beyond that: on a busy machine more batches at
     once only stretch each one, each of them smaller, paying its fixed cost more often; waiting for its
     turn, a drain reads what arrived meanwhile in one batch."""
-    return asyncio.Semaphore(2 * (cpus or os.cpu_count() or 1))
+    return asyncio.Semaphore(2 * (cpus or len(os.sched_getaffinity(0)) or 1))
 
 
 async def _next_batch(
