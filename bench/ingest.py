@@ -23,9 +23,10 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlparse, urlunparse
 
 import aiohttp
@@ -44,18 +45,20 @@ from tracker_jobs.migrations import upgrade_database
 from tracker_jobs.positions.record import COLUMNS
 
 TOKEN = "bench-admin-token"
+Item = TypeVar("Item")
 DEVICES = 1000
 T0 = 1_767_225_600  # fix times start at 2026-01-01T00:00:00Z, one second apart per device
 BASELINE_QUEUE = "bench:baseline"
 
 
-def bench_urls() -> tuple[str, str, str]:
-    """(database URL, its maintenance URL, Redis URL) for the benchmark, beside the test ones."""
+def bench_urls(name: str = "ingest", redis_db: int = 10) -> tuple[str, str, str]:
+    """(database URL, its maintenance URL, Redis URL) for a benchmark, beside the test ones: the
+    database <test database>_bench_<name>, and Redis database `redis_db` of the test server."""
     test_db = os.environ.get("TRACKER_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
     test_redis = os.environ.get("TRACKER_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
     parsed = urlparse(test_db)
-    database = urlunparse(parsed._replace(path=f"{parsed.path}_bench_ingest"))
-    redis = urlunparse(urlparse(test_redis)._replace(path="/10"))
+    database = urlunparse(parsed._replace(path=f"{parsed.path}_bench_{name}"))
+    redis = urlunparse(urlparse(test_redis)._replace(path=f"/{redis_db}"))
     return database, test_db, redis
 
 
@@ -75,6 +78,33 @@ async def prepare_database(database: str, maintenance: str) -> None:
     finally:
         await connection.close()
     await asyncio.to_thread(upgrade_database, database)
+
+
+async def send_paced(
+    port: int, schedule: Sequence[Item], rate: float, send: Callable[[KeepAliveClient, Item], Awaitable[None]]
+) -> None:
+    """`send` each item of `schedule` over one of 64 keep-alive connections to 127.0.0.1:`port`, item i
+    leaving at start + i / rate (a steady rate, not a burst), and wait until all are answered."""
+    queue: asyncio.Queue[Item | None] = asyncio.Queue()
+
+    async def client() -> None:
+        connection = KeepAliveClient("127.0.0.1", port)
+        try:
+            while (item := await queue.get()) is not None:
+                await send(connection, item)
+        finally:
+            connection.close()
+
+    clients = [asyncio.create_task(client()) for _ in range(64)]
+    begin = time.perf_counter()
+    for index, item in enumerate(schedule):
+        delay = begin + index / rate - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        queue.put_nowait(item)
+    for _ in clients:
+        queue.put_nowait(None)
+    await asyncio.gather(*clients)
 
 
 def process_env(database: str, redis: str, **extra: str) -> dict[str, str]:
@@ -302,29 +332,14 @@ async def websocket_latency(
                         latencies.append((arrived - started) * 1000)
 
         listening = asyncio.create_task(listen())
-        begin = time.perf_counter()
-        queue: asyncio.Queue[tuple[int, int] | None] = asyncio.Queue()
 
-        async def client() -> None:
-            connection = KeepAliveClient("127.0.0.1", listener_port)
-            try:
-                while (item := await queue.get()) is not None:
-                    device, second = item
-                    key = (device_ids[f"bench-{device}"], datetime.fromtimestamp(T0 + second, UTC).isoformat())
-                    sent_at[key] = time.perf_counter()
-                    await connection.get(osmand_path(device, second))
-            finally:
-                connection.close()
+        async def send(connection: KeepAliveClient, item: tuple[int, int]) -> None:
+            device, second = item
+            key = (device_ids[f"bench-{device}"], datetime.fromtimestamp(T0 + second, UTC).isoformat())
+            sent_at[key] = time.perf_counter()
+            await connection.get(osmand_path(device, second))
 
-        clients = [asyncio.create_task(client()) for _ in range(64)]
-        for index, item in enumerate(schedule):  # paced: request i leaves at begin + i / rate
-            delay = begin + index / rate - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            queue.put_nowait(item)
-        for _ in clients:
-            queue.put_nowait(None)
-        await asyncio.gather(*clients)
+        await send_paced(listener_port, schedule, rate, send)
         await asyncio.sleep(2.0)
         listening.cancel()
     if not latencies:

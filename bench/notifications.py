@@ -47,7 +47,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse, urlunparse
 
 import aiohttp
 import asyncpg
@@ -58,7 +57,7 @@ import uvloop
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the ingest machinery lives beside this file
 
-from ingest import DEVICES, T0, post_all, prepare_database, process_env, start, wait_devices_at, wait_stored
+from ingest import DEVICES, T0, bench_urls, post_all, prepare_database, process_env, start, wait_devices_at, wait_stored
 from redis.asyncio import Redis
 from webhook_delivery import event_to_webhook_p99, webhooks_per_s
 
@@ -73,15 +72,6 @@ BATCH = 5000  # TRACKER_POSITION_BATCH_SIZE's default: what a worker hands `memb
 CENTER = (50.11, 8.68)  # Frankfurt am Main
 HALF_SIDE_M = 12_000.0  # geofences and positions lie in a 24 km square around the center
 KNOTS_PER_MS = 1.943844
-
-
-def bench_urls() -> tuple[str, str, str]:
-    """(database URL, its maintenance URL, Redis URL) for the benchmark, beside the test ones."""
-    test_db = os.environ.get("TRACKER_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
-    test_redis = os.environ.get("TRACKER_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
-    parsed = urlparse(test_db)
-    database = urlunparse(parsed._replace(path=f"{parsed.path}_bench_notifications"))
-    return database, test_db, urlunparse(urlparse(test_redis)._replace(path="/11"))
 
 
 def offset(lat: Any, lon: Any, east_m: Any, north_m: Any) -> tuple[Any, Any]:
@@ -360,7 +350,7 @@ async def ingest_ratio(
     quick: bool, areas: list[tuple[str, dict[str, Any]]], linked: list[list[int]]
 ) -> tuple[float, float, float]:
     """(positions/s off, on, the workers' CPU per position off / on)."""
-    database, maintenance, redis = bench_urls()
+    database, maintenance, redis = bench_urls("notifications", 11)
     seconds = 150 if quick else 500  # x 1,000 devices, each of the four runs
     await prepare_database(database, maintenance)
     counters = await connect_redis(redis)

@@ -43,6 +43,7 @@ from tracker_jobs.core.config import Settings, load_settings
 from tracker_jobs.core.db import create_engine, session_factory, transaction
 from tracker_jobs.core.principal import Principal
 from tracker_jobs.core.redis import connect_redis
+from tracker_jobs.core.trip_rule import trip_defaults
 from tracker_jobs.devices.models import Device
 from tracker_jobs.jobs.heartbeat import WORKERS_KEY
 from tracker_jobs.migrations import upgrade_database
@@ -51,7 +52,7 @@ from tracker_jobs.reports.builders import ReportRequest
 from tracker_jobs.reports.detection import DetectionParams, detect
 from tracker_jobs.reports.loading import load_tracks, plan_batches
 from tracker_jobs.reports.models import Report
-from tracker_jobs.reports.service import create_report, detection_defaults, open_download
+from tracker_jobs.reports.service import create_report, open_download
 from tracker_jobs.users.models import User
 from tracker_jobs.users.service import BOOTSTRAP_EMAIL, ensure_bootstrap_admin
 
@@ -448,7 +449,7 @@ async def run(scale: Scale, database_url: str, redis_url: str) -> str:
     print(
         f"detection subset: {round(scale.devices * scale.subset_days * 86_400 / scale.step_s):,} positions", flush=True
     )
-    speedup = await detection_speedup(sessions, fleet, subset_end, detection_defaults(settings))
+    speedup = await detection_speedup(sessions, fleet, subset_end, trip_defaults(settings))
 
     route_request = ReportRequest("route", (route,), START, START + timedelta(days=30))
     route_s, route_report, route_mb = await in_worker(database_url, redis_url, lambda: bench.report(route_request))

@@ -15,7 +15,6 @@ TRACKER_TEST_DATABASE_URL named <db>_bench_webhooks, Redis db 12 of TRACKER_TEST
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import subprocess
 import sys
@@ -24,7 +23,6 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse, urlunparse
 
 import aiohttp
 import asyncpg
@@ -33,7 +31,17 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the ingest machinery lives beside this file
 
-from ingest import DEVICES, KeepAliveClient, post_all, prepare_database, process_env, start, wait_stored
+from ingest import (
+    DEVICES,
+    KeepAliveClient,
+    bench_urls,
+    post_all,
+    prepare_database,
+    process_env,
+    send_paced,
+    start,
+    wait_stored,
+)
 
 from tracker_jobs.core.db import create_engine, session_factory, transaction
 from tracker_jobs.core.redis import connect_redis
@@ -46,14 +54,6 @@ YEAR_S = 365 * 86_400
 WARM_UP_MS = 1000  # the first second's events are not counted: the workers' caches and connections fill then
 # Every process of these runs notifies events up to a year old and may reach the receiver on loopback.
 NOTIFY_ENV = {"TRACKER_WEBHOOK_ALLOW_PRIVATE": "true", "TRACKER_NOTIFY_MAX_AGE": str(YEAR_S)}
-
-
-def bench_urls() -> tuple[str, str, str]:
-    test_db = os.environ.get("TRACKER_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
-    test_redis = os.environ.get("TRACKER_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
-    parsed = urlparse(test_db)
-    database = urlunparse(parsed._replace(path=f"{parsed.path}_bench_webhooks"))
-    return database, test_db, urlunparse(urlparse(test_redis)._replace(path="/12"))
 
 
 async def fresh(database: str, maintenance: str, redis: str) -> None:
@@ -126,7 +126,7 @@ def centre(device: int) -> tuple[float, float]:
 
 async def event_to_webhook_p99(quick: bool, rate: int = 2000) -> float:
     """p99 ms from a device's request to its geofenceEnter webhook's arrival, at `rate` positions/s."""
-    database, maintenance, redis = bench_urls()
+    database, maintenance, redis = bench_urls("webhooks", 12)
     await fresh(database, maintenance, redis)
     seconds = 6 if quick else 20
     logs = Path(tempfile.mkdtemp(prefix="bench-webhooks-"))
@@ -193,37 +193,20 @@ async def _stream(
     start_ms = int(time.time() * 1000)
     sent_at: dict[tuple[int, int], float] = {}
     schedule = [(d, k) for k in range(rate * seconds // DEVICES) for d in range(DEVICES)]
-    queue: asyncio.Queue[tuple[int, int] | None] = asyncio.Queue()
 
-    async def client() -> None:
-        connection = KeepAliveClient("127.0.0.1", listener_port)
-        try:
-            while (item := await queue.get()) is not None:
-                device, k = item
-                lat, lon = centre(device)
-                # ~122 m north of the centre (outside its 100 m circle), or ~89 m (inside): the step in
-                # and out, half a second, stays under the jump filter's TRACKER_FILTER_MAX_SPEED
-                lat += 0.0008 if (k + device) % 10 == 9 else 0.0011  # devices enter in turn: 200 events/s
-                fix_ms = start_ms + k * per_device_step_ms
-                sent_at[(ids[f"bench-{device}"], fix_ms)] = time.time()
-                status = await connection.get(
-                    f"/?id=bench-{device}&lat={lat:.6f}&lon={lon:.6f}&timestamp={fix_ms}&speed=10"
-                )
-                if status != 200:
-                    raise RuntimeError(f"the listener answered {status}")
-        finally:
-            connection.close()
+    async def send(connection: KeepAliveClient, item: tuple[int, int]) -> None:
+        device, k = item
+        lat, lon = centre(device)
+        # ~122 m north of the centre (outside its 100 m circle), or ~89 m (inside): the step in and out,
+        # half a second, stays under the jump filter's TRACKER_FILTER_MAX_SPEED
+        lat += 0.0008 if (k + device) % 10 == 9 else 0.0011  # devices enter in turn: 200 events/s
+        fix_ms = start_ms + k * per_device_step_ms
+        sent_at[(ids[f"bench-{device}"], fix_ms)] = time.time()
+        status = await connection.get(f"/?id=bench-{device}&lat={lat:.6f}&lon={lon:.6f}&timestamp={fix_ms}&speed=10")
+        if status != 200:
+            raise RuntimeError(f"the listener answered {status}")
 
-    clients = [asyncio.create_task(client()) for _ in range(64)]
-    begin = time.perf_counter()
-    for index, item in enumerate(schedule):  # paced: request i leaves at begin + i / rate
-        delay = begin + index / rate - time.perf_counter()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        queue.put_nowait(item)
-    for _ in clients:
-        queue.put_nowait(None)
-    await asyncio.gather(*clients)
+    await send_paced(listener_port, schedule, rate, send)
     expected = sum(1 for device, k in schedule if (k + device) % 10 == 9)
     deadline = time.monotonic() + 30
     stats = await receiver_stats(http, receiver_port)
@@ -248,7 +231,7 @@ async def _stream(
 
 async def webhooks_per_s(quick: bool, delay_s: float = 0.1) -> float:
     """Deliveries per second to a receiver taking `delay_s` to answer each."""
-    database, maintenance, redis = bench_urls()
+    database, maintenance, redis = bench_urls("webhooks", 12)
     await fresh(database, maintenance, redis)
     count = 5_000 if quick else 20_000
     logs = Path(tempfile.mkdtemp(prefix="bench-webhooks-"))

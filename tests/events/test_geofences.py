@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import shapely
 
+from tests.support.geofences import inside_by_loop
 from tracker_jobs.core.errors import FieldError
-from tracker_jobs.core.geo import haversine_m
 from tracker_jobs.events.geofences import METRES_PER_DEGREE, GeofenceIndex, Shape, parse_area
 
 SQUARE = "POLYGON ((52.0 13.0, 52.0 13.1, 52.1 13.1, 52.1 13.0, 52.0 13.0))"
@@ -58,18 +58,6 @@ def test_a_corridor_needs_a_positive_width() -> None:
     assert refused.value.field == "attributes.polylineDistance"
 
 
-def _inside_by_loop(shape: Shape, lat: float, lon: float) -> bool:
-    if shape.kind == "polygon":
-        return bool(shapely.contains(shape.geometry, shapely.Point(lon, lat)))
-    if shape.kind == "circle":
-        center = (np.array([shape.origin[0]]), np.array([shape.origin[1]]))
-        return float(haversine_m(*center, np.array([lat]), np.array([lon]))[0]) <= shape.radius_m
-    lat0, lon0 = shape.origin
-    x = (lon - lon0) * METRES_PER_DEGREE * math.cos(math.radians(lat0))
-    y = (lat - lat0) * METRES_PER_DEGREE
-    return bool(shapely.distance(shape.geometry, shapely.Point(x, y)) <= shape.radius_m)
-
-
 def _random_geofences(rng: np.random.Generator, count: int) -> dict[int, Shape]:
     shapes: dict[int, Shape] = {}
     while len(shapes) < count:
@@ -106,7 +94,7 @@ def test_membership_equals_the_loop_over_points_and_geofences(seed: int) -> None
         (i, g)
         for i in range(count)
         for g in sorted(shapes)
-        if (int(device[i]), g) in linked and _inside_by_loop(shapes[g], latitude[i], longitude[i])
+        if (int(device[i]), g) in linked and inside_by_loop(shapes[g], latitude[i], longitude[i])
     ]
     assert len(expected) > 100  # the data has members to find
     assert list(zip(points.tolist(), ids.tolist(), strict=True)) == expected

@@ -45,7 +45,7 @@ import sqlalchemy as sa
 from arq.connections import ArqRedis
 
 from tests.support.processes import engine_env, running, tracker_jobs_command
-from tests.support.receivers import Hook, smtp_server, timed_smtp_server, webhook_receiver
+from tests.support.receivers import Hook, smtp_server, webhook_receiver
 from tests.support.services import ADMIN_TOKEN
 from tracker_jobs.core.db import create_engine
 from tracker_jobs.embedded import free_port
@@ -384,7 +384,7 @@ async def test_kill_9_the_worker_while_events_are_notified(engine: Engine, smtp_
     base = int(time.time()) - 3600  # fix times within the last hour: recent enough to be notified
     steps = range(KILL_ROUNDS * STEPS_PER_ROUND)
     kills: list[float] = []
-    with timed_smtp_server(smtp_port) as inbox:
+    with smtp_server(smtp_port) as inbox:
         # A receiver that answers after a little while: a kill finds webhooks in flight.
         async with webhook_receiver(delay_s=0.2) as hook, aiohttp.ClientSession() as http:
             fleet = await make_fleet(http, engine.admin, KILL_VANS, hook.url, mail=True)

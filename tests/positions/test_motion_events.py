@@ -25,7 +25,7 @@ from tests.support.traces import Trace, at
 from tests.support.workers import run_burst
 from tracker_jobs.core.config import Settings, load_settings
 from tracker_jobs.core.db import create_engine, session_factory, transaction
-from tracker_jobs.core.trip_rule import DetectionParams
+from tracker_jobs.core.trip_rule import DetectionParams, trip_defaults, with_attributes
 from tracker_jobs.devices.models import Device
 from tracker_jobs.events.models import Event
 from tracker_jobs.jobs.refs import POSITIONS
@@ -33,13 +33,10 @@ from tracker_jobs.positions.motion_events import (
     DEVICE_MOVING,
     DEVICE_STOPPED,
     EVENT_AT,
-    PARAMETER_ATTRIBUTES,
     DetectMotion,
     MotionState,
     advance,
     load_motion,
-    motion_defaults,
-    motion_params,
     update,
 )
 from tracker_jobs.positions.pipeline import PIPELINE, DeviceState, PipelineConfig, run_pipeline
@@ -48,7 +45,6 @@ from tracker_jobs.positions.service import store_batch
 from tracker_jobs.reports import analysis
 from tracker_jobs.reports.detection import detect
 from tracker_jobs.reports.loading import DeviceInfo
-from tracker_jobs.reports.service import detection_defaults
 
 Client = TestClient[Any, Any]
 START = at("2026-03-02T08:00:00+00:00")
@@ -56,25 +52,25 @@ METRES_PER_DEGREE = 111_319.49
 DEFAULTS = DetectionParams(200, 180, 3600, None, 60)  # the settings' defaults
 
 
-# -- the parameters are the report's -------------------------------------------------------------
+# -- the parameters are the report's (core/trip_rule.py, shared) --------------------------------------
 
 
-def test_the_parameters_are_the_reports_settings_and_device_attributes() -> None:
+def test_the_settings_are_overridden_by_valid_device_attributes_and_invalid_ones_are_named() -> None:
     settings = load_settings({"TRACKER_REPORT_MIN_DISTANCE": "150", "TRACKER_REPORT_MIN_TRIP_DISTANCE": "500"})
-    assert asdict(motion_defaults(settings)) == asdict(detection_defaults(settings))
-    assert PARAMETER_ATTRIBUTES == analysis.PARAMETER_ATTRIBUTES
-    report_defaults = detection_defaults(load_settings({}))
-    assert asdict(motion_defaults(load_settings({}))) == asdict(report_defaults) == asdict(DEFAULTS)
-    for attributes in (
-        {},
-        {"minDistance": 80},
-        {"minDistance": 80, "minDuration": 60.5, "stopGap": 600, "minTripDistance": 0, "minTripDuration": 0},
-        {"minTripDistance": 1000, "color": "red"},
-    ):
-        device = DeviceInfo(id=1, name="van", attributes=attributes)
-        assert asdict(motion_params(DEFAULTS, attributes)) == asdict(analysis.detection_params(report_defaults, device))
-    # A value the report refuses (failing that device's report) leaves the setting in force here.
-    assert motion_params(DEFAULTS, {"minDistance": -5, "minDuration": True, "stopGap": "x"}) == DEFAULTS
+    assert trip_defaults(settings) == DetectionParams(150, 180, 3600, 500.0, 60)
+    assert trip_defaults(load_settings({})) == DEFAULTS
+    own = {"minDistance": 80, "minDuration": 60.5, "stopGap": 600, "minTripDistance": 0, "minTripDuration": 0}
+    assert with_attributes(DEFAULTS, {**own, "color": "red"}) == (DetectionParams(80, 60.5, 600, 0.0, 0.0), {})
+    # An invalid value leaves its setting in force here (the report fails that device with the problem).
+    params, problems = with_attributes(DEFAULTS, {"minDistance": -5, "minDuration": True, "stopGap": "x"})
+    assert params == DEFAULTS
+    assert problems == {
+        "minDistance": "must be a positive number, got -5",
+        "minDuration": "must be a positive number, got True",
+        "stopGap": "must be a positive number, got 'x'",
+    }
+    with pytest.raises(ValueError, match="device 1: attribute stopGap must be a positive number"):
+        analysis.detection_params(DEFAULTS, DeviceInfo(1, "van", {"stopGap": "x"}))
 
 
 # -- the state machine against the report's detection, on random traces ---------------------------
@@ -371,7 +367,7 @@ async def test_a_devices_own_parameters_reach_both(
     trace.drive(4, step_m=60)  # 240 m: a trip by its 100 m, none by the settings' 200 m and 60 s
     trace.park(10)
     async with sessions() as session:
-        defaults = motion_defaults(settings)
+        defaults = trip_defaults(settings)
         assert (await load_motion(session, [device], defaults)).params[device] == DetectionParams(
             100, 120, 3600, None, 0
         )

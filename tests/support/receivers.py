@@ -80,16 +80,19 @@ async def webhook_receiver(port: int = 0, **options: Any) -> AsyncIterator[Webho
 
 
 class Inbox:
-    """An aiosmtpd handler keeping every message it accepts."""
+    """An aiosmtpd handler keeping every message it accepts, and when (`arrived[i]` for `messages[i]`,
+    time.monotonic() as `Hook.at`), for tests that tell a repeated message from the fault that caused it."""
 
     def __init__(self) -> None:
         self.messages: list[EmailMessage] = []
+        self.arrived: list[float] = []
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         assert isinstance(envelope.content, bytes)
         message = email.message_from_bytes(envelope.content, policy=email.policy.default)
         assert isinstance(message, EmailMessage)
         self.messages.append(message)
+        self.arrived.append(time.monotonic())
         return "250 Message accepted for delivery"
 
 
@@ -109,32 +112,6 @@ def text_of(message: EmailMessage) -> str:
     part = message.get_body(preferencelist=("plain",))
     assert part is not None
     return str(part.get_content())  # type: ignore[attr-defined]
-
-
-class TimedInbox(Inbox):
-    """An Inbox that also keeps when each message arrived (`arrived[i]` for `messages[i]`, time.monotonic()
-    as `Hook.at`), for tests that tell a repeated message from the fault that caused it."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.arrived: list[float] = []
-
-    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
-        answer = await super().handle_DATA(server, session, envelope)
-        self.arrived.append(time.monotonic())
-        return answer
-
-
-@contextmanager
-def timed_smtp_server(port: int) -> Iterator[TimedInbox]:
-    """`smtp_server`, its inbox timing each message."""
-    inbox = TimedInbox()
-    controller = Controller(inbox, hostname="127.0.0.1", port=port, server_hostname="mail.test")
-    controller.start()
-    try:
-        yield inbox
-    finally:
-        controller.stop()
 
 
 def to_receivers(settings: Settings, smtp_port: int, **more: Any) -> Settings:

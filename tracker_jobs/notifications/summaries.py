@@ -24,11 +24,12 @@ from sqlmodel import col
 from tracker_jobs.core.config import Settings
 from tracker_jobs.core.db import dialect_name, transaction
 from tracker_jobs.core.principal import Principal
+from tracker_jobs.core.trip_rule import trip_defaults
 from tracker_jobs.events.models import Delivery, DeviceNotification, Event, Notification, UserNotification
 from tracker_jobs.events.outbox import channels_of, plan_message
 from tracker_jobs.reports.builders import ReportRequest, build_report
 from tracker_jobs.reports.daily import yesterday
-from tracker_jobs.reports.service import detection_defaults, visible_devices_among
+from tracker_jobs.reports.service import visible_devices_among
 from tracker_jobs.users.models import User
 
 DAILY_SUMMARY = "dailySummary"
@@ -141,7 +142,7 @@ async def device_summaries(
     """Per device, by name: `{name, distance (m), drivingTime (s), maxSpeed (knots), trips, events}`,
     from the report engine's summary and trips of [start, end)."""
     built = await build_report(
-        sessions, ReportRequest("daily", tuple(device_ids), start, end), detection_defaults(settings), zone
+        sessions, ReportRequest("daily", tuple(device_ids), start, end), trip_defaults(settings), zone
     )
     rows: dict[str, list[dict[str, Any]]] = {}
     for section in built.sections:

@@ -55,11 +55,10 @@ it to its own position, with that position's id, before the events are stored.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Any, NamedTuple, Protocol
+from typing import Any, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -70,7 +69,7 @@ from sqlmodel import col
 
 from tracker_jobs.core.db import dialect_name
 from tracker_jobs.core.geo import EARTH_RADIUS_M
-from tracker_jobs.core.trip_rule import DetectionParams
+from tracker_jobs.core.trip_rule import PARAMETER_ATTRIBUTES, DetectionParams, with_attributes
 from tracker_jobs.devices.models import Device
 from tracker_jobs.positions.models import Position
 from tracker_jobs.positions.pipeline import (
@@ -90,64 +89,8 @@ DEVICE_MOVING, DEVICE_STOPPED = "deviceMoving", "deviceStopped"
 MOTION_TYPES = (DEVICE_MOVING, DEVICE_STOPPED)
 US_PER_S = 1_000_000  # times are integer microseconds, as the report's and the database's
 
-# Device attributes that override the settings, as reports/analysis.py PARAMETER_ATTRIBUTES names them
-# (the reports use positions, so positions cannot import them; tests hold the two equal).
-PARAMETER_ATTRIBUTES = {
-    "minDistance": "min_distance_m",
-    "minDuration": "min_duration_s",
-    "stopGap": "stop_gap_s",
-    "minTripDistance": "min_trip_distance_m",
-    "minTripDuration": "min_trip_duration_s",
-}
-_MAY_BE_ZERO = {"minTripDistance", "minTripDuration"}
-
 _UNDECIDED, _NOT_ARRIVAL, _ARRIVAL = -1, 0, 1
 _FEW = 16  # elements a device's walk filters in Python rather than with numpy
-
-
-class TripSettings(Protocol):
-    """The trips report's settings, as Settings and PipelineConfig both carry them."""
-
-    @property
-    def report_min_distance_m(self) -> int: ...
-    @property
-    def report_min_duration_s(self) -> int: ...
-    @property
-    def report_stop_gap_s(self) -> int: ...
-    @property
-    def report_min_trip_distance_m(self) -> int | None: ...
-    @property
-    def report_min_trip_duration_s(self) -> int: ...
-
-
-def motion_defaults(settings: TripSettings) -> DetectionParams:
-    """The settings' parameters, as reports/service.py detection_defaults reads them."""
-    min_trip_distance = settings.report_min_trip_distance_m
-    return DetectionParams(
-        settings.report_min_distance_m,
-        settings.report_min_duration_s,
-        settings.report_stop_gap_s,
-        min_trip_distance_m=None if min_trip_distance is None else float(min_trip_distance),
-        min_trip_duration_s=settings.report_min_trip_duration_s,
-    )
-
-
-def motion_params(defaults: DetectionParams, attributes: Mapping[str, Any]) -> DetectionParams:
-    """The settings overridden by the device's attributes, as reports/analysis.py detection_params does.
-    A value the report refuses (it fails the device's report) is left out here: the setting stands."""
-    values = asdict(defaults)
-    for attribute, name in PARAMETER_ATTRIBUTES.items():
-        value = attributes.get(attribute)
-        low_ok = attribute in _MAY_BE_ZERO
-        if (
-            isinstance(value, bool)
-            or not isinstance(value, int | float)
-            or not (value >= 0 if low_ok else value > 0)
-            or not value < math.inf
-        ):
-            continue
-        values[name] = float(value)
-    return DetectionParams(**values)
 
 
 class Point(NamedTuple):
@@ -668,7 +611,7 @@ async def load_motion(session: AsyncSession, device_ids: Iterable[int], defaults
             sa.select(col(Device.id), col(Device.attributes)).where(col(Device.id).in_(wanted))
         )
     params = {
-        device_id: motion_params(defaults, attributes)
+        device_id: with_attributes(defaults, attributes)[0]
         for device_id, attributes in found
         if attributes and not PARAMETER_ATTRIBUTES.keys().isdisjoint(attributes)
     }

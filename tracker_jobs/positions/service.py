@@ -19,6 +19,7 @@ from sqlmodel import col, select
 
 from tracker_jobs.core.db import transaction
 from tracker_jobs.core.principal import Principal
+from tracker_jobs.core.trip_rule import trip_defaults
 from tracker_jobs.devices.keys import rate_key
 from tracker_jobs.devices.models import Device, DeviceStatus
 from tracker_jobs.devices.service import visible_device_ids
@@ -35,7 +36,7 @@ from tracker_jobs.positions.detectors import (
 )
 from tracker_jobs.positions.geofencing import DetectGeofences, ShapeCache, load_geofencing
 from tracker_jobs.positions.models import Position
-from tracker_jobs.positions.motion_events import load_motion, motion_defaults, place_motion_events
+from tracker_jobs.positions.motion_events import load_motion, place_motion_events
 from tracker_jobs.positions.pipeline import PIPELINE, DetectedEvent, PipelineConfig, Step, run_pipeline
 from tracker_jobs.positions.record import PositionRecord, from_entry, iso_epoch, to_entry_item
 from tracker_jobs.positions.store import (
@@ -174,7 +175,7 @@ async def store_batch(
         if maintained := [device.id for device in devices.values() if device.maintained]:
             steps = (*steps, DetectMaintenance(await load_maintenance(session, maintained)))
             steps = (*steps, await load_maintenance_reminders(session, maintained))
-        steps = (*steps, await load_motion(session, devices, motion_defaults(config)))
+        steps = (*steps, await load_motion(session, devices, trip_defaults(config)))
         states = {d.id: d.state for d in devices.values() if d.state}
         result = run_pipeline(usable, states, config, now, steps=steps)
         seen: dict[int, float] = {}

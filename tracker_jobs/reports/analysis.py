@@ -8,27 +8,19 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from tracker_jobs.core.trip_rule import DetectionParams
+from tracker_jobs.core.trip_rule import DetectionParams, with_attributes
 from tracker_jobs.reports.detection import Detection, detect
 from tracker_jobs.reports.loading import DeviceInfo, Track
 from tracker_jobs.reports.sections import SECTION_COLUMNS
 
 KNOT_MPS = 1852 / 3600
-# Device attributes that override the detection settings, in Traccar's report option names.
-PARAMETER_ATTRIBUTES = {
-    "minDistance": "min_distance_m",
-    "minDuration": "min_duration_s",
-    "stopGap": "stop_gap_s",
-    "minTripDistance": "min_trip_distance_m",
-    "minTripDuration": "min_trip_duration_s",
-}
 # Columns that only carry boundary position ids to the attribute lookup; dropped before output.
 _START_ID, _END_ID = "_startPositionId", "_endPositionId"
 _SUMMARY_COLUMNS = [column.name for column in SECTION_COLUMNS["summary"]]
@@ -52,29 +44,13 @@ class DeviceFrames:
         return ids
 
 
-# The trip minimums may be 0 (the guard off); the others must be positive.
-_MAY_BE_ZERO = {"minTripDistance", "minTripDuration"}
-
-
 def detection_params(defaults: DetectionParams, device: DeviceInfo) -> DetectionParams:
-    """The settings, overridden by the device's attributes (PARAMETER_ATTRIBUTES). A trip distance
-    left unset follows the device's own minDistance."""
-    values = asdict(defaults)
-    for attribute, field in PARAMETER_ATTRIBUTES.items():
-        if attribute not in device.attributes:
-            continue
-        value = device.attributes[attribute]
-        low_ok = attribute in _MAY_BE_ZERO
-        if (
-            isinstance(value, bool)
-            or not isinstance(value, int | float)
-            or not (value >= 0 if low_ok else value > 0)
-            or not value < math.inf
-        ):
-            kind = "a number of 0 or more" if low_ok else "a positive number"
-            raise ValueError(f"device {device.id}: attribute {attribute} must be {kind}, got {value!r}")
-        values[field] = float(value)
-    return DetectionParams(**values)
+    """The settings, overridden by the device's attributes (core/trip_rule.py with_attributes); a
+    ValueError naming the first invalid one, which fails that device's report."""
+    params, problems = with_attributes(defaults, device.attributes)
+    for attribute, problem in problems.items():
+        raise ValueError(f"device {device.id}: attribute {attribute} {problem}")
+    return params
 
 
 def analyse(device: DeviceInfo, track: Track, params: DetectionParams, daily_timezone: str | None) -> DeviceFrames:

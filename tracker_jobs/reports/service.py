@@ -21,7 +21,7 @@ from tracker_jobs.core.config import Settings
 from tracker_jobs.core.db import AfterCommitFailed, iso, transaction, utcnow
 from tracker_jobs.core.errors import Conflict, FieldError, Unavailable
 from tracker_jobs.core.principal import Principal
-from tracker_jobs.core.trip_rule import DetectionParams
+from tracker_jobs.core.trip_rule import trip_defaults
 from tracker_jobs.devices.models import Device
 from tracker_jobs.devices.service import UnknownDevice, visible_device_ids
 from tracker_jobs.jobs.base import enqueue, enqueue_after_commit
@@ -72,17 +72,6 @@ class ReportFileOnDisk:
     path: Path
     content_type: str
     file_name: str
-
-
-def detection_defaults(settings: Settings) -> DetectionParams:
-    min_trip_distance = settings.report_min_trip_distance_m
-    return DetectionParams(
-        settings.report_min_distance_m,
-        settings.report_min_duration_s,
-        settings.report_stop_gap_s,
-        min_trip_distance_m=None if min_trip_distance is None else float(min_trip_distance),
-        min_trip_duration_s=settings.report_min_trip_duration_s,
-    )
 
 
 def check_range(start: datetime, end: datetime, limit_days: int, *, start_field: str, end_field: str) -> None:
@@ -270,7 +259,7 @@ async def _generate(
     assert report.id is not None
     request = _request_of(report)
     timezone = report.parameters.get("timezone", settings.timezone)
-    built = await build_report(sessions, request, detection_defaults(settings), timezone, progress)
+    built = await build_report(sessions, request, trip_defaults(settings), timezone, progress)
     with tempfile.TemporaryDirectory(prefix="tracker-report-") as folder:
         document = Path(folder) / "report.json"
         with document.open("wb") as out:
@@ -410,7 +399,7 @@ async def direct_report(
     check_range(request.start, request.end, settings.report_direct_max_days, start_field="from", end_field="to")
     async with sessions() as session:
         await visible_devices_among(session, principal, request.device_ids)
-    built = await build_report(sessions, request, detection_defaults(settings), settings.timezone)
+    built = await build_report(sessions, request, trip_defaults(settings), settings.timezone)
     with tempfile.TemporaryDirectory(prefix="tracker-direct-") as folder:
         document = Path(folder) / "report.json"
         with document.open("wb") as out:
