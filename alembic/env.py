@@ -12,6 +12,7 @@ from sqlmodel.sql.sqltypes import AutoString
 from alembic import context
 from tracker_jobs.core.config import get_settings
 from tracker_jobs.core.db import UTCDateTime, create_engine
+from tracker_jobs.migrations import include_name
 from tracker_jobs.models import metadata
 
 
@@ -31,6 +32,7 @@ def _configure(connection: Connection) -> None:
         render_as_batch=True,  # SQLite alters tables by copying them
         compare_type=True,
         render_item=render_item,
+        include_name=include_name,
     )
     with context.begin_transaction():
         context.run_migrations()

@@ -14,6 +14,13 @@ from alembic.config import Config
 
 import tracker_jobs
 from alembic import command
+from tracker_jobs.cleanup.partitions import is_partition_table
+
+
+def include_name(name: str | None, type_: str, parent_names: object) -> bool:
+    """What alembic compares with the models: not the positions' partitions, which the engine makes and
+    drops (cleanup/partitions.py)."""
+    return not (type_ == "table" and name is not None and is_partition_table(name))
 
 
 def alembic_dir() -> Path:

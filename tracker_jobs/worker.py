@@ -13,13 +13,16 @@ import signal
 from typing import Any, cast
 from zoneinfo import ZoneInfo
 
+import sqlalchemy.exc
 from arq import Worker, cron
+from arq.connections import ArqRedis
 from arq.cron import CronJob
 from arq.typing import WorkerCoroutine, WorkerSettingsBase
 from arq.worker import Function, func
 
+from tracker_jobs.cleanup.partitions import ensure_partitions
 from tracker_jobs.core.config import Settings, get_settings
-from tracker_jobs.core.db import create_engine, session_factory
+from tracker_jobs.core.db import create_engine, session_factory, utcnow
 from tracker_jobs.core.redis import connect_redis, redis_settings
 from tracker_jobs.core.serialization import deserialize_job, serialize_job
 from tracker_jobs.job_catalog import job_specs
@@ -65,8 +68,16 @@ def _cron(ref: JobRef, **schedule: Any) -> CronJob:
 CRON_TABLE: dict[str, list[CronJob]] = {
     POSITIONS: [_cron(refs.SWEEP_POSITION_PARTITIONS, second={0, 30})],
     CLEANUP: [
+        # Retention hourly, so each run removes an hour's worth (on PostgreSQL, a day's partition once a day).
+        _cron(refs.CLEANUP_OLD_POSITIONS, minute=10, second=0),
+        _cron(refs.CLEANUP_OLD_EVENTS, minute=20, second=0),
         _cron(refs.CLEANUP_EXPIRED_SESSIONS, minute={0, 30}, second=0),
         _cron(refs.CLEANUP_JOB_RECORDS, minute=15, second=0),
+        _cron(refs.CLEANUP_CACHE, minute=25, second=0),
+        _cron(refs.CREATE_POSITION_PARTITIONS, minute=40, second=0),  # hourly: cheap, and catches a missed day
+        _cron(refs.CLEANUP_DUPLICATE_POSITIONS, hour={1}, minute=35, second=0),
+        _cron(refs.CLEANUP_ORPHANED_DATA, hour={2}, minute=35, second=0),
+        _cron(refs.OPTIMIZE_DATABASE, hour={3}, minute=50, second=0),  # a quiet hour in TRACKER_TIMEZONE
     ],
     REPORTS: [_cron(refs.GENERATE_DAILY_REPORTS, hour={0}, minute={0}, second={0})],
     NOTIFICATIONS: [
@@ -98,12 +109,22 @@ async def on_startup(ctx: dict[str, Any]) -> None:
         settings = ctx.get("settings") or get_settings()  # the arq CLI's workers have no ctx of ours
         engine = create_engine(settings.database_url)
         _resources = WorkerResources(settings, engine, session_factory(engine), consumer=CURRENT_PROCESS.key)
+        await _make_partitions(_resources, ctx["redis"])  # before the process shows as live
         _resources.heartbeat = asyncio.create_task(CURRENT_PROCESS.beat_forever(ctx["redis"]))
         _resources.records = RecordFlusher(ctx["redis"], _resources.sessions)
         _resources.records.start()
     _resources.users += 1
     ctx["resources"] = _resources
     await CURRENT_PROCESS.beat(ctx["redis"])  # show the new queue now, not at the next beat
+
+
+async def _make_partitions(shared: WorkerResources, redis: ArqRedis) -> None:
+    """The coming days' position partitions, at start (and hourly by the cron): a worker that starts after
+    a long stop does not write its first positions into the default partition."""
+    try:
+        await ensure_partitions(shared.sessions, redis, utcnow().date())
+    except sqlalchemy.exc.SQLAlchemyError as error:  # the cron tries again within the hour
+        log.warning("could not make the coming days' position partitions: %s", error)
 
 
 async def on_shutdown(ctx: dict[str, Any]) -> None:

@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.schema import CreateTable
 
 import tracker_jobs
-from tracker_jobs.migrations import alembic_dir
+from tracker_jobs.migrations import alembic_dir, include_name
 from tracker_jobs.models import metadata
 from tracker_jobs.positions import store
 from tracker_jobs.positions.record import COLUMNS, PositionRecord, copy_rows
@@ -30,7 +30,7 @@ from tracker_jobs.positions.record import COLUMNS, PositionRecord, copy_rows
 
 async def test_models_and_migrations_agree(engine: AsyncEngine) -> None:
     def differences(connection: Any) -> list[Any]:
-        context = MigrationContext.configure(connection, opts={"compare_type": True})
+        context = MigrationContext.configure(connection, opts={"compare_type": True, "include_name": include_name})
         return list(compare_metadata(context, metadata))
 
     async with engine.connect() as connection:

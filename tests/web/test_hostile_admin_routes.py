@@ -663,6 +663,10 @@ def job_arguments(caller: Caller) -> dict[str, Any]:
         "severity": "warning",
         "seconds": 0,
         "steps": 1,
+        "dry_run": True,
+        "days_to_keep": 30,
+        "pattern": "device-stats:*",
+        "max_age_hours": 24,
     }
 
 

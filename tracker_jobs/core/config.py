@@ -77,6 +77,8 @@ class Settings:
     delivery_backoff_s: float  # the first retry's wait; each next one waits twice as long (at most an hour)
     mail_digest_s: int  # mail events for one recipient within this long go out as one digest
     daily_summary_hour: int  # local hour (the user's time zone) daily summaries are sent at
+    retention_positions_days: int  # positions older go (per device: attribute retentionDays); 0: kept for ever
+    retention_events_days: int  # events (and their deliveries) older go; 0: kept for ever
 
     @property
     def embedded_redis(self) -> bool:
@@ -248,6 +250,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         delivery_backoff_s=_float(env, "TRACKER_DELIVERY_BACKOFF", 10.0) or 10.0,
         mail_digest_s=_int(env, "TRACKER_MAIL_DIGEST", 60, 0, 86_400),
         daily_summary_hour=_int(env, "TRACKER_DAILY_SUMMARY_HOUR", 7, 0, 23),
+        retention_positions_days=_int(env, "TRACKER_RETENTION_POSITIONS_DAYS", 30, 0, 36_500),
+        retention_events_days=_int(env, "TRACKER_RETENTION_EVENTS_DAYS", 90, 0, 36_500),
     )
 
 

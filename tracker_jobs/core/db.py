@@ -77,6 +77,9 @@ def create_engine(database_url: str, *, pool_size: int = 10) -> AsyncEngine:
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     # WAL lets the API read while the worker writes; busy_timeout makes writers queue instead of failing.
     cursor = dbapi_connection.cursor()
+    # Before WAL and before the first table, or it never takes: lets cleanup's incremental_vacuum give
+    # freed pages back to the file system. On an existing database it changes nothing (its mode stays).
+    cursor.execute("PRAGMA auto_vacuum=INCREMENTAL")
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA busy_timeout=30000")

@@ -1,5 +1,5 @@
 """Connections to Redis: the arq pool every process uses, with a clear error when Redis is not there,
-and listening to a pub/sub channel for as long as a process runs."""
+listening to a pub/sub channel for as long as a process runs, and the namespace of the cache keys."""
 
 from __future__ import annotations
 
@@ -14,6 +14,13 @@ from tracker_jobs.core.serialization import deserialize_job, serialize_job
 
 log = logging.getLogger(__name__)
 RESUBSCRIBE_S = 1.0
+# Cache keys only, so that cleanup_cache reaches nothing else: never queues, streams, job data or locks.
+CACHE_PREFIX = "tracker:cache:"
+
+
+def cache_key(*parts: object) -> str:
+    """A key in the cache namespace: `cache_key("live", 7)` is `tracker:cache:live:7`."""
+    return CACHE_PREFIX + ":".join(str(part) for part in parts)
 
 
 class RedisUnavailable(RuntimeError):

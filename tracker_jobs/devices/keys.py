@@ -4,9 +4,12 @@ are dropped with it (`service.forget_device_state`)."""
 
 from __future__ import annotations
 
+from tracker_jobs.core.redis import cache_key
+
 
 def live_key(device_id: int) -> str:
-    return f"tracker:live:{device_id}"
+    """The device's newest position: a cache, kept under the cache namespace."""
+    return cache_key("live", device_id)
 
 
 def rate_key(device_id: int) -> str:

@@ -7,13 +7,14 @@ from typing import Any
 
 from redis.asyncio import Redis
 
+from tracker_jobs.core.redis import cache_key
 from tracker_jobs.jobs.records import JOB_RECORDS
 
 PROGRESS_TTL_S = 7 * 24 * 3600
 
 
 def progress_key(job_id: str) -> str:
-    return f"tracker:job-progress:{job_id}"
+    return cache_key("job-progress", job_id)
 
 
 async def report_progress(ctx: dict[str, Any], done: int, total: int, message: str = "") -> None:

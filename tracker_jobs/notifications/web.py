@@ -11,13 +11,15 @@ from typing import Any
 import orjson
 from redis.asyncio import Redis
 
+from tracker_jobs.core.redis import cache_key
+
 NOTIFY_CHANNEL = "tracker:notify"  # {"users": {"<user id>": [event, ...]}}
 RECENT_KEEP = 100
 RECENT_TTL_S = 86_400
 
 
 def recent_key(user_id: int) -> str:
-    return f"tracker:notifications:recent:{user_id}"
+    return cache_key("recent-notifications", user_id)
 
 
 async def push(redis: Redis, messages: Iterable[tuple[int, dict[str, Any]]]) -> None:

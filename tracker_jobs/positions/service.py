@@ -261,6 +261,7 @@ async def drain_partition(
                 if not entries:
                     break
                 records = [record for _, fields in entries for record in from_entry(fields[b"p"])]
+                await stream.wait_while_paused(redis)
                 try:
                     outcome = await store_batch(sessions, records, config, datetime.now(UTC).timestamp(), shapes)
                 except REFUSED_FOR_GOOD:

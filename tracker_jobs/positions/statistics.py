@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from tracker_jobs.core.db import dialect_name
+from tracker_jobs.core.redis import cache_key
 from tracker_jobs.positions.models import Position
 
 CACHE_TTL_S = 60
@@ -70,7 +71,7 @@ async def summarise(
 
 
 def statistics_key(device_id: int, start: datetime, end: datetime) -> str:
-    return f"tracker:device-stats:{device_id}:{int(start.timestamp())}:{int(end.timestamp())}"
+    return cache_key("device-stats", device_id, int(start.timestamp()), int(end.timestamp()))
 
 
 async def device_statistics(

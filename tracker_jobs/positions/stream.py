@@ -16,7 +16,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -56,6 +57,30 @@ def lock_key(partition: int) -> str:
 
 def partition_of(device_id: int, partitions: int) -> int:
     return device_id % partitions
+
+
+# Table DDL (a partition made or dropped, cleanup/partitions.py) needs the positions table to itself for
+# a moment. Every drain's transaction holds it, and drains overlap; while this key is set, no drain opens
+# a new one, so the DDL waits only for those in flight, and none queue behind it. It expires on its own:
+# a holder that dies holds nothing up for long.
+DRAINS_PAUSED_KEY = "tracker:positions:drains-paused"
+PAUSE_POLL_S = 0.005
+MAX_PAUSE_S = 5.0
+
+
+@asynccontextmanager
+async def drains_paused(redis: Redis) -> AsyncIterator[None]:
+    await redis.set(DRAINS_PAUSED_KEY, "1", px=int(MAX_PAUSE_S * 1000))
+    try:
+        yield
+    finally:
+        await redis.delete(DRAINS_PAUSED_KEY)
+
+
+async def wait_while_paused(redis: Redis) -> None:
+    """Before a drain's transaction: wait while table DDL has the drains paused."""
+    while await redis.exists(DRAINS_PAUSED_KEY):  # noqa: ASYNC110 (set by another process: polled)
+        await asyncio.sleep(PAUSE_POLL_S)
 
 
 async def ensure_group(redis: Redis, partition: int) -> None:

@@ -194,8 +194,12 @@ async def restore_bootstrap_admin(session: AsyncSession) -> list[str]:
     return changes
 
 
-async def delete_expired_sessions(session: AsyncSession) -> int:
-    result = await session.execute(sa.delete(UserSession).where(col(UserSession.expires_at) <= utcnow()))
+async def delete_expired_sessions(session: AsyncSession, *, dry_run: bool = False) -> int:
+    """Remove the login sessions whose expiry has passed (on a dry run, count them); how many."""
+    expired = col(UserSession.expires_at) <= utcnow()
+    if dry_run:
+        return int((await session.execute(sa.select(sa.func.count()).where(expired))).scalar_one())
+    result = await session.execute(sa.delete(UserSession).where(expired))
     return int(result.rowcount)  # type: ignore[attr-defined]
 
 

@@ -14,6 +14,7 @@ from tracker_jobs.api import openapi
 from tracker_jobs.api.errors import json_errors
 from tracker_jobs.api.keys import REDIS, SESSIONS, set_resources
 from tracker_jobs.api.params import bounded_query
+from tracker_jobs.cleanup import views as cleanup_views
 from tracker_jobs.core.config import Settings
 from tracker_jobs.core.db import create_engine
 from tracker_jobs.core.redis import connect_redis
@@ -48,6 +49,7 @@ ROUTE_LISTS = (
     position_views.ROUTES,
     report_views.ROUTES,
     monitor_views.ROUTES,
+    cleanup_views.ROUTES,
 )
 
 

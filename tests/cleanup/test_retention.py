@@ -1,0 +1,184 @@
+"""Retention of positions and events on both databases: what is past each device's cutoff goes (whole
+daily partitions on PostgreSQL, chunks elsewhere), nothing inside a window, never a device's newest."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+import sqlalchemy as sa
+from arq.connections import ArqRedis
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from tests.support.aged import count_positions, device_with, newest_ids, remaining, rows_in, store_positions, table
+from tests.support.fleet import add_event
+from tracker_jobs.cleanup import retention
+from tracker_jobs.cleanup.chunks import CleanupRun
+from tracker_jobs.cleanup.partitions import (
+    DEFAULT_PARTITION,
+    ensure_partitions,
+    is_partitioned,
+    list_partitions,
+    partition_name,
+)
+from tracker_jobs.core.db import utcnow
+from tracker_jobs.events.models import Event
+
+AGES = (1, 10, 20, 35, 50, 70)  # days before now
+POSTGRES_ONLY = pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)  # partitions
+
+
+async def test_old_positions_go_by_each_devices_retention_and_every_newest_stays(
+    redis: ArqRedis,
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    now = utcnow()
+    async with sessions() as session:
+        partitioned = await is_partitioned(session)
+    if partitioned:  # every day of the data has its partition, as on a database that has run for months
+        await ensure_partitions(sessions, redis, (now - timedelta(days=80)).date(), ahead_days=88)
+    van = await device_with(sessions, "van")
+    keeper = await device_with(sessions, "keeper", retentionDays=60)
+    brief = await device_with(sessions, "brief", retentionDays=5)
+    forever = await device_with(sessions, "forever", retentionDays=0)
+    silent = await device_with(sessions, "silent")  # stopped reporting 35 days ago
+    lost = await device_with(sessions, "lost")  # stopped reporting 70 days ago: its day's partition goes
+    for device_id in (van, keeper, brief, forever):
+        await store_positions(sessions, device_id, now, AGES)
+    await store_positions(sessions, silent, now, (35, 50, 70))
+    await store_positions(sessions, lost, now, (70,))
+    newest_before = await newest_ids(sessions)
+    before = await remaining(sessions, now)
+    count_before = await count_positions(sessions)
+
+    planned = await retention.remove_old_positions(sessions, redis, CleanupRun(dry_run=True), now=now, days_to_keep=30)
+    assert await remaining(sessions, now) == before  # a dry run removes nothing
+    done = await retention.remove_old_positions(sessions, redis, CleanupRun(), now=now, days_to_keep=30)
+
+    left = await remaining(sessions, now)
+    assert left == {
+        van: {1, 10, 20},
+        keeper: {1, 10, 20, 35, 50},
+        brief: {1},
+        forever: set(AGES),
+        silent: {35},  # only its newest
+        lost: {70},
+    }
+    assert await newest_ids(sessions) == newest_before  # every newest position, by its id
+    removed = count_before - await count_positions(sessions)
+    assert removed == 9 + 3 + 15 + 0 + 8 + 2  # van, keeper, brief, forever, silent (all but its newest), lost
+    assert planned["would_remove"]["positions"] == removed
+    assert sum(planned["by_device"].values()) == removed
+    if partitioned:
+        # The days past every device's window (the keeper's 60 days; the "forever" device keeps its rows
+        # in the partitions, so none may go) ... none is dropped while a device keeps for ever.
+        assert done["partitions"] == []
+    assert done["removed"]["positions"] == removed
+
+
+@POSTGRES_ONLY
+async def test_past_every_window_whole_partitions_go_and_a_silent_devices_newest_moves_to_the_default(
+    redis: ArqRedis,
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    now = utcnow()
+    await ensure_partitions(sessions, redis, (now - timedelta(days=80)).date(), ahead_days=88)
+    van = await device_with(sessions, "van")
+    keeper = await device_with(sessions, "keeper", retentionDays=60)
+    lost = await device_with(sessions, "lost")
+    await store_positions(sessions, van, now, AGES)
+    await store_positions(sessions, keeper, now, AGES)
+    await store_positions(sessions, lost, now, (70,))
+    newest_before = await newest_ids(sessions)
+    old_day = partition_name((now - timedelta(days=70)).date())
+
+    done = await retention.remove_old_positions(sessions, redis, CleanupRun(), now=now, days_to_keep=30)
+
+    assert old_day in done["partitions"]  # past the keeper's 60 days too
+    assert partition_name((now - timedelta(days=50)).date()) not in done["partitions"]  # the keeper's
+    assert done["newest_kept_from_dropped"] == 1
+    async with sessions() as session:
+        names = {partition.name for partition in await list_partitions(session)}
+        in_default = (await session.execute(sa.select(table(DEFAULT_PARTITION).c.id))).scalars().all()
+    assert old_day not in names
+    assert in_default == [newest_before[lost]]
+    assert await remaining(sessions, now) == {van: {1, 10, 20}, keeper: {1, 10, 20, 35, 50}, lost: {70}}
+    assert await newest_ids(sessions) == newest_before
+
+
+async def test_a_run_for_some_devices_touches_only_them(
+    redis: ArqRedis, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    now = utcnow()
+    van = await device_with(sessions, "van")
+    bus = await device_with(sessions, "bus")
+    for device_id in (van, bus):
+        await store_positions(sessions, device_id, now, AGES)
+
+    planned = await retention.remove_old_positions(
+        sessions, redis, CleanupRun(dry_run=True), now=now, days_to_keep=15, device_ids=[bus]
+    )
+    done = await retention.remove_old_positions(
+        sessions, redis, CleanupRun(), now=now, days_to_keep=15, device_ids=[bus]
+    )
+
+    assert await remaining(sessions, now) == {van: set(AGES), bus: {1, 10}}
+    assert planned["by_device"] == {str(bus): 12}  # four ages of three
+    assert done["removed"]["positions"] == 12
+    assert done["partitions"] == []
+
+
+@POSTGRES_ONLY
+async def test_a_day_that_landed_in_the_default_partition_moves_into_its_own(
+    redis: ArqRedis,
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    now = utcnow()
+    van = await device_with(sessions, "van")
+    ahead = now + timedelta(days=12)  # past the partitions made ahead
+    await store_positions(sessions, van, ahead, (0,))
+
+    made = await ensure_partitions(sessions, redis, (now + timedelta(days=6)).date(), ahead_days=7)
+
+    day = partition_name(ahead.date())
+    assert day in made["made"]
+    async with sessions() as session:
+        in_day = await rows_in(session, day)
+        in_default = await rows_in(session, DEFAULT_PARTITION)
+    assert in_day > 0
+    assert in_default == 0
+    assert await remaining(sessions, now) == {van: {-12}}
+
+
+async def test_old_events_go_with_their_deliveries_and_recent_ones_stay(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    now = utcnow()
+    van = await device_with(sessions, "van")
+    for age in (1, 80, 100, 200):
+        await add_event(sessions, van, "deviceOverspeed", now - timedelta(days=age))
+
+    planned = await retention.remove_old_events(sessions, CleanupRun(dry_run=True), now=now, days_to_keep=90)
+    done = await retention.remove_old_events(sessions, CleanupRun(), now=now, days_to_keep=90)
+
+    async with sessions() as session:
+        left = sorted((now - time).days for time in (await session.execute(sa.select(Event.event_time))).scalars())
+    assert left == [1, 80]
+    assert planned["would_remove"]["events"] == done["removed"]["events"] == 2
+
+
+@pytest.mark.parametrize("days", [0])
+async def test_zero_days_keeps_everything(
+    redis: ArqRedis, sessions: async_sessionmaker[AsyncSession], days: int
+) -> None:
+    now = utcnow()
+    van = await device_with(sessions, "van")
+    await store_positions(sessions, van, now, AGES)
+    await add_event(sessions, van, "deviceOverspeed", now - timedelta(days=400))
+
+    await retention.remove_old_positions(sessions, redis, CleanupRun(), now=now, days_to_keep=days)
+    await retention.remove_old_events(sessions, CleanupRun(), now=now, days_to_keep=days)
+
+    assert await remaining(sessions, now) == {van: set(AGES)}
+    async with sessions() as session:
+        assert (await session.execute(sa.select(sa.func.count()).select_from(Event))).scalar_one() == 1

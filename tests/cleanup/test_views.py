@@ -1,0 +1,119 @@
+"""The cleanup API: admins start each cleanup as a task run by a real worker, see retention's status;
+bad input is a 400 naming the field; users and strangers are refused; a device's newest position stays
+readable through the positions API after its day is gone."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from arq.connections import ArqRedis
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from tests.support.aged import device_with, newest_ids, store_positions
+from tests.support.client import Client, bearer, error_of
+from tests.support.factories import USER_TOKEN, Users
+from tests.support.workers import run_burst
+from tracker_jobs.cleanup.partitions import DEFAULT_PARTITION, ensure_partitions, is_partitioned
+from tracker_jobs.core.config import Settings
+from tracker_jobs.core.db import utcnow
+from tracker_jobs.jobs.refs import CLEANUP
+
+KINDS = ("positions", "events", "cache", "duplicates", "orphans", "optimize")
+
+
+async def run_task(admin_client: Client, headers: dict[str, str], settings: Settings, kind: str, body: Any) -> Any:
+    started = await admin_client.post(f"/api/tasks/cleanup/{kind}", json=body, headers=headers)
+    assert started.status == 202, await started.text()
+    task_id = (await started.json())["task_id"]
+    await run_burst(settings, CLEANUP)
+    record = await (await admin_client.get(f"/api/tasks/task/{task_id}", headers=headers)).json()
+    assert record["state"] == "complete", record
+    return record["result"]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_every_cleanup_runs_as_a_task_and_a_dry_run_says_what_it_would_remove(
+    admin_client: Client, admin_headers: dict[str, str], settings: Settings, kind: str
+) -> None:
+    result = await run_task(admin_client, admin_headers, settings, kind, {"dry_run": True})
+
+    assert result["dry_run"] is True
+    assert "would_remove" in result
+    assert "steps_s" in result
+
+
+async def test_positions_past_retention_go_and_a_silent_devices_newest_stays_readable(
+    admin_client: Client,
+    admin_headers: dict[str, str],
+    settings: Settings,
+    redis: ArqRedis,
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    now = utcnow()
+    async with sessions() as session:
+        if await is_partitioned(session):
+            await ensure_partitions(sessions, redis, (now - timedelta(days=80)).date(), ahead_days=88)
+    silent = await device_with(sessions, "silent")
+    await store_positions(sessions, silent, now, (50, 70))
+    newest = (await newest_ids(sessions))[silent]
+
+    result = await run_task(admin_client, admin_headers, settings, "positions", {"days_to_keep": 30})
+
+    assert result["removed"]["positions"] == 5  # all but the newest of six
+    answer = await admin_client.get("/api/positions", params={"deviceId": str(silent)}, headers=admin_headers)
+    assert [position["id"] for position in await answer.json()] == [newest]
+    device = await (await admin_client.get(f"/api/devices/{silent}", headers=admin_headers)).json()
+    assert device["positionId"] == newest
+
+
+async def test_status_shows_tables_partitions_and_the_next_run(
+    admin_client: Client, admin_headers: dict[str, str], sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    now = utcnow()
+    van = await device_with(sessions, "van")
+    await store_positions(sessions, van, now, (1, 45))
+
+    answer = await admin_client.get("/api/cleanup/status", headers=admin_headers)
+
+    assert answer.status == 200
+    status = await answer.json()
+    assert {table["table"] for table in status["tables"]} >= {"positions", "events"}
+    assert status["nextRun"]["positionsInChunks"] + status["nextRun"]["positionsInPartitionsEstimate"] >= 2
+    assert status["oldestPosition"].startswith(str((now - timedelta(days=45, minutes=10)).date()))
+    if status["database"] == "postgresql":
+        default = [partition for partition in status["partitions"] if partition["default"]]
+        assert [partition["table"] for partition in default] == [DEFAULT_PARTITION]
+        assert any(partition["from"] is not None for partition in status["partitions"])
+    else:
+        assert status["partitions"] == []
+
+
+@pytest.mark.parametrize(
+    ("kind", "body", "field"),
+    [
+        ("positions", {"days_to_keep": -1}, "days_to_keep"),
+        ("positions", {"days_to_keep": "30"}, "days_to_keep"),
+        ("events", {"device_ids": [987654]}, "device_ids"),
+        ("positions", {"device_ids": []}, "device_ids"),
+        ("cache", {"pattern": "tracker:queue:*"}, "pattern"),
+        ("cache", {"pattern": "live:\\*"}, "pattern"),
+        ("cache", {"max_age_hours": -2}, "max_age_hours"),
+        ("optimize", {"dry_run": "yes"}, "dry_run"),
+        ("orphans", {"colour": 1}, "colour"),
+    ],
+)
+async def test_bad_input_is_a_400_naming_the_field(
+    admin_client: Client, admin_headers: dict[str, str], kind: str, body: dict[str, Any], field: str
+) -> None:
+    answer = await admin_client.post(f"/api/tasks/cleanup/{kind}", json=body, headers=admin_headers)
+
+    assert answer.status == 400
+    assert (await error_of(answer))["message"].startswith(f"{field}:")
+
+
+async def test_only_admins_may_clean_up_or_see_the_status(admin_client: Client, users: Users) -> None:
+    for method, path in [("POST", "/api/tasks/cleanup/positions"), ("GET", "/api/cleanup/status")]:
+        assert (await admin_client.request(method, path, json={})).status == 401
+        assert (await admin_client.request(method, path, json={}, headers=bearer(USER_TOKEN))).status == 403

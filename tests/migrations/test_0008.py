@@ -1,0 +1,109 @@
+"""Revision 0008 on a PostgreSQL database that holds positions: they move into the partitioned table in
+chunks, with their ids; a day a partition from the oldest (at most 400 days back) to a week ahead, older
+rows in the default partition; new positions take ids after the old; and back again."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from urllib.parse import urlparse, urlunparse
+
+import asyncpg
+import pytest
+
+from alembic import command
+from tests.support.services import POSTGRES_URL
+from tracker_jobs.migrations import alembic_config
+
+NOW = datetime.now(UTC)
+# (id, age in days): ids spread over several of the migration's 200,000-id chunks; one fix 500 days old.
+ROWS = [(1, 0), (2, 3), (150_000, 10), (450_000, 30), (450_001, 500), (900_000, 1)]
+
+
+def run(coroutine: Any) -> Any:
+    return asyncio.run(coroutine)
+
+
+async def sql(url: str, query: str, *args: Any) -> list[asyncpg.Record]:
+    connection = await asyncpg.connect(url)
+    try:
+        return await connection.fetch(query, *args)
+    finally:
+        await connection.close()
+
+
+@pytest.fixture
+def database() -> Iterator[str]:
+    """A fresh database beside the test one, dropped after."""
+    name = f"{urlparse(POSTGRES_URL).path.lstrip('/')}_migration_0008"
+    run(sql(POSTGRES_URL, f'DROP DATABASE IF EXISTS "{name}"'))
+    run(sql(POSTGRES_URL, f'CREATE DATABASE "{name}"'))
+    yield urlunparse(urlparse(POSTGRES_URL)._replace(path=f"/{name}"))
+    run(sql(POSTGRES_URL, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+def positions(url: str) -> list[tuple[int, int]]:
+    rows = run(sql(url, "SELECT id, fix_time FROM positions ORDER BY id"))
+    return [(row["id"], (NOW - row["fix_time"]).days) for row in rows]
+
+
+def test_0008_moves_every_position_into_day_partitions_keeping_ids(database: str) -> None:
+    config = alembic_config(database)
+    command.upgrade(config, "0007")
+    run(
+        sql(
+            database,
+            "INSERT INTO devices (id, unique_id, name, status, disabled, total_distance, motion, attributes,"
+            " created_at, position_id) VALUES (1, 'imei-1', 'van', 'offline', false, 0, false, '{}', now(), 900000)",
+        )
+    )
+    for position_id, age in ROWS:
+        run(
+            sql(
+                database,
+                "INSERT INTO positions (id, device_id, protocol, fix_time, server_time, latitude, longitude,"
+                " altitude, speed, course, accuracy, valid, attributes) VALUES ($1, 1, 'osmand', $2, $2, 50, 8,"
+                " 0, 0, 0, 0, true, '{}')",
+                position_id,
+                NOW - timedelta(days=age, minutes=1),
+            )
+        )
+    run(sql(database, "SELECT setval('positions_id_seq', 900000)"))
+
+    command.upgrade(config, "0008")
+
+    assert positions(database) == [(position_id, age) for position_id, age in ROWS]
+    partitions = {
+        row["relname"]: row["bound"]
+        for row in run(
+            sql(
+                database,
+                "SELECT c.relname, pg_get_expr(c.relpartbound, c.oid) AS bound FROM pg_inherits AS i"
+                " JOIN pg_class AS c ON c.oid = i.inhrelid WHERE i.inhparent = 'positions'::regclass",
+            )
+        )
+    }
+    days = [(NOW - timedelta(days=offset)).date() for offset in range(-7, 401)]
+    # From 400 days back (the oldest row is older) to a week ahead, and the default one.
+    assert set(partitions) == {f"positions_p{day:%Y%m%d}" for day in days} | {"positions_default"}
+    assert partitions["positions_default"] == "DEFAULT"
+    in_default = run(sql(database, "SELECT id FROM positions_default"))
+    assert [row["id"] for row in in_default] == [450_001]  # 500 days old: no partition of its own
+    added = run(
+        sql(
+            database,
+            "INSERT INTO positions (device_id, protocol, fix_time, server_time, latitude, longitude, altitude,"
+            " speed, course, accuracy, valid, attributes) VALUES (1, 'osmand', $1, $1, 50, 8, 0, 0, 0, 0,"
+            " true, '{}') RETURNING id",
+            NOW - timedelta(minutes=2),
+        )
+    )
+    assert added[0]["id"] == 900_001  # the sequence carried on: no id is used twice
+
+    command.downgrade(config, "0007")
+
+    assert positions(database) == [*((position_id, age) for position_id, age in ROWS), (900_001, 0)]
+    assert run(sql(database, "SELECT 1 FROM pg_partitioned_table")) == []
+    assert run(sql(database, "SELECT to_regclass('positions_default') AS t"))[0]["t"] is None

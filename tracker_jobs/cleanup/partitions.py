@@ -1,0 +1,297 @@
+"""Positions on PostgreSQL: a table range-partitioned by fix time, one partition a day.
+
+Why a day: a fleet of 1,000 devices reporting every 10 s writes 8.6 million rows a day, so a day's
+partition is a few GB at most, retention's granularity is a day, and 30 to 400 days of history are 30 to
+400 partitions, which the planner prunes to the days a query asks for (a report, a device's track).
+Weekly partitions would keep up to a week past the cutoff to trim row by row.
+
+Partitions are made `AHEAD_DAYS` ahead (at worker start-up and by a daily cron job), as pg_partman's
+premake does; `positions_default` catches what fits no partition (a fix far in the past or the future,
+and each silent device's newest position once its day is dropped, see `drop_partition`). The engine
+never makes a partition for a day that has gone: such rows stay in the default partition, whose size
+`GET /api/cleanup/status` reports.
+
+Everything here is plain PostgreSQL DDL (no extension) with a short lock timeout: the DDL that needs
+the parent table's exclusive lock waits at most `LOCK_TIMEOUT` for writers to finish, then gives way
+and tries again later, so ingest is never held up behind it for long.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from typing import Any, TypeVar
+
+import sqlalchemy as sa
+from redis.asyncio import Redis
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from tracker_jobs.core.db import UTCDateTime, dialect_name, transaction
+from tracker_jobs.positions import stream
+
+log = logging.getLogger(__name__)
+
+PARENT = "positions"
+DEVICE_KEY = "fk_positions_device_id_devices"  # the foreign key each partition has a copy of
+LOCK_NOT_AVAILABLE = "55P03"  # SQLSTATE of a lock timeout
+DEFAULT_PARTITION = "positions_default"
+AHEAD_DAYS = 7
+DAY = timedelta(days=1)
+# Every drain reads the positions by id (each device's newest), which locks every partition: the
+# exclusive lock this DDL needs waits for the drains in flight (new ones are paused meanwhile), and for
+# any long reader (a report): past this it steps aside, lets the drains go on, and tries again.
+LOCK_TIMEOUT = "500ms"
+LOCK_TRIES = 60
+# The default partition normally holds a few silent devices' newest positions; more than this is worth a look.
+DEFAULT_WARN_ROWS = 100_000
+# Pages a sweep deletes from in one transaction: about 60,000 positions, tens of milliseconds of work
+# holding only row locks (writers of new positions never wait on them).
+SWEEP_BLOCKS = 1024
+
+_NAME = re.compile(r"positions_p(\d{8})")
+T = TypeVar("T")
+
+
+def partition_name(day: date) -> str:
+    return f"positions_p{day:%Y%m%d}"
+
+
+def is_partition_table(name: str) -> bool:
+    """A table that is one of the positions' partitions (alembic's comparison of models and schema skips them)."""
+    return name == DEFAULT_PARTITION or _NAME.fullmatch(name) is not None
+
+
+def day_start(day: date) -> datetime:
+    return datetime(day.year, day.month, day.day, tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class Partition:
+    name: str
+    lower: datetime | None  # None: the default partition
+    upper: datetime | None
+    bytes: int
+    rows_estimate: int  # the planner's statistics (ANALYZE); -1 before the first
+
+    @property
+    def is_default(self) -> bool:
+        return self.lower is None
+
+    def to_api(self) -> dict[str, object]:
+        return {
+            "table": self.name,
+            "from": self.lower.isoformat() if self.lower else None,
+            "to": self.upper.isoformat() if self.upper else None,
+            "default": self.is_default,
+            "bytes": self.bytes,
+            "rowsEstimate": max(self.rows_estimate, 0),
+        }
+
+
+async def is_partitioned(session: AsyncSession) -> bool:
+    """Whether `positions` is partitioned here (PostgreSQL at revision 0008 or later)."""
+    if dialect_name(session) != "postgresql":
+        return False
+    found = await session.execute(
+        sa.text("SELECT 1 FROM pg_partitioned_table WHERE partrelid = to_regclass(:parent)"), {"parent": PARENT}
+    )
+    return found.first() is not None
+
+
+async def list_partitions(session: AsyncSession) -> list[Partition]:
+    """The partitions, oldest first, the default one last."""
+    rows = await session.execute(
+        sa.text(
+            "SELECT c.relname, pg_total_relation_size(c.oid), c.reltuples::bigint FROM pg_inherits AS i"
+            " JOIN pg_class AS c ON c.oid = i.inhrelid WHERE i.inhparent = to_regclass(:parent)"
+        ),
+        {"parent": PARENT},
+    )
+    partitions = []
+    for name, size, rows_estimate in rows:
+        day = _NAME.fullmatch(name)
+        lower = day_start(datetime.strptime(day.group(1), "%Y%m%d").date()) if day else None
+        partitions.append(Partition(name, lower, lower + DAY if lower else None, int(size), int(rows_estimate)))
+    return sorted(partitions, key=lambda p: (p.lower is None, p.lower or datetime.min.replace(tzinfo=UTC)))
+
+
+async def ensure_partitions(
+    sessions: async_sessionmaker[AsyncSession], redis: Redis, today: date, ahead_days: int = AHEAD_DAYS
+) -> dict[str, Any]:
+    """Make the partitions of `today` and the `ahead_days` after it that do not exist; what was made, and
+    how many rows the default partition holds (a warning when they pile up: see DEFAULT_WARN_ROWS)."""
+    async with sessions() as session:
+        if not await is_partitioned(session):
+            return {"partitioned": False}
+        existing = {partition.name: partition for partition in await list_partitions(session)}
+    made = []
+    for offset in range(ahead_days + 1):
+        day = today + offset * DAY
+        if partition_name(day) not in existing:
+            await _with_table_to_itself(sessions, redis, functools.partial(_create_partition, day=day))
+            made.append(partition_name(day))
+    if made:
+        log.info("made position partitions %s", ", ".join(made))
+    strays = max(existing[DEFAULT_PARTITION].rows_estimate, 0) if DEFAULT_PARTITION in existing else 0
+    if strays > DEFAULT_WARN_ROWS:
+        log.warning(
+            "%s holds about %d positions that fit no day's partition (fixes far from the server's clock, or"
+            " silent devices' newest positions): see GET /api/cleanup/status",
+            DEFAULT_PARTITION,
+            strays,
+        )
+    return {"partitioned": True, "made": made, "default_rows_estimate": strays}
+
+
+async def _create_partition(session: AsyncSession, day: date) -> None:
+    """The day's partition; rows of that day already in the default partition move into it (PostgreSQL
+    refuses a partition whose rows the default partition holds)."""
+    name, lower, upper = partition_name(day), day_start(day), day_start(day) + DAY
+    bounds = {"lower": lower, "upper": upper}
+    strays = await session.execute(
+        sa.text(f"SELECT 1 FROM {DEFAULT_PARTITION} WHERE fix_time >= :lower AND fix_time < :upper LIMIT 1"),  # noqa: S608
+        bounds,
+    )
+    if strays.first() is None:
+        await session.execute(
+            sa.text(f"CREATE TABLE {name} PARTITION OF {PARENT} FOR VALUES FROM ('{lower}') TO ('{upper}')")
+        )
+        return
+    await session.execute(sa.text(f"CREATE TABLE {name} (LIKE {PARENT} INCLUDING DEFAULTS)"))
+    move = f"DELETE FROM {DEFAULT_PARTITION} WHERE fix_time >= :lower AND fix_time < :upper RETURNING *"  # noqa: S608
+    await session.execute(sa.text(f"WITH moved AS ({move}) INSERT INTO {name} SELECT * FROM moved"), bounds)  # noqa: S608
+    await session.execute(
+        sa.text(f"ALTER TABLE {PARENT} ATTACH PARTITION {name} FOR VALUES FROM ('{lower}') TO ('{upper}')")
+    )
+
+
+async def rows_of(sessions: async_sessionmaker[AsyncSession], partition: Partition) -> tuple[int, bool]:
+    """How many rows the partition holds, and whether that is the planner's estimate: the estimate when
+    the table has been analysed (autovacuum does so as a day fills), else counted (it is then small)."""
+    if partition.rows_estimate >= 0:
+        return partition.rows_estimate, True
+    async with sessions() as session:
+        counted = await session.execute(sa.select(sa.func.count()).select_from(sa.table(partition.name)))
+        return int(counted.scalar_one()), False
+
+
+async def detach_partitions(
+    sessions: async_sessionmaker[AsyncSession], redis: Redis, partitions: list[Partition]
+) -> int:
+    """Detach partitions whose every row is past retention, all in one short transaction (the drains
+    paused once): from its commit their rows are out of `positions`. Each device's newest position in one
+    (what `devices.position_id` names) is first copied into the default partition, keeping its id, so a
+    silent device's last position stays readable. How many were kept so. `drop_detached` then drops
+    them, which gives their disk back."""
+    if not partitions:
+        return 0
+    return await _with_table_to_itself(sessions, redis, functools.partial(_detach, batch=partitions))
+
+
+async def _detach(session: AsyncSession, batch: list[Partition]) -> int:
+    newest = set(
+        (await session.execute(sa.text("SELECT position_id FROM devices WHERE position_id IS NOT NULL"))).scalars()
+    )
+    kept = 0
+    for partition in batch:
+        low, high = (await session.execute(sa.text(f"SELECT min(id), max(id) FROM {partition.name}"))).one()  # noqa: S608
+        await session.execute(sa.text(f"ALTER TABLE {PARENT} DETACH PARTITION {partition.name}"))
+        # Its copy of the foreign key to devices goes now, while the drains are paused: dropping a table
+        # that has one takes devices' exclusive lock, which every drain and API request would wait on.
+        await session.execute(sa.text(f"ALTER TABLE {partition.name} DROP CONSTRAINT IF EXISTS {DEVICE_KEY}"))
+        pinned = [position_id for position_id in newest if low is not None and low <= position_id <= high]
+        if pinned:  # its days now belong to no partition, so the copies land in the default one
+            copied = await session.execute(
+                sa.text(f"INSERT INTO {PARENT} SELECT * FROM {partition.name} WHERE id = ANY(:ids)"),  # noqa: S608
+                {"ids": pinned},
+            )
+            kept += int(copied.rowcount or 0)  # type: ignore[attr-defined]
+    return kept
+
+
+async def drop_detached(sessions: async_sessionmaker[AsyncSession]) -> list[str]:
+    """Drop the day tables no longer attached to positions: those just detached, or left by a run that
+    was stopped between its detach and its drop (their newest positions were copied out before). No one
+    else locks them (their foreign key went with the detach), so this holds nothing up, however long
+    giving back their files takes."""
+    async with sessions() as session:
+        names = (
+            (
+                await session.execute(
+                    sa.text(
+                        "SELECT relname FROM pg_class WHERE relkind = 'r' AND NOT relispartition"
+                        " AND relname ~ '^positions_p[0-9]{8}$' AND relnamespace = 'public'::regnamespace"
+                    )
+                )
+            )
+            .scalars()
+            .all()
+        )
+    if names:  # one transaction: their files go at its one commit
+        try:
+            async with transaction(sessions) as session:
+                # One left with its foreign key (by a version before this one) waits on devices: not long.
+                await session.execute(sa.text(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'"))
+                await session.execute(sa.text(f"DROP TABLE IF EXISTS {', '.join(names)}"))
+        except DBAPIError as error:
+            if getattr(error.orig, "sqlstate", None) != LOCK_NOT_AVAILABLE:
+                raise
+            log.warning("detached position tables %s not dropped yet (busy): the next run drops them", names)
+            return []
+    return list(names)
+
+
+def partition_table(name: str) -> sa.TableClause:
+    """One partition as a table, with the columns retention's conditions name."""
+    return sa.table(name, sa.column("id"), sa.column("device_id"), sa.column("fix_time", UTCDateTime))
+
+
+async def sweep_partition(
+    sessions: async_sessionmaker[AsyncSession], leaf: sa.TableClause, condition: sa.ColumnElement[bool]
+) -> int:
+    """Delete the partition's rows that match, walking it once in ranges of SWEEP_BLOCKS pages by ctid
+    (a TID range scan reads just those pages), one short transaction a range: for a day partition, one
+    pass over its pages wherever its old rows lie, where chunks found through an index would each read
+    again the dead rows of the chunks before them. How many went."""
+    async with sessions() as session:
+        pages = (
+            await session.execute(
+                sa.text("SELECT pg_relation_size(to_regclass(:name)) / current_setting('block_size')::int"),
+                {"name": leaf.name},
+            )
+        ).scalar_one()
+    removed = 0
+    for first in range(0, int(pages), SWEEP_BLOCKS):
+        in_range = sa.text("ctid >= CAST(:low AS tid) AND ctid < CAST(:high AS tid)").bindparams(
+            low=f"({first},0)", high=f"({first + SWEEP_BLOCKS},0)"
+        )
+        async with transaction(sessions) as session:
+            result = await session.execute(sa.delete(leaf).where(in_range, condition))
+        removed += int(result.rowcount or 0)  # type: ignore[attr-defined]
+        await asyncio.sleep(0)
+    return removed
+
+
+async def _with_table_to_itself(
+    sessions: async_sessionmaker[AsyncSession], redis: Redis, work: Callable[[AsyncSession], Awaitable[T]]
+) -> T:
+    """Run DDL that needs the positions table's exclusive lock in its own transaction, the drains paused
+    (stream.drains_paused) and a lock timeout; when a reader holds the table past it, let the drains go
+    on and try again a moment later."""
+    for attempt in range(1, LOCK_TRIES + 1):
+        try:
+            async with stream.drains_paused(redis), transaction(sessions) as session:
+                await session.execute(sa.text(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'"))
+                return await work(session)
+        except DBAPIError as error:
+            if getattr(error.orig, "sqlstate", None) != LOCK_NOT_AVAILABLE or attempt == LOCK_TRIES:
+                raise
+            log.info("positions table busy (attempt %d): trying again", attempt)
+            await asyncio.sleep(min(0.2 * attempt, 2.0))  # the drains held up meanwhile catch up
+    raise AssertionError("unreachable")

@@ -1,0 +1,286 @@
+"""Retention: positions and events past their keeping time go, without holding up ingest.
+
+Positions: each device keeps `days_to_keep` days of them, or what its `retentionDays` attribute says (more
+or less; 0 keeps them for ever), and always its newest position (the one `devices.position_id` names),
+however old. On PostgreSQL, each daily partition whose every row is past every device's cutoff is dropped
+whole (partitions.drop_partition, which keeps the newest positions in it); what is left past a cutoff (the
+boundary day, devices that keep less, the default partition) goes in chunks, a group of devices at a time
+through the (device_id, fix_time) index. SQLite has only the chunks.
+
+A run that is cancelled or killed stops between chunks (or rolls back the one it was in): every chunk and
+every dropped partition is its own transaction, so the next run simply carries on. Nothing inside a
+device's window is ever selected: every condition is "older than this device's cutoff".
+
+Events go the same way (a device's events older than the cutoff, in chunks), with the deliveries made
+for them; an event keeps its own coordinates, so it stays readable after its position has gone.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from redis.asyncio import Redis
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlmodel import col, select
+
+from tracker_jobs.cleanup.chunks import CleanupRun, count_rows, delete_in_chunks
+from tracker_jobs.cleanup.partitions import (
+    Partition,
+    detach_partitions,
+    drop_detached,
+    is_partitioned,
+    list_partitions,
+    partition_table,
+    rows_of,
+    sweep_partition,
+)
+from tracker_jobs.devices.models import Device
+from tracker_jobs.events.models import Delivery, Event
+from tracker_jobs.positions.models import Position
+
+RETENTION_ATTRIBUTE = "retentionDays"
+MAX_RETENTION_DAYS = 36_500
+DEVICES_PER_GROUP = 200  # devices whose old rows one chunked delete walks at a time
+
+POSITIONS = Position.__table__  # type: ignore[attr-defined]
+EVENTS = Event.__table__  # type: ignore[attr-defined]
+DELIVERIES = Delivery.__table__  # type: ignore[attr-defined]
+
+
+def own_retention_days(attributes: Mapping[str, Any]) -> int | None:
+    """The device's `retentionDays` when it is a whole number of days (0: for ever), else None."""
+    value = attributes.get(RETENTION_ATTRIBUTE)
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_RETENTION_DAYS:
+        return None
+    return value
+
+
+def cutoff_of(now: datetime, days: int) -> datetime | None:
+    """Rows before this are past retention; None keeps them for ever."""
+    return None if days == 0 else now - timedelta(days=days)
+
+
+@dataclass(frozen=True)
+class Retention:
+    """Each device's cutoff: the default's, or its own (`retentionDays`); None keeps for ever."""
+
+    default: datetime | None
+    default_devices: list[int]
+    own: dict[datetime | None, list[int]]  # devices with their own retention, by cutoff
+    every_device: bool = True  # False: only the devices named
+
+    def by_cutoff(self) -> dict[datetime | None, list[int]]:
+        groups: dict[datetime | None, list[int]] = defaultdict(list, {self.default: list(self.default_devices)})
+        for cutoff, ids in self.own.items():
+            groups[cutoff] += ids
+        return {cutoff: ids for cutoff, ids in groups.items() if ids}
+
+    def last_shared_cutoff(self) -> datetime | None:
+        """Before this, every device's rows are past retention (None: some device keeps for ever)."""
+        cutoffs = [self.default, *self.own]
+        return None if None in cutoffs else min(cutoff for cutoff in cutoffs if cutoff is not None)
+
+    def expired(self, table: sa.TableClause) -> sa.ColumnElement[bool]:
+        """The rows of `table` (positions, or one of its partitions) past their device's cutoff, but no
+        device's newest position (read at each statement, so a newest stored meanwhile is kept too).
+        Over every device, the default's are "all but those with their own": no list of them to send."""
+        excepted = [device_id for ids in self.own.values() for device_id in ids]
+        clauses = [
+            sa.and_(table.c.device_id.in_(ids), table.c.fix_time < cutoff)
+            for cutoff, ids in self.own.items()
+            if cutoff is not None
+        ]
+        if self.default is not None:
+            others: sa.ColumnElement[bool] = sa.true()
+            if not self.every_device:
+                others = table.c.device_id.in_(self.default_devices)
+            elif excepted:
+                others = table.c.device_id.not_in(excepted)
+            clauses.append(sa.and_(others, table.c.fix_time < self.default))
+        newest = select(Device.position_id).where(col(Device.position_id).is_not(None)).scalar_subquery()
+        return sa.and_(sa.or_(sa.false(), *clauses), table.c.id.not_in(newest))
+
+
+async def device_retention(
+    session: AsyncSession, now: datetime, days_to_keep: int, device_ids: Sequence[int] | None
+) -> Retention:
+    """The devices (those named, or all) and their cutoffs."""
+    query = select(Device.id, Device.attributes).order_by(col(Device.id))
+    if device_ids is not None:
+        query = query.where(col(Device.id).in_(device_ids))
+    default_devices: list[int] = []
+    own: dict[datetime | None, list[int]] = defaultdict(list)
+    for device_id, attributes in await session.execute(query):
+        days = own_retention_days(attributes or {})
+        if days is None:
+            default_devices.append(device_id)
+        else:
+            own[cutoff_of(now, days)].append(device_id)
+    return Retention(cutoff_of(now, days_to_keep), default_devices, dict(own), every_device=device_ids is None)
+
+
+def old_positions(device_ids: list[int], cutoff: datetime) -> sa.ColumnElement[bool]:
+    """Positions of these devices older than the cutoff, except each one's newest."""
+    return Retention(None, [], {cutoff: device_ids}, every_device=False).expired(POSITIONS)
+
+
+def _groups(cutoffs: Mapping[datetime | None, list[int]]) -> list[tuple[datetime, list[int]]]:
+    return [
+        (cutoff, ids[start : start + DEVICES_PER_GROUP])
+        for cutoff, ids in cutoffs.items()
+        if cutoff is not None
+        for start in range(0, len(ids), DEVICES_PER_GROUP)
+    ]
+
+
+@dataclass(frozen=True)
+class PositionsPlan:
+    """What a retention run over positions does: whole partitions to drop; partitions to sweep in block
+    ranges (PostgreSQL: the boundary day, the default partition, days kept for some devices only); and
+    device groups whose old rows the (device_id, fix_time) index finds in chunks (SQLite; a run for some
+    devices; devices keeping less than the default)."""
+
+    retention: Retention
+    partitioned: bool
+    to_drop: list[Partition]
+    to_sweep: list[Partition]
+    groups: list[tuple[datetime, list[int]]]  # (cutoff, devices) to delete through the index
+
+    @property
+    def steps(self) -> int:
+        return (1 if self.to_drop else 0) + len(self.to_sweep) + len(self.groups)
+
+    def details(self) -> dict[str, Any]:
+        return {
+            "cutoff": _iso(self.retention.default),
+            "partitions": [partition.name for partition in self.to_drop],
+            "swept": [partition.name for partition in self.to_sweep],
+        }
+
+
+async def plan_positions(
+    session: AsyncSession, now: datetime, days_to_keep: int, device_ids: Sequence[int] | None = None
+) -> PositionsPlan:
+    retention = await device_retention(session, now, days_to_keep, device_ids)
+    partitions = await list_partitions(session) if await is_partitioned(session) else []
+    default = retention.default
+    # Only a run over every device may drop or sweep a partition (it holds every device's rows).
+    if device_ids is not None or default is None or not partitions:
+        return PositionsPlan(retention, bool(partitions), [], [], _groups(retention.by_cutoff()))
+    shared = retention.last_shared_cutoff()
+    to_drop = [p for p in partitions if shared is not None and p.upper is not None and p.upper <= shared]
+    to_sweep = [p for p in partitions if p not in to_drop and (p.lower is None or p.lower < default)]
+    # Devices keeping less than the default have old rows in newer partitions than those swept.
+    shorter: dict[datetime | None, list[int]] = {
+        cutoff: ids for cutoff, ids in retention.own.items() if cutoff is not None and cutoff > default
+    }
+    return PositionsPlan(retention, True, to_drop, to_sweep, _groups(shorter))
+
+
+async def remove_old_positions(
+    sessions: async_sessionmaker[AsyncSession],
+    redis: Redis,
+    run: CleanupRun,
+    *,
+    now: datetime,
+    days_to_keep: int,
+    device_ids: Sequence[int] | None = None,
+) -> dict[str, Any]:
+    """Positions past their device's retention, each device's newest kept: dropped partitions, then chunks."""
+    async with sessions() as session:
+        plan = await plan_positions(session, now, days_to_keep, device_ids)
+    details = plan.details()
+    if run.dry_run:
+        details["by_device"] = await _count_by_device(sessions, plan, run)
+        return run.result(**details)
+    done = 0
+    async with run.step("detach_partitions"):
+        if plan.to_drop:
+            # An analysed partition's rows are the planner's estimate: counting would read every row the
+            # drop does not.
+            sizes = [await rows_of(sessions, partition) for partition in plan.to_drop]
+            kept = await detach_partitions(sessions, redis, plan.to_drop)
+            run.count("positions", max(sum(rows for rows, _ in sizes) - kept, 0))
+            details["newest_kept_from_dropped"] = kept
+            details["dropped_rows_estimated"] = any(estimated for _, estimated in sizes)
+            done += 1
+            await run.progress(done, plan.steps, f"detached {len(plan.to_drop)} partitions")
+    async with run.step("sweep_partitions"):
+        for partition in plan.to_sweep:
+            leaf = partition_table(partition.name)
+            run.count("positions", await sweep_partition(sessions, leaf, plan.retention.expired(leaf)))
+            done += 1
+            await run.progress(done, plan.steps, f"swept {partition.name}")
+    async with run.step("delete_chunks"):
+        for cutoff, ids in plan.groups:
+            run.count("positions", await delete_in_chunks(sessions, POSITIONS, old_positions(ids, cutoff)))
+            done += 1
+            await run.progress(done, plan.steps, f"trimmed devices {ids[0]}..{ids[-1]}")
+    if plan.partitioned:
+        async with run.step("drop_tables"):  # last: the rows are gone already, this gives the disk back
+            details["dropped_tables"] = await drop_detached(sessions)
+    return run.result(**details)
+
+
+async def _count_by_device(
+    sessions: async_sessionmaker[AsyncSession], plan: PositionsPlan, run: CleanupRun
+) -> dict[str, int]:
+    async with run.step("count"), sessions() as session:
+        counted = await session.execute(
+            sa.select(POSITIONS.c.device_id, sa.func.count())
+            .where(plan.retention.expired(POSITIONS))
+            .group_by(POSITIONS.c.device_id)
+        )
+        by_device = {str(device_id): int(count) for device_id, count in counted}
+    await run.progress(1, 1, "counted")
+    run.count("positions", sum(by_device.values()))
+    return by_device
+
+
+async def remove_old_events(
+    sessions: async_sessionmaker[AsyncSession],
+    run: CleanupRun,
+    *,
+    now: datetime,
+    days_to_keep: int,
+    device_ids: Sequence[int] | None = None,
+) -> dict[str, Any]:
+    """Events older than the cutoff, a group of devices at a time, and the deliveries made for them."""
+    cutoff = cutoff_of(now, days_to_keep)
+    details: dict[str, Any] = {"cutoff": _iso(cutoff)}
+    if cutoff is None:
+        return run.result(**details)
+    async with sessions() as session:
+        query = select(Device.id).order_by(col(Device.id))
+        if device_ids is not None:
+            query = query.where(col(Device.id).in_(device_ids))
+        groups = _groups({cutoff: list((await session.execute(query)).scalars())})
+    deliveries = DELIVERIES.c.created_at < cutoff
+    if device_ids is not None:
+        deliveries = sa.and_(deliveries, DELIVERIES.c.device_id.in_(device_ids))
+    if run.dry_run:
+        async with run.step("count"), sessions() as session:
+            for _, ids in groups:
+                run.count("events", await count_rows(session, EVENTS, _old_events(ids, cutoff)))
+            run.count("deliveries", await count_rows(session, DELIVERIES, deliveries))
+        return run.result(**details)
+    async with run.step("delete_deliveries"):
+        run.count("deliveries", await delete_in_chunks(sessions, DELIVERIES, deliveries))
+    async with run.step("delete_events"):
+        for done, (_, ids) in enumerate(groups, start=1):
+            run.count("events", await delete_in_chunks(sessions, EVENTS, _old_events(ids, cutoff)))
+            await run.progress(done, len(groups), f"events of {ids[0]}..{ids[-1]}")
+    return run.result(**details)
+
+
+def _old_events(device_ids: list[int], cutoff: datetime) -> sa.ColumnElement[bool]:
+    return sa.and_(EVENTS.c.device_id.in_(device_ids), EVENTS.c.event_time < cutoff)
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return moment.isoformat() if moment else None

@@ -1,0 +1,99 @@
+"""What `GET /api/cleanup/status` shows an admin: the big tables' sizes and row estimates, the positions'
+partitions (the default one included) with their ranges and sizes, the oldest position, and what the next
+retention run would remove. Cheap enough to ask often: sizes and row counts of partitions come from
+the catalogue's estimates, the oldest position from one index probe per device."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col, select
+
+from tracker_jobs.cleanup import retention
+from tracker_jobs.cleanup.chunks import count_rows
+from tracker_jobs.cleanup.partitions import is_partitioned, list_partitions
+from tracker_jobs.core.config import Settings
+from tracker_jobs.core.db import dialect_name
+from tracker_jobs.devices.models import Device
+from tracker_jobs.positions.models import Position
+
+BIG_TABLES = ("positions", "events", "deliveries", "job_records", "sessions")
+
+
+async def cleanup_status(session: AsyncSession, settings: Settings, now: datetime) -> dict[str, Any]:
+    partitions = await list_partitions(session) if await is_partitioned(session) else []
+    return {
+        "database": dialect_name(session),
+        "tables": [await _table_size(session, name) for name in BIG_TABLES],
+        "partitions": [partition.to_api() for partition in partitions],
+        "oldestPosition": _iso(await _oldest_position(session)),
+        "retention": {
+            "positionsDays": settings.retention_positions_days,
+            "eventsDays": settings.retention_events_days,
+        },
+        "nextRun": await _next_run(session, settings, now),
+    }
+
+
+async def _table_size(session: AsyncSession, name: str) -> dict[str, Any]:
+    """Bytes on disk (indexes included) and rows: estimates on PostgreSQL (a partitioned table summed over
+    its partitions), exact on SQLite (the embedded database is small enough to count)."""
+    if dialect_name(session) == "postgresql":
+        size, rows = (
+            await session.execute(
+                sa.text(
+                    "SELECT coalesce(sum(pg_total_relation_size(t.relid)), 0), coalesce(sum(greatest(c.reltuples, 0)), 0)"
+                    " FROM pg_partition_tree(to_regclass(:name)) AS t JOIN pg_class AS c ON c.oid = t.relid"
+                ),
+                {"name": name},
+            )
+        ).one()
+    else:
+        table = sa.table(name)
+        rows = (await session.execute(sa.select(sa.func.count()).select_from(table))).scalar_one()
+        size = (
+            await session.execute(
+                sa.text("SELECT coalesce(sum(pgsize), 0) FROM dbstat WHERE name = :name"), {"name": name}
+            )
+        ).scalar_one()
+    return {"table": name, "bytes": int(size), "rowsEstimate": int(rows)}
+
+
+async def _oldest_position(session: AsyncSession) -> datetime | None:
+    """The oldest fix: each device's first through the (device_id, fix_time) index, the least of them."""
+    first = (
+        select(sa.func.min(Position.fix_time))
+        .where(col(Position.device_id) == Device.id)
+        .correlate(Device)
+        .scalar_subquery()
+    )
+    oldest: datetime | None = (await session.execute(sa.select(sa.func.min(first)).select_from(Device))).scalar()
+    return oldest
+
+
+async def _next_run(session: AsyncSession, settings: Settings, now: datetime) -> dict[str, Any]:
+    """What retention would remove now: whole partitions (their estimated rows), then rows in chunks."""
+    plan = await retention.plan_positions(session, now, settings.retention_positions_days)
+    condition = plan.retention.expired(retention.POSITIONS)
+    after_drops = max((partition.upper for partition in plan.to_drop if partition.upper), default=None)
+    if after_drops is not None:  # what the drops take is estimated above, not counted again
+        condition = sa.and_(condition, retention.POSITIONS.c.fix_time >= after_drops)
+    in_chunks = await count_rows(session, retention.POSITIONS, condition)
+    events_cutoff = retention.cutoff_of(now, settings.retention_events_days)
+    events = 0
+    if events_cutoff is not None:
+        events = await count_rows(session, retention.EVENTS, retention.EVENTS.c.event_time < events_cutoff)
+    return {
+        **plan.details(),
+        "positionsInPartitionsEstimate": sum(max(partition.rows_estimate, 0) for partition in plan.to_drop),
+        "positionsInChunks": int(in_chunks),
+        "eventsCutoff": _iso(events_cutoff),
+        "events": int(events),
+    }
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return moment.isoformat() if moment else None
