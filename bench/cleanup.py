@@ -105,8 +105,8 @@ async def load(pool: asyncpg.Pool, database: str, redis_url: str, rows: int) -> 
     await asyncio.gather(*halves)
     await pool.execute("ALTER TABLE positions_seed ADD PRIMARY KEY (id), ADD UNIQUE (device_id, fix_time)")
     await pool.execute(
-        "UPDATE devices SET position_id = (SELECT id FROM positions AS p WHERE p.device_id = devices.id"
-        " ORDER BY fix_time DESC LIMIT 1)"
+        "UPDATE devices SET (position_id, position_time) = (SELECT id, fix_time FROM positions AS p"
+        " WHERE p.device_id = devices.id ORDER BY fix_time DESC LIMIT 1)"
     )
     await asyncio.gather(pool.execute("VACUUM (ANALYZE) positions"), pool.execute("VACUUM (ANALYZE) positions_seed"))
     await pool.execute("CHECKPOINT")

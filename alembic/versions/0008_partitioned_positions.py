@@ -1,4 +1,4 @@
-"""positions range-partitioned by fix time on PostgreSQL, a partition a day and a default one
+"""devices.position_time (the newest position's fix time); positions range-partitioned by fix time on PostgreSQL, a partition a day and a default one
 (tracker_jobs/cleanup/partitions.py explains the choice and keeps them); existing rows are copied over
 in chunks of ids, keeping their ids. SQLite keeps its one table (retention deletes there in chunks).
 
@@ -69,6 +69,11 @@ def _new_positions_table(old: str, primary_key: str, partitioned: bool) -> None:
 
 
 def upgrade() -> None:
+    # Each device's newest position is found by its id and its fix time: in one partition, not in all.
+    op.add_column("devices", sa.Column("position_time", sa.DateTime(timezone=True), nullable=True))
+    op.execute(
+        "UPDATE devices SET position_time = (SELECT p.fix_time FROM positions AS p WHERE p.id = devices.position_id)"
+    )
     if op.get_bind().dialect.name != "postgresql":
         return
     # A partitioned table's unique keys include its partition key, so the primary key is (id, fix_time):
@@ -82,6 +87,9 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    # Not in batch mode: on SQLite that rebuilds devices, and dropping the old one would take every
+    # position with it (foreign keys are on); SQLite drops a column in place.
+    op.drop_column("devices", "position_time")
     if op.get_bind().dialect.name != "postgresql":
         return
     _new_positions_table("positions_partitioned", "id", partitioned=False)

@@ -151,8 +151,8 @@ async def build_fleet(sessions: async_sessionmaker[AsyncSession], redis: ArqRedi
         )
         await session.execute(
             sa.text(
-                "UPDATE devices SET position_id = (SELECT p.id FROM positions AS p WHERE p.device_id = devices.id"
-                " ORDER BY p.fix_time DESC LIMIT 1)"
+                "UPDATE devices SET (position_id, position_time) = (SELECT p.id, p.fix_time FROM positions AS p"
+                " WHERE p.device_id = devices.id ORDER BY p.fix_time DESC LIMIT 1)"
             )
         )
         named = await session.execute(sa.text("SELECT id, unique_id FROM devices"))

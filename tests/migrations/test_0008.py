@@ -5,8 +5,11 @@ rows in the default partition; new positions take ids after the old; and back ag
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from collections.abc import Iterator
+from contextlib import closing
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse, urlunparse
 
@@ -75,6 +78,8 @@ def test_0008_moves_every_position_into_day_partitions_keeping_ids(database: str
     command.upgrade(config, "0008")
 
     assert positions(database) == [(position_id, age) for position_id, age in ROWS]
+    newest = run(sql(database, "SELECT position_time FROM devices"))
+    assert newest[0]["position_time"] == NOW - timedelta(days=1, minutes=1)  # position 900,000's fix time
     partitions = {
         row["relname"]: row["bound"]
         for row in run(
@@ -107,3 +112,24 @@ def test_0008_moves_every_position_into_day_partitions_keeping_ids(database: str
     assert positions(database) == [*((position_id, age) for position_id, age in ROWS), (900_001, 0)]
     assert run(sql(database, "SELECT 1 FROM pg_partitioned_table")) == []
     assert run(sql(database, "SELECT to_regclass('positions_default') AS t"))[0]["t"] is None
+
+
+def test_0008_on_sqlite_fills_position_time_and_its_downgrade_keeps_every_position(tmp_path: Path) -> None:
+    path = tmp_path / "tracker.db"
+    config = alembic_config(f"sqlite:///{path}")
+    command.upgrade(config, "0007")
+    with closing(sqlite3.connect(path)) as connection:
+        connection.executescript(
+            "INSERT INTO devices (id, unique_id, name, status, disabled, total_distance, motion, attributes,"
+            " created_at, position_id) VALUES (1, 'imei-1', 'van', 'offline', 0, 0.0, 0, '{}', '2026-01-01 00:00:00', 7);"
+            "INSERT INTO positions (id, device_id, protocol, fix_time, server_time, latitude, longitude, altitude,"
+            " speed, course, accuracy, valid, attributes) VALUES (7, 1, 'osmand', '2026-01-02 03:04:05.000000',"
+            " '2026-01-02 03:04:05.000000', 50, 8, 0, 0, 0, 0, 1, '{}');"
+        )
+    command.upgrade(config, "0008")
+    with closing(sqlite3.connect(path)) as connection:
+        assert connection.execute("SELECT position_time FROM devices").fetchall() == [("2026-01-02 03:04:05.000000",)]
+    command.downgrade(config, "0007")  # in place: a rebuilt devices table would take its positions along
+    with closing(sqlite3.connect(path)) as connection:
+        assert connection.execute("SELECT id FROM positions").fetchall() == [(7,)]
+        assert "position_time" not in {row[1] for row in connection.execute("PRAGMA table_info(devices)")}

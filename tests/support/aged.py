@@ -38,15 +38,18 @@ async def store_positions(
     ]
     async with transaction(sessions) as session:
         await insert_ignoring_duplicates(session, Position.__table__, rows)  # type: ignore[attr-defined]
-        newest = (
+        newest, fix_time = (
             await session.execute(
-                sa.select(Position.id)
+                sa.select(Position.id, Position.fix_time)
                 .where(Position.device_id == device_id)
                 .order_by(sa.desc(Position.fix_time))
                 .limit(1)
             )
-        ).scalar_one()
-        await session.execute(sa.update(Device).where(Device.id == device_id).values(position_id=newest))
+        ).one()
+        # As the drain moves a device forward: its newest position's id and fix time.
+        await session.execute(
+            sa.update(Device).where(Device.id == device_id).values(position_id=newest, position_time=fix_time)
+        )
 
 
 async def device_with(sessions: async_sessionmaker[AsyncSession], name: str, **attributes: Any) -> int:

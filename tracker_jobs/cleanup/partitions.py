@@ -53,6 +53,8 @@ DEFAULT_WARN_ROWS = 100_000
 # Pages a sweep deletes from in one transaction: about 60,000 positions, tens of milliseconds of work
 # holding only row locks (writers of new positions never wait on them).
 SWEEP_BLOCKS = 1024
+# Between two detached tables dropped: the writers' commits get the disk between the bursts of unlinking.
+DROP_SPACING_S = 0.05
 
 _NAME = re.compile(r"positions_p(\d{8})")
 T = TypeVar("T")
@@ -160,7 +162,9 @@ async def _create_partition(session: AsyncSession, day: date) -> None:
     )
     if strays.first() is None:
         await session.execute(
-            sa.text(f"CREATE TABLE {name} PARTITION OF {PARENT} FOR VALUES FROM ('{lower}') TO ('{upper}')")
+            sa.text(
+                f"CREATE TABLE IF NOT EXISTS {name} PARTITION OF {PARENT} FOR VALUES FROM ('{lower}') TO ('{upper}')"
+            )
         )
         return
     await session.execute(sa.text(f"CREATE TABLE {name} (LIKE {PARENT} INCLUDING DEFAULTS)"))
@@ -195,16 +199,20 @@ async def detach_partitions(
 
 
 async def _detach(session: AsyncSession, batch: list[Partition]) -> int:
+    for partition in batch:
+        await session.execute(sa.text(f"ALTER TABLE {PARENT} DETACH PARTITION {partition.name}"))
+        # Its copy of the foreign key to devices goes too, while the drains are paused: dropping it takes
+        # devices' exclusive lock for a moment, which DROP TABLE would otherwise take later, with the
+        # drains running.
+        await session.execute(sa.text(f"ALTER TABLE {partition.name} DROP CONSTRAINT IF EXISTS {DEVICE_KEY}"))
+    # Read with the table to ourselves (every drain in flight has ended): no newest position can move
+    # into these days unseen.
     newest = set(
         (await session.execute(sa.text("SELECT position_id FROM devices WHERE position_id IS NOT NULL"))).scalars()
     )
     kept = 0
     for partition in batch:
         low, high = (await session.execute(sa.text(f"SELECT min(id), max(id) FROM {partition.name}"))).one()  # noqa: S608
-        await session.execute(sa.text(f"ALTER TABLE {PARENT} DETACH PARTITION {partition.name}"))
-        # Its copy of the foreign key to devices goes now, while the drains are paused: dropping a table
-        # that has one takes devices' exclusive lock, which every drain and API request would wait on.
-        await session.execute(sa.text(f"ALTER TABLE {partition.name} DROP CONSTRAINT IF EXISTS {DEVICE_KEY}"))
         pinned = [position_id for position_id in newest if low is not None and low <= position_id <= high]
         if pinned:  # its days now belong to no partition, so the copies land in the default one
             copied = await session.execute(
@@ -219,7 +227,7 @@ async def drop_detached(sessions: async_sessionmaker[AsyncSession]) -> list[str]
     """Drop the day tables no longer attached to positions: those just detached, or left by a run that
     was stopped between its detach and its drop (their newest positions were copied out before). No one
     else locks them (their foreign key went with the detach), so this holds nothing up, however long
-    giving back their files takes."""
+    giving back their files takes (one left with its key by a stopped run waits on devices: briefly)."""
     async with sessions() as session:
         names = (
             (
@@ -233,18 +241,35 @@ async def drop_detached(sessions: async_sessionmaker[AsyncSession]) -> list[str]
             .scalars()
             .all()
         )
-    if names:  # one transaction: their files go at its one commit
+    dropped = []
+    for name in names:  # one a transaction: each commit gives back one day's files, a burst of I/O at a time
         try:
             async with transaction(sessions) as session:
                 # One left with its foreign key (by a version before this one) waits on devices: not long.
                 await session.execute(sa.text(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'"))
-                await session.execute(sa.text(f"DROP TABLE IF EXISTS {', '.join(names)}"))
+                await session.execute(sa.text(f"DROP TABLE IF EXISTS {name}"))
         except DBAPIError as error:
             if getattr(error.orig, "sqlstate", None) != LOCK_NOT_AVAILABLE:
                 raise
-            log.warning("detached position tables %s not dropped yet (busy): the next run drops them", names)
-            return []
-    return list(names)
+            log.warning("detached position table %s not dropped yet (busy): the next run drops it", name)
+            continue
+        dropped.append(name)
+        await asyncio.sleep(DROP_SPACING_S)
+    return dropped
+
+
+async def _holders(sessions: async_sessionmaker[AsyncSession]) -> str:
+    """Who holds a lock on positions now (what a DDL waited on): for the log."""
+    async with sessions() as session:
+        rows = await session.execute(
+            sa.text(
+                "SELECT a.pid, a.state, round(extract(epoch FROM now() - a.xact_start)::numeric, 2),"
+                " left(a.query, 80) FROM pg_locks AS l JOIN pg_stat_activity AS a USING (pid)"
+                " WHERE l.relation = to_regclass(:parent) AND l.granted AND a.pid <> pg_backend_pid()"
+            ),
+            {"parent": PARENT},
+        )
+        return "; ".join(f"pid {pid} {state} for {age} s: {query}" for pid, state, age, query in rows) or "none now"
 
 
 def partition_table(name: str) -> sa.TableClause:
@@ -292,6 +317,6 @@ async def _with_table_to_itself(
         except DBAPIError as error:
             if getattr(error.orig, "sqlstate", None) != LOCK_NOT_AVAILABLE or attempt == LOCK_TRIES:
                 raise
-            log.info("positions table busy (attempt %d): trying again", attempt)
+            log.warning("positions table busy (attempt %d), held by: %s", attempt, await _holders(sessions))
             await asyncio.sleep(min(0.2 * attempt, 2.0))  # the drains held up meanwhile catch up
     raise AssertionError("unreachable")

@@ -30,6 +30,9 @@ class Device(SQLModel, table=True):
     disabled: bool = False
     last_update: datetime | None = Field(default=None, sa_type=UTCDateTime)
     position_id: int | None = Field(default=None, sa_type=BigId)  # latest stored position (no FK: see cleanup)
+    # Its fix time: with the id, it finds the position in its day's partition alone (PostgreSQL), where
+    # the id by itself would be looked up in every day's.
+    position_time: datetime | None = Field(default=None, sa_type=UTCDateTime)
     speed_limit: float | None = None  # knots; None: no overspeed check
     total_distance: float = 0.0  # odometer, metres
     motion: bool = False

@@ -150,8 +150,13 @@ async def store_batch(
     now: float,
     shapes: ShapeCache | None = None,
 ) -> BatchOutcome:
-    """Pipeline and store one batch, its positions and events, in one transaction; say what changed
-    for live updates. `shapes`: the worker's parsed geofences (None: no geofence detection)."""
+    """Pipeline and store one batch, its positions and events in one transaction; say what changed
+    for live updates. `shapes`: the worker's parsed geofences (None: no geofence detection).
+    What the pipeline reads (the devices, their newest positions and detector state) is read in a
+    transaction of its own, and the pipeline runs between the two: the tables are held only while read
+    and while written, not while Python works (which, beside the process's other drains, can take long;
+    table DDL waits for every transaction in flight). Only this drain (it holds the partition's lock)
+    moves its devices forward, so nothing it read changes meanwhile."""
     async with transaction(sessions) as session:
         devices = await load_devices(session, (record.device_id for record in records))
         dropped: Counter[str] = Counter()
@@ -176,17 +181,18 @@ async def store_batch(
             steps = (*steps, DetectMaintenance(await load_maintenance(session, maintained)))
             steps = (*steps, await load_maintenance_reminders(session, maintained))
         steps = (*steps, await load_motion(session, devices, trip_defaults(config)))
-        states = {d.id: d.state for d in devices.values() if d.state}
-        result = run_pipeline(usable, states, config, now, steps=steps)
-        seen: dict[int, float] = {}
-        for record in result.kept:
-            seen[record.device_id] = max(seen.get(record.device_id, 0.0), record.server_time)
-        # A device that was not online is now: deviceOnline, at its newest position (a device that
-        # sent only late positions is online again, but late positions make no event).
-        back = [result.newest[d] for d in seen if devices[d].status != DeviceStatus.ONLINE and d in result.newest]
-        found = [*result.events, *(DetectedEvent(record, "deviceOnline", 0) for record in back)]
-        wanted = [(device_id, record.fix_time) for device_id, record in result.newest.items()]
-        wanted += [(event.position.device_id, event.position.fix_time) for event in found]
+    states = {d.id: d.state for d in devices.values() if d.state}
+    result = run_pipeline(usable, states, config, now, steps=steps)
+    seen: dict[int, float] = {}
+    for record in result.kept:
+        seen[record.device_id] = max(seen.get(record.device_id, 0.0), record.server_time)
+    # A device that was not online is now: deviceOnline, at its newest position (a device that
+    # sent only late positions is online again, but late positions make no event).
+    back = [result.newest[d] for d in seen if devices[d].status != DeviceStatus.ONLINE and d in result.newest]
+    found = [*result.events, *(DetectedEvent(record, "deviceOnline", 0) for record in back)]
+    wanted = [(device_id, record.fix_time) for device_id, record in result.newest.items()]
+    wanted += [(event.position.device_id, event.position.fix_time) for event in found]
+    async with transaction(sessions) as session:
         inserted = await insert_positions(session, result.kept, wanted)
         ids = inserted.ids
         dropped.update(result.dropped)

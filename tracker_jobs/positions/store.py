@@ -52,12 +52,9 @@ _DEVICE_SEEN = sa.text(
 # The newest position only moves forward: the guard protects against a drainer that lost its lock.
 _DEVICE_NEWEST = sa.text(
     """
-    UPDATE devices SET position_id = :position_id, total_distance = :odometer, motion = :motion,
-                       motion_state = COALESCE(:motion_state, motion_state)
-    WHERE id = :device_id
-      AND (position_id IS NULL
-           OR NOT EXISTS (SELECT 1 FROM positions AS current
-                          WHERE current.id = devices.position_id AND current.fix_time >= :fix_time))
+    UPDATE devices SET position_id = :position_id, position_time = :fix_time, total_distance = :odometer,
+                       motion = :motion, motion_state = COALESCE(:motion_state, motion_state)
+    WHERE id = :device_id AND (position_time IS NULL OR position_time < :fix_time)
     """
 ).bindparams(sa.bindparam("fix_time", type_=UTCDateTime()))
 
@@ -90,7 +87,7 @@ _PG_LOAD_DEVICES = sa.text(
            p.attributes, d.motion_state,
            EXISTS (SELECT 1 FROM device_geofences AS dg WHERE dg.device_id = d.id),
            EXISTS (SELECT 1 FROM device_maintenances AS dm WHERE dm.device_id = d.id)
-    FROM devices AS d LEFT JOIN positions AS p ON p.id = d.position_id
+    FROM devices AS d LEFT JOIN positions AS p ON p.id = d.position_id AND p.fix_time = d.position_time
     WHERE d.id = ANY(:ids)
     """
 ).bindparams(sa.bindparam("ids", type_=postgresql.ARRAY(sa.Integer())))
@@ -121,7 +118,12 @@ async def load_devices(session: AsyncSession, device_ids: Iterable[int]) -> dict
                 sa.exists().where(col(DeviceGeofence.device_id) == col(Device.id)),
                 sa.exists().where(col(DeviceMaintenance.device_id) == col(Device.id)),
             )
-            .outerjoin(Position, col(Position.id) == col(Device.position_id))
+            .outerjoin(
+                Position,
+                sa.and_(
+                    col(Position.id) == col(Device.position_id), col(Position.fix_time) == col(Device.position_time)
+                ),
+            )
             .where(col(Device.id).in_(wanted))
         )
     devices: dict[int, StoredDevice] = {}
@@ -216,14 +218,13 @@ FROM unnest($1::integer[], $2::timestamptz[]) AS seen(device_id, server_time)
 WHERE devices.id = seen.device_id
 """
 _PG_DEVICES_NEWEST = """
-UPDATE devices SET position_id = newest.position_id, total_distance = newest.odometer, motion = newest.motion,
+UPDATE devices SET position_id = newest.position_id, position_time = newest.fix_time,
+                   total_distance = newest.odometer, motion = newest.motion,
                    motion_state = COALESCE(newest.motion_state::jsonb, devices.motion_state)
 FROM unnest($1::integer[], $2::bigint[], $3::timestamptz[], $4::float8[], $5::boolean[], $6::text[])
      AS newest(device_id, position_id, fix_time, odometer, motion, motion_state)
 WHERE devices.id = newest.device_id
-  AND (devices.position_id IS NULL
-       OR NOT EXISTS (SELECT 1 FROM positions AS current
-                      WHERE current.id = devices.position_id AND current.fix_time >= newest.fix_time))
+  AND (devices.position_time IS NULL OR devices.position_time < newest.fix_time)
 """
 
 
@@ -316,9 +317,10 @@ def _columns(rows: list[dict[str, Any]], names: tuple[str, ...]) -> list[list[An
 
 async def _driver(session: AsyncSession) -> Any:
     """The asyncpg connection under the session, inside the session's transaction. SQLAlchemy opens
-    that transaction lazily, with the session's first statement: without one, the driver's statements
-    would each commit on their own."""
-    driver: Any = (await (await session.connection()).get_raw_connection()).driver_connection
+    that transaction lazily, with the session's first statement (without one, the driver's statements
+    would each commit on their own): when the driver's would be the first, a no-op opens it."""
+    connection = await session.connection()
+    driver: Any = (await connection.get_raw_connection()).driver_connection
     if not driver.is_in_transaction():
-        raise RuntimeError("the raw driver is used before the session's transaction began")
+        await connection.exec_driver_sql("SELECT 1")
     return driver
