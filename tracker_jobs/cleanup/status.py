@@ -1,7 +1,8 @@
 """What `GET /api/cleanup/status` shows an admin: the big tables' sizes and row estimates, the positions'
 partitions (the default one included) with their ranges and sizes, the oldest position, and what the next
-retention run would remove. Cheap enough to ask often: sizes and row counts of partitions come from
-the catalogue's estimates, the oldest position from one index probe per device."""
+retention run would remove. Sizes, row estimates and the partitions come from the catalogue; the oldest
+position from one index probe per device; what the next run would delete row by row is counted (it reads
+the days it would sweep: the boundary day, the default partition, days kept for some devices)."""
 
 from __future__ import annotations
 
