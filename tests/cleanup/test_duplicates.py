@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from tests.support.factories import add_device
-from tracker_jobs.cleanup import duplicates
+from tracker_jobs.cleanup import chunks
 from tracker_jobs.cleanup.chunks import CleanupRun
 from tracker_jobs.cleanup.duplicates import clean_duplicate_positions
 from tracker_jobs.core.db import transaction
@@ -93,7 +93,7 @@ async def test_a_dry_run_counts_the_same_and_changes_nothing(sessions: async_ses
 async def test_only_the_devices_asked_for_are_cleaned(
     sessions: async_sessionmaker[AsyncSession], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(duplicates, "GROUP_DEVICES", 1)
+    monkeypatch.setattr(chunks, "DEVICES_PER_GROUP", 1)
     rows = await fleet(sessions)
     named, plain, _ = rows["devices"]
     reported: list[tuple[int, int]] = []

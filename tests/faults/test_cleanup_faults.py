@@ -40,6 +40,7 @@ from sqlmodel import col
 
 from tests.support.processes import engine_env, tracker_jobs_command, wait_for
 from tests.support.services import ADMIN_TOKEN
+from tracker_jobs.cleanup.chunks import DEVICES_PER_GROUP
 from tracker_jobs.cleanup.partitions import (
     DEFAULT_PARTITION,
     ensure_partitions,
@@ -47,7 +48,6 @@ from tracker_jobs.cleanup.partitions import (
     is_partitioned,
     partition_name,
 )
-from tracker_jobs.cleanup.retention import DEVICES_PER_GROUP
 from tracker_jobs.core.db import UTCDateTime, dialect_name, transaction, utcnow
 from tracker_jobs.devices.models import Device
 from tracker_jobs.jobs import refs

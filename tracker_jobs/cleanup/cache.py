@@ -15,14 +15,11 @@ from collections import Counter
 from typing import Any
 
 from redis.asyncio import Redis
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-from sqlmodel import col
 
-from tracker_jobs.cleanup.chunks import CleanupRun
+from tracker_jobs.cleanup.chunks import CleanupRun, device_ids
 from tracker_jobs.core.errors import FieldError
 from tracker_jobs.core.redis import CACHE_PREFIX
-from tracker_jobs.devices.models import Device
 
 SCAN_PAGE = 1000
 PATTERN_MAX = 128
@@ -64,7 +61,7 @@ async def clean_cache(
     kind (`cache:live`, ..., `cache:other`); on a dry run, counted and left in place."""
     match = CACHE_PREFIX + check_cache_pattern(pattern)
     max_idle_s = max_age_hours * 3600
-    devices = await existing_devices(sessions)
+    devices = {str(device_id) for device_id in await device_ids(sessions)}  # as they appear in keys
     total = await redis.dbsize()  # an upper bound of what the scan will see: SCAN gives no total
     scanned, cursor = 0, 0
     async with run.step("scan"):
@@ -77,12 +74,6 @@ async def clean_cache(
             if cursor == 0:
                 break
     return run.result(pattern=pattern, max_age_hours=max_age_hours, scanned=scanned)
-
-
-async def existing_devices(sessions: async_sessionmaker[AsyncSession]) -> set[str]:
-    """The ids of the devices there are, as they appear in keys."""
-    async with sessions() as session:
-        return {str(device_id) for device_id in (await session.execute(select(col(Device.id)))).scalars()}
 
 
 async def stale_keys(redis: Redis, keys: list[str], max_idle_s: float, devices: set[str]) -> list[str]:

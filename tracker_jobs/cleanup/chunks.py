@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -15,9 +15,16 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from tracker_jobs.core.db import transaction
+from tracker_jobs.devices.models import Device
+
+DEVICES: sa.Table = Device.__table__  # type: ignore[attr-defined]
 
 # (done, total, message): called between chunks; a job passes jobs.progress.report_progress bound to its ctx.
 Progress = Callable[[int, int, str], Awaitable[None]]
+
+# Devices whose rows one statement walks at a time (through the (device_id, time) index): a fleet of
+# thousands takes tens of statements, each well within a second on a busy database.
+DEVICES_PER_GROUP = 200
 
 # Rows per transaction: large enough that a chunk's fixed cost is small, small enough that it holds its
 # locks (and, on SQLite, the one write lock) for tens of milliseconds.
@@ -79,6 +86,22 @@ async def delete_in_chunks(
         if done < chunk_rows:
             return removed
         await asyncio.sleep(0)  # let the process's other work in between chunks
+
+
+def in_groups(device_ids: Sequence[int]) -> list[list[int]]:
+    """The ids, DEVICES_PER_GROUP at a time."""
+    return [
+        list(device_ids[start : start + DEVICES_PER_GROUP]) for start in range(0, len(device_ids), DEVICES_PER_GROUP)
+    ]
+
+
+async def device_ids(sessions: async_sessionmaker[AsyncSession], only: Sequence[int] | None = None) -> list[int]:
+    """Every device's id (or those of `only` that exist), in order."""
+    query = sa.select(DEVICES.c.id).order_by(DEVICES.c.id)
+    if only is not None:
+        query = query.where(DEVICES.c.id.in_(only))
+    async with sessions() as session:
+        return list((await session.execute(query)).scalars())
 
 
 async def count_rows(session: AsyncSession, table: sa.Table, condition: sa.ColumnElement[bool]) -> int:

@@ -19,6 +19,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from tracker_jobs.cleanup import chunks
 from tracker_jobs.cleanup.chunks import CleanupRun
 from tracker_jobs.core.db import dialect_name, transaction
 from tracker_jobs.devices.models import Device
@@ -27,29 +28,20 @@ from tracker_jobs.positions.models import Position
 _POSITIONS: sa.Table = Position.__table__  # type: ignore[attr-defined]
 _DEVICES: sa.Table = Device.__table__  # type: ignore[attr-defined]
 
-# Devices per query: enough that a fleet of thousands takes tens of queries, few enough that one
-# group's positions are read, ranked and deleted well within a second on a busy database.
-GROUP_DEVICES = 200
-
 
 async def clean_duplicate_positions(
     sessions: async_sessionmaker[AsyncSession], run: CleanupRun, *, device_ids: list[int] | None = None
 ) -> dict[str, Any]:
     """Remove (or, on a dry run, count) the repeats of each device's positions: every device's, or
     those of `device_ids`."""
-    devices = sorted(set(device_ids)) if device_ids is not None else await _all_devices(sessions)
-    groups = [devices[start : start + GROUP_DEVICES] for start in range(0, len(devices), GROUP_DEVICES)]
+    devices = await chunks.device_ids(sessions, device_ids)
+    groups = chunks.in_groups(devices)
     run.count("positions", 0)  # so a run that found none says so
     for done, group in enumerate(groups, start=1):
         async with run.step("positions"):
             run.count("positions", await _clean_group(sessions, group, dry_run=run.dry_run))
         await run.progress(done, len(groups), f"checked devices up to id {group[-1]}")
     return run.result(devices=len(devices))
-
-
-async def _all_devices(sessions: async_sessionmaker[AsyncSession]) -> list[int]:
-    async with transaction(sessions) as session:
-        return list((await session.execute(sa.select(_DEVICES.c.id).order_by(_DEVICES.c.id))).scalars())
 
 
 async def _clean_group(sessions: async_sessionmaker[AsyncSession], group: list[int], *, dry_run: bool) -> int:

@@ -21,10 +21,11 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from tracker_jobs.cleanup.chunks import CleanupRun
+from tracker_jobs.core.db import lock_timed_out
 
-# The tables that grow and that cleanup deletes from; the others are a few rows per user or device.
-VACUUMED_TABLES = ("positions", "events", "deliveries", "job_records", "sessions")
-LOCK_NOT_AVAILABLE = "55P03"
+# The tables that grow and that cleanup deletes from (the status shows their sizes); the others are a few
+# rows per user or device.
+BIG_TABLES = ("positions", "events", "deliveries", "job_records", "sessions")
 AUTO_VACUUM_MODES = {0: "none", 1: "full", 2: "incremental"}
 
 
@@ -41,16 +42,16 @@ async def optimize_database(engine: AsyncEngine, run: CleanupRun, *, lock_timeou
 
 async def _vacuum_postgres(connection: AsyncConnection, run: CleanupRun, lock_timeout_s: float) -> dict[str, Any]:
     if run.dry_run:
-        return run.result(would_vacuum=list(VACUUMED_TABLES))
+        return run.result(would_vacuum=list(BIG_TABLES))
     # lock_timeout, not SKIP_LOCKED: SKIP_LOCKED skips a table (or one of positions' partitions) with a
     # warning only, where a timeout is an error that names the table this reports as skipped.
     await connection.exec_driver_sql(f"SET lock_timeout = '{int(lock_timeout_s * 1000)}ms'")
     vacuumed: list[str] = []
     skipped: list[str] = []
-    for done, table in enumerate(VACUUMED_TABLES, start=1):
+    for done, table in enumerate(BIG_TABLES, start=1):
         async with run.step(table):
             (vacuumed if await _vacuum(connection, table) else skipped).append(table)
-        await run.progress(done, len(VACUUMED_TABLES), f"vacuumed {table}")
+        await run.progress(done, len(BIG_TABLES), f"vacuumed {table}")
     return run.result(vacuumed=vacuumed, skipped=skipped)
 
 
@@ -59,7 +60,7 @@ async def _vacuum(connection: AsyncConnection, table: str) -> bool:
     try:
         await connection.exec_driver_sql(f"VACUUM (ANALYZE) {connection.dialect.identifier_preparer.quote(table)}")
     except DBAPIError as error:
-        if getattr(error.orig, "sqlstate", None) != LOCK_NOT_AVAILABLE:
+        if not lock_timed_out(error):
             raise
         return False
     return True

@@ -32,14 +32,13 @@ from redis.asyncio import Redis
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from tracker_jobs.core.db import UTCDateTime, dialect_name, transaction
+from tracker_jobs.core.db import UTCDateTime, dialect_name, lock_timed_out, transaction
 from tracker_jobs.positions import stream
 
 log = logging.getLogger(__name__)
 
 PARENT = "positions"
 DEVICE_KEY = "fk_positions_device_id_devices"  # the foreign key each partition has a copy of
-LOCK_NOT_AVAILABLE = "55P03"  # SQLSTATE of a lock timeout
 DEFAULT_PARTITION = "positions_default"
 AHEAD_DAYS = 7
 DAY = timedelta(days=1)
@@ -249,7 +248,7 @@ async def drop_detached(sessions: async_sessionmaker[AsyncSession]) -> list[str]
                 await session.execute(sa.text(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'"))
                 await session.execute(sa.text(f"DROP TABLE IF EXISTS {name}"))
         except DBAPIError as error:
-            if getattr(error.orig, "sqlstate", None) != LOCK_NOT_AVAILABLE:
+            if not lock_timed_out(error):
                 raise
             log.warning("detached position table %s not dropped yet (busy): the next run drops it", name)
             continue
@@ -315,7 +314,7 @@ async def _with_table_to_itself(
                 await session.execute(sa.text(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'"))
                 return await work(session)
         except DBAPIError as error:
-            if getattr(error.orig, "sqlstate", None) != LOCK_NOT_AVAILABLE or attempt == LOCK_TRIES:
+            if not lock_timed_out(error) or attempt == LOCK_TRIES:
                 raise
             log.warning("positions table busy (attempt %d), held by: %s", attempt, await _holders(sessions))
             await asyncio.sleep(min(0.2 * attempt, 2.0))  # the drains held up meanwhile catch up

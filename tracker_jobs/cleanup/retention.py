@@ -28,7 +28,8 @@ from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlmodel import col, select
 
-from tracker_jobs.cleanup.chunks import CleanupRun, count_rows, delete_in_chunks
+from tracker_jobs.cleanup import chunks
+from tracker_jobs.cleanup.chunks import CleanupRun, count_rows, delete_in_chunks, in_groups
 from tracker_jobs.cleanup.partitions import (
     Partition,
     detach_partitions,
@@ -45,7 +46,6 @@ from tracker_jobs.positions.models import Position
 
 RETENTION_ATTRIBUTE = "retentionDays"
 MAX_RETENTION_DAYS = 36_500
-DEVICES_PER_GROUP = 200  # devices whose old rows one chunked delete walks at a time
 
 POSITIONS = Position.__table__  # type: ignore[attr-defined]
 EVENTS = Event.__table__  # type: ignore[attr-defined]
@@ -130,12 +130,7 @@ def old_positions(device_ids: list[int], cutoff: datetime) -> sa.ColumnElement[b
 
 
 def _groups(cutoffs: Mapping[datetime | None, list[int]]) -> list[tuple[datetime, list[int]]]:
-    return [
-        (cutoff, ids[start : start + DEVICES_PER_GROUP])
-        for cutoff, ids in cutoffs.items()
-        if cutoff is not None
-        for start in range(0, len(ids), DEVICES_PER_GROUP)
-    ]
+    return [(cutoff, group) for cutoff, ids in cutoffs.items() if cutoff is not None for group in in_groups(ids)]
 
 
 @dataclass(frozen=True)
@@ -255,11 +250,7 @@ async def remove_old_events(
     details: dict[str, Any] = {"cutoff": _iso(cutoff)}
     if cutoff is None:
         return run.result(**details)
-    async with sessions() as session:
-        query = select(Device.id).order_by(col(Device.id))
-        if device_ids is not None:
-            query = query.where(col(Device.id).in_(device_ids))
-        groups = _groups({cutoff: list((await session.execute(query)).scalars())})
+    groups = _groups({cutoff: await chunks.device_ids(sessions, device_ids)})
     deliveries = DELIVERIES.c.created_at < cutoff
     if device_ids is not None:
         deliveries = sa.and_(deliveries, DELIVERIES.c.device_id.in_(device_ids))

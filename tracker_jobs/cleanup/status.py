@@ -15,13 +15,12 @@ from sqlmodel import col, select
 
 from tracker_jobs.cleanup import retention
 from tracker_jobs.cleanup.chunks import count_rows
+from tracker_jobs.cleanup.optimize import BIG_TABLES
 from tracker_jobs.cleanup.partitions import is_partitioned, list_partitions
 from tracker_jobs.core.config import Settings
 from tracker_jobs.core.db import dialect_name
 from tracker_jobs.devices.models import Device
 from tracker_jobs.positions.models import Position
-
-BIG_TABLES = ("positions", "events", "deliveries", "job_records", "sessions")
 
 
 async def cleanup_status(session: AsyncSession, settings: Settings, now: datetime) -> dict[str, Any]:
@@ -55,12 +54,20 @@ async def _table_size(session: AsyncSession, name: str) -> dict[str, Any]:
     else:
         table = sa.table(name)
         rows = (await session.execute(sa.select(sa.func.count()).select_from(table))).scalar_one()
-        size = (
-            await session.execute(
+        size = await _sqlite_bytes(session, name)
+    return {"table": name, "bytes": None if size is None else int(size), "rowsEstimate": int(rows)}
+
+
+async def _sqlite_bytes(session: AsyncSession, name: str) -> int | None:
+    """From the dbstat table, which some SQLite builds leave out: None there."""
+    try:
+        async with session.begin_nested():
+            found = await session.execute(
                 sa.text("SELECT coalesce(sum(pgsize), 0) FROM dbstat WHERE name = :name"), {"name": name}
             )
-        ).scalar_one()
-    return {"table": name, "bytes": int(size), "rowsEstimate": int(rows)}
+            return int(found.scalar_one())
+    except sa.exc.OperationalError:
+        return None
 
 
 async def _oldest_position(session: AsyncSession) -> datetime | None:

@@ -48,6 +48,14 @@ class UTCDateTime(sa.TypeDecorator[datetime]):
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
+LOCK_NOT_AVAILABLE = "55P03"  # PostgreSQL's SQLSTATE when a lock_timeout runs out
+
+
+def lock_timed_out(error: sa.exc.DBAPIError) -> bool:
+    """Whether the statement gave up waiting for a lock (SET lock_timeout), rather than failing."""
+    return getattr(error.orig, "sqlstate", None) == LOCK_NOT_AVAILABLE
+
+
 def utcnow() -> datetime:
     return datetime.now(UTC)
 
