@@ -4,7 +4,7 @@ readable through the positions API after its day is gone."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from tests.support.aged import device_with, newest_ids, store_positions
 from tests.support.client import Client, bearer, error_of
 from tests.support.factories import USER_TOKEN, Users
+from tests.support.services import make_settings
 from tests.support.workers import run_burst
 from tracker_jobs.cleanup.partitions import DEFAULT_PARTITION, ensure_partitions, is_partitioned
 from tracker_jobs.core.config import Settings
@@ -21,6 +22,14 @@ from tracker_jobs.core.db import utcnow
 from tracker_jobs.jobs.refs import CLEANUP
 
 KINDS = ("positions", "events", "cache", "duplicates", "orphans", "optimize")
+
+
+@pytest.fixture
+def settings(database_url: str, redis_url: str) -> Settings:
+    """Retention days other than the defaults, so a run that follows the settings can be told apart."""
+    return make_settings(
+        database_url, redis_url, TRACKER_RETENTION_POSITIONS_DAYS="45", TRACKER_RETENTION_EVENTS_DAYS="120"
+    )
 
 
 async def run_task(admin_client: Client, headers: dict[str, str], settings: Settings, kind: str, body: Any) -> Any:
@@ -42,6 +51,11 @@ async def test_every_cleanup_runs_as_a_task_and_a_dry_run_says_what_it_would_rem
     assert result["dry_run"] is True
     assert "would_remove" in result
     assert "steps_s" in result
+    # Left out, the days to keep are the TRACKER_RETENTION_* settings' (the cron's runs rely on it).
+    days = {"positions": 45, "events": 120}.get(kind)
+    if days is not None:
+        kept = utcnow() - datetime.fromisoformat(result["cutoff"])
+        assert timedelta(days=days) <= kept < timedelta(days=days, minutes=5)
 
 
 async def test_positions_past_retention_go_and_a_silent_devices_newest_stays_readable(
