@@ -14,7 +14,7 @@ the real `tracker-jobs listener` and `tracker-jobs worker` processes on the same
   4. then, on the identical plain table, the seed's `DELETE FROM positions_seed WHERE fix_time < cutoff`;
   5. table sizes before and after each (the DELETE gives nothing back until a VACUUM FULL).
 Latency "during" an operation: positions sent while it ran (at least its first second); "before": the
-seconds before it started. Ends with: RESULT purge_s=... delete_baseline_s=... purge_speedup=...
+seconds before it started. Each position's latency is saved to latencies.json in the logs folder. Ends with: RESULT purge_s=... delete_baseline_s=... purge_speedup=...
 ingest_p99_ratio_during_purge=... baseline_ingest_p99_ratio=... reclaimed_mb=...
 """
 
@@ -25,6 +25,7 @@ import asyncio
 import signal
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -34,9 +35,18 @@ import asyncpg
 import numpy as np
 import orjson
 import uvloop
-from ingest import DEVICES, KeepAliveClient, bench_urls, prepare_database, process_env, send_paced, start
+from ingest import (
+    DEVICES,
+    KeepAliveClient,
+    bench_urls,
+    prepare_database,
+    process_env,
+    send_paced,
+    start,
+    wait_listening,
+)
 
-from tracker_jobs.cleanup.partitions import ensure_partitions
+from tracker_jobs.cleanup.partitions import DAY, day_start, ensure_partitions, partition_name
 from tracker_jobs.core.db import create_engine, session_factory
 from tracker_jobs.core.redis import connect_redis
 from tracker_jobs.embedded import free_port
@@ -45,6 +55,10 @@ from tracker_jobs.jobs.refs import CLEANUP_OLD_POSITIONS
 from tracker_jobs.positions.live import LIVE_CHANNEL
 from tracker_jobs.positions.record import iso_epoch
 
+FULL_ROWS = 20_000_000
+# Enough that the seed's DELETE takes seconds, against which the fixed cost of a detach is small, as in
+# the full run; the load (most of the run) still fits in two minutes.
+QUICK_ROWS = 5_000_000
 DAYS = 60
 KEEP_DAYS = 30
 RATE = 2000  # positions/s of the steady ingest
@@ -58,6 +72,7 @@ class Ingest:
 
     sent: dict[tuple[int, str], float] = field(default_factory=dict)
     seen: dict[tuple[int, str], float] = field(default_factory=dict)
+    stored: asyncio.Event = field(default_factory=asyncio.Event)  # set at the first position seen stored
 
     def p99_ms(self, start: float, end: float) -> float:
         latencies = [
@@ -69,6 +84,14 @@ class Ingest:
             raise RuntimeError(f"only {len(latencies)} positions timed between {start:.1f} and {end:.1f}")
         return float(np.percentile(latencies, 99))
 
+    def save(self, path: Path, origin: float) -> None:
+        """Each position's send time and latency (seconds from `origin`, ms), to look at a run afterwards."""
+        rows = [
+            (round(sent - origin, 4), round((self.seen[key] - sent) * 1000, 1) if key in self.seen else None)
+            for key, sent in self.sent.items()
+        ]
+        path.write_bytes(orjson.dumps(rows))
+
 
 async def load(pool: asyncpg.Pool, database: str, redis_url: str, rows: int) -> None:
     """The fleet, its 60 days of positions (time order, as they arrived) in both tables, each device's
@@ -78,16 +101,10 @@ async def load(pool: asyncpg.Pool, database: str, redis_url: str, rows: int) -> 
         " SELECT 'bench-' || i, 'bench-' || i, 'offline', false, 0, false, '{}', now() FROM generate_series(0, $1 - 1) i",
         DEVICES,
     )
-    engine = create_engine(database)
     now = datetime.now(UTC)
-    redis = await connect_redis(redis_url)
-    await ensure_partitions(
-        session_factory(engine), redis, (now - timedelta(days=DAYS + 1)).date(), ahead_days=DAYS + 8
-    )
-    await redis.aclose()
-    await engine.dispose()
     per_device = rows // DEVICES
     end = now - timedelta(minutes=5)
+    first = end - timedelta(days=DAYS)
     step = timedelta(days=DAYS) / per_device
     started = time.perf_counter()
     insert = (
@@ -95,22 +112,63 @@ async def load(pool: asyncpg.Pool, database: str, redis_url: str, rows: int) -> 
         " course, accuracy, valid, attributes) SELECT d.id, 'osmand', $1::timestamptz + i * $2::interval,"
         " $1::timestamptz + i * $2::interval, 50 + (i % 1000) * 0.0001, 8 + d.id * 0.001, 0, 10, 0, 5, true,"
         " '{{\"motion\": true}}'::jsonb FROM generate_series($3::int, $4::int - 1) AS i CROSS JOIN devices AS d"
+        " WHERE $1::timestamptz + i * $2::interval >= $5 AND $1::timestamptz + i * $2::interval < $6"
     )
-    await pool.execute("CREATE TABLE positions_seed (LIKE positions INCLUDING DEFAULTS)")
-    # Two connections, one table each (two CPUs): the seed's table gets its keys after it is filled.
-    halves = [
-        pool.execute(insert.format(table="positions"), end - timedelta(days=DAYS), step, 0, per_device),
-        pool.execute(insert.format(table="positions_seed"), end - timedelta(days=DAYS), step, 0, per_device),
-    ]
-    await asyncio.gather(*halves)
-    await pool.execute("ALTER TABLE positions_seed ADD PRIMARY KEY (id), ADD UNIQUE (device_id, fix_time)")
+
+    def steps_between(lower: datetime, upper: datetime) -> tuple[int, int]:
+        """The range of i whose fix times may fall between (a step wider each side; the WHERE is exact)."""
+        return max(0, int((lower - first) / step) - 1), min(per_device, int((upper - first) / step) + 2)
+
+    days = [first.date() + timedelta(days=k) for k in range((end.date() - first.date()).days + 1)]
+
+    async def fill_ours() -> None:
+        """A day table at a time, filled, then attached as the day's partition: PostgreSQL builds its keys
+        in one sort each (faster than key by key as rows come), as the seed's table gets them below."""
+        async with pool.acquire() as connection:
+            made = {row[0] for row in await connection.fetch("SELECT relname FROM pg_class")}  # today's, at least
+            for day in days:
+                name, lower = partition_name(day), day_start(day)
+                if name not in made:
+                    await connection.execute(f"CREATE TABLE {name} (LIKE positions INCLUDING DEFAULTS)")
+                between = (lower, lower + DAY)
+                await connection.execute(insert.format(table=name), first, step, *steps_between(*between), *between)
+            for day in days:
+                name, lower = partition_name(day), day_start(day)
+                if name not in made:
+                    await connection.execute(
+                        f"ALTER TABLE positions ATTACH PARTITION {name} FOR VALUES FROM ('{lower}') TO ('{lower + DAY}')"
+                    )
+
+    async def fill_seed() -> None:
+        async with pool.acquire() as connection:
+            await connection.execute("CREATE TABLE positions_seed (LIKE positions INCLUDING DEFAULTS)")
+            everything = (first, end + DAY)
+            await connection.execute(
+                insert.format(table="positions_seed"), first, step, *steps_between(*everything), *everything
+            )
+            await connection.execute(
+                "ALTER TABLE positions_seed ADD PRIMARY KEY (id), ADD UNIQUE (device_id, fix_time)"
+            )
+
+    await asyncio.gather(fill_ours(), fill_seed())  # two connections, two CPUs
+    filled = time.perf_counter()
+    # The days the ingest writes to, made ahead as the engine does.
+    engine = create_engine(database)
+    redis = await connect_redis(redis_url)
+    await ensure_partitions(session_factory(engine), redis, days[-1] + DAY)
+    await redis.aclose()
+    await engine.dispose()
     await pool.execute(
         "UPDATE devices SET (position_id, position_time) = (SELECT id, fix_time FROM positions AS p"
         " WHERE p.device_id = devices.id ORDER BY fix_time DESC LIMIT 1)"
     )
     await asyncio.gather(pool.execute("VACUUM (ANALYZE) positions"), pool.execute("VACUUM (ANALYZE) positions_seed"))
     await pool.execute("CHECKPOINT")
-    print(f"  {rows:,} positions x 2 tables loaded in {time.perf_counter() - started:.0f} s", flush=True)
+    print(
+        f"  {rows:,} positions x 2 tables filled and keyed in {filled - started:.0f} s, vacuumed and analysed"
+        f" in {time.perf_counter() - filled:.0f} s",
+        flush=True,
+    )
 
 
 async def table_bytes(pool: asyncpg.Pool, table: str) -> int:
@@ -138,6 +196,7 @@ async def steady_ingest(
                 arrived = time.perf_counter()
                 for position in orjson.loads(message["data"]).get("positions", []):
                     ingest.seen.setdefault((position["deviceId"], position["fixTime"]), arrived)
+                    ingest.stored.set()
 
     listening = asyncio.create_task(listen())
     accepted = 0
@@ -154,15 +213,15 @@ async def steady_ingest(
         if await connection.get(path) == 200:
             accepted += 1
 
-    async def schedule() -> None:
+    def schedule() -> Iterator[tuple[int, int]]:
         passes = 0
         while not stop.is_set():
-            second = first_second + passes
-            await send_paced(port, [(device, second) for device in range(DEVICES)], RATE, send)
+            yield from ((device, first_second + passes) for device in range(DEVICES))
             passes += 1
 
     try:
-        await schedule()
+        # One paced stream over the same kept-alive connections throughout, as trackers hold theirs.
+        await send_paced(port, schedule(), RATE, send)
         await asyncio.sleep(3)  # the last positions' messages
     finally:
         listening.cancel()
@@ -186,9 +245,8 @@ async def run_job(redis_url: str) -> tuple[float, dict[str, Any]]:
     return sum(seconds for step, seconds in steps.items() if step != "drop_tables"), result
 
 
-async def main(quick: bool) -> None:
+async def main(rows: int) -> None:
     began = time.perf_counter()
-    rows = 3_000_000 if quick else 20_000_000
     database, maintenance, redis_url = bench_urls("cleanup", 12)
     await prepare_database(database, maintenance)
     redis = await connect_redis(redis_url)
@@ -208,12 +266,21 @@ async def main(quick: bool) -> None:
     ]
     ingest, stop = Ingest(), asyncio.Event()
     try:
-        await asyncio.sleep(3)  # the processes start
+        await wait_listening(port, processes[0])
         before_ours = await table_bytes(pool, "positions")
         before_seed = await table_bytes(pool, "positions_seed")
         first_fix = datetime.now(UTC).replace(microsecond=0)
         ingesting = asyncio.create_task(steady_ingest(port, redis_url, ingest, stop, device_ids))
-        await asyncio.sleep(2 + BEFORE_S)  # warm-up, then the seconds measured before
+        # Until positions come out stored (the workers have started: slowly, on a busy machine), then a
+        # warm-up, then the seconds measured before.
+        await asyncio.wait(
+            [ingesting, asyncio.ensure_future(ingest.stored.wait())], timeout=60, return_when="FIRST_COMPLETED"
+        )
+        await asyncio.sleep(2 + BEFORE_S)
+        if ingesting.done():  # it failed: say why now, not after the run
+            await ingesting
+        if not ingest.stored.is_set():
+            raise RuntimeError("no position came out stored within a minute")
         ours_start = time.perf_counter()
         purge_s, result = await run_job(redis_url)
         ours_end = time.perf_counter()
@@ -250,6 +317,7 @@ async def main(quick: bool) -> None:
     print(f"  ingest during the run: {accepted:,} accepted, {stored:,} stored ({distinct:,} distinct): {lost} lost")
     if lost or stored != distinct:
         raise RuntimeError(f"{lost} positions lost, {stored - distinct} stored twice")
+    ingest.save(logs / "latencies.json", ours_start)
     before_p99 = ingest.p99_ms(ours_start - BEFORE_S, ours_start)
     during_p99 = ingest.p99_ms(ours_start, max(ours_end, ours_start + MIN_DURING_S))
     seed_before_p99 = ingest.p99_ms(seed_start - BEFORE_S, seed_start)
@@ -276,5 +344,9 @@ async def main(quick: bool) -> None:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="3 million positions (under two minutes)")
-    uvloop.run(main(parser.parse_args().quick))
+    parser.add_argument("--quick", action="store_true", help=f"{QUICK_ROWS:,} positions (under two minutes)")
+    parser.add_argument(
+        "--rows", type=int, help=f"this many positions (default {FULL_ROWS:,}; --quick: {QUICK_ROWS:,})"
+    )
+    arguments = parser.parse_args()
+    uvloop.run(main(arguments.rows or (QUICK_ROWS if arguments.quick else FULL_ROWS)))

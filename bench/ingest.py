@@ -23,7 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -81,7 +81,7 @@ async def prepare_database(database: str, maintenance: str) -> None:
 
 
 async def send_paced(
-    port: int, schedule: Sequence[Item], rate: float, send: Callable[[KeepAliveClient, Item], Awaitable[None]]
+    port: int, schedule: Iterable[Item], rate: float, send: Callable[[KeepAliveClient, Item], Awaitable[None]]
 ) -> None:
     """`send` each item of `schedule` over one of 64 keep-alive connections to 127.0.0.1:`port`, item i
     leaving at start + i / rate (a steady rate, not a burst), and wait until all are answered."""
@@ -124,6 +124,23 @@ def process_env(database: str, redis: str, **extra: str) -> dict[str, str]:
 def start(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
     with open(log, "ab") as out:
         return subprocess.Popen([sys.executable, *args], env=env, stdout=out, stderr=subprocess.STDOUT)
+
+
+async def wait_listening(port: int, process: subprocess.Popen[bytes], timeout_s: float = 60.0) -> None:
+    """Until the process accepts connections on 127.0.0.1:`port` (it starts slowly on a busy machine)."""
+    deadline = time.perf_counter() + timeout_s
+    while True:
+        if process.poll() is not None:
+            raise RuntimeError(f"{process.args} exited with status {process.returncode} before it listened")
+        try:
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+        except OSError:
+            if time.perf_counter() > deadline:
+                raise RuntimeError(f"nothing listened on port {port} within {timeout_s:.0f} s") from None
+            await asyncio.sleep(0.05)
+            continue
+        writer.close()
+        return
 
 
 def memory_mb(process: subprocess.Popen[bytes], field: str = "VmHWM") -> float:

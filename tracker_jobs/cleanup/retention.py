@@ -102,8 +102,16 @@ class Retention:
             elif excepted:
                 others = table.c.device_id.not_in(excepted)
             clauses.append(sa.and_(others, table.c.fix_time < self.default))
-        newest = select(Device.position_id).where(col(Device.position_id).is_not(None)).scalar_subquery()
-        return sa.and_(sa.or_(sa.false(), *clauses), table.c.id.not_in(newest))
+        # Only a newest position older than some cutoff can be among these rows: usually none, so the
+        # list every row is checked against is short (its check was a quarter of a sweep's time).
+        cutoffs = [cutoff for cutoff in (self.default, *self.own) if cutoff is not None]
+        if not cutoffs:
+            return sa.false()  # every device keeps its positions for ever
+        newest = select(Device.position_id).where(
+            col(Device.position_id).is_not(None),
+            sa.or_(col(Device.position_time).is_(None), col(Device.position_time) < max(cutoffs)),
+        )
+        return sa.and_(sa.or_(sa.false(), *clauses), table.c.id.not_in(newest.scalar_subquery()))
 
 
 async def device_retention(

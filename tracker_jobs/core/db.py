@@ -114,6 +114,17 @@ def after_commit(session: AsyncSession, work: AfterCommit) -> None:
 
 
 @asynccontextmanager
+async def reading(sessions: async_sessionmaker[AsyncSession]) -> AsyncIterator[AsyncSession]:
+    """A session for reads that need no transaction: each statement commits on its own (autocommit), so
+    the tables it read are not held between its statements (table DDL waits for every transaction in
+    flight, and a process busy elsewhere can leave one open long). Each statement reads committed data,
+    as it would inside a READ COMMITTED transaction."""
+    async with sessions() as session:
+        await session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+        yield session
+
+
+@asynccontextmanager
 async def transaction(sessions: async_sessionmaker[AsyncSession]) -> AsyncIterator[AsyncSession]:
     """A session whose work is committed on success and rolled back on error; then what the work left
     to `after_commit` runs, in order (AfterCommitFailed if any of it fails: the commit itself stands)."""

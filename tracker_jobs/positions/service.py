@@ -17,7 +17,7 @@ from arq.connections import ArqRedis
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlmodel import col, select
 
-from tracker_jobs.core.db import transaction
+from tracker_jobs.core.db import reading, transaction
 from tracker_jobs.core.principal import Principal
 from tracker_jobs.core.trip_rule import trip_defaults
 from tracker_jobs.devices.keys import rate_key
@@ -152,12 +152,12 @@ async def store_batch(
 ) -> BatchOutcome:
     """Pipeline and store one batch, its positions and events in one transaction; say what changed
     for live updates. `shapes`: the worker's parsed geofences (None: no geofence detection).
-    What the pipeline reads (the devices, their newest positions and detector state) is read in a
-    transaction of its own, and the pipeline runs between the two: the tables are held only while read
-    and while written, not while Python works (which, beside the process's other drains, can take long;
-    table DDL waits for every transaction in flight). Only this drain (it holds the partition's lock)
-    moves its devices forward, so nothing it read changes meanwhile."""
-    async with transaction(sessions) as session:
+    What the pipeline reads (the devices, their newest positions and detector state) is read outside any
+    transaction, and the pipeline runs before the write's: the tables are held only while a statement
+    reads them and while the batch is written, not while Python works (which, beside the process's other
+    drains, can take long; table DDL waits for every transaction in flight). Only this drain (it holds
+    the partition's lock) moves its devices forward, so nothing it read changes meanwhile."""
+    async with reading(sessions) as session:
         devices = await load_devices(session, (record.device_id for record in records))
         dropped: Counter[str] = Counter()
         usable = []
