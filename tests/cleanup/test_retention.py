@@ -97,6 +97,10 @@ async def test_past_every_window_whole_partitions_go_and_a_silent_devices_newest
     assert old_day in done["partitions"]  # past the keeper's 60 days too
     assert partition_name((now - timedelta(days=50)).date()) not in done["partitions"]  # the keeper's
     assert done["newest_kept_from_dropped"] == 1
+    # The detach and the sweeps (here the days kept for the keeper, and the default partition) ran side
+    # by side: the old rows were out once the longer of them had ended.
+    steps = done["steps_s"]
+    assert max(steps["detach_partitions"], steps["sweep_partitions"]) <= done["purge_s"]
     async with sessions() as session:
         names = {partition.name for partition in await list_partitions(session)}
         in_default = (await session.execute(sa.select(table(DEFAULT_PARTITION).c.id))).scalars().all()

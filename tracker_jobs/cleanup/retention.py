@@ -17,6 +17,8 @@ for them; an event keeps its own coordinates, so it stays readable after its pos
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -202,8 +204,14 @@ async def remove_old_positions(
         details["by_device"] = await _count_by_device(sessions, plan, run)
         return run.result(**details)
     done = 0
-    async with run.step("detach_partitions"):
-        if plan.to_drop:
+
+    async def advanced(message: str) -> None:
+        nonlocal done
+        done += 1
+        await run.progress(done, plan.steps, message)
+
+    async def detach() -> None:
+        async with run.step("detach_partitions"):
             # An analysed partition's rows are the planner's estimate: counting would read every row the
             # drop does not.
             sizes = [await rows_of(sessions, partition) for partition in plan.to_drop]
@@ -211,19 +219,33 @@ async def remove_old_positions(
             run.count("positions", max(sum(rows for rows, _ in sizes) - kept, 0))
             details["newest_kept_from_dropped"] = kept
             details["dropped_rows_estimated"] = any(estimated for _, estimated in sizes)
-            done += 1
-            await run.progress(done, plan.steps, f"detached {len(plan.to_drop)} partitions")
-    async with run.step("sweep_partitions"):
-        for partition in plan.to_sweep:
-            leaf = partition_table(partition.name)
-            run.count("positions", await sweep_partition(sessions, leaf, plan.retention.expired(leaf)))
-            done += 1
-            await run.progress(done, plan.steps, f"swept {partition.name}")
+            await advanced(f"detached {len(plan.to_drop)} partitions")
+
+    async def sweep() -> None:
+        async with run.step("sweep_partitions"):
+            for partition in plan.to_sweep:
+                leaf = partition_table(partition.name)
+                run.count("positions", await sweep_partition(sessions, leaf, plan.retention.expired(leaf)))
+                await advanced(f"swept {partition.name}")
+
+    started = time.perf_counter()
+    # Side by side: the detach mostly waits for the drains' writes in flight to end, the sweeps (other
+    # tables: the boundary day, the default partition last) work meanwhile. If one fails the other is
+    # cancelled, between its transactions or rolling back the one it was in; its error is raised as it
+    # came (not in a group), so the job's retry of transient errors still sees it.
+    try:
+        async with asyncio.TaskGroup() as both:
+            if plan.to_drop:
+                both.create_task(detach())
+            both.create_task(sweep())
+    except ExceptionGroup as failed:
+        raise failed.exceptions[0]  # noqa: B904 (the group adds nothing to the error it holds)
     async with run.step("delete_chunks"):
         for cutoff, ids in plan.groups:
             run.count("positions", await delete_in_chunks(sessions, POSITIONS, old_positions(ids, cutoff)))
-            done += 1
-            await run.progress(done, plan.steps, f"trimmed devices {ids[0]}..{ids[-1]}")
+            await advanced(f"trimmed devices {ids[0]}..{ids[-1]}")
+    # Until every old row was out of the table: the steps above overlap, so this is not their sum.
+    details["purge_s"] = round(time.perf_counter() - started, 3)
     if plan.partitioned:
         async with run.step("drop_tables"):  # last: the rows are gone already, this gives the disk back
             details["dropped_tables"] = await drop_detached(sessions)
