@@ -17,7 +17,6 @@ for them; an event keeps its own coordinates, so it stays readable after its pos
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
@@ -42,6 +41,7 @@ from tracker_jobs.cleanup.partitions import (
     rows_of,
     sweep_partition,
 )
+from tracker_jobs.core.concurrency import side_by_side
 from tracker_jobs.devices.models import Device
 from tracker_jobs.events.models import Delivery, Event
 from tracker_jobs.positions.models import Position
@@ -230,16 +230,8 @@ async def remove_old_positions(
 
     started = time.perf_counter()
     # Side by side: the detach mostly waits for the drains' writes in flight to end, the sweeps (other
-    # tables: the boundary day, the default partition last) work meanwhile. If one fails the other is
-    # cancelled, between its transactions or rolling back the one it was in; its error is raised as it
-    # came (not in a group), so the job's retry of transient errors still sees it.
-    try:
-        async with asyncio.TaskGroup() as both:
-            if plan.to_drop:
-                both.create_task(detach())
-            both.create_task(sweep())
-    except ExceptionGroup as failed:
-        raise failed.exceptions[0]  # noqa: B904 (the group adds nothing to the error it holds)
+    # tables: the boundary day, the default partition last) work meanwhile.
+    await side_by_side(*([detach()] if plan.to_drop else []), sweep())
     async with run.step("delete_chunks"):
         for cutoff, ids in plan.groups:
             run.count("positions", await delete_in_chunks(sessions, POSITIONS, old_positions(ids, cutoff)))
