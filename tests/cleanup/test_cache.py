@@ -122,6 +122,29 @@ async def test_removes_keys_idle_at_least_max_age(redis: ArqRedis, sessions: asy
     assert await redis.exists(cache_key("used")) == 1
 
 
+async def test_under_an_lfu_policy_the_keys_of_deleted_devices_still_go(
+    redis: ArqRedis, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    """Redis keeps no idle time under an LFU maxmemory-policy (OBJECT IDLETIME is an error): the job says
+    so and removes what needs none, instead of failing."""
+    device = await add_device(sessions, "cache-1")
+    kept = await add_cache_keys(redis, device)
+    await redis.set(statistics_key(device + 1000, START, END), "{}")
+    policy = (await redis.config_get("maxmemory-policy"))["maxmemory-policy"]
+    await redis.config_set("maxmemory-policy", "allkeys-lfu")
+    try:
+        result = await clean_cache(redis, sessions, CleanupRun(), max_age_hours=1 / 3600)
+        everything = await clean_cache(redis, sessions, CleanupRun(dry_run=True), max_age_hours=0)
+    finally:
+        await redis.config_set("maxmemory-policy", policy)
+
+    assert result["removed"] == {"cache:device-stats": 1}
+    assert "LFU" in result["idle_time"]
+    assert await redis.exists(*kept) == len(kept)
+    assert everything["would_remove"] == EVERY_IDLE_KIND  # 0 hours takes every key, idle time or not
+    assert "idle_time" not in everything
+
+
 async def test_pattern_is_matched_inside_the_namespace(
     redis: ArqRedis, sessions: async_sessionmaker[AsyncSession]
 ) -> None:

@@ -5,7 +5,9 @@ The pattern a caller gives is glob-matched only inside the cache namespace (core
 so no pattern can reach a queue, a stream, a job's data or a lock. Keys are walked with SCAN, a page at a
 time, never KEYS, which would block Redis for every other client while it walks the whole keyspace. Redis
 keeps no creation time for a key; its age here is its idle time (OBJECT IDLETIME: seconds since it was
-last read or written), which is what says a cache entry is no longer used.
+last read or written), which is what says a cache entry is no longer used. Under an LFU eviction policy
+Redis keeps no idle time (it counts uses instead): then only the keys of deleted devices go, and the
+result says why (Redis itself evicts what is used least).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from collections import Counter
 from typing import Any
 
 from redis.asyncio import Redis
+from redis.exceptions import ResponseError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from tracker_jobs.cleanup.chunks import CleanupRun, device_ids
@@ -22,6 +25,7 @@ from tracker_jobs.core.errors import FieldError
 from tracker_jobs.core.redis import CACHE_PREFIX
 
 SCAN_PAGE = 1000
+IDLE_UNKNOWN = -1  # the key is there, but Redis keeps no idle time (an LFU maxmemory-policy)
 PATTERN_MAX = 128
 _PATTERN_CHARS = re.compile(r"[A-Za-z0-9:_*?\[\]-]+")
 KINDS = frozenset({"live", "device-stats", "job-progress", "recent-notifications"})
@@ -63,32 +67,54 @@ async def clean_cache(
     max_idle_s = max_age_hours * 3600
     devices = {str(device_id) for device_id in await device_ids(sessions)}  # as they appear in keys
     total = await redis.dbsize()  # an upper bound of what the scan will see: SCAN gives no total
-    scanned, cursor = 0, 0
+    scanned, cursor, idle_tracked = 0, 0, True
     async with run.step("scan"):
         while True:
             cursor, keys = await redis.scan(cursor, match=match, count=SCAN_PAGE)
             scanned += len(keys)
-            stale = await stale_keys(redis, [key.decode() for key in keys], max_idle_s, devices)
-            await remove(redis, run, stale)
+            idle_times = await idle_times_of(redis, [key.decode() for key in keys])
+            idle_tracked = idle_tracked and IDLE_UNKNOWN not in idle_times.values()
+            await remove(redis, run, stale_keys(idle_times, max_idle_s, devices))
             await run.progress(scanned, total, f"scanned {scanned} keys")
             if cursor == 0:
                 break
-    return run.result(pattern=pattern, max_age_hours=max_age_hours, scanned=scanned)
+    details: dict[str, Any] = {"pattern": pattern, "max_age_hours": max_age_hours, "scanned": scanned}
+    if not idle_tracked and max_idle_s > 0:
+        details["idle_time"] = "not kept by Redis under an LFU maxmemory-policy: only deleted devices' keys went"
+    return run.result(**details)
 
 
-async def stale_keys(redis: Redis, keys: list[str], max_idle_s: float, devices: set[str]) -> list[str]:
-    """Those of `keys` to remove: idle at least `max_idle_s` seconds, or kept for a device that is gone."""
+async def idle_times_of(redis: Redis, keys: list[str]) -> dict[str, int]:
+    """Each key's idle time in seconds (IDLE_UNKNOWN under an LFU policy); keys gone since they were
+    scanned (expired, deleted) are left out: nothing is left to remove."""
     async with redis.pipeline(transaction=False) as pipe:
         for key in keys:
             pipe.object("idletime", key)  # leaves the key's clock alone, where a GET would reset it
-        idle_times: list[int | None] = await pipe.execute()
-    # None: the key went (expired, deleted) since the page was scanned; nothing left to remove.
+        replies = await pipe.execute(raise_on_error=False)
+    idle_times = {}
+    for key, reply in zip(keys, replies, strict=True):
+        if isinstance(reply, ResponseError):
+            if "LFU" not in str(reply):
+                raise reply
+            reply = IDLE_UNKNOWN
+        if reply is not None:
+            idle_times[key] = int(reply)
+    return idle_times
+
+
+def stale_keys(idle_times: dict[str, int], max_idle_s: float, devices: set[str]) -> list[str]:
+    """Those of the keys to remove: idle at least `max_idle_s` seconds, or kept for a device that is gone."""
     return [
         key
-        for key, idle_s in zip(keys, idle_times, strict=True)
-        if idle_s is not None
-        and (of_missing_device(key, devices) or (idle_s >= max_idle_s and kind_of(key) not in KEPT_WHILE_DEVICE_EXISTS))
+        for key, idle_s in idle_times.items()
+        if of_missing_device(key, devices)
+        or (idle_enough(idle_s, max_idle_s) and kind_of(key) not in KEPT_WHILE_DEVICE_EXISTS)
     ]
+
+
+def idle_enough(idle_s: int, max_idle_s: float) -> bool:
+    """0 takes every key, whether or not Redis keeps its idle time."""
+    return max_idle_s <= 0 or (idle_s != IDLE_UNKNOWN and idle_s >= max_idle_s)
 
 
 def of_missing_device(key: str, devices: set[str]) -> bool:
