@@ -110,6 +110,34 @@ async def test_past_every_window_whole_partitions_go_and_a_silent_devices_newest
     assert await newest_ids(sessions) == newest_before
 
 
+@POSTGRES_ONLY
+async def test_a_day_kept_only_for_longer_keepers_is_not_read_again_until_something_in_it_expires(
+    redis: ArqRedis,
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    now = utcnow()
+    await ensure_partitions(sessions, redis, (now - timedelta(days=80)).date(), ahead_days=88)
+    van = await device_with(sessions, "van")
+    keeper = await device_with(sessions, "keeper", retentionDays=60)
+    silent = await device_with(sessions, "silent")  # its newest lies 50 days back, among the keeper's
+    await store_positions(sessions, van, now, AGES)
+    await store_positions(sessions, keeper, now, AGES)
+    await store_positions(sessions, silent, now, (50,))
+    kept_day = partition_name((now - timedelta(days=50)).date())
+
+    first = await retention.remove_old_positions(sessions, redis, CleanupRun(), now=now, days_to_keep=30)
+    again = await retention.remove_old_positions(sessions, redis, CleanupRun(), now=now, days_to_keep=30)
+    await store_positions(sessions, van, now, (50,))  # a late upload into the kept day
+    after_late = await retention.remove_old_positions(sessions, redis, CleanupRun(), now=now, days_to_keep=30)
+
+    assert kept_day in first["swept"]
+    assert kept_day not in again["swept"]  # only the keeper's rows and the silent device's newest are left
+    assert again["removed"].get("positions", 0) == 0
+    assert kept_day in after_late["swept"]
+    assert after_late["removed"] == {"positions": 3}
+    assert await remaining(sessions, now) == {van: {1, 10, 20}, keeper: {1, 10, 20, 35, 50}, silent: {50}}
+
+
 async def test_a_run_for_some_devices_touches_only_them(
     redis: ArqRedis, sessions: async_sessionmaker[AsyncSession]
 ) -> None:

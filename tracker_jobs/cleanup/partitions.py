@@ -277,6 +277,29 @@ def partition_table(name: str) -> sa.TableClause:
     return sa.table(name, sa.column("id"), sa.column("device_id"), sa.column("fix_time", UTCDateTime))
 
 
+async def devices_in(session: AsyncSession, name: str) -> list[int]:
+    """The devices with a row in the partition: one probe of its (device_id, fix_time) index per device
+    (a loose index scan), however many rows each has."""
+    rows = await session.execute(
+        sa.text(
+            f"WITH RECURSIVE present(device_id) AS ((SELECT device_id FROM {name} ORDER BY device_id LIMIT 1)"  # noqa: S608
+            f" UNION ALL SELECT (SELECT p.device_id FROM {name} AS p WHERE p.device_id > present.device_id"
+            " ORDER BY p.device_id LIMIT 1) FROM present WHERE present.device_id IS NOT NULL)"
+            " SELECT device_id FROM present WHERE device_id IS NOT NULL"
+        )
+    )
+    return list(rows.scalars())
+
+
+async def holds_other_than(session: AsyncSession, name: str, device_id: int, position_id: int | None) -> bool:
+    """Whether the partition holds a row of the device other than `position_id` (its newest)."""
+    found = await session.execute(
+        sa.text(f"SELECT 1 FROM {name} WHERE device_id = :device AND id IS DISTINCT FROM :kept LIMIT 1"),  # noqa: S608
+        {"device": device_id, "kept": position_id},
+    )
+    return found.first() is not None
+
+
 async def sweep_partition(
     sessions: async_sessionmaker[AsyncSession], leaf: sa.TableClause, condition: sa.ColumnElement[bool]
 ) -> int:

@@ -17,6 +17,7 @@ for them; an event keeps its own coordinates, so it stays readable after its pos
 
 from __future__ import annotations
 
+import functools
 import time
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
@@ -34,7 +35,9 @@ from tracker_jobs.cleanup.chunks import CleanupRun, count_rows, delete_in_chunks
 from tracker_jobs.cleanup.partitions import (
     Partition,
     detach_partitions,
+    devices_in,
     drop_detached,
+    holds_other_than,
     is_partitioned,
     list_partitions,
     partition_table,
@@ -81,6 +84,14 @@ class Retention:
         for cutoff, ids in self.own.items():
             groups[cutoff] += ids
         return {cutoff: ids for cutoff, ids in groups.items() if ids}
+
+    @functools.cached_property
+    def _own_cutoffs(self) -> dict[int, datetime | None]:
+        return {device_id: cutoff for cutoff, ids in self.own.items() for device_id in ids}
+
+    def cutoff_for(self, device_id: int) -> datetime | None:
+        """The device's cutoff (a device the run did not see, made since, has the default's)."""
+        return self._own_cutoffs.get(device_id, self.default)
 
     def last_shared_cutoff(self) -> datetime | None:
         """Before this, every device's rows are past retention (None: some device keeps for ever)."""
@@ -179,12 +190,31 @@ async def plan_positions(
         return PositionsPlan(retention, bool(partitions), [], [], _groups(retention.by_cutoff()))
     shared = retention.last_shared_cutoff()
     to_drop = [p for p in partitions if shared is not None and p.upper is not None and p.upper <= shared]
-    to_sweep = [p for p in partitions if p not in to_drop and (p.lower is None or p.lower < default)]
+    past_default = [p for p in partitions if p not in to_drop and (p.lower is None or p.lower < default)]
+    newest: dict[int, int | None] = dict((await session.execute(select(Device.id, Device.position_id))).all())
+    to_sweep = [p for p in past_default if await _has_expired_rows(session, p, retention, newest)]
     # Devices keeping less than the default have old rows in newer partitions than those swept.
     shorter: dict[datetime | None, list[int]] = {
         cutoff: ids for cutoff, ids in retention.own.items() if cutoff is not None and cutoff > default
     }
     return PositionsPlan(retention, True, to_drop, to_sweep, _groups(shorter))
+
+
+async def _has_expired_rows(
+    session: AsyncSession, partition: Partition, retention: Retention, newest: dict[int, int | None]
+) -> bool:
+    """Whether a day partition may hold rows past their device's cutoff, other than a newest position.
+    Once swept, a day that only some devices keep longer holds nothing more to remove until their cutoff
+    reaches it or a late position lands in it: read through the index, one probe per device in it, rather
+    than every page of it, every hour. The default partition (small, of any day) is always swept."""
+    if partition.lower is None:
+        return True
+    for device_id in await devices_in(session, partition.name):
+        cutoff = retention.cutoff_for(device_id)
+        past = cutoff is not None and cutoff > partition.lower
+        if past and await holds_other_than(session, partition.name, device_id, newest.get(device_id)):
+            return True
+    return False
 
 
 async def remove_old_positions(
@@ -197,6 +227,7 @@ async def remove_old_positions(
     device_ids: Sequence[int] | None = None,
 ) -> dict[str, Any]:
     """Positions past their device's retention, each device's newest kept: dropped partitions, then chunks."""
+    started = time.perf_counter()
     async with sessions() as session:
         plan = await plan_positions(session, now, days_to_keep, device_ids)
     details = plan.details()
@@ -228,7 +259,6 @@ async def remove_old_positions(
                 run.count("positions", await sweep_partition(sessions, leaf, plan.retention.expired(leaf)))
                 await advanced(f"swept {partition.name}")
 
-    started = time.perf_counter()
     # Side by side: the detach mostly waits for the drains' writes in flight to end, the sweeps (other
     # tables: the boundary day, the default partition last) work meanwhile.
     await side_by_side(*([detach()] if plan.to_drop else []), sweep())
@@ -236,7 +266,8 @@ async def remove_old_positions(
         for cutoff, ids in plan.groups:
             run.count("positions", await delete_in_chunks(sessions, POSITIONS, old_positions(ids, cutoff)))
             await advanced(f"trimmed devices {ids[0]}..{ids[-1]}")
-    # Until every old row was out of the table: the steps above overlap, so this is not their sum.
+    # From the start (the plan's reads too) until every old row was out of the table: the steps above
+    # overlap, so this is not their sum.
     details["purge_s"] = round(time.perf_counter() - started, 3)
     if plan.partitioned:
         async with run.step("drop_tables"):  # last: the rows are gone already, this gives the disk back
