@@ -3,7 +3,7 @@ daily partitions on PostgreSQL, chunks elsewhere), nothing inside a window, neve
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 import sqlalchemy as sa
@@ -76,19 +76,28 @@ async def test_old_positions_go_by_each_devices_retention_and_every_newest_stays
     assert done["removed"]["positions"] == removed
 
 
+async def van_keeper_and(
+    sessions: async_sessionmaker[AsyncSession], redis: ArqRedis, now: datetime, name: str, age: int
+) -> tuple[int, int, int]:
+    """Every day's partition; a van (default retention) and a keeper (60 days) with positions of every
+    age, and a device `name` that last reported `age` days ago."""
+    await ensure_partitions(sessions, redis, (now - timedelta(days=80)).date(), ahead_days=88)
+    van = await device_with(sessions, "van")
+    keeper = await device_with(sessions, "keeper", retentionDays=60)
+    other = await device_with(sessions, name)
+    await store_positions(sessions, van, now, AGES)
+    await store_positions(sessions, keeper, now, AGES)
+    await store_positions(sessions, other, now, (age,))
+    return van, keeper, other
+
+
 @POSTGRES_ONLY
 async def test_past_every_window_whole_partitions_go_and_a_silent_devices_newest_moves_to_the_default(
     redis: ArqRedis,
     sessions: async_sessionmaker[AsyncSession],
 ) -> None:
     now = utcnow()
-    await ensure_partitions(sessions, redis, (now - timedelta(days=80)).date(), ahead_days=88)
-    van = await device_with(sessions, "van")
-    keeper = await device_with(sessions, "keeper", retentionDays=60)
-    lost = await device_with(sessions, "lost")
-    await store_positions(sessions, van, now, AGES)
-    await store_positions(sessions, keeper, now, AGES)
-    await store_positions(sessions, lost, now, (70,))
+    van, keeper, lost = await van_keeper_and(sessions, redis, now, "lost", 70)
     newest_before = await newest_ids(sessions)
     old_day = partition_name((now - timedelta(days=70)).date())
 
@@ -116,13 +125,8 @@ async def test_a_day_kept_only_for_longer_keepers_is_not_read_again_until_someth
     sessions: async_sessionmaker[AsyncSession],
 ) -> None:
     now = utcnow()
-    await ensure_partitions(sessions, redis, (now - timedelta(days=80)).date(), ahead_days=88)
-    van = await device_with(sessions, "van")
-    keeper = await device_with(sessions, "keeper", retentionDays=60)
-    silent = await device_with(sessions, "silent")  # its newest lies 50 days back, among the keeper's
-    await store_positions(sessions, van, now, AGES)
-    await store_positions(sessions, keeper, now, AGES)
-    await store_positions(sessions, silent, now, (50,))
+    # The silent device's newest lies 50 days back, in a day kept for the keeper.
+    van, keeper, silent = await van_keeper_and(sessions, redis, now, "silent", 50)
     kept_day = partition_name((now - timedelta(days=50)).date())
 
     first = await retention.remove_old_positions(sessions, redis, CleanupRun(), now=now, days_to_keep=30)
