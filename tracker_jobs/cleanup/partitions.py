@@ -291,11 +291,14 @@ async def devices_in(session: AsyncSession, name: str) -> list[int]:
     return list(rows.scalars())
 
 
-async def holds_other_than(session: AsyncSession, name: str, device_id: int, position_id: int | None) -> bool:
-    """Whether the partition holds a row of the device other than `position_id` (its newest)."""
+async def holds_other_than_newest(session: AsyncSession, name: str, device_id: int) -> bool:
+    """Whether the partition holds a row of the device other than its newest position."""
     found = await session.execute(
-        sa.text(f"SELECT 1 FROM {name} WHERE device_id = :device AND id IS DISTINCT FROM :kept LIMIT 1"),  # noqa: S608
-        {"device": device_id, "kept": position_id},
+        sa.text(
+            f"SELECT 1 FROM {name} WHERE device_id = :device AND id IS DISTINCT FROM"  # noqa: S608
+            " (SELECT position_id FROM devices WHERE id = :device) LIMIT 1"
+        ),
+        {"device": device_id},
     )
     return found.first() is not None
 

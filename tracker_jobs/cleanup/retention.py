@@ -37,7 +37,7 @@ from tracker_jobs.cleanup.partitions import (
     detach_partitions,
     devices_in,
     drop_detached,
-    holds_other_than,
+    holds_other_than_newest,
     is_partitioned,
     list_partitions,
     partition_table,
@@ -131,13 +131,15 @@ async def device_retention(
     session: AsyncSession, now: datetime, days_to_keep: int, device_ids: Sequence[int] | None
 ) -> Retention:
     """The devices (those named, or all) and their cutoffs."""
-    query = select(Device.id, Device.attributes).order_by(col(Device.id))
+    # Only the attribute, not every device's whole attributes (a fleet's worth of JSON to parse).
+    kept_days = sa.type_coerce(Device.__table__.c.attributes, sa.JSON)[RETENTION_ATTRIBUTE]  # type: ignore[attr-defined]
+    query = sa.select(col(Device.id), kept_days).order_by(col(Device.id))
     if device_ids is not None:
         query = query.where(col(Device.id).in_(device_ids))
     default_devices: list[int] = []
     own: dict[datetime | None, list[int]] = defaultdict(list)
-    for device_id, attributes in await session.execute(query):
-        days = own_retention_days(attributes or {})
+    for device_id, value in await session.execute(query):
+        days = own_retention_days({RETENTION_ATTRIBUTE: value})
         if days is None:
             default_devices.append(device_id)
         else:
@@ -191,8 +193,7 @@ async def plan_positions(
     shared = retention.last_shared_cutoff()
     to_drop = [p for p in partitions if shared is not None and p.upper is not None and p.upper <= shared]
     past_default = [p for p in partitions if p not in to_drop and (p.lower is None or p.lower < default)]
-    newest: dict[int, int | None] = dict((await session.execute(select(Device.id, Device.position_id))).all())
-    to_sweep = [p for p in past_default if await _has_expired_rows(session, p, retention, newest)]
+    to_sweep = [p for p in past_default if await _has_expired_rows(session, p, retention)]
     # Devices keeping less than the default have old rows in newer partitions than those swept.
     shorter: dict[datetime | None, list[int]] = {
         cutoff: ids for cutoff, ids in retention.own.items() if cutoff is not None and cutoff > default
@@ -200,9 +201,7 @@ async def plan_positions(
     return PositionsPlan(retention, True, to_drop, to_sweep, _groups(shorter))
 
 
-async def _has_expired_rows(
-    session: AsyncSession, partition: Partition, retention: Retention, newest: dict[int, int | None]
-) -> bool:
+async def _has_expired_rows(session: AsyncSession, partition: Partition, retention: Retention) -> bool:
     """Whether a day partition may hold rows past their device's cutoff, other than a newest position.
     Once swept, a day that only some devices keep longer holds nothing more to remove until their cutoff
     reaches it or a late position lands in it: read through the index, one probe per device in it, rather
@@ -212,7 +211,7 @@ async def _has_expired_rows(
     for device_id in await devices_in(session, partition.name):
         cutoff = retention.cutoff_for(device_id)
         past = cutoff is not None and cutoff > partition.lower
-        if past and await holds_other_than(session, partition.name, device_id, newest.get(device_id)):
+        if past and await holds_other_than_newest(session, partition.name, device_id):
             return True
     return False
 
