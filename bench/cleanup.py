@@ -9,8 +9,9 @@ the real `tracker-jobs listener` and `tracker-jobs worker` processes on the same
      its batch's live message (published once the batch is stored);
   3. retention of 30 days by the engine's `cleanup_old_positions` job (a worker process of the cleanup
      queue): whole daily partitions detached while the boundary day is swept, then the detached days
-     dropped. purge_s: the job's `purge_s`, the time until the old rows are out of the table (as the
-     DELETE's time is); the drop that gives their disk back is printed apart (the DELETE gives none back);
+     dropped. purge_s: the job's `purge_s`, from its first removal until the old rows are out of the
+     table (as the DELETE's time is); its plan before (reads) and the drop that gives the disk back after
+     are printed apart (the DELETE gives none back);
   4. then, on the identical plain table, the seed's `DELETE FROM positions_seed WHERE fix_time < cutoff`;
   5. table sizes before and after each (the DELETE gives nothing back until a VACUUM FULL).
 Latency "during" an operation: positions sent while it ran (at least its first second); "before": the
@@ -284,7 +285,8 @@ async def main(rows: int) -> None:
         purge_s, result = await run_job(redis_url)
         ours_end = time.perf_counter()
         print(
-            f"  ours: the old rows out of the table in {purge_s:.3f} s, their disk back {result['steps_s']['drop_tables']:.3f}"
+            f"  ours: planned in {result['steps_s']['plan']:.3f} s, then the old rows out of the table in {purge_s:.3f} s,"
+            f" their disk back {result['steps_s']['drop_tables']:.3f}"
             f" s later (steps: {result['steps_s']}); removed {result['removed']}",
             flush=True,
         )

@@ -226,8 +226,7 @@ async def remove_old_positions(
     device_ids: Sequence[int] | None = None,
 ) -> dict[str, Any]:
     """Positions past their device's retention, each device's newest kept: dropped partitions, then chunks."""
-    started = time.perf_counter()
-    async with sessions() as session:
+    async with run.step("plan"), sessions() as session:
         plan = await plan_positions(session, now, days_to_keep, device_ids)
     details = plan.details()
     if run.dry_run:
@@ -258,6 +257,7 @@ async def remove_old_positions(
                 run.count("positions", await sweep_partition(sessions, leaf, plan.retention.expired(leaf)))
                 await advanced(f"swept {partition.name}")
 
+    started = time.perf_counter()
     # Side by side: the detach mostly waits for the drains' writes in flight to end, the sweeps (other
     # tables: the boundary day, the default partition last) work meanwhile.
     await side_by_side(*([detach()] if plan.to_drop else []), sweep())
@@ -265,8 +265,8 @@ async def remove_old_positions(
         for cutoff, ids in plan.groups:
             run.count("positions", await delete_in_chunks(sessions, POSITIONS, old_positions(ids, cutoff)))
             await advanced(f"trimmed devices {ids[0]}..{ids[-1]}")
-    # From the start (the plan's reads too) until every old row was out of the table: the steps above
-    # overlap, so this is not their sum.
+    # From the first removal until every old row was out of the table: the steps above overlap, so this
+    # is not their sum (the plan's reads before them are its own step).
     details["purge_s"] = round(time.perf_counter() - started, 3)
     if plan.partitioned:
         async with run.step("drop_tables"):  # last: the rows are gone already, this gives the disk back
