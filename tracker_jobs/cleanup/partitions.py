@@ -211,12 +211,14 @@ async def _detach(session: AsyncSession, batch: list[Partition]) -> int:
     await session.execute(sa.text(f"DO $$BEGIN {ddl}END$$"))
     # Read with the table to ourselves (every drain in flight has ended): no newest position can move
     # into these days unseen. Their days now belong to no partition, so the copies land in the default one.
+    # A device whose newest has no time on its row (none should: drains and migration 0008 set both) is
+    # matched by the id alone.
     days = " UNION ALL ".join(f"SELECT * FROM {name}" for name in names)  # noqa: S608
     copied = await session.execute(
         sa.text(
             f"INSERT INTO {PARENT} SELECT p.* FROM devices AS d JOIN ({days}) AS p"  # noqa: S608
-            " ON p.id = d.position_id AND p.fix_time = d.position_time"
-            " WHERE d.position_time >= :lower AND d.position_time < :upper"
+            " ON p.id = d.position_id AND p.fix_time = coalesce(d.position_time, p.fix_time)"
+            " WHERE d.position_time IS NULL OR (d.position_time >= :lower AND d.position_time < :upper)"
         ),
         {"lower": min(p.lower for p in batch if p.lower), "upper": max(p.upper for p in batch if p.upper)},
     )

@@ -17,6 +17,7 @@ for them; an event keeps its own coordinates, so it stays readable after its pos
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import time
 from collections import defaultdict
@@ -131,15 +132,15 @@ async def device_retention(
     session: AsyncSession, now: datetime, days_to_keep: int, device_ids: Sequence[int] | None
 ) -> Retention:
     """The devices (those named, or all) and their cutoffs."""
-    # Only the attribute, not every device's whole attributes (a fleet's worth of JSON to parse).
-    kept_days = sa.type_coerce(Device.__table__.c.attributes, sa.JSON)[RETENTION_ATTRIBUTE]  # type: ignore[attr-defined]
-    query = sa.select(col(Device.id), kept_days).order_by(col(Device.id))
+    # The whole attributes, not the one value: SQLite's json_extract gives a JSON true as 1, which would
+    # pass for a number of days.
+    query = select(Device.id, Device.attributes).order_by(col(Device.id))
     if device_ids is not None:
         query = query.where(col(Device.id).in_(device_ids))
     default_devices: list[int] = []
     own: dict[datetime | None, list[int]] = defaultdict(list)
-    for device_id, value in await session.execute(query):
-        days = own_retention_days({RETENTION_ATTRIBUTE: value})
+    for device_id, attributes in await session.execute(query):
+        days = own_retention_days(attributes or {})
         if days is None:
             default_devices.append(device_id)
         else:
@@ -239,7 +240,15 @@ async def remove_old_positions(
         done += 1
         await run.progress(done, plan.steps, message)
 
+    detached = asyncio.Event()  # the detach locks the default partition too: its sweep waits for this
+
     async def detach() -> None:
+        try:
+            await detach_all()
+        finally:
+            detached.set()
+
+    async def detach_all() -> None:
         async with run.step("detach_partitions"):
             # An analysed partition's rows are the planner's estimate: counting would read every row the
             # drop does not.
@@ -252,14 +261,19 @@ async def remove_old_positions(
 
     async def sweep() -> None:
         async with run.step("sweep_partitions"):
-            for partition in plan.to_sweep:
+            for partition in plan.to_sweep:  # the default partition last
+                if partition.is_default:
+                    await detached.wait()
                 leaf = partition_table(partition.name)
                 run.count("positions", await sweep_partition(sessions, leaf, plan.retention.expired(leaf)))
                 await advanced(f"swept {partition.name}")
 
     started = time.perf_counter()
-    # Side by side: the detach mostly waits for the drains' writes in flight to end, the sweeps (other
-    # tables: the boundary day, the default partition last) work meanwhile.
+    # Side by side: the detach mostly waits for the drains' writes in flight to end, the sweeps of other
+    # days (the boundary day, days kept longer for some devices) work meanwhile; the default partition's
+    # waits for the detach to end.
+    if not plan.to_drop:
+        detached.set()
     await side_by_side(*([detach()] if plan.to_drop else []), sweep())
     async with run.step("delete_chunks"):
         for cutoff, ids in plan.groups:
