@@ -354,13 +354,16 @@ def differing(bodies: Sequence[dict[str, Any]], prefix: str = "") -> set[str]:
 
 
 def message_keys(message: EmailMessage) -> list[str]:
-    """The delivery keys ("d12") a message carries: its Message-ID names them (`<d12-d13@tracker-jobs>`);
-    one naming only the first few of more (`-nN`) would hide the rest."""
+    """The delivery keys ("d12") a message carries: X-Tracker-Deliveries names them all; its Message-ID
+    (`<d12-d13@tracker-jobs>`) names the first eight, then how many there are (`-nN`)."""
     message_id = str(message["Message-ID"])
     assert message_id.startswith("<"), message_id
     assert message_id.endswith("@tracker-jobs>"), message_id
-    keys = message_id[1:].removesuffix("@tracker-jobs>").split("-")
-    assert all(key.startswith("d") for key in keys), f"{message_id} does not name all its deliveries"
+    keys = str(message["X-Tracker-Deliveries"]).split()
+    named = message_id[1:].removesuffix("@tracker-jobs>").split("-")
+    expected = keys[:8] + ([f"n{len(keys)}"] if len(keys) > 8 else [])
+    assert named == expected, f"{message_id} does not match its deliveries {keys}"
+    assert all(key.startswith("d") for key in keys), keys
     return keys
 
 

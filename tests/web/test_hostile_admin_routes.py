@@ -838,6 +838,7 @@ def admin(tmp_path: Path, database_url: str, redis_url: str, redis: ArqRedis) ->
         yield process
 
 
+@pytest.mark.timeout(600)  # every route with every hostile value: 40 s on a quiet machine, 2 min+ on a busy one
 def test_hostile_values_in_every_parameter_and_field_get_no_5xx(admin: AdminProcess) -> None:
     started = time.monotonic()
     connection = Connection(admin)

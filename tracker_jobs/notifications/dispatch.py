@@ -241,6 +241,7 @@ async def _mail(
             message = build_message(
                 sender=settings.mail_from, to=user.email, subject=subject, text=text, html=html, message_id=message_id
             )
+            message["X-Tracker-Deliveries"] = " ".join(keys)  # all of them, where the Message-ID names 8
         except ValueError as error:  # an address no server would take: trying again cannot help
             attempt = Attempt(ok=False, permanent=True, error=f"mail: {error}")
         else:
