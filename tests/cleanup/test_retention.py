@@ -118,6 +118,8 @@ async def test_past_every_window_whole_partitions_go_and_a_silent_devices_newest
     assert old_day in done["partitions"]  # past the keeper's 60 days too
     assert partition_name((now - timedelta(days=50)).date()) not in done["partitions"]  # the keeper's
     assert done["newest_kept_from_dropped"] == 1
+    assert done["purge_s"] > 0  # the times the job reports, measured
+    assert done["steps_s"]["plan"] > 0
     async with sessions() as session:
         names = {partition.name for partition in await list_partitions(session)}
         in_default = (await session.execute(sa.select(table(DEFAULT_PARTITION).c.id))).scalars().all()
