@@ -47,7 +47,7 @@ from ingest import (
     wait_listening,
 )
 
-from tracker_jobs.cleanup.partitions import DAY, day_start, ensure_partitions, partition_name
+from tracker_jobs.cleanup.partitions import DAY, POSITIONS_BY_DAY, day_start, ensure_partitions
 from tracker_jobs.core.db import create_engine, session_factory
 from tracker_jobs.core.redis import connect_redis
 from tracker_jobs.embedded import free_port
@@ -128,13 +128,13 @@ async def load(pool: asyncpg.Pool, database: str, redis_url: str, rows: int) -> 
         async with pool.acquire() as connection:
             made = {row[0] for row in await connection.fetch("SELECT relname FROM pg_class")}  # today's, at least
             for day in days:
-                name, lower = partition_name(day), day_start(day)
+                name, lower = POSITIONS_BY_DAY.partition_name(day), day_start(day)
                 if name not in made:
                     await connection.execute(f"CREATE TABLE {name} (LIKE positions INCLUDING DEFAULTS)")
                 between = (lower, lower + DAY)
                 await connection.execute(insert.format(table=name), first, step, *steps_between(*between), *between)
             for day in days:
-                name, lower = partition_name(day), day_start(day)
+                name, lower = POSITIONS_BY_DAY.partition_name(day), day_start(day)
                 if name not in made:
                     await connection.execute(
                         f"ALTER TABLE positions ATTACH PARTITION {name} FOR VALUES FROM ('{lower}') TO ('{lower + DAY}')"

@@ -74,7 +74,7 @@ CRON_TABLE: dict[str, list[CronJob]] = {
         _cron(refs.CLEANUP_EXPIRED_SESSIONS, minute={0, 30}, second=0),
         _cron(refs.CLEANUP_JOB_RECORDS, minute=15, second=0),
         _cron(refs.CLEANUP_CACHE, minute=25, second=0),
-        _cron(refs.CREATE_POSITION_PARTITIONS, minute=40, second=0),  # hourly: cheap, and catches a missed day
+        _cron(refs.CREATE_PARTITIONS, minute=40, second=0),  # hourly: cheap, and catches a missed day
         _cron(refs.CLEANUP_DUPLICATE_POSITIONS, hour={1}, minute=35, second=0),
         _cron(refs.CLEANUP_ORPHANED_DATA, hour={2}, minute=35, second=0),
         _cron(refs.OPTIMIZE_DATABASE, hour={3}, minute=50, second=0),  # a quiet hour in TRACKER_TIMEZONE
@@ -119,12 +119,12 @@ async def on_startup(ctx: dict[str, Any]) -> None:
 
 
 async def _make_partitions(shared: WorkerResources, redis: ArqRedis) -> None:
-    """The coming days' position partitions, at start (and hourly by the cron): a worker that starts after
-    a long stop does not write its first positions into the default partition."""
+    """The coming days' position and event partitions, at start (and hourly by the cron): a worker that
+    starts after a long stop does not write its first rows into the default partitions."""
     try:
         await ensure_partitions(shared.sessions, redis, utcnow().date())
     except sqlalchemy.exc.SQLAlchemyError as error:  # the cron tries again within the hour
-        log.warning("could not make the coming days' position partitions: %s", error)
+        log.warning("could not make the coming days' partitions: %s", error)
 
 
 async def on_shutdown(ctx: dict[str, Any]) -> None:

@@ -11,18 +11,19 @@ from arq.connections import ArqRedis
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from tests.support.aged import count_positions, device_with, newest_ids, remaining, rows_in, store_positions, table
-from tests.support.fleet import add_event
+from tests.support.factories import Users
+from tests.support.fleet import add_delivery, add_event
 from tracker_jobs.cleanup import retention
 from tracker_jobs.cleanup.chunks import CleanupRun
 from tracker_jobs.cleanup.partitions import (
-    DEFAULT_PARTITION,
+    EVENTS_BY_WEEK,
+    POSITIONS_BY_DAY,
     ensure_partitions,
     is_partitioned,
     list_partitions,
-    partition_name,
 )
 from tracker_jobs.core.db import utcnow
-from tracker_jobs.events.models import Event
+from tracker_jobs.events.models import Delivery, Event
 
 AGES = (1, 10, 20, 35, 50, 70)  # days before now
 POSTGRES_ONLY = pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)  # partitions
@@ -34,7 +35,7 @@ async def test_old_positions_go_by_each_devices_retention_and_every_newest_stays
 ) -> None:
     now = utcnow()
     async with sessions() as session:
-        partitioned = await is_partitioned(session)
+        partitioned = await is_partitioned(session, POSITIONS_BY_DAY)
     if partitioned:  # every day of the data has its partition, as on a database that has run for months
         await ensure_partitions(sessions, redis, (now - timedelta(days=80)).date(), ahead_days=88)
     van = await device_with(sessions, "van")
@@ -111,18 +112,18 @@ async def test_past_every_window_whole_partitions_go_and_a_silent_devices_newest
     now = utcnow()
     van, keeper, lost = await van_keeper_and(sessions, redis, now, "lost", 70)
     newest_before = await newest_ids(sessions)
-    old_day = partition_name((now - timedelta(days=70)).date())
+    old_day = POSITIONS_BY_DAY.partition_name((now - timedelta(days=70)).date())
 
     done = await retention.remove_old_positions(sessions, redis, CleanupRun(), now=now, days_to_keep=30)
 
     assert old_day in done["partitions"]  # past the keeper's 60 days too
-    assert partition_name((now - timedelta(days=50)).date()) not in done["partitions"]  # the keeper's
+    assert POSITIONS_BY_DAY.partition_name((now - timedelta(days=50)).date()) not in done["partitions"]  # the keeper's
     assert done["newest_kept_from_dropped"] == 1
     assert done["purge_s"] > 0  # the times the job reports, measured
     assert done["steps_s"]["plan"] > 0
     async with sessions() as session:
-        names = {partition.name for partition in await list_partitions(session)}
-        in_default = (await session.execute(sa.select(table(DEFAULT_PARTITION).c.id))).scalars().all()
+        names = {partition.name for partition in await list_partitions(session, POSITIONS_BY_DAY)}
+        in_default = (await session.execute(sa.select(table(POSITIONS_BY_DAY.default_partition).c.id))).scalars().all()
     assert old_day not in names
     assert in_default == [newest_before[lost]]
     assert await remaining(sessions, now) == {van: {1, 10, 20}, keeper: {1, 10, 20, 35, 50}, lost: {70}}
@@ -137,7 +138,7 @@ async def test_a_day_kept_only_for_longer_keepers_is_not_read_again_until_someth
     now = utcnow()
     # The silent device's newest lies 50 days back, in a day kept for the keeper.
     van, keeper, silent = await van_keeper_and(sessions, redis, now, "silent", 50)
-    kept_day = partition_name((now - timedelta(days=50)).date())
+    kept_day = POSITIONS_BY_DAY.partition_name((now - timedelta(days=50)).date())
 
     first = await retention.remove_old_positions(sessions, redis, CleanupRun(), now=now, days_to_keep=30)
     again = await retention.remove_old_positions(sessions, redis, CleanupRun(), now=now, days_to_keep=30)
@@ -186,31 +187,48 @@ async def test_a_day_that_landed_in_the_default_partition_moves_into_its_own(
 
     made = await ensure_partitions(sessions, redis, (now + timedelta(days=6)).date(), ahead_days=7)
 
-    day = partition_name(ahead.date())
+    day = POSITIONS_BY_DAY.partition_name(ahead.date())
     assert day in made["made"]
     async with sessions() as session:
         in_day = await rows_in(session, day)
-        in_default = await rows_in(session, DEFAULT_PARTITION)
+        in_default = await rows_in(session, POSITIONS_BY_DAY.default_partition)
     assert in_day > 0
     assert in_default == 0
     assert await remaining(sessions, now) == {van: {-12}}
 
 
 async def test_old_events_go_with_their_deliveries_and_recent_ones_stay(
-    sessions: async_sessionmaker[AsyncSession],
+    redis: ArqRedis, sessions: async_sessionmaker[AsyncSession], users: Users
 ) -> None:
     now = utcnow()
+    async with sessions() as session:
+        partitioned = await is_partitioned(session, EVENTS_BY_WEEK)
+    if partitioned:  # every week of the data has its partition, as on a database that has run for months
+        await ensure_partitions(sessions, redis, (now - timedelta(days=210)).date(), ahead_days=217)
     van = await device_with(sessions, "van")
-    for age in (1, 80, 100, 200):
-        await add_event(sessions, van, "deviceOverspeed", now - timedelta(days=age))
+    hours = (24, 80 * 24, 90 * 24 - 12, 90 * 24 + 12, 100 * 24, 200 * 24)  # ages; the cutoff is at 90 days
+    for age in hours:
+        await add_event(sessions, van, "deviceOverspeed", now - timedelta(hours=age))
+        await add_delivery(sessions, users.user, van, now - timedelta(hours=age))
 
-    planned = await retention.remove_old_events(sessions, CleanupRun(dry_run=True), now=now, days_to_keep=90)
-    done = await retention.remove_old_events(sessions, CleanupRun(), now=now, days_to_keep=90)
+    planned = await retention.remove_old_events(sessions, redis, CleanupRun(dry_run=True), now=now, days_to_keep=90)
+    done = await retention.remove_old_events(sessions, redis, CleanupRun(), now=now, days_to_keep=90)
 
     async with sessions() as session:
-        left = sorted((now - time).days for time in (await session.execute(sa.select(Event.event_time))).scalars())
-    assert left == [1, 80]
-    assert planned["would_remove"]["events"] == done["removed"]["events"] == 2
+        events = (await session.execute(sa.select(Event.event_time))).scalars()
+        deliveries = (await session.execute(sa.select(Delivery.created_at))).scalars()
+        left = sorted(round((now - time) / timedelta(hours=1)) for time in events)
+        left_deliveries = sorted(round((now - time) / timedelta(hours=1)) for time in deliveries)
+    assert left == left_deliveries == [24, 80 * 24, 90 * 24 - 12]
+    assert planned["would_remove"] == done["removed"] == {"events": 3, "deliveries": 3}
+    if partitioned:  # the weeks of the 100- and 200-day-old events went whole; the boundary week was trimmed
+        weeks = {EVENTS_BY_WEEK.partition_name((now - timedelta(days=age)).date()) for age in (100, 200)}
+        assert weeks <= set(done["partitions"]) <= set(done["dropped_tables"])
+        assert EVENTS_BY_WEEK.partition_name((now - timedelta(days=89)).date()) not in done["partitions"]
+        async with sessions() as session:
+            names = {partition.name for partition in await list_partitions(session, EVENTS_BY_WEEK)}
+        assert not weeks & names
+        assert EVENTS_BY_WEEK.partition_name(now.date()) in names
 
 
 @pytest.mark.parametrize("days", [0])
@@ -223,7 +241,7 @@ async def test_zero_days_keeps_everything(
     await add_event(sessions, van, "deviceOverspeed", now - timedelta(days=400))
 
     await retention.remove_old_positions(sessions, redis, CleanupRun(), now=now, days_to_keep=days)
-    await retention.remove_old_events(sessions, CleanupRun(), now=now, days_to_keep=days)
+    await retention.remove_old_events(sessions, redis, CleanupRun(), now=now, days_to_keep=days)
 
     assert await remaining(sessions, now) == {van: set(AGES)}
     async with sessions() as session:

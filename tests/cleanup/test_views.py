@@ -14,9 +14,10 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from tests.support.aged import device_with, newest_ids, store_positions
 from tests.support.client import Client, bearer, error_of
 from tests.support.factories import USER_TOKEN, Users
+from tests.support.fleet import add_event
 from tests.support.services import make_settings
 from tests.support.workers import run_burst
-from tracker_jobs.cleanup.partitions import DEFAULT_PARTITION, ensure_partitions, is_partitioned
+from tracker_jobs.cleanup.partitions import EVENTS_BY_WEEK, POSITIONS_BY_DAY, ensure_partitions, is_partitioned
 from tracker_jobs.core.config import Settings
 from tracker_jobs.core.db import utcnow
 from tracker_jobs.jobs.refs import CLEANUP
@@ -67,7 +68,7 @@ async def test_positions_past_retention_go_and_a_silent_devices_newest_stays_rea
 ) -> None:
     now = utcnow()
     async with sessions() as session:
-        if await is_partitioned(session):
+        if await is_partitioned(session, POSITIONS_BY_DAY):
             await ensure_partitions(sessions, redis, (now - timedelta(days=80)).date(), ahead_days=88)
     silent = await device_with(sessions, "silent")
     await store_positions(sessions, silent, now, (50, 70))
@@ -83,11 +84,17 @@ async def test_positions_past_retention_go_and_a_silent_devices_newest_stays_rea
 
 
 async def test_status_shows_tables_partitions_and_the_next_run(
-    admin_client: Client, admin_headers: dict[str, str], sessions: async_sessionmaker[AsyncSession]
+    admin_client: Client,
+    admin_headers: dict[str, str],
+    settings: Settings,
+    sessions: async_sessionmaker[AsyncSession],
 ) -> None:
     now = utcnow()
     van = await device_with(sessions, "van")
     await store_positions(sessions, van, now, (1, 45))
+    old_event = now - timedelta(days=settings.retention_events_days + 10)
+    for when in (now - timedelta(days=1), old_event):
+        await add_event(sessions, van, "deviceOverspeed", when)
 
     answer = await admin_client.get("/api/cleanup/status", headers=admin_headers)
 
@@ -95,11 +102,23 @@ async def test_status_shows_tables_partitions_and_the_next_run(
     status = await answer.json()
     assert {table["table"] for table in status["tables"]} >= {"positions", "events"}
     assert status["nextRun"]["positionsInChunks"] + status["nextRun"]["positionsInPartitionsEstimate"] >= 2
+    # The old event's week goes whole where it has a partition (an earlier test may have made it), else the
+    # event is counted one by one.
+    old_week = EVENTS_BY_WEEK.partition_name(old_event.date())
+    dropped_whole = old_week in {partition["table"] for partition in status["partitions"]}
+    assert status["nextRun"]["eventsInChunks"] == (0 if dropped_whole else 1)
+    assert (old_week in status["nextRun"]["eventPartitions"]) == dropped_whole
     assert status["oldestPosition"].startswith(str((now - timedelta(days=45, minutes=10)).date()))
     if status["database"] == "postgresql":
-        default = [partition for partition in status["partitions"] if partition["default"]]
-        assert [partition["table"] for partition in default] == [DEFAULT_PARTITION]
-        assert any(partition["from"] is not None for partition in status["partitions"])
+        default = [(partition["of"], partition["table"]) for partition in status["partitions"] if partition["default"]]
+        assert default == [("positions", POSITIONS_BY_DAY.default_partition), ("events", "events_default")]
+        weeks = [partition for partition in status["partitions"] if partition["of"] == "events" and partition["from"]]
+        assert weeks
+        assert all(
+            datetime.fromisoformat(week["to"]) - datetime.fromisoformat(week["from"]) == timedelta(days=7)
+            for week in weeks
+        )
+        assert any(partition["of"] == "positions" and partition["from"] for partition in status["partitions"])
     else:
         assert status["partitions"] == []
 

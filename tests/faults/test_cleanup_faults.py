@@ -38,15 +38,14 @@ from arq.connections import ArqRedis
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlmodel import col
 
+from tests.support.aged import table
 from tests.support.processes import engine_env, tracker_jobs_command, wait_for
 from tests.support.services import ADMIN_TOKEN
 from tracker_jobs.cleanup.chunks import DEVICES_PER_GROUP
 from tracker_jobs.cleanup.partitions import (
-    DEFAULT_PARTITION,
+    POSITIONS_BY_DAY,
     ensure_partitions,
-    is_partition_table,
     is_partitioned,
-    partition_name,
 )
 from tracker_jobs.core.db import UTCDateTime, dialect_name, transaction, utcnow
 from tracker_jobs.devices.models import Device
@@ -108,7 +107,7 @@ EMPTY_JSON = {"postgresql": "CAST('{}' AS jsonb)", "sqlite": "'{}'"}
 async def build_fleet(sessions: async_sessionmaker[AsyncSession], redis: ArqRedis) -> Fleet:
     now = utcnow().replace(microsecond=0)
     async with sessions() as session:
-        if await is_partitioned(session):
+        if await is_partitioned(session, POSITIONS_BY_DAY):
             # Every day of the data has its partition, as after months of running (and none without
             # data: every partition the run drops takes rows with it).
             first = (now - timedelta(minutes=OFFSET_MIN + STEP_MIN * (STEPS - 1))).date()
@@ -220,7 +219,7 @@ async def stray_partitions(sessions: async_sessionmaker[AsyncSession]) -> tuple[
                 " WHERE n.nspname = current_schema() AND c.relkind IN ('r', 'p')"
             )
         )
-        found = [(name, attached) for name, attached in names if is_partition_table(name)]
+        found = [(name, attached) for name, attached in names if POSITIONS_BY_DAY.is_partition(name)]
     return sorted(name for name, attached in found if not attached), sorted(
         name for name, attached in found if attached
     )
@@ -228,7 +227,7 @@ async def stray_partitions(sessions: async_sessionmaker[AsyncSession]) -> tuple[
 
 async def partitioned(sessions: async_sessionmaker[AsyncSession]) -> bool:
     async with sessions() as session:
-        return await is_partitioned(session)
+        return await is_partitioned(session, POSITIONS_BY_DAY)
 
 
 def worker_env(database_url: str, redis_url: str) -> dict[str, str]:
@@ -318,7 +317,7 @@ async def test_a_cleanup_killed_mid_run_leaves_no_half_state_and_the_next_run_fi
             # kill before the drop that follows may leave detached day tables, which no query sees and
             # the next run drops (checked below).
             _, attached = await stray_partitions(sessions)
-            assert DEFAULT_PARTITION in attached
+            assert POSITIONS_BY_DAY.default_partition in attached
 
         # The next run (a new worker; the killed job stays claimed by the dead one until its timeout) finishes.
         worker = start_worker(env, tmp_path, log, "cleanup")
@@ -343,9 +342,11 @@ async def test_a_cleanup_killed_mid_run_leaves_no_half_state_and_the_next_run_fi
         first_kept = fleet.keeper_cutoff.date()
         for age in range(DAYS + 3):
             day = (fleet.now - timedelta(days=age)).date()
-            assert (partition_name(day) in attached) == (day >= first_kept), day
+            assert (POSITIONS_BY_DAY.partition_name(day) in attached) == (day >= first_kept), day
         async with sessions() as session:
-            in_default = set((await session.execute(sa.text(f"SELECT id FROM {DEFAULT_PARTITION}"))).scalars())  # noqa: S608
+            in_default = set(
+                (await session.execute(sa.select(table(POSITIONS_BY_DAY.default_partition).c.id))).scalars()
+            )
         # ... and a silent device's newest position, whose day went, lives on in the default partition.
         assert in_default == {before.newest[device][0] for device in silent}
 

@@ -4,47 +4,18 @@ rows in the default partition; new positions take ids after the old; and back ag
 
 from __future__ import annotations
 
-import asyncio
 import sqlite3
-from collections.abc import Iterator
 from contextlib import closing
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
-from urllib.parse import urlparse, urlunparse
-
-import asyncpg
-import pytest
 
 from alembic import command
-from tests.support.services import POSTGRES_URL
+from tests.support.plain_sql import add_device, partition_bounds, run, sql
 from tracker_jobs.migrations import alembic_config
 
 NOW = datetime.now(UTC)
 # (id, age in days): ids spread over several of the migration's 200,000-id chunks; one fix 500 days old.
 ROWS = [(1, 0), (2, 3), (150_000, 10), (450_000, 30), (450_001, 500), (900_000, 1)]
-
-
-def run(coroutine: Any) -> Any:
-    return asyncio.run(coroutine)
-
-
-async def sql(url: str, query: str, *args: Any) -> list[asyncpg.Record]:
-    connection = await asyncpg.connect(url)
-    try:
-        return await connection.fetch(query, *args)
-    finally:
-        await connection.close()
-
-
-@pytest.fixture
-def database() -> Iterator[str]:
-    """A fresh database beside the test one, dropped after."""
-    name = f"{urlparse(POSTGRES_URL).path.lstrip('/')}_migration_0008"
-    run(sql(POSTGRES_URL, f'DROP DATABASE IF EXISTS "{name}"'))
-    run(sql(POSTGRES_URL, f'CREATE DATABASE "{name}"'))
-    yield urlunparse(urlparse(POSTGRES_URL)._replace(path=f"/{name}"))
-    run(sql(POSTGRES_URL, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 def positions(url: str) -> list[tuple[int, int]]:
@@ -55,13 +26,7 @@ def positions(url: str) -> list[tuple[int, int]]:
 def test_0008_moves_every_position_into_day_partitions_keeping_ids(database: str) -> None:
     config = alembic_config(database)
     command.upgrade(config, "0007")
-    run(
-        sql(
-            database,
-            "INSERT INTO devices (id, unique_id, name, status, disabled, total_distance, motion, attributes,"
-            " created_at, position_id) VALUES (1, 'imei-1', 'van', 'offline', false, 0, false, '{}', now(), 900000)",
-        )
-    )
+    add_device(database, position_id=900_000)
     for position_id, age in ROWS:
         run(
             sql(
@@ -80,16 +45,7 @@ def test_0008_moves_every_position_into_day_partitions_keeping_ids(database: str
     assert positions(database) == [(position_id, age) for position_id, age in ROWS]
     newest = run(sql(database, "SELECT position_time FROM devices"))
     assert newest[0]["position_time"] == NOW - timedelta(days=1, minutes=1)  # position 900,000's fix time
-    partitions = {
-        row["relname"]: row["bound"]
-        for row in run(
-            sql(
-                database,
-                "SELECT c.relname, pg_get_expr(c.relpartbound, c.oid) AS bound FROM pg_inherits AS i"
-                " JOIN pg_class AS c ON c.oid = i.inhrelid WHERE i.inhparent = 'positions'::regclass",
-            )
-        )
-    }
+    partitions = partition_bounds(database, "positions")
     days = [(NOW - timedelta(days=offset)).date() for offset in range(-7, 401)]
     # From 400 days back (the oldest row is older) to a week ahead, and the default one.
     assert set(partitions) == {f"positions_p{day:%Y%m%d}" for day in days} | {"positions_default"}

@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from tests.support.traces import Trace, at
 from tracker_jobs.core.db import insert_ignoring_duplicates, transaction
-from tracker_jobs.events.models import Event
+from tracker_jobs.events.models import Delivery, Event
 from tracker_jobs.positions.models import Position
 
 DAY = at("2026-03-02T00:00:00+00:00")
@@ -78,3 +78,23 @@ async def store_trace(sessions: async_sessionmaker[AsyncSession], device_id: int
 async def add_event(sessions: async_sessionmaker[AsyncSession], device_id: int, kind: str, when: datetime) -> None:
     async with transaction(sessions) as session:
         session.add(Event(type=kind, device_id=device_id, event_time=when, attributes={"speed": 70.5}))
+
+
+async def add_delivery(
+    sessions: async_sessionmaker[AsyncSession], user_id: int, device_id: int, when: datetime
+) -> None:
+    """A sent web delivery made at `when`."""
+    async with transaction(sessions) as session:
+        session.add(
+            Delivery(
+                user_id=user_id,
+                channel="web",
+                state="sent",
+                event_type="deviceOverspeed",
+                device_id=device_id,
+                event_time=when,
+                created_at=when,
+                next_attempt_at=when,
+                sent_at=when,
+            )
+        )

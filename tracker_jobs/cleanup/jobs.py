@@ -49,7 +49,7 @@ async def cleanup_old_events(
     days = check_days(days_to_keep, shared.settings.retention_events_days)
     await check_device_ids(shared.sessions, device_ids)
     return await retention.remove_old_events(
-        shared.sessions, _run(ctx, dry_run), now=utcnow(), days_to_keep=days, device_ids=device_ids
+        shared.sessions, ctx["redis"], _run(ctx, dry_run), now=utcnow(), days_to_keep=days, device_ids=device_ids
     )
 
 
@@ -102,7 +102,8 @@ async def optimize_database(ctx: dict[str, Any], dry_run: bool = False) -> dict[
     return await optimize.optimize_database(resources(ctx).engine, _run(ctx, dry_run))
 
 
-@job(refs.CREATE_POSITION_PARTITIONS, timeout_s=600, max_tries=5)
-async def create_position_partitions(ctx: dict[str, Any]) -> dict[str, Any]:
-    """Make the coming days' position partitions (PostgreSQL), and say how full the default one is."""
+@job(refs.CREATE_PARTITIONS, timeout_s=600, max_tries=5)
+async def create_partitions(ctx: dict[str, Any]) -> dict[str, Any]:
+    """Make the coming days' position partitions and weeks' event partitions (PostgreSQL), and say how
+    full the default ones are."""
     return await ensure_partitions(resources(ctx).sessions, ctx["redis"], utcnow().date())

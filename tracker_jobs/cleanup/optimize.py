@@ -3,7 +3,7 @@
 After retention and cleanup delete millions of rows, PostgreSQL's autovacuum gets to the big tables
 when it does; a VACUUM (ANALYZE) right after makes the dead rows' space reusable at once and gives the
 planner current statistics. (Autovacuum never analyzes a partitioned table's parent, which the
-planner reads for queries over several days' partitions: a VACUUM of `positions` does, and its
+planner reads for queries over several partitions: a VACUUM of `positions` or `events` does, and its
 partitions too.) Each table is its own statement outside any transaction, as VACUUM requires, with a
 short lock timeout: VACUUM only waits behind DDL (a partition being made or dropped) or another vacuum,
 never behind ordinary writes, and a table it cannot lock in time is skipped and named, not waited on.

@@ -1,15 +1,21 @@
-"""Positions on PostgreSQL: a table range-partitioned by fix time, one partition a day.
+"""Positions and events on PostgreSQL: tables range-partitioned by time, positions a partition a day,
+events a partition a week.
 
-Why a day: a fleet of 1,000 devices reporting every 10 s writes 8.6 million rows a day, so a day's
-partition is a few GB at most, retention's granularity is a day, and 30 to 400 days of history are 30 to
-400 partitions, which the planner prunes to the days a query asks for (a report, a device's track).
+Why a day for positions: a fleet of 1,000 devices reporting every 10 s writes 8.6 million rows a day, so a
+day's partition is a few GB at most, retention's granularity is a day, and 30 to 400 days of history are
+30 to 400 partitions, which the planner prunes to the days a query asks for (a report, a device's track).
 Weekly partitions would keep up to a week past the cutoff to trim row by row.
 
-Partitions are made `AHEAD_DAYS` ahead (at worker start-up and by a daily cron job), as pg_partman's
-premake does; `positions_default` catches what fits no partition (a fix far in the past or the future,
-and each silent device's newest position once its day is dropped, see `drop_partition`). The engine
-never makes a partition for a day that has gone: such rows stay in the default partition, whose size
-`GET /api/cleanup/status` reports.
+Why a week for events: they are hundreds to thousands of times fewer than positions (a geofence crossed,
+an overspeed begun), kept longer (90 days by default), and read by id as well as by time (a delivery
+names its event by id alone, which probes every partition): a week keeps 90 days in 14 partitions of a
+reasonable size, and the boundary week left to trim row by row is a few thousand events.
+
+Partitions are made `AHEAD_DAYS` ahead (at worker start-up and by an hourly cron job), as pg_partman's
+premake does; each table's `_default` partition catches what fits no partition (a fix far in the past or
+the future, and each silent device's newest position once its day is dropped, see `detach_partitions`).
+The engine never makes a partition for a period that has gone: such rows stay in the default partition,
+whose size `GET /api/cleanup/status` reports.
 
 Everything here is plain PostgreSQL DDL (no extension) with a short lock timeout: the DDL that needs
 the parent table's exclusive lock waits at most `LOCK_TIMEOUT` for writers to finish, then gives way
@@ -37,17 +43,16 @@ from tracker_jobs.positions import stream
 
 log = logging.getLogger(__name__)
 
-PARENT = "positions"
-DEVICE_KEY = "fk_positions_device_id_devices"  # the foreign key each partition has a copy of
-DEFAULT_PARTITION = "positions_default"
 AHEAD_DAYS = 7
 DAY = timedelta(days=1)
-# Every drain reads the positions by id (each device's newest), which locks every partition: the
-# exclusive lock this DDL needs waits for the drains in flight (new ones are paused meanwhile), and for
-# any long reader (a report): past this it steps aside, lets the drains go on, and tries again.
+WEEK = timedelta(days=7)
+# Every drain reads the positions by id (each device's newest) and writes events in the same transaction,
+# which locks every partition of both: the exclusive lock this DDL needs waits for the drains in flight
+# (new ones are paused meanwhile), and for any long reader (a report): past this it steps aside, lets the
+# drains go on, and tries again.
 LOCK_TIMEOUT = "500ms"
 LOCK_TRIES = 60
-# The default partition normally holds a few silent devices' newest positions; more than this is worth a look.
+# A default partition normally holds a few silent devices' newest positions; more than this is worth a look.
 DEFAULT_WARN_ROWS = 100_000
 # Pages a sweep deletes from in one transaction: about 60,000 positions, tens of milliseconds of work
 # holding only row locks (writers of new positions never wait on them).
@@ -55,17 +60,55 @@ SWEEP_BLOCKS = 1024
 # Between two detached tables dropped: the writers' commits get the disk between the bursts of unlinking.
 DROP_SPACING_S = 0.05
 
-_NAME = re.compile(r"positions_p(\d{8})")
 T = TypeVar("T")
 
 
-def partition_name(day: date) -> str:
-    return f"positions_p{day:%Y%m%d}"
+@dataclass(frozen=True)
+class PartitionedTable:
+    """A table range-partitioned by `time_column`, a partition a `period` (`{parent}_pYYYYMMDD`, named by
+    its first day; a week starts on Monday), and `{parent}_default`."""
+
+    parent: str
+    time_column: str
+    period: timedelta
+    # The foreign keys each partition has a copy of: a detach drops them at once (see _detach).
+    foreign_keys: tuple[str, ...]
+
+    @property
+    def default_partition(self) -> str:
+        return f"{self.parent}_default"
+
+    @functools.cached_property
+    def _name(self) -> re.Pattern[str]:
+        return re.compile(rf"{self.parent}_p(\d{{8}})")
+
+    def start_of(self, day: date) -> date:
+        """The first day of the partition that holds `day`."""
+        return day - timedelta(days=day.weekday()) if self.period == WEEK else day
+
+    def partition_name(self, day: date) -> str:
+        """The name of the partition that holds `day`."""
+        return f"{self.parent}_p{self.start_of(day):%Y%m%d}"
+
+    def is_partition(self, name: str) -> bool:
+        return name == self.default_partition or self._name.fullmatch(name) is not None
+
+    def first_day(self, name: str) -> date | None:
+        """The first day of the named partition; None for the default one."""
+        found = self._name.fullmatch(name)
+        return datetime.strptime(found.group(1), "%Y%m%d").date() if found else None
+
+
+POSITIONS_BY_DAY = PartitionedTable("positions", "fix_time", DAY, ("fk_positions_device_id_devices",))
+EVENTS_BY_WEEK = PartitionedTable(
+    "events", "event_time", WEEK, ("fk_events_device_id_devices", "fk_events_geofence_id_geofences")
+)
+PARTITIONED_TABLES = (POSITIONS_BY_DAY, EVENTS_BY_WEEK)
 
 
 def is_partition_table(name: str) -> bool:
-    """A table that is one of the positions' partitions (alembic's comparison of models and schema skips them)."""
-    return name == DEFAULT_PARTITION or _NAME.fullmatch(name) is not None
+    """A table that is one of the partitions (alembic's comparison of models and schema skips them)."""
+    return any(table.is_partition(name) for table in PARTITIONED_TABLES)
 
 
 def day_start(day: date) -> datetime:
@@ -79,6 +122,7 @@ class Partition:
     upper: datetime | None
     bytes: int
     rows_estimate: int  # the planner's statistics (ANALYZE); -1 before the first
+    parent: str = POSITIONS_BY_DAY.parent
 
     @property
     def is_default(self) -> bool:
@@ -87,6 +131,7 @@ class Partition:
     def to_api(self) -> dict[str, object]:
         return {
             "table": self.name,
+            "of": self.parent,
             "from": self.lower.isoformat() if self.lower else None,
             "to": self.upper.isoformat() if self.upper else None,
             "default": self.is_default,
@@ -95,82 +140,91 @@ class Partition:
         }
 
 
-async def is_partitioned(session: AsyncSession) -> bool:
-    """Whether `positions` is partitioned here (PostgreSQL at revision 0008 or later)."""
+async def is_partitioned(session: AsyncSession, table: PartitionedTable) -> bool:
+    """Whether the table is partitioned here (PostgreSQL at a revision that partitions it)."""
     if dialect_name(session) != "postgresql":
         return False
     found = await session.execute(
-        sa.text("SELECT 1 FROM pg_partitioned_table WHERE partrelid = to_regclass(:parent)"), {"parent": PARENT}
+        sa.text("SELECT 1 FROM pg_partitioned_table WHERE partrelid = to_regclass(:parent)"), {"parent": table.parent}
     )
     return found.first() is not None
 
 
-async def list_partitions(session: AsyncSession) -> list[Partition]:
-    """The partitions, oldest first, the default one last."""
+async def list_partitions(session: AsyncSession, table: PartitionedTable) -> list[Partition]:
+    """The table's partitions, oldest first, the default one last (none where it is not partitioned)."""
+    if not await is_partitioned(session, table):
+        return []
     rows = await session.execute(
         sa.text(
             "SELECT c.relname, pg_total_relation_size(c.oid), c.reltuples::bigint FROM pg_inherits AS i"
             " JOIN pg_class AS c ON c.oid = i.inhrelid WHERE i.inhparent = to_regclass(:parent)"
         ),
-        {"parent": PARENT},
+        {"parent": table.parent},
     )
     partitions = []
     for name, size, rows_estimate in rows:
-        day = _NAME.fullmatch(name)
-        lower = day_start(datetime.strptime(day.group(1), "%Y%m%d").date()) if day else None
-        partitions.append(Partition(name, lower, lower + DAY if lower else None, int(size), int(rows_estimate)))
+        first = table.first_day(name)
+        lower = day_start(first) if first else None
+        upper = lower + table.period if lower else None
+        partitions.append(Partition(name, lower, upper, int(size), int(rows_estimate), table.parent))
     return sorted(partitions, key=lambda p: (p.lower is None, p.lower or datetime.min.replace(tzinfo=UTC)))
 
 
 async def ensure_partitions(
     sessions: async_sessionmaker[AsyncSession], redis: Redis, today: date, ahead_days: int = AHEAD_DAYS
 ) -> dict[str, Any]:
-    """Make the partitions of `today` and the `ahead_days` after it that do not exist; what was made, and
-    how many rows the default partition holds (a warning when they pile up: see DEFAULT_WARN_ROWS)."""
-    async with sessions() as session:
-        if not await is_partitioned(session):
-            return {"partitioned": False}
-        existing = {partition.name: partition for partition in await list_partitions(session)}
-    made = []
-    for offset in range(ahead_days + 1):
-        day = today + offset * DAY
-        if partition_name(day) not in existing:
-            await _with_table_to_itself(sessions, redis, functools.partial(_create_partition, day=day))
-            made.append(partition_name(day))
+    """Make the partitions of `today` and the `ahead_days` after it that do not exist, for each
+    partitioned table; what was made, and how many rows each default partition holds (a warning when
+    they pile up: see DEFAULT_WARN_ROWS)."""
+    made: list[str] = []
+    strays: dict[str, int] = {}
+    for table in PARTITIONED_TABLES:
+        async with sessions() as session:
+            existing = {partition.name: partition for partition in await list_partitions(session, table)}
+        if not existing:
+            continue
+        for day in sorted({table.start_of(today + offset * DAY) for offset in range(ahead_days + 1)}):
+            if table.partition_name(day) not in existing:
+                await _with_table_to_itself(sessions, redis, table, functools.partial(_create_partition, table, day))
+                made.append(table.partition_name(day))
+        default = existing.get(table.default_partition)
+        strays[table.default_partition] = max(default.rows_estimate, 0) if default else 0
+        if strays[table.default_partition] > DEFAULT_WARN_ROWS:
+            log.warning(
+                "%s holds about %d rows that fit no partition (times far from the server's clock, or silent"
+                " devices' newest positions): see GET /api/cleanup/status",
+                table.default_partition,
+                strays[table.default_partition],
+            )
     if made:
-        log.info("made position partitions %s", ", ".join(made))
-    strays = max(existing[DEFAULT_PARTITION].rows_estimate, 0) if DEFAULT_PARTITION in existing else 0
-    if strays > DEFAULT_WARN_ROWS:
-        log.warning(
-            "%s holds about %d positions that fit no day's partition (fixes far from the server's clock, or"
-            " silent devices' newest positions): see GET /api/cleanup/status",
-            DEFAULT_PARTITION,
-            strays,
-        )
-    return {"partitioned": True, "made": made, "default_rows_estimate": strays}
+        log.info("made partitions %s", ", ".join(made))
+    return {"partitioned": bool(strays), "made": made, "default_rows_estimate": strays}
 
 
-async def _create_partition(session: AsyncSession, day: date) -> None:
-    """The day's partition; rows of that day already in the default partition move into it (PostgreSQL
-    refuses a partition whose rows the default partition holds)."""
-    name, lower, upper = partition_name(day), day_start(day), day_start(day) + DAY
+async def _create_partition(table: PartitionedTable, day: date, session: AsyncSession) -> None:
+    """The partition starting on `day`; rows of its range already in the default partition move into it
+    (PostgreSQL refuses a partition whose rows the default partition holds)."""
+    name, lower = table.partition_name(day), day_start(day)
+    upper = lower + table.period
     bounds = {"lower": lower, "upper": upper}
+    in_range = f"{table.time_column} >= :lower AND {table.time_column} < :upper"
     strays = await session.execute(
-        sa.text(f"SELECT 1 FROM {DEFAULT_PARTITION} WHERE fix_time >= :lower AND fix_time < :upper LIMIT 1"),  # noqa: S608
+        sa.text(f"SELECT 1 FROM {table.default_partition} WHERE {in_range} LIMIT 1"),  # noqa: S608 (our names)
         bounds,
     )
     if strays.first() is None:
         await session.execute(
             sa.text(
-                f"CREATE TABLE IF NOT EXISTS {name} PARTITION OF {PARENT} FOR VALUES FROM ('{lower}') TO ('{upper}')"
+                f"CREATE TABLE IF NOT EXISTS {name} PARTITION OF {table.parent}"
+                f" FOR VALUES FROM ('{lower}') TO ('{upper}')"
             )
         )
         return
-    await session.execute(sa.text(f"CREATE TABLE {name} (LIKE {PARENT} INCLUDING DEFAULTS)"))
-    move = f"DELETE FROM {DEFAULT_PARTITION} WHERE fix_time >= :lower AND fix_time < :upper RETURNING *"  # noqa: S608
+    await session.execute(sa.text(f"CREATE TABLE {name} (LIKE {table.parent} INCLUDING DEFAULTS)"))
+    move = f"DELETE FROM {table.default_partition} WHERE {in_range} RETURNING *"  # noqa: S608
     await session.execute(sa.text(f"WITH moved AS ({move}) INSERT INTO {name} SELECT * FROM moved"), bounds)  # noqa: S608
     await session.execute(
-        sa.text(f"ALTER TABLE {PARENT} ATTACH PARTITION {name} FOR VALUES FROM ('{lower}') TO ('{upper}')")
+        sa.text(f"ALTER TABLE {table.parent} ATTACH PARTITION {name} FOR VALUES FROM ('{lower}') TO ('{upper}')")
     )
 
 
@@ -185,30 +239,33 @@ async def rows_of(sessions: async_sessionmaker[AsyncSession], partition: Partiti
 
 
 async def detach_partitions(
-    sessions: async_sessionmaker[AsyncSession], redis: Redis, partitions: list[Partition]
+    sessions: async_sessionmaker[AsyncSession], redis: Redis, table: PartitionedTable, partitions: list[Partition]
 ) -> int:
     """Detach partitions whose every row is past retention, all in one short transaction (the drains
-    paused once): from its commit their rows are out of `positions`. Each device's newest position in one
-    (what `devices.position_id` names) is first copied into the default partition, keeping its id, so a
-    silent device's last position stays readable. How many were kept so. `drop_detached` then drops
-    them, which gives their disk back."""
+    paused once): from its commit their rows are out of the table. Of positions, each device's newest
+    position in one (what `devices.position_id` names) is first copied into the default partition,
+    keeping its id, so a silent device's last position stays readable: how many were kept so.
+    `drop_detached` then drops them, which gives their disk back."""
     if not partitions:
         return 0
-    return await _with_table_to_itself(sessions, redis, functools.partial(_detach, batch=partitions))
+    return await _with_table_to_itself(sessions, redis, table, functools.partial(_detach, table, partitions))
 
 
-async def _detach(session: AsyncSession, batch: list[Partition]) -> int:
+async def _detach(table: PartitionedTable, batch: list[Partition], session: AsyncSession) -> int:
     # Two statements whatever the number of days: the drains wait for this transaction, and on a busy
     # machine a round trip per table (a detach, a key, a copy each) was most of that wait.
     names = [partition.name for partition in batch]
-    # Each table's copy of the foreign key to devices goes too, while the drains are paused: dropping it
-    # takes devices' exclusive lock for a moment, which DROP TABLE would otherwise take later, with the
-    # drains running.
+    # Each table's copies of the foreign keys go too, while the drains are paused: dropping one takes the
+    # referenced table's exclusive lock for a moment, which DROP TABLE would otherwise take later, with
+    # the drains running.
     ddl = "".join(
-        f"ALTER TABLE {PARENT} DETACH PARTITION {name}; ALTER TABLE {name} DROP CONSTRAINT IF EXISTS {DEVICE_KEY}; "
+        f"ALTER TABLE {table.parent} DETACH PARTITION {name}; "
+        + "".join(f"ALTER TABLE {name} DROP CONSTRAINT IF EXISTS {key}; " for key in table.foreign_keys)
         for name in names
     )
     await session.execute(sa.text(f"DO $$BEGIN {ddl}END$$"))
+    if table is not POSITIONS_BY_DAY:
+        return 0
     # Read with the table to ourselves (every drain in flight has ended): no newest position can move
     # into these days unseen. Their days now belong to no partition, so the copies land in the default one.
     # A device whose newest has no time on its row (none should: drains and migration 0008 set both) is
@@ -216,7 +273,7 @@ async def _detach(session: AsyncSession, batch: list[Partition]) -> int:
     days = " UNION ALL ".join(f"SELECT * FROM {name}" for name in names)  # noqa: S608
     copied = await session.execute(
         sa.text(
-            f"INSERT INTO {PARENT} SELECT p.* FROM devices AS d JOIN ({days}) AS p"  # noqa: S608
+            f"INSERT INTO {table.parent} SELECT p.* FROM devices AS d JOIN ({days}) AS p"  # noqa: S608
             " ON p.id = d.position_id AND p.fix_time = coalesce(d.position_time, p.fix_time)"
             " WHERE d.position_time IS NULL OR (d.position_time >= :lower AND d.position_time < :upper)"
         ),
@@ -225,43 +282,44 @@ async def _detach(session: AsyncSession, batch: list[Partition]) -> int:
     return int(copied.rowcount or 0)  # type: ignore[attr-defined]
 
 
-async def drop_detached(sessions: async_sessionmaker[AsyncSession]) -> list[str]:
-    """Drop the day tables no longer attached to positions: those just detached, or left by a run that
-    was stopped between its detach and its drop (their newest positions were copied out before). No one
-    else locks them (their foreign key went with the detach), so this holds nothing up, however long
-    giving back their files takes (one left with its key by a stopped run waits on devices: briefly)."""
+async def drop_detached(sessions: async_sessionmaker[AsyncSession], table: PartitionedTable) -> list[str]:
+    """Drop the table's period tables no longer attached to it: those just detached, or left by a run
+    that was stopped between its detach and its drop (newest positions were copied out before). No one
+    else locks them (their foreign keys went with the detach), so this holds nothing up, however long
+    giving back their files takes (one left with its keys by a stopped run waits on devices: briefly)."""
     async with sessions() as session:
         names = (
             (
                 await session.execute(
                     sa.text(
                         "SELECT relname FROM pg_class WHERE relkind = 'r' AND NOT relispartition"
-                        " AND relname ~ '^positions_p[0-9]{8}$' AND relnamespace = 'public'::regnamespace"
-                    )
+                        " AND relname ~ :pattern AND relnamespace = 'public'::regnamespace"
+                    ),
+                    {"pattern": f"^{table.parent}_p[0-9]{{8}}$"},
                 )
             )
             .scalars()
             .all()
         )
     dropped = []
-    for name in names:  # one a transaction: each commit gives back one day's files, a burst of I/O at a time
+    for name in names:  # one a transaction: each commit gives back one period's files, a burst of I/O at a time
         try:
             async with transaction(sessions) as session:
-                # One left with its foreign key (by a version before this one) waits on devices: not long.
+                # One left with its foreign keys (by a version before this one) waits on devices: not long.
                 await session.execute(sa.text(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'"))
                 await session.execute(sa.text(f"DROP TABLE IF EXISTS {name}"))
         except DBAPIError as error:
             if not lock_timed_out(error):
                 raise
-            log.warning("detached position table %s not dropped yet (busy): the next run drops it", name)
+            log.warning("detached table %s not dropped yet (busy): the next run drops it", name)
             continue
         dropped.append(name)
         await asyncio.sleep(DROP_SPACING_S)
     return dropped
 
 
-async def _holders(sessions: async_sessionmaker[AsyncSession]) -> str:
-    """Who holds a lock on positions now (what a DDL waited on): for the log."""
+async def _holders(sessions: async_sessionmaker[AsyncSession], table: PartitionedTable) -> str:
+    """Who holds a lock on the table now (what a DDL waited on): for the log."""
     async with sessions() as session:
         rows = await session.execute(
             sa.text(
@@ -269,7 +327,7 @@ async def _holders(sessions: async_sessionmaker[AsyncSession]) -> str:
                 " left(a.query, 80) FROM pg_locks AS l JOIN pg_stat_activity AS a USING (pid)"
                 " WHERE l.relation = to_regclass(:parent) AND l.granted AND a.pid <> pg_backend_pid()"
             ),
-            {"parent": PARENT},
+            {"parent": table.parent},
         )
         return "; ".join(f"pid {pid} {state} for {age} s: {query}" for pid, state, age, query in rows) or "none now"
 
@@ -332,9 +390,13 @@ async def sweep_partition(
 
 
 async def _with_table_to_itself(
-    sessions: async_sessionmaker[AsyncSession], redis: Redis, work: Callable[[AsyncSession], Awaitable[T]]
+    sessions: async_sessionmaker[AsyncSession],
+    redis: Redis,
+    table: PartitionedTable,
+    work: Callable[[AsyncSession], Awaitable[T]],
 ) -> T:
-    """Run DDL that needs the positions table's exclusive lock in its own transaction, the drains paused
+    """Run DDL that needs the table's exclusive lock in its own transaction, the drains (which write
+    positions and events) paused
     (stream.drains_paused) and a lock timeout; when a reader holds the table past it, let the drains go
     on and try again a moment later."""
     for attempt in range(1, LOCK_TRIES + 1):
@@ -345,6 +407,7 @@ async def _with_table_to_itself(
         except DBAPIError as error:
             if not lock_timed_out(error) or attempt == LOCK_TRIES:
                 raise
-            log.warning("positions table busy (attempt %d), held by: %s", attempt, await _holders(sessions))
+            holders = await _holders(sessions, table)
+            log.warning("%s table busy (attempt %d), held by: %s", table.parent, attempt, holders)
             await asyncio.sleep(min(0.2 * attempt, 2.0))  # the drains held up meanwhile catch up
     raise AssertionError("unreachable")

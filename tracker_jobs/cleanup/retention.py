@@ -2,17 +2,19 @@
 
 Positions: each device keeps `days_to_keep` days of them, or what its `retentionDays` attribute says (more
 or less; 0 keeps them for ever), and always its newest position (the one `devices.position_id` names),
-however old. On PostgreSQL, each daily partition whose every row is past every device's cutoff is dropped
-whole (partitions.drop_partition, which keeps the newest positions in it); what is left past a cutoff (the
-boundary day, devices that keep less, the default partition) goes in chunks, a group of devices at a time
-through the (device_id, fix_time) index. SQLite has only the chunks.
+however old. On PostgreSQL, each daily partition whose every row is past every device's cutoff is detached
+and dropped whole (partitions.detach_partitions, which copies the newest positions in it out first); what
+is left past a cutoff (the boundary day, days some devices keep longer, the default partition) is swept
+by page ranges; devices keeping less than the default are trimmed in chunks through the (device_id,
+fix_time) index. SQLite has only the chunks.
 
 A run that is cancelled or killed stops between chunks (or rolls back the one it was in): every chunk and
-every dropped partition is its own transaction, so the next run simply carries on. Nothing inside a
-device's window is ever selected: every condition is "older than this device's cutoff".
+every detach is its own transaction, so the next run simply carries on. Nothing inside a device's window
+is ever selected: every condition is "older than this device's cutoff".
 
-Events go the same way (a device's events older than the cutoff, in chunks), with the deliveries made
-for them; an event keeps its own coordinates, so it stays readable after its position has gone.
+Events go the same way with one cutoff for all (weeks wholly past it detached and dropped on PostgreSQL,
+the rest in chunks), with the deliveries made for them; an event keeps its own coordinates, so it stays
+readable after its position has gone.
 """
 
 from __future__ import annotations
@@ -34,12 +36,13 @@ from sqlmodel import col, select
 from tracker_jobs.cleanup import chunks
 from tracker_jobs.cleanup.chunks import CleanupRun, count_rows, delete_in_chunks, in_groups
 from tracker_jobs.cleanup.partitions import (
+    EVENTS_BY_WEEK,
+    POSITIONS_BY_DAY,
     Partition,
     detach_partitions,
     devices_in,
     drop_detached,
     holds_other_than_newest,
-    is_partitioned,
     list_partitions,
     partition_table,
     rows_of,
@@ -186,7 +189,7 @@ async def plan_positions(
     session: AsyncSession, now: datetime, days_to_keep: int, device_ids: Sequence[int] | None = None
 ) -> PositionsPlan:
     retention = await device_retention(session, now, days_to_keep, device_ids)
-    partitions = await list_partitions(session) if await is_partitioned(session) else []
+    partitions = await list_partitions(session, POSITIONS_BY_DAY)
     default = retention.default
     # Only a run over every device may drop or sweep a partition (it holds every device's rows).
     if device_ids is not None or default is None or not partitions:
@@ -253,7 +256,7 @@ async def remove_old_positions(
             # An analysed partition's rows are the planner's estimate: counting would read every row the
             # drop does not.
             sizes = [await rows_of(sessions, partition) for partition in plan.to_drop]
-            kept = await detach_partitions(sessions, redis, plan.to_drop)
+            kept = await detach_partitions(sessions, redis, POSITIONS_BY_DAY, plan.to_drop)
             run.count("positions", max(sum(rows for rows, _ in sizes) - kept, 0))
             details["newest_kept_from_dropped"] = kept
             details["dropped_rows_estimated"] = any(estimated for _, estimated in sizes)
@@ -284,7 +287,7 @@ async def remove_old_positions(
     details["purge_s"] = round(time.perf_counter() - started, 3)
     if plan.partitioned:
         async with run.step("drop_tables"):  # last: the rows are gone already, this gives the disk back
-            details["dropped_tables"] = await drop_detached(sessions)
+            details["dropped_tables"] = await drop_detached(sessions, POSITIONS_BY_DAY)
     return run.result(**details)
 
 
@@ -305,17 +308,25 @@ async def _count_by_device(
 
 async def remove_old_events(
     sessions: async_sessionmaker[AsyncSession],
+    redis: Redis,
     run: CleanupRun,
     *,
     now: datetime,
     days_to_keep: int,
     device_ids: Sequence[int] | None = None,
 ) -> dict[str, Any]:
-    """Events older than the cutoff, a group of devices at a time, and the deliveries made for them."""
+    """Events older than the cutoff, and the deliveries made for them. On PostgreSQL, every week wholly
+    past the cutoff is detached and dropped; the rest (the boundary week, the default partition, a run for
+    some devices) goes a group of devices at a time, in chunks."""
     cutoff = cutoff_of(now, days_to_keep)
     details: dict[str, Any] = {"cutoff": _iso(cutoff)}
     if cutoff is None:
         return run.result(**details)
+    async with run.step("plan"), sessions() as session:
+        partitions = await list_partitions(session, EVENTS_BY_WEEK)
+    # Only a run over every device may drop a week (it holds every device's events).
+    to_drop = [p for p in partitions if device_ids is None and p.upper is not None and p.upper <= cutoff]
+    details["partitions"] = [partition.name for partition in to_drop]
     groups = _groups({cutoff: await chunks.device_ids(sessions, device_ids)})
     deliveries = DELIVERIES.c.created_at < cutoff
     if device_ids is not None:
@@ -328,10 +339,19 @@ async def remove_old_events(
         return run.result(**details)
     async with run.step("delete_deliveries"):
         run.count("deliveries", await delete_in_chunks(sessions, DELIVERIES, deliveries))
+    if to_drop:
+        async with run.step("detach_partitions"):
+            sizes = [await rows_of(sessions, partition) for partition in to_drop]
+            await detach_partitions(sessions, redis, EVENTS_BY_WEEK, to_drop)
+            run.count("events", sum(rows for rows, _ in sizes))
+            details["dropped_rows_estimated"] = any(estimated for _, estimated in sizes)
     async with run.step("delete_events"):
         for done, (_, ids) in enumerate(groups, start=1):
             run.count("events", await delete_in_chunks(sessions, EVENTS, _old_events(ids, cutoff)))
             await run.progress(done, len(groups), f"events of {ids[0]}..{ids[-1]}")
+    if partitions:
+        async with run.step("drop_tables"):  # last: the rows are gone already, this gives the disk back
+            details["dropped_tables"] = await drop_detached(sessions, EVENTS_BY_WEEK)
     return run.result(**details)
 
 

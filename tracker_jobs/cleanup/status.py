@@ -1,5 +1,5 @@
 """What `GET /api/cleanup/status` shows an admin: the big tables' sizes and row estimates, the positions'
-partitions (the default one included) with their ranges and sizes, the oldest position, and what the next
+and events' partitions (the default ones included) with their ranges and sizes, the oldest position, and what the next
 retention run would remove. Sizes, row estimates and the partitions come from the catalogue; the oldest
 position from one index probe per device; what the next run would delete row by row is counted (it reads
 the days it would sweep: the boundary day, the default partition, days kept for some devices)."""
@@ -16,7 +16,7 @@ from sqlmodel import col, select
 from tracker_jobs.cleanup import retention
 from tracker_jobs.cleanup.chunks import count_rows
 from tracker_jobs.cleanup.optimize import BIG_TABLES
-from tracker_jobs.cleanup.partitions import is_partitioned, list_partitions
+from tracker_jobs.cleanup.partitions import EVENTS_BY_WEEK, PARTITIONED_TABLES, Partition, list_partitions
 from tracker_jobs.core.config import Settings
 from tracker_jobs.core.db import dialect_name
 from tracker_jobs.devices.models import Device
@@ -24,7 +24,7 @@ from tracker_jobs.positions.models import Position
 
 
 async def cleanup_status(session: AsyncSession, settings: Settings, now: datetime) -> dict[str, Any]:
-    partitions = await list_partitions(session) if await is_partitioned(session) else []
+    partitions = [partition for table in PARTITIONED_TABLES for partition in await list_partitions(session, table)]
     return {
         "database": dialect_name(session),
         "tables": [await _table_size(session, name) for name in BIG_TABLES],
@@ -34,7 +34,7 @@ async def cleanup_status(session: AsyncSession, settings: Settings, now: datetim
             "positionsDays": settings.retention_positions_days,
             "eventsDays": settings.retention_events_days,
         },
-        "nextRun": await _next_run(session, settings, now),
+        "nextRun": await _next_run(session, settings, now, partitions),
     }
 
 
@@ -82,25 +82,43 @@ async def _oldest_position(session: AsyncSession) -> datetime | None:
     return oldest
 
 
-async def _next_run(session: AsyncSession, settings: Settings, now: datetime) -> dict[str, Any]:
-    """What retention would remove now: whole partitions (their estimated rows), then rows in chunks."""
+async def _next_run(
+    session: AsyncSession, settings: Settings, now: datetime, partitions: list[Partition]
+) -> dict[str, Any]:
+    """What retention would remove now: whole partitions (their estimated rows), then rows one by one
+    (counted; what the drops take is estimated, not counted again)."""
     plan = await retention.plan_positions(session, now, settings.retention_positions_days)
     condition = plan.retention.expired(retention.POSITIONS)
-    after_drops = max((partition.upper for partition in plan.to_drop if partition.upper), default=None)
-    if after_drops is not None:  # what the drops take is estimated above, not counted again
+    after_drops = _end_of(plan.to_drop)
+    if after_drops is not None:
         condition = sa.and_(condition, retention.POSITIONS.c.fix_time >= after_drops)
     in_chunks = await count_rows(session, retention.POSITIONS, condition)
     events_cutoff = retention.cutoff_of(now, settings.retention_events_days)
+    weeks: list[Partition] = []
     events = 0
     if events_cutoff is not None:
-        events = await count_rows(session, retention.EVENTS, retention.EVENTS.c.event_time < events_cutoff)
+        weeks = [p for p in partitions if p.parent == EVENTS_BY_WEEK.parent and p.upper and p.upper <= events_cutoff]
+        old_events = retention.EVENTS.c.event_time < events_cutoff
+        if weeks:
+            old_events = sa.and_(old_events, retention.EVENTS.c.event_time >= _end_of(weeks))
+        events = await count_rows(session, retention.EVENTS, old_events)
     return {
         **plan.details(),
-        "positionsInPartitionsEstimate": sum(max(partition.rows_estimate, 0) for partition in plan.to_drop),
+        "positionsInPartitionsEstimate": _rows_estimate(plan.to_drop),
         "positionsInChunks": int(in_chunks),
         "eventsCutoff": _iso(events_cutoff),
-        "events": int(events),
+        "eventPartitions": [partition.name for partition in weeks],
+        "eventsInPartitionsEstimate": _rows_estimate(weeks),
+        "eventsInChunks": int(events),
     }
+
+
+def _end_of(partitions: list[Partition]) -> datetime | None:
+    return max((partition.upper for partition in partitions if partition.upper), default=None)
+
+
+def _rows_estimate(partitions: list[Partition]) -> int:
+    return sum(max(partition.rows_estimate, 0) for partition in partitions)
 
 
 def _iso(moment: datetime | None) -> str | None:

@@ -57,8 +57,8 @@ def _starts(ref: JobRef, body_model: type[CleanupBody], summary: str, example: d
 
 @documented(
     Operation(
-        "Table sizes and row estimates, the positions' partitions (the default one too) with their ranges"
-        " and sizes, the oldest position, and what the next retention run would remove",
+        "Table sizes and row estimates, the positions' and events' partitions (the default ones too) with"
+        " their ranges and sizes, the oldest position, and what the next retention run would remove",
         {200: Reply("the status", ANY_OBJECT)},
         auth="admin",
         tag="cleanup",

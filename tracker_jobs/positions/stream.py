@@ -59,8 +59,9 @@ def partition_of(device_id: int, partitions: int) -> int:
     return device_id % partitions
 
 
-# Table DDL (a partition made or dropped, cleanup/partitions.py) needs the positions table to itself for
-# a moment. Every drain's transaction holds it, and drains overlap; while this key is set, no drain opens
+# Table DDL (a partition made or detached, cleanup/partitions.py) needs the positions or events table to
+# itself for a moment. Every drain's transaction holds both (it stores the events it finds with the
+# positions), and drains overlap; while this key is set, no drain opens
 # a new one, so the DDL waits only for those in flight, and none queue behind it. It expires on its own:
 # a holder that dies holds nothing up for long.
 DRAINS_PAUSED_KEY = "tracker:positions:drains-paused"
