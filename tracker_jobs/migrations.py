@@ -18,8 +18,8 @@ from tracker_jobs.cleanup.partitions import is_partition_table
 
 
 def include_name(name: str | None, type_: str, parent_names: object) -> bool:
-    """What alembic compares with the models: not the positions' partitions, which the engine makes and
-    drops (cleanup/partitions.py)."""
+    """What alembic compares with the models: not the partitions of positions and events, which the engine
+    makes and drops (cleanup/partitions.py)."""
     return not (type_ == "table" and name is not None and is_partition_table(name))
 
 

@@ -39,9 +39,9 @@ def _set_aside(old: str) -> None:
     """Rename `events` to `old`, with its constraints and indexes (freeing their names)."""
     op.execute(f"ALTER TABLE events RENAME TO {old}")
     for name in CONSTRAINTS:
-        op.execute(f"ALTER TABLE {old} RENAME CONSTRAINT {name} TO {name}_{old}")
+        op.execute(f"ALTER TABLE {old} RENAME CONSTRAINT {name} TO {name}_old")
     for name in INDEXES:
-        op.execute(f"ALTER INDEX {name} RENAME TO {name}_{old}")
+        op.execute(f"ALTER INDEX {name} RENAME TO {name}_old")  # within PostgreSQL's 63 characters
 
 
 def _new_events_table(old: str, primary_key: str, partitioned: bool) -> None:

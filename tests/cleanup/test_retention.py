@@ -22,7 +22,7 @@ from tracker_jobs.cleanup.partitions import (
     is_partitioned,
     list_partitions,
 )
-from tracker_jobs.core.db import utcnow
+from tracker_jobs.core.db import transaction, utcnow
 from tracker_jobs.events.models import Delivery, Event
 
 AGES = (1, 10, 20, 35, 50, 70)  # days before now
@@ -246,3 +246,24 @@ async def test_zero_days_keeps_everything(
     assert await remaining(sessions, now) == {van: set(AGES)}
     async with sessions() as session:
         assert (await session.execute(sa.select(sa.func.count()).select_from(Event))).scalar_one() == 1
+
+
+@POSTGRES_ONLY
+async def test_a_week_left_detached_by_a_stopped_run_is_dropped_by_the_next(
+    redis: ArqRedis, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    now = utcnow()
+    await ensure_partitions(sessions, redis, (now - timedelta(days=120)).date(), ahead_days=127)
+    van = await device_with(sessions, "van")
+    await add_event(sessions, van, "deviceOverspeed", now - timedelta(days=110))
+    week = EVENTS_BY_WEEK.partition_name((now - timedelta(days=110)).date())
+    # A run stopped right after its detach committed: the week is out of events, still with its keys.
+    async with transaction(sessions) as session:
+        await session.execute(sa.text(f"ALTER TABLE events DETACH PARTITION {week}"))
+
+    done = await retention.remove_old_events(sessions, redis, CleanupRun(), now=now, days_to_keep=90)
+
+    assert week in done["dropped_tables"]
+    assert week not in done["partitions"]  # not attached any more: the plan did not see it
+    async with sessions() as session:
+        assert (await session.execute(sa.text("SELECT to_regclass(:name)"), {"name": week})).scalar() is None

@@ -5,10 +5,10 @@ back again."""
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 
 from alembic import command
-from tests.support.plain_sql import add_device, partition_bounds, run, sql
+from tests.support.plain_sql import add_device, partition_bounds, partition_ranges, run, sql
 from tracker_jobs.cleanup.partitions import EVENTS_BY_WEEK
 from tracker_jobs.migrations import alembic_config
 
@@ -48,7 +48,10 @@ def test_0009_moves_every_event_into_week_partitions_keeping_ids(database: str) 
     # From the week 400 days back (the oldest event is older) to a week ahead, and the default one.
     assert set(partitions) == {EVENTS_BY_WEEK.partition_name(week) for week in weeks} | {"events_default"}
     assert partitions["events_default"] == "DEFAULT"
-    assert all(date.fromisoformat(name[-8:]).weekday() == 0 for name in partitions if name != "events_default")
+    for name, (low, high) in partition_ranges(database, "events").items():  # as the catalogue holds them
+        assert low == datetime.combine(date.fromisoformat(name[-8:]), time(), UTC), name
+        assert low.weekday() == 0
+        assert high - low == timedelta(days=7)
     in_default = run(sql(database, "SELECT id FROM events_default"))
     assert [row["id"] for row in in_default] == [7_001]  # 500 days old: no week of its own
     assert run(sql(database, INSERT, 5, when(40, 10), 40)) == []  # stored once: the unique key holds
@@ -67,5 +70,12 @@ def test_0009_moves_every_event_into_week_partitions_keeping_ids(database: str) 
     assert events(database) == [*ROWS, (90_001, 0)]
     assert run(sql(database, "SELECT 1 FROM pg_partitioned_table WHERE partrelid = 'events'::regclass")) == []
     assert run(sql(database, "SELECT to_regclass('events_default') AS t"))[0]["t"] is None
+    keys = run(sql(database, "SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'events'"))
+    assert {row["indexname"]: row["indexdef"].split(" USING ")[1] for row in keys} == {
+        "pk_events": "btree (id)",
+        "ix_events_device_id_event_time": "btree (device_id, event_time)",
+        "ix_events_event_time": "btree (event_time)",
+        "uq_events_device_id_type_event_time_subject": "btree (device_id, type, event_time, subject)",
+    }
     command.upgrade(config, "head")  # and forth again: the names the downgrade freed are free
     assert events(database) == [*ROWS, (90_001, 0)]

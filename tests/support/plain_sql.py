@@ -4,6 +4,7 @@ revision under test)."""
 from __future__ import annotations
 
 import asyncio
+from datetime import datetime
 from typing import Any
 
 import asyncpg
@@ -32,6 +33,21 @@ def partition_bounds(url: str, parent: str) -> dict[str, str]:
         )
     )
     return {row["relname"]: row["bound"] for row in rows}
+
+
+def partition_ranges(url: str, parent: str) -> dict[str, tuple[datetime, datetime]]:
+    """Each range partition of `parent` by name, with its bounds as the catalogue holds them."""
+    rows = run(
+        sql(
+            url,
+            "SELECT c.relname, b.m[1]::timestamptz AS low, b.m[2]::timestamptz AS high FROM pg_inherits AS i"
+            " JOIN pg_class AS c ON c.oid = i.inhrelid, LATERAL (SELECT regexp_match(pg_get_expr(c.relpartbound,"
+            " c.oid), 'FROM \\(''([^'']+)''\\) TO \\(''([^'']+)''\\)') AS m) AS b"
+            " WHERE i.inhparent = to_regclass($1) AND b.m IS NOT NULL",
+            parent,
+        )
+    )
+    return {row["relname"]: (row["low"], row["high"]) for row in rows}
 
 
 def add_device(url: str, position_id: int | None = None) -> None:

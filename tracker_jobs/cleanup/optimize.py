@@ -43,7 +43,7 @@ async def optimize_database(engine: AsyncEngine, run: CleanupRun, *, lock_timeou
 async def _vacuum_postgres(connection: AsyncConnection, run: CleanupRun, lock_timeout_s: float) -> dict[str, Any]:
     if run.dry_run:
         return run.result(would_vacuum=list(BIG_TABLES))
-    # lock_timeout, not SKIP_LOCKED: SKIP_LOCKED skips a table (or one of positions' partitions) with a
+    # lock_timeout, not SKIP_LOCKED: SKIP_LOCKED skips a table (or one partition of positions or events) with a
     # warning only, where a timeout is an error that names the table this reports as skipped.
     await connection.exec_driver_sql(f"SET lock_timeout = '{int(lock_timeout_s * 1000)}ms'")
     vacuumed: list[str] = []

@@ -52,7 +52,7 @@ WEEK = timedelta(days=7)
 # drains go on, and tries again.
 LOCK_TIMEOUT = "500ms"
 LOCK_TRIES = 60
-# A default partition normally holds a few silent devices' newest positions; more than this is worth a look.
+# A default partition normally holds few rows (positions': silent devices' newest); more is worth a look.
 DEFAULT_WARN_ROWS = 100_000
 # Pages a sweep deletes from in one transaction: about 60,000 positions, tens of milliseconds of work
 # holding only row locks (writers of new positions never wait on them).
@@ -185,7 +185,8 @@ async def ensure_partitions(
             continue
         for day in sorted({table.start_of(today + offset * DAY) for offset in range(ahead_days + 1)}):
             if table.partition_name(day) not in existing:
-                await _with_table_to_itself(sessions, redis, table, functools.partial(_create_partition, table, day))
+                make = functools.partial(_create_partition, table, day)
+                await _with_table_to_itself(sessions, redis, table.parent, make)
                 made.append(table.partition_name(day))
         default = existing.get(table.default_partition)
         strays[table.default_partition] = max(default.rows_estimate, 0) if default else 0
@@ -245,67 +246,93 @@ async def detach_partitions(
     paused once): from its commit their rows are out of the table. Of positions, each device's newest
     position in one (what `devices.position_id` names) is first copied into the default partition,
     keeping its id, so a silent device's last position stays readable: how many were kept so.
-    `drop_detached` then drops them, which gives their disk back."""
+    Then, the drains still paused, the detached tables' foreign keys go, in a transaction of their own
+    (see _detach). `drop_detached` then drops them, which gives their disk back."""
     if not partitions:
         return 0
-    return await _with_table_to_itself(sessions, redis, table, functools.partial(_detach, table, partitions))
+    names = [partition.name for partition in partitions]
+    return await _with_table_to_itself(
+        sessions,
+        redis,
+        table.parent,
+        functools.partial(_detach, table, partitions),
+        then=functools.partial(_drop_foreign_keys, table, names),
+    )
 
 
 async def _detach(table: PartitionedTable, batch: list[Partition], session: AsyncSession) -> int:
-    # Two statements whatever the number of days: the drains wait for this transaction, and on a busy
-    # machine a round trip per table (a detach, a key, a copy each) was most of that wait.
+    # At most three statements whatever the number of periods: the drains wait for this transaction, and
+    # on a busy machine a round trip per table (a detach, a copy each) was most of that wait.
     names = [partition.name for partition in batch]
-    # Each table's copies of the foreign keys go too, while the drains are paused: dropping one takes the
-    # referenced table's exclusive lock for a moment, which DROP TABLE would otherwise take later, with
-    # the drains running.
-    ddl = "".join(
-        f"ALTER TABLE {table.parent} DETACH PARTITION {name}; "
-        + "".join(f"ALTER TABLE {name} DROP CONSTRAINT IF EXISTS {key}; " for key in table.foreign_keys)
-        for name in names
+    # The detached tables keep their copies of the foreign keys until this commits: a detach takes only a
+    # share lock on devices (reads of it, the sweeps' included, go on), where dropping a key takes its
+    # exclusive lock, so that is done apart, briefly (DROP TABLE would take that lock for as long as giving
+    # back the table's files takes, with the drains running).
+    await session.execute(
+        sa.text(f"DO $$BEGIN {''.join(f'ALTER TABLE {table.parent} DETACH PARTITION {name}; ' for name in names)}END$$")
     )
-    await session.execute(sa.text(f"DO $$BEGIN {ddl}END$$"))
     if table is not POSITIONS_BY_DAY:
         return 0
     # Read with the table to ourselves (every drain in flight has ended): no newest position can move
     # into these days unseen. Their days now belong to no partition, so the copies land in the default one.
     # A device whose newest has no time on its row (none should: drains and migration 0008 set both) is
-    # matched by the id alone.
+    # matched by the id alone. Usually no device's newest is that old: one look at devices says so, where
+    # the copy's plan over every detached table would cost the paused drains tens of milliseconds.
+    bounds = {"lower": min(p.lower for p in batch if p.lower), "upper": max(p.upper for p in batch if p.upper)}
+    in_days = (
+        "d.position_id IS NOT NULL AND (d.position_time IS NULL"
+        " OR (d.position_time >= :lower AND d.position_time < :upper))"
+    )
+    found = await session.execute(sa.text(f"SELECT 1 FROM devices AS d WHERE {in_days} LIMIT 1"), bounds)  # noqa: S608
+    if found.first() is None:
+        return 0
     days = " UNION ALL ".join(f"SELECT * FROM {name}" for name in names)  # noqa: S608
     copied = await session.execute(
         sa.text(
             f"INSERT INTO {table.parent} SELECT p.* FROM devices AS d JOIN ({days}) AS p"  # noqa: S608
-            " ON p.id = d.position_id AND p.fix_time = coalesce(d.position_time, p.fix_time)"
-            " WHERE d.position_time IS NULL OR (d.position_time >= :lower AND d.position_time < :upper)"
+            f" ON p.id = d.position_id AND p.fix_time = coalesce(d.position_time, p.fix_time) WHERE {in_days}"
         ),
-        {"lower": min(p.lower for p in batch if p.lower), "upper": max(p.upper for p in batch if p.upper)},
+        bounds,
     )
     return int(copied.rowcount or 0)  # type: ignore[attr-defined]
 
 
-async def drop_detached(sessions: async_sessionmaker[AsyncSession], table: PartitionedTable) -> list[str]:
+async def drop_detached(sessions: async_sessionmaker[AsyncSession], redis: Redis, table: PartitionedTable) -> list[str]:
     """Drop the table's period tables no longer attached to it: those just detached, or left by a run
-    that was stopped between its detach and its drop (newest positions were copied out before). No one
-    else locks them (their foreign keys went with the detach), so this holds nothing up, however long
-    giving back their files takes (one left with its keys by a stopped run waits on devices: briefly)."""
+    that was stopped between its detach and its drop (newest positions were copied out before). Any that
+    still have foreign keys lose them first, all in one short transaction with the drains paused
+    (dropping a key takes the exclusive lock of the table it refers to: devices, which every drain writes);
+    then no one else locks them, so dropping them holds nothing up, however long giving back their files
+    takes."""
     async with sessions() as session:
-        names = (
-            (
-                await session.execute(
-                    sa.text(
-                        "SELECT relname FROM pg_class WHERE relkind = 'r' AND NOT relispartition"
-                        " AND relname ~ :pattern AND relnamespace = 'public'::regnamespace"
-                    ),
-                    {"pattern": f"^{table.parent}_p[0-9]{{8}}$"},
-                )
-            )
-            .scalars()
-            .all()
+        found = await session.execute(
+            sa.text(
+                "SELECT relname FROM pg_class WHERE relkind = 'r' AND NOT relispartition"
+                " AND relname ~ :pattern AND relnamespace = 'public'::regnamespace"
+            ),
+            {"pattern": f"^{table.parent}_p[0-9]{{8}}$"},
         )
+        names = list(found.scalars())
+    if not names:
+        return []
+    # Normally their keys went with the detach; a run stopped in between, or a busy moment, left them.
+    async with sessions() as session:
+        keyed = await session.execute(
+            sa.text(
+                "SELECT DISTINCT c.conrelid::regclass::text FROM pg_constraint AS c WHERE c.contype = 'f'"
+                " AND c.conrelid IN (SELECT to_regclass(n) FROM unnest(CAST(:names AS text[])) AS n)"
+            ),
+            {"names": names},
+        )
+        with_keys = list(keyed.scalars())
+    if with_keys:
+        drop_keys = functools.partial(_drop_foreign_keys, table, with_keys)
+        await _with_table_to_itself(sessions, redis, "devices", drop_keys)
     dropped = []
     for name in names:  # one a transaction: each commit gives back one period's files, a burst of I/O at a time
         try:
             async with transaction(sessions) as session:
-                # One left with its foreign keys (by a version before this one) waits on devices: not long.
+                # Only a reader of the detached table itself (none of the engine's) would hold it.
                 await session.execute(sa.text(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'"))
                 await session.execute(sa.text(f"DROP TABLE IF EXISTS {name}"))
         except DBAPIError as error:
@@ -318,7 +345,14 @@ async def drop_detached(sessions: async_sessionmaker[AsyncSession], table: Parti
     return dropped
 
 
-async def _holders(sessions: async_sessionmaker[AsyncSession], table: PartitionedTable) -> str:
+async def _drop_foreign_keys(table: PartitionedTable, names: list[str], session: AsyncSession) -> None:
+    keys = "".join(
+        f"ALTER TABLE {name} DROP CONSTRAINT IF EXISTS {key}; " for name in names for key in table.foreign_keys
+    )
+    await session.execute(sa.text(f"DO $$BEGIN {keys}END$$"))
+
+
+async def _holders(sessions: async_sessionmaker[AsyncSession], relation: str) -> str:
     """Who holds a lock on the table now (what a DDL waited on): for the log."""
     async with sessions() as session:
         rows = await session.execute(
@@ -327,7 +361,7 @@ async def _holders(sessions: async_sessionmaker[AsyncSession], table: Partitione
                 " left(a.query, 80) FROM pg_locks AS l JOIN pg_stat_activity AS a USING (pid)"
                 " WHERE l.relation = to_regclass(:parent) AND l.granted AND a.pid <> pg_backend_pid()"
             ),
-            {"parent": table.parent},
+            {"parent": relation},
         )
         return "; ".join(f"pid {pid} {state} for {age} s: {query}" for pid, state, age, query in rows) or "none now"
 
@@ -392,22 +426,44 @@ async def sweep_partition(
 async def _with_table_to_itself(
     sessions: async_sessionmaker[AsyncSession],
     redis: Redis,
-    table: PartitionedTable,
+    relation: str,
     work: Callable[[AsyncSession], Awaitable[T]],
+    then: Callable[[AsyncSession], Awaitable[object]] | None = None,
 ) -> T:
-    """Run DDL that needs the table's exclusive lock in its own transaction, the drains (which write
-    positions and events) paused
-    (stream.drains_paused) and a lock timeout; when a reader holds the table past it, let the drains go
-    on and try again a moment later."""
+    """Run DDL that needs the exclusive lock of `relation` (positions, events, devices: tables the drains
+    write) in its own transaction, the drains paused (stream.drains_paused) and a lock timeout; when a
+    reader holds the table past it, let the drains go on and try again a moment later. `then`, in a
+    transaction of its own before the drains go on (no drain in flight to wait for), is tidying that may
+    be left for later: a lock it cannot have in time is not waited for."""
     for attempt in range(1, LOCK_TRIES + 1):
         try:
-            async with stream.drains_paused(redis), transaction(sessions) as session:
-                await session.execute(sa.text(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'"))
-                return await work(session)
+            async with stream.drains_paused(redis):
+                async with transaction(sessions) as session:
+                    await session.execute(sa.text(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'"))
+                    done = await work(session)
+                if then is not None:
+                    await _if_free(sessions, then)
+                return done
         except DBAPIError as error:
             if not lock_timed_out(error) or attempt == LOCK_TRIES:
                 raise
-            holders = await _holders(sessions, table)
-            log.warning("%s table busy (attempt %d), held by: %s", table.parent, attempt, holders)
+            holders = await _holders(sessions, relation)
+            log.warning("%s table busy (attempt %d), held by: %s", relation, attempt, holders)
             await asyncio.sleep(min(0.2 * attempt, 2.0))  # the drains held up meanwhile catch up
     raise AssertionError("unreachable")
+
+
+async def _if_free(
+    sessions: async_sessionmaker[AsyncSession], work: Callable[[AsyncSession], Awaitable[object]]
+) -> bool:
+    """Run `work` in its own transaction unless a lock it needs is held past LOCK_TIMEOUT; whether it ran."""
+    try:
+        async with transaction(sessions) as session:
+            await session.execute(sa.text(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'"))
+            await work(session)
+    except DBAPIError as error:
+        if not lock_timed_out(error):
+            raise
+        log.warning("left for later (busy): %s", error.orig)
+        return False
+    return True

@@ -287,7 +287,7 @@ async def remove_old_positions(
     details["purge_s"] = round(time.perf_counter() - started, 3)
     if plan.partitioned:
         async with run.step("drop_tables"):  # last: the rows are gone already, this gives the disk back
-            details["dropped_tables"] = await drop_detached(sessions, POSITIONS_BY_DAY)
+            details["dropped_tables"] = await drop_detached(sessions, redis, POSITIONS_BY_DAY)
     return run.result(**details)
 
 
@@ -351,7 +351,7 @@ async def remove_old_events(
             await run.progress(done, len(groups), f"events of {ids[0]}..{ids[-1]}")
     if partitions:
         async with run.step("drop_tables"):  # last: the rows are gone already, this gives the disk back
-            details["dropped_tables"] = await drop_detached(sessions, EVENTS_BY_WEEK)
+            details["dropped_tables"] = await drop_detached(sessions, redis, EVENTS_BY_WEEK)
     return run.result(**details)
 
 

@@ -86,21 +86,16 @@ async def _next_run(
     session: AsyncSession, settings: Settings, now: datetime, partitions: list[Partition]
 ) -> dict[str, Any]:
     """What retention would remove now: whole partitions (their estimated rows), then rows one by one
-    (counted; what the drops take is estimated, not counted again)."""
+    (counted; the rows of the partitions it would drop are estimated, not counted again)."""
     plan = await retention.plan_positions(session, now, settings.retention_positions_days)
-    condition = plan.retention.expired(retention.POSITIONS)
-    after_drops = _end_of(plan.to_drop)
-    if after_drops is not None:
-        condition = sa.and_(condition, retention.POSITIONS.c.fix_time >= after_drops)
+    condition = sa.and_(plan.retention.expired(retention.POSITIONS), _outside(plan.to_drop))
     in_chunks = await count_rows(session, retention.POSITIONS, condition)
     events_cutoff = retention.cutoff_of(now, settings.retention_events_days)
     weeks: list[Partition] = []
     events = 0
     if events_cutoff is not None:
         weeks = [p for p in partitions if p.parent == EVENTS_BY_WEEK.parent and p.upper and p.upper <= events_cutoff]
-        old_events = retention.EVENTS.c.event_time < events_cutoff
-        if weeks:
-            old_events = sa.and_(old_events, retention.EVENTS.c.event_time >= _end_of(weeks))
+        old_events = sa.and_(retention.EVENTS.c.event_time < events_cutoff, _outside(weeks))
         events = await count_rows(session, retention.EVENTS, old_events)
     return {
         **plan.details(),
@@ -113,8 +108,11 @@ async def _next_run(
     }
 
 
-def _end_of(partitions: list[Partition]) -> datetime | None:
-    return max((partition.upper for partition in partitions if partition.upper), default=None)
+def _outside(partitions: list[Partition]) -> sa.ColumnElement[bool]:
+    """Rows in none of these partitions (PostgreSQL's tableoid names the partition a row is in)."""
+    if not partitions:
+        return sa.true()
+    return sa.literal_column("tableoid::regclass::text").not_in([partition.name for partition in partitions])
 
 
 def _rows_estimate(partitions: list[Partition]) -> int:

@@ -61,26 +61,29 @@ def partition_of(device_id: int, partitions: int) -> int:
 
 # Table DDL (a partition made or detached, cleanup/partitions.py) needs the positions or events table to
 # itself for a moment. Every drain's transaction holds both (it stores the events it finds with the
-# positions), and drains overlap; while this key is set, no drain opens
-# a new one, so the DDL waits only for those in flight, and none queue behind it. It expires on its own:
-# a holder that dies holds nothing up for long.
+# positions), and drains overlap; while this count is above zero, no drain opens a new one, so the DDL
+# waits only for those in flight, and none queue behind it. A count, not a flag: two holders at once (a
+# retention run and the hourly partition maker) each keep the drains paused until they are done. It
+# expires on its own: a holder that dies holds nothing up for long.
 DRAINS_PAUSED_KEY = "tracker:positions:drains-paused"
 PAUSE_POLL_S = 0.005
 MAX_PAUSE_S = 5.0
+_PAUSE = "local n = redis.call('INCR', KEYS[1]) redis.call('PEXPIRE', KEYS[1], ARGV[1]) return n"
+_UNPAUSE = "local n = redis.call('DECR', KEYS[1]) if n <= 0 then redis.call('DEL', KEYS[1]) end return n"
 
 
 @asynccontextmanager
 async def drains_paused(redis: Redis) -> AsyncIterator[None]:
-    await redis.set(DRAINS_PAUSED_KEY, "1", px=int(MAX_PAUSE_S * 1000))
+    await redis.eval(_PAUSE, 1, DRAINS_PAUSED_KEY, str(int(MAX_PAUSE_S * 1000)))  # type: ignore[misc]
     try:
         yield
     finally:
-        await redis.delete(DRAINS_PAUSED_KEY)
+        await redis.eval(_UNPAUSE, 1, DRAINS_PAUSED_KEY)  # type: ignore[misc]
 
 
 async def wait_while_paused(redis: Redis) -> None:
     """Before a drain's transaction: wait while table DDL has the drains paused."""
-    while await redis.exists(DRAINS_PAUSED_KEY):  # noqa: ASYNC110 (set by another process: polled)
+    while int(await redis.get(DRAINS_PAUSED_KEY) or 0) > 0:  # noqa: ASYNC110 (set by another process: polled)
         await asyncio.sleep(PAUSE_POLL_S)
 
 
