@@ -212,8 +212,15 @@ async def test_old_events_go_with_their_deliveries_and_recent_ones_stay(
         await add_delivery(sessions, users.user, van, now - timedelta(hours=age))
 
     planned = await retention.remove_old_events(sessions, redis, CleanupRun(dry_run=True), now=now, days_to_keep=90)
-    done = await retention.remove_old_events(sessions, redis, CleanupRun(), now=now, days_to_keep=90)
+    reported: list[tuple[int, int, str]] = []
 
+    async def progress(done: int, total: int, message: str) -> None:
+        reported.append((done, total, message))
+
+    done = await retention.remove_old_events(sessions, redis, CleanupRun(progress=progress), now=now, days_to_keep=90)
+
+    assert reported[-1][0] == reported[-1][1] == len(reported)  # each step reported, the last one done
+    assert any(message.startswith("detached") for _, _, message in reported) == partitioned
     async with sessions() as session:
         events = (await session.execute(sa.select(Event.event_time))).scalars()
         deliveries = (await session.execute(sa.select(Delivery.created_at))).scalars()

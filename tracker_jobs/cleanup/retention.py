@@ -339,16 +339,18 @@ async def remove_old_events(
         return run.result(**details)
     async with run.step("delete_deliveries"):
         run.count("deliveries", await delete_in_chunks(sessions, DELIVERIES, deliveries))
+    steps = len(groups) + (1 if to_drop else 0)
     if to_drop:
         async with run.step("detach_partitions"):
             sizes = [await rows_of(sessions, partition) for partition in to_drop]
             await detach_partitions(sessions, redis, EVENTS_BY_WEEK, to_drop)
             run.count("events", sum(rows for rows, _ in sizes))
             details["dropped_rows_estimated"] = any(estimated for _, estimated in sizes)
+            await run.progress(1, steps, f"detached {len(to_drop)} weeks")
     async with run.step("delete_events"):
-        for done, (_, ids) in enumerate(groups, start=1):
+        for done, (_, ids) in enumerate(groups, start=steps - len(groups) + 1):
             run.count("events", await delete_in_chunks(sessions, EVENTS, _old_events(ids, cutoff)))
-            await run.progress(done, len(groups), f"events of {ids[0]}..{ids[-1]}")
+            await run.progress(done, steps, f"events of {ids[0]}..{ids[-1]}")
     if partitions:
         async with run.step("drop_tables"):  # last: the rows are gone already, this gives the disk back
             details["dropped_tables"] = await drop_detached(sessions, redis, EVENTS_BY_WEEK)

@@ -263,11 +263,13 @@ async def drain_partition(
             async with gate or contextlib.nullcontext():
                 if time.monotonic() >= deadline or lock.lost:  # it may have waited its turn a while
                     break
+                # Before reading: a drain held up by table DDL then reads what arrived meanwhile with
+                # its batch, rather than storing a batch read before the pause and only then the rest.
+                await stream.wait_while_paused(redis)
                 entries = await _next_batch(redis, partition, consumer, batch_size)
                 if not entries:
                     break
                 records = [record for _, fields in entries for record in from_entry(fields[b"p"])]
-                await stream.wait_while_paused(redis)
                 try:
                     outcome = await store_batch(sessions, records, config, datetime.now(UTC).timestamp(), shapes)
                 except REFUSED_FOR_GOOD:
