@@ -63,7 +63,7 @@ SWEEP_BLOCKS = 1024
 # After each detached table dropped, a pause as long as giving back its bytes at this pace (at most
 # MAX_DROP_SPACING_S): the writers' commits get the disk between the bursts of unlinking. Measured with
 # bench/cleanup.py --quick: dropping 29 days of 16 MB 50 ms apart raised the ingest's median latency by
-# half for the 2 s it took; 0.16 s apart, by a quarter. Disk given back a few seconds later costs nothing;
+# half for the 2 s it took; 0.16 s apart, by about a third. Disk given back a few seconds later costs nothing;
 # tables of a few pages (the tests') go without a pause.
 DROP_PACE_BYTES_PER_S = 100 * 2**20
 MAX_DROP_SPACING_S = 0.25
