@@ -16,6 +16,7 @@ from tests.support.fleet import add_delivery, add_event
 from tracker_jobs.cleanup import retention
 from tracker_jobs.cleanup.chunks import CleanupRun
 from tracker_jobs.cleanup.partitions import (
+    DETACHED_MARK,
     EVENTS_BY_WEEK,
     POSITIONS_BY_DAY,
     ensure_partitions,
@@ -264,13 +265,21 @@ async def test_a_week_left_detached_by_a_stopped_run_is_dropped_by_the_next(
     van = await device_with(sessions, "van")
     await add_event(sessions, van, "deviceOverspeed", now - timedelta(days=110))
     week = EVENTS_BY_WEEK.partition_name((now - timedelta(days=110)).date())
-    # A run stopped right after its detach committed: the week is out of events, still with its keys.
+    kept = EVENTS_BY_WEEK.partition_name((now - timedelta(days=103)).date())
     async with transaction(sessions) as session:
+        # A run stopped right after its detach committed: the week is out of events, marked, with its keys.
         await session.execute(sa.text(f"ALTER TABLE events DETACH PARTITION {week}"))
+        await session.execute(sa.text(f"COMMENT ON TABLE {week} IS '{DETACHED_MARK}'"))
+        # A week an operator detached to keep: not the engine's to drop.
+        await session.execute(sa.text(f"ALTER TABLE events DETACH PARTITION {kept}"))
 
     done = await retention.remove_old_events(sessions, redis, CleanupRun(), now=now, days_to_keep=90)
 
     assert week in done["dropped_tables"]
+    assert kept not in done["dropped_tables"]
     assert week not in done["partitions"]  # not attached any more: the plan did not see it
     async with sessions() as session:
         assert (await session.execute(sa.text("SELECT to_regclass(:name)"), {"name": week})).scalar() is None
+        assert (await session.execute(sa.text("SELECT to_regclass(:name)"), {"name": kept})).scalar() is not None
+        await session.execute(sa.text(f"DROP TABLE {kept}"))
+        await session.commit()

@@ -48,7 +48,9 @@ def test_0009_moves_every_event_into_week_partitions_keeping_ids(database: str) 
     # From the week 400 days back (the oldest event is older) to a week ahead, and the default one.
     assert set(partitions) == {EVENTS_BY_WEEK.partition_name(week) for week in weeks} | {"events_default"}
     assert partitions["events_default"] == "DEFAULT"
-    for name, (low, high) in partition_ranges(database, "events").items():  # as the catalogue holds them
+    ranges = partition_ranges(database, "events")  # as the catalogue holds them
+    assert set(ranges) == set(partitions) - {"events_default"}
+    for name, (low, high) in ranges.items():
         assert low == datetime.combine(date.fromisoformat(name[-8:]), time(), UTC), name
         assert low.weekday() == 0
         assert high - low == timedelta(days=7)

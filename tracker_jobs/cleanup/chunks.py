@@ -104,6 +104,6 @@ async def device_ids(sessions: async_sessionmaker[AsyncSession], only: Sequence[
         return list((await session.execute(query)).scalars())
 
 
-async def count_rows(session: AsyncSession, table: sa.Table, condition: sa.ColumnElement[bool]) -> int:
+async def count_rows(session: AsyncSession, table: sa.TableClause, condition: sa.ColumnElement[bool]) -> int:
     """How many rows of `table` match: what a dry run reports."""
     return int((await session.execute(sa.select(sa.func.count()).select_from(table).where(condition))).scalar_one())

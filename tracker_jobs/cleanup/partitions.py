@@ -70,6 +70,17 @@ MAX_DROP_SPACING_S = 0.25
 
 T = TypeVar("T")
 
+# What a detach writes on each table it takes out: drop_detached drops only tables that carry it.
+DETACHED_MARK = "tracker_jobs: detached by retention, to be dropped"
+_DETACHED_WHERE = (
+    "relkind = 'r' AND NOT relispartition AND relnamespace = 'public'::regnamespace"
+    " AND obj_description(oid, 'pg_class') = '" + DETACHED_MARK + "'"
+)
+_DETACHED = sa.text(f"SELECT relname FROM pg_class WHERE {_DETACHED_WHERE} AND relname ~ :pattern")  # noqa: S608
+_DETACHED_ONE = sa.text(  # its size, or nothing when it is attached again or not the engine's
+    f"SELECT pg_total_relation_size(oid) FROM pg_class WHERE {_DETACHED_WHERE} AND oid = to_regclass(:name)"  # noqa: S608
+)
+
 
 @dataclass(frozen=True)
 class PartitionedTable:
@@ -100,6 +111,10 @@ class PartitionedTable:
 
     def is_partition(self, name: str) -> bool:
         return name == self.default_partition or self._name.fullmatch(name) is not None
+
+    def leaf(self, name: str) -> sa.TableClause:
+        """The table or one of its partitions, with the columns retention's conditions name."""
+        return sa.table(name, sa.column("id"), sa.column("device_id"), sa.column(self.time_column, UTCDateTime))
 
     def first_day(self, name: str) -> date | None:
         """The first day of the named partition; None for the default one."""
@@ -276,9 +291,13 @@ async def _detach(table: PartitionedTable, batch: list[Partition], session: Asyn
     # share lock on devices (reads of it, the sweeps' included, go on), where dropping a key takes its
     # exclusive lock, so that is done apart, briefly (DROP TABLE would take that lock for as long as giving
     # back the table's files takes, with the drains running).
-    await session.execute(
-        sa.text(f"DO $$BEGIN {''.join(f'ALTER TABLE {table.parent} DETACH PARTITION {name}; ' for name in names)}END$$")
+    # Each is marked as the engine's to drop (drop_detached drops no other table, such as a day an
+    # operator detached to keep).
+    ddl = "".join(
+        f"ALTER TABLE {table.parent} DETACH PARTITION {name}; COMMENT ON TABLE {name} IS '{DETACHED_MARK}'; "
+        for name in names
     )
+    await session.execute(sa.text(f"DO $$BEGIN {ddl}END$$"))
     if table is not POSITIONS_BY_DAY:
         return 0
     # Read with the table to ourselves (every drain in flight has ended): no newest position can move
@@ -306,25 +325,16 @@ async def _detach(table: PartitionedTable, batch: list[Partition], session: Asyn
 
 
 async def drop_detached(sessions: async_sessionmaker[AsyncSession], redis: Redis, table: PartitionedTable) -> list[str]:
-    """Drop the table's period tables no longer attached to it: those just detached, or left by a run
-    that was stopped between its detach and its drop (newest positions were copied out before). Any that
-    still have foreign keys lose them first, all in one short transaction with the drains paused
+    """Drop the table's period tables a detach took out (and marked, see _detach): those just detached, or
+    left by a run that was stopped between its detach and its drop (newest positions were copied out
+    before). Any that still have foreign keys lose them first, all in one short transaction with the drains paused
     (dropping a key takes the exclusive lock of the table it refers to: devices, which every drain writes);
     then no one else locks them, so dropping them holds nothing up, however long giving back their files
     takes."""
     async with sessions() as session:
-        found = await session.execute(
-            sa.text(
-                "SELECT relname FROM pg_class WHERE relkind = 'r' AND NOT relispartition"
-                " AND relname ~ :pattern AND relnamespace = 'public'::regnamespace"
-            ),
-            {"pattern": f"^{table.parent}_p[0-9]{{8}}$"},
-        )
-        names = list(found.scalars())
-    if not names:
-        return []
-    # Normally their keys went with the detach; a run stopped in between, or a busy moment, left them.
-    async with sessions() as session:
+        names = list((await session.execute(_DETACHED, {"pattern": f"^{table.parent}_p[0-9]{{8}}$"})).scalars())
+        # Normally their keys went right after the detach; a run stopped in between, or a busy moment,
+        # left them.
         keyed = await session.execute(
             sa.text(
                 "SELECT DISTINCT c.conrelid::regclass::text FROM pg_constraint AS c WHERE c.contype = 'f'"
@@ -334,26 +344,30 @@ async def drop_detached(sessions: async_sessionmaker[AsyncSession], redis: Redis
         )
         with_keys = list(keyed.scalars())
     if with_keys:
-        drop_keys = functools.partial(_drop_foreign_keys, table, with_keys)
-        await _with_table_to_itself(sessions, redis, "devices", drop_keys)
+        async with stream.drains_paused(redis):
+            freed = await _if_free(sessions, functools.partial(_drop_foreign_keys, table, with_keys), LOCK_TIMEOUT)
+        if not freed:  # the next run tries again
+            names = [name for name in names if name not in with_keys]
     dropped = []
     for name in names:  # one a transaction: each commit gives back one period's files, a burst of I/O at a time
         try:
             async with transaction(sessions) as session:
                 # Only a reader of the detached table itself (none of the engine's) would hold it.
                 await session.execute(sa.text(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'"))
-                size = await session.execute(
-                    sa.text("SELECT pg_total_relation_size(to_regclass(:name))"), {"name": name}
-                )
-                spacing = min(int(size.scalar() or 0) / DROP_PACE_BYTES_PER_S, MAX_DROP_SPACING_S)
-                await session.execute(sa.text(f"DROP TABLE IF EXISTS {name}"))
+                await session.execute(sa.text(f"LOCK TABLE {name}"))
+                # Still detached and still ours, now that no one else can change it.
+                still = await session.execute(_DETACHED_ONE, {"name": name})
+                size = still.scalar()
+                if size is None:
+                    continue
+                await session.execute(sa.text(f"DROP TABLE {name}"))
         except DBAPIError as error:
             if not lock_timed_out(error):
                 raise
             log.warning("detached table %s not dropped yet (busy): the next run drops it", name)
             continue
         dropped.append(name)
-        await asyncio.sleep(spacing)
+        await asyncio.sleep(min(int(size) / DROP_PACE_BYTES_PER_S, MAX_DROP_SPACING_S))
     return dropped
 
 
@@ -376,11 +390,6 @@ async def _holders(sessions: async_sessionmaker[AsyncSession], relation: str) ->
             {"parent": relation},
         )
         return "; ".join(f"pid {pid} {state} for {age} s: {query}" for pid, state, age, query in rows) or "none now"
-
-
-def partition_table(name: str) -> sa.TableClause:
-    """One partition as a table, with the columns retention's conditions name."""
-    return sa.table(name, sa.column("id"), sa.column("device_id"), sa.column("fix_time", UTCDateTime))
 
 
 async def devices_in(session: AsyncSession, name: str) -> list[int]:
@@ -466,16 +475,17 @@ async def _with_table_to_itself(
 
 
 async def _if_free(
-    sessions: async_sessionmaker[AsyncSession], work: Callable[[AsyncSession], Awaitable[object]]
+    sessions: async_sessionmaker[AsyncSession],
+    work: Callable[[AsyncSession], Awaitable[object]],
+    lock_timeout: str = TIDY_LOCK_TIMEOUT,
 ) -> bool:
-    """Run `work` in its own transaction unless a lock it needs is held past TIDY_LOCK_TIMEOUT; whether it ran."""
+    """Tidying that may be left for later: run `work` in its own transaction unless a lock it needs is
+    held past `lock_timeout` or it fails (both logged); whether it ran."""
     try:
         async with transaction(sessions) as session:
-            await session.execute(sa.text(f"SET LOCAL lock_timeout = '{TIDY_LOCK_TIMEOUT}'"))
+            await session.execute(sa.text(f"SET LOCAL lock_timeout = '{lock_timeout}'"))
             await work(session)
     except DBAPIError as error:
-        if not lock_timed_out(error):
-            raise
-        log.info("left for later (busy): %s", error.orig)
+        log.log(logging.INFO if lock_timed_out(error) else logging.WARNING, "left for later: %s", error.orig)
         return False
     return True

@@ -44,7 +44,6 @@ from tracker_jobs.cleanup.partitions import (
     drop_detached,
     holds_other_than_newest,
     list_partitions,
-    partition_table,
     rows_of,
     sweep_partition,
 )
@@ -267,7 +266,7 @@ async def remove_old_positions(
             for partition in plan.to_sweep:  # the default partition last
                 if partition.is_default:
                     await detached.wait()
-                leaf = partition_table(partition.name)
+                leaf = POSITIONS_BY_DAY.leaf(partition.name)
                 run.count("positions", await sweep_partition(sessions, leaf, plan.retention.expired(leaf)))
                 await advanced(f"swept {partition.name}")
 

@@ -6,6 +6,7 @@ the days it would sweep: the boundary day, the default partition, days kept for 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -16,7 +17,14 @@ from sqlmodel import col, select
 from tracker_jobs.cleanup import retention
 from tracker_jobs.cleanup.chunks import count_rows
 from tracker_jobs.cleanup.optimize import BIG_TABLES
-from tracker_jobs.cleanup.partitions import EVENTS_BY_WEEK, PARTITIONED_TABLES, Partition, list_partitions
+from tracker_jobs.cleanup.partitions import (
+    EVENTS_BY_WEEK,
+    PARTITIONED_TABLES,
+    POSITIONS_BY_DAY,
+    Partition,
+    PartitionedTable,
+    list_partitions,
+)
 from tracker_jobs.core.config import Settings
 from tracker_jobs.core.db import dialect_name
 from tracker_jobs.devices.models import Device
@@ -88,15 +96,15 @@ async def _next_run(
     """What retention would remove now: whole partitions (their estimated rows), then rows one by one
     (counted; the rows of the partitions it would drop are estimated, not counted again)."""
     plan = await retention.plan_positions(session, now, settings.retention_positions_days)
-    condition = sa.and_(plan.retention.expired(retention.POSITIONS), _outside(plan.to_drop))
-    in_chunks = await count_rows(session, retention.POSITIONS, condition)
+    in_chunks = await _count_kept_partitions(session, POSITIONS_BY_DAY, plan.to_drop, plan.retention.expired)
     events_cutoff = retention.cutoff_of(now, settings.retention_events_days)
     weeks: list[Partition] = []
     events = 0
     if events_cutoff is not None:
         weeks = [p for p in partitions if p.parent == EVENTS_BY_WEEK.parent and p.upper and p.upper <= events_cutoff]
-        old_events = sa.and_(retention.EVENTS.c.event_time < events_cutoff, _outside(weeks))
-        events = await count_rows(session, retention.EVENTS, old_events)
+        events = await _count_kept_partitions(
+            session, EVENTS_BY_WEEK, weeks, lambda table: table.c.event_time < events_cutoff
+        )
     return {
         **plan.details(),
         "positionsInPartitionsEstimate": _rows_estimate(plan.to_drop),
@@ -108,11 +116,23 @@ async def _next_run(
     }
 
 
-def _outside(partitions: list[Partition]) -> sa.ColumnElement[bool]:
-    """Rows in none of these partitions (PostgreSQL's tableoid names the partition a row is in)."""
-    if not partitions:
-        return sa.true()
-    return sa.literal_column("tableoid::regclass::text").not_in([partition.name for partition in partitions])
+async def _count_kept_partitions(
+    session: AsyncSession,
+    table: PartitionedTable,
+    dropped: list[Partition],
+    condition: Callable[[sa.TableClause], sa.ColumnElement[bool]],
+) -> int:
+    """Rows that match, but for those of the partitions to be dropped (estimated, not counted again): the
+    rows after the last of them, and those of the default partition before it. Both bounds let the planner
+    prune to the partitions counted; excluding the dropped ones by their tableoid would read every row."""
+    whole = table.leaf(table.parent)
+    end = max((partition.upper for partition in dropped if partition.upper), default=None)
+    if end is None:
+        return await count_rows(session, whole, condition(whole))
+    later = await count_rows(session, whole, sa.and_(condition(whole), whole.c[table.time_column] >= end))
+    default = table.leaf(table.default_partition)
+    earlier = await count_rows(session, default, sa.and_(condition(default), default.c[table.time_column] < end))
+    return later + earlier
 
 
 def _rows_estimate(partitions: list[Partition]) -> int:

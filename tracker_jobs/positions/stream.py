@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -61,29 +62,37 @@ def partition_of(device_id: int, partitions: int) -> int:
 
 # Table DDL (a partition made or detached, cleanup/partitions.py) needs the positions or events table to
 # itself for a moment. Every drain's transaction holds both (it stores the events it finds with the
-# positions), and drains overlap; while this count is above zero, no drain opens a new one, so the DDL
-# waits only for those in flight, and none queue behind it. A count, not a flag: two holders at once (a
-# retention run and the hourly partition maker) each keep the drains paused until they are done. It
-# expires on its own: a holder that dies holds nothing up for long.
+# positions), and drains overlap; while a pause is held, no drain opens a new one, so the DDL waits only
+# for those in flight, and none queue behind it. Each holder has its own entry, with a deadline (Redis's
+# clock): two holders at once (a retention run and the partition maker) each keep the drains paused until
+# they are done, and a holder that dies holds them up until its deadline at most.
 DRAINS_PAUSED_KEY = "tracker:positions:drains-paused"
 PAUSE_POLL_S = 0.005
 MAX_PAUSE_S = 5.0
-_PAUSE = "local n = redis.call('INCR', KEYS[1]) redis.call('PEXPIRE', KEYS[1], ARGV[1]) return n"
-_UNPAUSE = "local n = redis.call('DECR', KEYS[1]) if n <= 0 then redis.call('DEL', KEYS[1]) end return n"
+_NOW_MS = "local t = redis.call('TIME') local now = t[1] * 1000 + math.floor(t[2] / 1000) "
+# The key itself outlives its longest deadline, no more.
+_PAUSE = _NOW_MS + (
+    "redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])"
+    " if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[2]) then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end return 1"
+)
+# How many pauses are held: those whose deadline has passed are dropped first.
+_HELD = _NOW_MS + "redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now) return redis.call('ZCARD', KEYS[1])"
 
 
 @asynccontextmanager
-async def drains_paused(redis: Redis) -> AsyncIterator[None]:
-    await redis.eval(_PAUSE, 1, DRAINS_PAUSED_KEY, str(int(MAX_PAUSE_S * 1000)))  # type: ignore[misc]
+async def drains_paused(redis: Redis, max_s: float = MAX_PAUSE_S) -> AsyncIterator[None]:
+    token = uuid.uuid4().hex
+    await redis.eval(_PAUSE, 1, DRAINS_PAUSED_KEY, token, str(int(max_s * 1000)))  # type: ignore[misc]
     try:
         yield
     finally:
-        await redis.eval(_UNPAUSE, 1, DRAINS_PAUSED_KEY)  # type: ignore[misc]
+        await redis.zrem(DRAINS_PAUSED_KEY, token)
 
 
 async def wait_while_paused(redis: Redis) -> None:
-    """Before a drain's transaction: wait while table DDL has the drains paused."""
-    while int(await redis.get(DRAINS_PAUSED_KEY) or 0) > 0:  # noqa: ASYNC110 (set by another process: polled)
+    """Before a drain's transaction: wait while table DDL has the drains paused (at most MAX_PAUSE_S)."""
+    deadline = time.monotonic() + MAX_PAUSE_S
+    while await redis.eval(_HELD, 1, DRAINS_PAUSED_KEY) and time.monotonic() < deadline:  # type: ignore[misc]  # noqa: ASYNC110 (held by another process: polled)
         await asyncio.sleep(PAUSE_POLL_S)
 
 
