@@ -3,6 +3,7 @@ daily partitions on PostgreSQL, chunks elsewhere), nothing inside a window, neve
 
 from __future__ import annotations
 
+import time
 from datetime import datetime, timedelta
 
 import pytest
@@ -19,6 +20,8 @@ from tracker_jobs.cleanup.partitions import (
     DETACHED_MARK,
     EVENTS_BY_WEEK,
     POSITIONS_BY_DAY,
+    detach_partitions,
+    drop_detached,
     ensure_partitions,
     is_partitioned,
     list_partitions,
@@ -283,3 +286,27 @@ async def test_a_week_left_detached_by_a_stopped_run_is_dropped_by_the_next(
         assert (await session.execute(sa.text("SELECT to_regclass(:name)"), {"name": kept})).scalar() is not None
         await session.execute(sa.text(f"DROP TABLE {kept}"))
         await session.commit()
+
+
+@POSTGRES_ONLY
+async def test_a_reader_of_devices_leaves_the_detached_keys_for_later_and_holds_nothing_up(
+    redis: ArqRedis, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    now = utcnow()
+    await ensure_partitions(sessions, redis, (now - timedelta(days=120)).date(), ahead_days=127)
+    van = await device_with(sessions, "van")
+    await add_event(sessions, van, "deviceOverspeed", now - timedelta(days=110))
+    week = EVENTS_BY_WEEK.partition_name((now - timedelta(days=110)).date())
+    async with sessions() as reader:
+        # A long read of devices (a report, say): dropping a key needs devices' exclusive lock.
+        await reader.execute(sa.text("SELECT count(*) FROM devices"))
+        partitions = [p for p in await list_partitions(reader, EVENTS_BY_WEEK) if p.name == week]
+        started = time.monotonic()
+        await detach_partitions(sessions, redis, EVENTS_BY_WEEK, partitions)
+        detach_s = time.monotonic() - started
+        left = await drop_detached(sessions, redis, EVENTS_BY_WEEK)
+        await reader.rollback()
+
+    assert detach_s < 0.45  # the keys were not waited for (LOCK_TIMEOUT is 0.5 s)
+    assert left == []  # keys still on it: kept for the next run, not dropped with the drains paused
+    assert await drop_detached(sessions, redis, EVENTS_BY_WEEK) == [week]  # the reader gone, it goes
