@@ -259,15 +259,21 @@ async def test_zero_days_keeps_everything(
         assert (await session.execute(sa.select(sa.func.count()).select_from(Event))).scalar_one() == 1
 
 
+async def a_week_with_an_old_event(sessions: async_sessionmaker[AsyncSession], redis: ArqRedis, now: datetime) -> str:
+    """Weeks made back to 120 days, as on a database that has run for months; the partition of an event
+    110 days old (past 90 days of retention)."""
+    await ensure_partitions(sessions, redis, (now - timedelta(days=120)).date(), ahead_days=127)
+    van = await device_with(sessions, "van")
+    await add_event(sessions, van, "deviceOverspeed", now - timedelta(days=110))
+    return EVENTS_BY_WEEK.partition_name((now - timedelta(days=110)).date())
+
+
 @POSTGRES_ONLY
 async def test_a_week_left_detached_by_a_stopped_run_is_dropped_by_the_next(
     redis: ArqRedis, sessions: async_sessionmaker[AsyncSession]
 ) -> None:
     now = utcnow()
-    await ensure_partitions(sessions, redis, (now - timedelta(days=120)).date(), ahead_days=127)
-    van = await device_with(sessions, "van")
-    await add_event(sessions, van, "deviceOverspeed", now - timedelta(days=110))
-    week = EVENTS_BY_WEEK.partition_name((now - timedelta(days=110)).date())
+    week = await a_week_with_an_old_event(sessions, redis, now)
     kept = EVENTS_BY_WEEK.partition_name((now - timedelta(days=103)).date())
     async with transaction(sessions) as session:
         # A run stopped right after its detach committed: the week is out of events, marked, with its keys.
@@ -293,10 +299,7 @@ async def test_a_reader_of_devices_leaves_the_detached_keys_for_later_and_holds_
     redis: ArqRedis, sessions: async_sessionmaker[AsyncSession]
 ) -> None:
     now = utcnow()
-    await ensure_partitions(sessions, redis, (now - timedelta(days=120)).date(), ahead_days=127)
-    van = await device_with(sessions, "van")
-    await add_event(sessions, van, "deviceOverspeed", now - timedelta(days=110))
-    week = EVENTS_BY_WEEK.partition_name((now - timedelta(days=110)).date())
+    week = await a_week_with_an_old_event(sessions, redis, now)
     async with sessions() as reader:
         # A long read of devices (a report, say): dropping a key needs devices' exclusive lock.
         await reader.execute(sa.text("SELECT count(*) FROM devices"))
