@@ -269,8 +269,9 @@ async def detach_partitions(
     paused once): from its commit their rows are out of the table. Of positions, each device's newest
     position in one (what `devices.position_id` names) is first copied into the default partition,
     keeping its id, so a silent device's last position stays readable: how many were kept so.
-    Then, the drains still paused, the detached tables' foreign keys go, in a transaction of their own
-    (see _detach). `drop_detached` then drops them, which gives their disk back."""
+    Then, the drains still paused, the detached tables' foreign keys go, in a transaction of their own,
+    if devices is free within TIDY_LOCK_TIMEOUT (else drop_detached drops them; see _detach).
+    `drop_detached` then drops the tables, which gives their disk back."""
     if not partitions:
         return 0
     names = [partition.name for partition in partitions]
