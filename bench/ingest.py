@@ -7,10 +7,12 @@ Redis db 10 of TRACKER_TEST_REDIS_URL's server), with the real `tracker-jobs adm
      beside it, a raw COPY of the same rows into a copy of the table (the ceiling);
   2. single-position OsmAnd requests from concurrent HTTP clients, end to end;
   3. the seed's design, one arq job per position (insert one row, update the device), same data;
+  2b. the same in alternating rounds, without and with a command queued for 10% of the devices (one
+      for each of their requests: every one of their replies carries a command), compared by medians;
   4. latency from a device's request to the websocket message at 2,000 positions/s (p99);
   5. the workers' peak RSS.
 Ends with: RESULT batch_positions_per_s=... single_positions_per_s=... copy_rows_per_s=...
-speedup_vs_job_per_position=... ws_p99_ms=... worker_peak_rss_mb=...
+speedup_vs_job_per_position=... ws_p99_ms=... worker_peak_rss_mb=... single_with_commands_ratio=...
 """
 
 from __future__ import annotations
@@ -266,6 +268,7 @@ class KeepAliveClient:
         self.host, self.port = host, port
         self.reader: asyncio.StreamReader | None = None
         self.writer: asyncio.StreamWriter | None = None
+        self.with_body = 0  # answers that carried a body (a 200 with a device's command)
 
     async def get(self, path: str) -> int:
         if self.writer is None:
@@ -279,6 +282,7 @@ class KeepAliveClient:
                 length = int(line[15:])
         if length:
             await self.reader.readexactly(length)
+            self.with_body += 1
         return int(head[9:12])
 
     def close(self) -> None:
@@ -293,18 +297,19 @@ def osmand_path(device: int, second: int) -> str:
     )
 
 
-async def single_requests(listener_port: int, first_second: int, seconds: int, clients: int) -> int:
-    """OsmAnd GETs, one position each, from many concurrent clients."""
+async def single_requests(listener_port: int, first_second: int, seconds: int, clients: int) -> tuple[int, int]:
+    """OsmAnd GETs, one position each, from many concurrent clients: how many were sent, and how many
+    answers carried a command."""
     paths = [
         osmand_path(device, second)
         for second in range(first_second, first_second + seconds)
         for device in range(DEVICES)
     ]
     paths.reverse()
-    sent = 0
+    sent = carried = 0
 
     async def client() -> None:
-        nonlocal sent
+        nonlocal sent, carried
         connection = KeepAliveClient("127.0.0.1", listener_port)
         try:
             while paths:
@@ -313,10 +318,63 @@ async def single_requests(listener_port: int, first_second: int, seconds: int, c
                     raise RuntimeError(f"position refused: {status}")
                 sent += 1
         finally:
+            carried += connection.with_body
             connection.close()
 
     await asyncio.gather(*(client() for _ in range(clients)))
-    return sent
+    return sent, carried
+
+
+async def single_round(pool: asyncpg.Pool, listener_port: int, first_second: int, seconds: int) -> tuple[float, int]:
+    """Single requests end to end (sent until stored): positions/s, and how many answers carried a command."""
+    before = await stored_count(pool)
+    started = time.perf_counter()
+    sent, carried = await single_requests(listener_port, first_second, seconds, 128)
+    finished = await wait_stored(pool, before + sent, 300)
+    return sent / (finished - started), carried
+
+
+async def queue_commands(http: aiohttp.ClientSession, admin: str, device_ids: list[int], each: int) -> None:
+    """`each` custom commands for every one of the devices, through the API (a fan-out per round)."""
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    body = {"deviceIds": device_ids, "type": "custom", "attributes": {"data": "interval=30"}}
+    for _ in range(each):
+        async with http.post(f"{admin}/api/commands/send", json=body, headers=headers) as response:
+            if response.status != 202:
+                raise RuntimeError(f"commands refused: {response.status} {await response.text()}")
+
+
+async def commands_rounds(
+    http: aiohttp.ClientSession,
+    admin: str,
+    pool: asyncpg.Pool,
+    listener_port: int,
+    first_second: int,
+    device_ids: dict[str, int],
+    rounds: int,
+    seconds: int,
+) -> tuple[float, float, int]:
+    """Alternating rounds of single requests: none queued, then 10% of the devices with a command queued
+    for each of their requests in the round. (median rate without, median with, commands carried)."""
+    commanded = [device_ids[f"bench-{device}"] for device in range(DEVICES // 10)]
+    without: list[float] = []
+    with_commands: list[float] = []
+    carried_total = 0
+    for _ in range(rounds):
+        for queued in (False, True):
+            if queued:
+                await queue_commands(http, admin, commanded, seconds)
+            await asyncio.sleep(1.2)  # the listener's copy of who has commands is read every second
+            rate, carried = await single_round(pool, listener_port, first_second, seconds)
+            first_second += seconds
+            if queued and carried != len(commanded) * seconds:
+                raise RuntimeError(f"{carried} answers carried a command, expected {len(commanded) * seconds}")
+            if not queued and carried:
+                raise RuntimeError(f"{carried} answers carried a command in a round with none queued")
+            (with_commands if queued else without).append(rate)
+            carried_total += carried
+            print(f"  round {'with' if queued else 'without'} commands: {rate:,.0f} positions/s", flush=True)
+    return float(np.median(without)), float(np.median(with_commands)), carried_total
 
 
 async def websocket_latency(
@@ -471,7 +529,7 @@ async def main(quick: bool) -> None:
         start(["-m", "tracker_jobs", "listener"], env, logs / "listener.log"),
     ]
     workers = [
-        start(["-m", "tracker_jobs", "worker", "--queues", "positions"], env, logs / f"worker{i}.log")
+        start(["-m", "tracker_jobs", "worker", "--queues", "positions,commands"], env, logs / f"worker{i}.log")
         for i in range(int(os.environ.get("BENCH_WORKERS", "1")))
     ]
     processes.extend(workers)
@@ -520,7 +578,7 @@ async def main(quick: bool) -> None:
             first = 1 + batch_seconds
             before = await stored_count(pool)
             started = time.perf_counter()
-            sent = await single_requests(listener_port, first, single_seconds, 128)
+            sent, _ = await single_requests(listener_port, first, single_seconds, 128)
             finished = await wait_stored(pool, before + sent, 300)
             single_rate = sent / (finished - started)
             print(
@@ -530,6 +588,18 @@ async def main(quick: bool) -> None:
             )
 
             first += single_seconds
+            rounds, round_seconds = (3, 3) if quick else (5, 10)
+            print(f"OsmAnd single requests, {rounds} rounds each without and with commands queued for 10% of devices:")
+            without, with_commands, carried = await commands_rounds(
+                http, admin_url, pool, listener_port, first, device_ids, rounds, round_seconds
+            )
+            first += 2 * rounds * round_seconds
+            print(
+                f"  medians: {without:,.0f} positions/s without, {with_commands:,.0f} with"
+                f" ({carried:,} commands carried in replies)",
+                flush=True,
+            )
+
             ws_p99 = await websocket_latency(http, admin_url, listener_port, first, ws_seconds, 2000, device_ids)
             print(f"websocket latency at 2,000 positions/s: p99 {ws_p99:.0f} ms", flush=True)
             first += ws_seconds + 1
@@ -557,7 +627,7 @@ async def main(quick: bool) -> None:
         f"RESULT batch_positions_per_s={batch_rate:.0f} single_positions_per_s={single_rate:.0f} "
         f"copy_rows_per_s={copy_rate:.0f} ratio_batch_to_copy={batch_rate / copy_rate:.2f} "
         f"speedup_vs_job_per_position={batch_rate / baseline_rate:.1f} ws_p99_ms={ws_p99:.0f} "
-        f"worker_peak_rss_mb={rss:.0f}",
+        f"worker_peak_rss_mb={rss:.0f} single_with_commands_ratio={with_commands / without:.3f}",
         flush=True,
     )
 

@@ -202,6 +202,7 @@ def cmd_admin(settings: Settings, _args: argparse.Namespace) -> int:
 
 
 def cmd_listener(settings: Settings, _args: argparse.Namespace) -> int:
+    from tracker_jobs.commands.queue import Inbox
     from tracker_jobs.core.db import create_engine, session_factory
     from tracker_jobs.core.redis import connect_redis
     from tracker_jobs.devices.service import DeviceDirectory
@@ -216,7 +217,9 @@ def cmd_listener(settings: Settings, _args: argparse.Namespace) -> int:
     async def run() -> None:
         redis = await connect_redis(redis_url)
         engine = create_engine(settings.database_url)
-        ingest = Ingest(Acceptor(redis, settings.position_partitions), DeviceDirectory(session_factory(engine)))
+        ingest = Ingest(
+            Acceptor(redis, settings.position_partitions), DeviceDirectory(session_factory(engine)), Inbox(redis)
+        )
         try:
             await serve(settings, ingest, stop_on_signals("device listener"))
         finally:

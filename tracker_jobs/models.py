@@ -2,7 +2,8 @@
 
 from sqlmodel import SQLModel
 
-from tracker_jobs.devices.models import Device, DeviceCommand, DeviceMaintenance, Maintenance, UserDevice
+from tracker_jobs.commands.models import Command, SavedCommand
+from tracker_jobs.devices.models import Device, DeviceMaintenance, Maintenance, UserDevice
 from tracker_jobs.events.models import (
     Delivery,
     DeviceGeofence,
@@ -22,9 +23,9 @@ metadata = SQLModel.metadata
 
 __all__ = [
     "ApiToken",
+    "Command",
     "Delivery",
     "Device",
-    "DeviceCommand",
     "DeviceGeofence",
     "DeviceMaintenance",
     "DeviceNotification",
@@ -36,6 +37,7 @@ __all__ = [
     "Position",
     "Report",
     "ReportFile",
+    "SavedCommand",
     "User",
     "UserDevice",
     "UserGeofence",

@@ -30,7 +30,7 @@ from tracker_jobs.jobs import refs
 from tracker_jobs.jobs.base import queue_key, queue_of_key
 from tracker_jobs.jobs.heartbeat import CURRENT_PROCESS
 from tracker_jobs.jobs.records import RecordFlusher
-from tracker_jobs.jobs.refs import CLEANUP, NOTIFICATIONS, POSITIONS, QUEUES, REPORTS, JobRef
+from tracker_jobs.jobs.refs import CLEANUP, COMMANDS, NOTIFICATIONS, POSITIONS, QUEUES, REPORTS, JobRef
 from tracker_jobs.jobs.resources import WorkerResources
 from tracker_jobs.processes import stop_on_signals
 
@@ -85,15 +85,19 @@ CRON_TABLE: dict[str, list[CronJob]] = {
         _cron(refs.SEND_DAILY_SUMMARIES, minute=5, second=0),  # each user's summary at their local hour
         _cron(refs.CHECK_SYSTEM_ALERTS, second=30),
     ],
+    COMMANDS: [
+        _cron(refs.EXPIRE_COMMANDS, second=5),  # every minute
+        _cron(refs.RETRY_FAILED_COMMANDS, second={20, 50}),
+    ],
 }
 
 # How often an idle worker looks for new jobs. Positions must be visible within a second of arrival,
 # and a tenth of a second lets each drain find more to store at once (fewer, larger batches). A
 # notification is owed within a second of its position, and each of its jobs is already a batch: its
 # queue is looked at every 20 ms (one cheap ZRANGEBYSCORE on a mostly empty set).
-POLL_DELAY_S = {POSITIONS: 0.1, REPORTS: 0.25, CLEANUP: 0.25, NOTIFICATIONS: 0.02}
+POLL_DELAY_S = {POSITIONS: 0.1, REPORTS: 0.25, CLEANUP: 0.25, NOTIFICATIONS: 0.02, COMMANDS: 0.05}
 # How many jobs of a queue one process runs at once.
-CONCURRENCY = {POSITIONS: 16, REPORTS: 2, CLEANUP: 2, NOTIFICATIONS: 20}
+CONCURRENCY = {POSITIONS: 16, REPORTS: 2, CLEANUP: 2, NOTIFICATIONS: 20, COMMANDS: 20}
 
 
 _resources: WorkerResources | None = None
@@ -200,7 +204,7 @@ def __getattr__(name: str) -> type[WorkerSettingsBase]:
 
 
 def parse_queues(text: str | None) -> list[str]:
-    """`positions,reports` -> the queue names; empty or None -> all four."""
+    """`positions,reports` -> the queue names; empty or None -> all of them."""
     if not text:
         return list(QUEUES)
     names = [name.strip() for name in text.split(",") if name.strip()]

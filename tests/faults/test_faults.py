@@ -185,6 +185,9 @@ async def _worker_live(http: aiohttp.ClientSession, admin: str) -> bool:
 
 
 async def test_postgresql_outage_loses_nothing(tmp_path: Path, redis_url: str, redis: ArqRedis) -> None:
+    """Devices keep reporting through an outage, every position is stored once it ends, and a device's
+    queued command still goes out in a reply meanwhile (the listener needs only Redis), recorded as sent
+    once the database is back."""
     with private_postgres() as postgres:
         await asyncio.to_thread(upgrade_database, postgres.url)
         env = engine_env(
@@ -195,12 +198,14 @@ async def test_postgresql_outage_loses_nothing(tmp_path: Path, redis_url: str, r
         )
         listener = f"http://127.0.0.1:{env['TRACKER_OSMAND_PORT']}"
         admin = f"http://127.0.0.1:{env['TRACKER_ADMIN_PORT']}"
+        headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
         with (
             running(tracker_jobs_command("admin"), tmp_path, env),
             running(tracker_jobs_command("listener"), tmp_path, env),
-            running(tracker_jobs_command("worker", "--queues", "positions"), tmp_path, env),
+            running(tracker_jobs_command("worker", "--queues", "positions,commands"), tmp_path, env),
         ):
             accepted = 0
+            replies: list[str] = []  # what device pg-0 was answered
             async with aiohttp.ClientSession() as http:
                 await wait_for(lambda: _healthy(http, admin), 20, "the admin app")
                 await wait_for(lambda: listening(http, listener), 20, "the listener")
@@ -212,20 +217,36 @@ async def test_postgresql_outage_loses_nothing(tmp_path: Path, redis_url: str, r
                         async with http.get(f"{listener}/?{query}") as response:
                             assert response.status == 200, await response.text()
                             accepted += 1
+                            if device == 0:
+                                replies.append(await response.text())
 
                 for second in range(10):
                     await report(second)
                 await wait_until_stored(postgres.url, accepted, 20)
+                async with http.get(f"{admin}/api/devices", headers=headers) as response:
+                    [phone] = [device["id"] for device in await response.json() if device["uniqueId"] == "pg-0"]
+                command = {"deviceId": phone, "type": "custom", "attributes": {"data": "hello"}}
+                async with http.post(f"{admin}/api/commands/send", json=command, headers=headers) as response:
+                    assert response.status == 202
+                    command_id = (await response.json())["id"]
+                await asyncio.sleep(1.2)  # the listener's copy of which devices have commands
                 postgres.stop("immediate")
                 for second in range(10, 40):  # devices keep reporting; Redis holds what they send
                     await report(second)
                 async with http.get(f"{admin}/health") as response:
                     assert response.status == 503
                     assert (await response.json())["database"]["connected"] is False
+                assert replies.count("hello") == 1  # delivered during the outage, once
                 await asyncio.sleep(2)
                 postgres.start()
                 await wait_until_stored(postgres.url, accepted, 90)
                 assert await count_rows(postgres.url) == (accepted, accepted) == (200, 200)
+
+                async def recorded_sent() -> bool:
+                    async with http.get(f"{admin}/api/commands/{command_id}", headers=headers) as response:
+                        return response.status == 200 and (await response.json())["state"] == "sent"
+
+                await wait_for(recorded_sent, 90, "the command recorded as sent")
 
 
 async def test_redis_hard_crash_keeps_what_the_append_only_file_has(tmp_path: Path) -> None:

@@ -15,6 +15,7 @@ import aiohttp
 from arq.connections import ArqRedis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from tracker_jobs.commands.queue import Inbox
 from tracker_jobs.core.config import Settings, load_settings
 from tracker_jobs.core.db import session_factory
 from tracker_jobs.devices.service import DeviceDirectory
@@ -44,7 +45,9 @@ async def open_listener(
 ) -> AsyncIterator[aiohttp.ClientSession]:
     """The device listener on a free port, wired as `tracker-jobs listener` wires it (its own acceptor and
     directory, watching access changes), and an HTTP client for it (paths relative to it)."""
-    ingest = Ingest(Acceptor(redis, settings.position_partitions), DeviceDirectory(session_factory(engine)))
+    ingest = Ingest(
+        Acceptor(redis, settings.position_partitions), DeviceDirectory(session_factory(engine)), Inbox(redis)
+    )
     async with (
         running_listener(settings, ingest, "127.0.0.1", 0) as listener,
         aiohttp.ClientSession(base_url=f"http://127.0.0.1:{listener.port}") as client,

@@ -49,6 +49,12 @@ def query_ids(request: web.Request, name: str) -> list[int]:
         raise FieldError(error.field, error.problem) from None
 
 
+def query_id(request: web.Request, name: str) -> int | None:
+    """One optional id parameter, within the id column's range."""
+    ids = query_ids(request, name)
+    return ids[0] if ids else None
+
+
 def parse_int(name: str, raw: object) -> int:
     try:
         return parse_field_int(name, raw)

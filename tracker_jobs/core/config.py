@@ -79,6 +79,7 @@ class Settings:
     daily_summary_hour: int  # local hour (the user's time zone) daily summaries are sent at
     retention_positions_days: int  # positions older go (per device: attribute retentionDays); 0: kept for ever
     retention_events_days: int  # events (and their deliveries) older go; 0: kept for ever
+    command_ttl_s: int  # a command not sent (or not answered) this long after it was made expires
 
     @property
     def embedded_redis(self) -> bool:
@@ -252,6 +253,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         daily_summary_hour=_int(env, "TRACKER_DAILY_SUMMARY_HOUR", 7, 0, 23),
         retention_positions_days=_int(env, "TRACKER_RETENTION_POSITIONS_DAYS", 30, 0, 36_500),
         retention_events_days=_int(env, "TRACKER_RETENTION_EVENTS_DAYS", 90, 0, 36_500),
+        command_ttl_s=_int(env, "TRACKER_COMMAND_TTL", 3600, 1, 30 * 86_400),
     )
 
 

@@ -83,20 +83,3 @@ class DeviceMaintenance(SQLModel, table=True):
     maintenance_id: int = Field(
         sa_column=sa.Column(sa.ForeignKey("maintenances.id", ondelete="CASCADE"), primary_key=True, index=True)
     )
-
-
-class DeviceCommand(SQLModel, table=True):
-    """A command queued for a device (e.g. change its reporting interval)."""
-
-    __tablename__ = "device_commands"
-    __table_args__ = {"sqlite_autoincrement": True}
-
-    id: int | None = Field(default=None, primary_key=True)
-    device_id: int = Field(
-        sa_column=sa.Column(sa.ForeignKey("devices.id", ondelete="CASCADE"), nullable=False, index=True)
-    )
-    type: str = Field(max_length=64)
-    status: str = Field(default="queued", max_length=16)
-    attributes: dict[str, Any] = Field(default_factory=dict, sa_type=JsonDict)
-    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
-    sent_at: datetime | None = Field(default=None, sa_type=UTCDateTime)

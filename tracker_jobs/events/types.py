@@ -17,6 +17,9 @@ EVENT_TYPES: dict[str, str] = {
     "ignitionOn": "the ignition attribute turned true",
     "ignitionOff": "the ignition attribute turned false",
     "maintenance": "a maintenance item's value passed start + k x period",
+    "queuedCommandSent": "a queued command went to its device (in a reply, or accepted by its gateway)",
+    "commandResult": "a device's result came back (attributes.commandId: the command it answers, if any)",
+    "commandExpired": "a command was not sent, or not answered, before its expiry",
 }
 # Notifications of these are not about one event: a daily summary to each user, alerts to admins.
 MESSAGE_TYPES: dict[str, str] = {

@@ -10,7 +10,8 @@ POSITIONS = "positions"
 REPORTS = "reports"
 CLEANUP = "cleanup"
 NOTIFICATIONS = "notifications"
-QUEUES = (POSITIONS, REPORTS, CLEANUP, NOTIFICATIONS)
+COMMANDS = "commands"
+QUEUES = (POSITIONS, REPORTS, CLEANUP, NOTIFICATIONS, COMMANDS)
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,10 @@ GENERATE_DEVICE_REPORT = JobRef("generate_device_report", REPORTS, by_hand=True)
 GENERATE_FLEET_REPORT = JobRef("generate_fleet_report", REPORTS, by_hand=True)
 EXPORT_REPORT_DATA = JobRef("export_report_data", REPORTS, by_hand=True)
 GENERATE_DAILY_REPORTS = JobRef("generate_daily_reports", REPORTS, by_hand=True)
+SEND_COMMAND = JobRef("send_command", COMMANDS)
+EXPIRE_COMMANDS = JobRef("expire_commands", COMMANDS, by_hand=True)
+RETRY_FAILED_COMMANDS = JobRef("retry_failed_commands", COMMANDS, by_hand=True)
+RECORD_COMMAND_UPDATES = JobRef("record_command_updates", COMMANDS, by_hand=True)
 
 # name -> reference, for what is known only by name (a task record to retry, a name in a URL).
 JOBS: dict[str, JobRef] = {ref.name: ref for ref in list(globals().values()) if isinstance(ref, JobRef)}

@@ -14,15 +14,19 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl
 
+from tracker_jobs.commands import queue as commands
 from tracker_jobs.core.config import Settings
 from tracker_jobs.core.db import utcnow
 from tracker_jobs.core.errors import UNREACHABLE, FieldError, HttpError, TooManyRequests, TrackerError
 from tracker_jobs.core.serialization import parse_json_body
 from tracker_jobs.devices.service import DeviceDirectory, DisabledDevice, UnknownDevice
+from tracker_jobs.jobs.base import enqueue
+from tracker_jobs.jobs.refs import RECORD_COMMAND_UPDATES
 from tracker_jobs.listener.http1 import HttpServer, Reply, Request, json_error, serve_http
 from tracker_jobs.monitor.counters import POSITIONS_REJECTED, count
 from tracker_jobs.positions.acceptor import Acceptor, CannotAccept
 from tracker_jobs.positions.decode import Decoded, decode_osmand, decode_traccar_client_json
+from tracker_jobs.positions.record import PositionRecord
 from tracker_jobs.positions.service import RateLimit
 
 log = logging.getLogger(__name__)
@@ -33,10 +37,11 @@ OK = Reply(200)
 @dataclass(frozen=True)
 class Ingest:
     """What taking positions in needs, built once per process by whoever serves (the CLI, a test):
-    the group-commit acceptor and the uniqueId directory."""
+    the group-commit acceptor, the uniqueId directory and the copy of which devices have commands."""
 
     acceptor: Acceptor
     directory: DeviceDirectory
+    inbox: commands.Inbox
 
 
 def form(encoded: str, charset: str = "utf-8") -> dict[str, str]:
@@ -68,6 +73,7 @@ class DeviceListener:
         self.settings = settings
         self.acceptor = ingest.acceptor
         self.directory = ingest.directory
+        self.inbox = ingest.inbox
         # Per device, never per address: many trackers report through one gateway.
         self.limit = (
             RateLimit(settings.device_rate_limit, settings.rate_limit_window_s) if settings.device_rate_limit else None
@@ -75,14 +81,37 @@ class DeviceListener:
 
     async def __call__(self, request: Request) -> Reply:
         try:
-            await self.receive(request)
+            position = await self.receive(request)
+            if self.is_json(request):  # Traccar Client's JSON is answered with a plain OK, as Traccar does
+                return OK
+            return await self.reply_with_command(position.device_id)
         except TrackerError as error:
             return json_error(error.status, error.code, error.message, tuple(error.headers.items()))
-        return OK
+
+    async def reply_with_command(self, device_id: int) -> Reply:
+        """The 200 of an OsmAnd request, carrying the device's oldest queued command if it has one (the
+        position is in already: a failure here costs the command a later reply, never the position)."""
+        try:
+            if not await self.inbox.has_commands(device_id):
+                return OK
+            claimed = await commands.claim(self.acceptor.redis, device_id)
+            if claimed is None:
+                self.inbox.emptied(device_id)
+                return OK
+            if claimed.enqueue:
+                await enqueue(self.acceptor.redis, RECORD_COMMAND_UPDATES)
+        except UNREACHABLE as error:
+            log.warning("no command for device %d in this reply: %s", device_id, error)
+            return OK
+        return Reply(200, claimed.text.encode(), (("Content-Type", "text/plain; charset=utf-8"),))
+
+    @staticmethod
+    def is_json(request: Request) -> bool:
+        return request.method == "POST" and request.content_type == "application/json"
 
     def decode(self, request: Request) -> Decoded:
         now = utcnow()
-        if request.method == "POST" and request.content_type == "application/json":
+        if self.is_json(request):
             return decode_traccar_client_json(parse_json_body(request.content_type, request.body), now=now)
         params: dict[str, Any] = form(request.query)
         if request.method == "POST" and request.content_type == "application/x-www-form-urlencoded":
@@ -95,7 +124,7 @@ class DeviceListener:
             await count(self.acceptor.redis, {POSITIONS_REJECTED: 1})
         return error
 
-    async def receive(self, request: Request) -> None:
+    async def receive(self, request: Request) -> PositionRecord:
         if request.path != "/":
             raise HttpError(404, "not_found", f"{request.path[:80]} not found; devices report to /")
         if request.method not in ("GET", "POST"):
@@ -120,6 +149,28 @@ class DeviceListener:
             raise CannotAccept() from None
         if answer.waits_ms[0]:
             raise TooManyRequests(answer.waits_ms[0] / 1000, f"from device {unique_id!r}")
+        if "result" in position.attributes:
+            await self.report_result(position)
+        return position
+
+    async def report_result(self, position: PositionRecord) -> None:
+        """A device's answer to a command, for record_command_updates to tie to it (the oldest sent
+        command, or the one its `commandId` names). Redis failing here answers 503: the device sends
+        the position again, and the position is stored once."""
+        command_id = position.attributes.get("commandId")
+        try:
+            enqueue_now = await commands.report_result(
+                self.acceptor.redis,
+                position.device_id,
+                str(position.attributes["result"])[: commands.MAX_RESULT],
+                command_id if isinstance(command_id, int) and command_id > 0 else None,
+                position.fix_time,
+            )
+            if enqueue_now:
+                await enqueue(self.acceptor.redis, RECORD_COMMAND_UPDATES)
+        except UNREACHABLE as error:
+            log.warning("refusing a result: %s", error)
+            raise CannotAccept() from None
 
 
 async def serve_listener(settings: Settings, ingest: Ingest, host: str, port: int) -> HttpServer:

@@ -23,6 +23,8 @@ class User(SQLModel, table=True):
     password_hash: str | None = Field(default=None, max_length=256)  # scrypt; None: token-only user
     role: str = Field(default=Role.USER, max_length=16)
     disabled: bool = False
+    # Traccar's limitCommands: the user may send saved commands only.
+    limit_commands: bool = Field(default=False, sa_column_kwargs={"server_default": sa.false()})
     # e.g. `timezone` (IANA): the user's notifications and daily summaries show local times.
     attributes: dict[str, Any] = Field(default_factory=dict, sa_type=JsonDict)
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)

@@ -58,6 +58,7 @@ class UserChanges(RequestBody):
     password: Omittable[Password] = None
     role: Omittable[RoleName] = None
     disabled: Omittable[StrictBool] = None
+    limitCommands: Omittable[StrictBool] = None  # Traccar's: the user may send saved commands only
     attributes: Omittable[UserAttributes] = None
 
 

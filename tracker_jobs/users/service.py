@@ -214,6 +214,7 @@ def user_to_api(user: User) -> dict[str, Any]:
         "email": user.email,
         "role": user.role,
         "disabled": user.disabled,
+        "limitCommands": user.limit_commands,
         "attributes": user.attributes,
         "createdAt": iso(user.created_at),
     }
@@ -244,8 +245,16 @@ async def email_taken(session: AsyncSession, email: str, *, except_id: int | Non
     return (await session.execute(query)).first() is not None
 
 
+def _columns(fields: dict[str, Any]) -> dict[str, Any]:
+    """The API's names of a user's fields as its columns' (limitCommands)."""
+    if "limitCommands" in fields:
+        fields["limit_commands"] = fields.pop("limitCommands")
+    return fields
+
+
 async def create_user(session: AsyncSession, fields: dict[str, Any]) -> User:
-    """`fields`: name, email, role, disabled and `password` (stored only as its scrypt hash)."""
+    """`fields`: name, email, role, disabled, limitCommands and `password` (stored only as its scrypt hash)."""
+    fields = _columns(fields)
     password = fields.pop("password", None)
     user = User(**fields, password_hash=None if password is None else await hash_password(password))
     session.add(user)
@@ -260,7 +269,7 @@ async def update_user(session: AsyncSession, user: User, fields: dict[str, Any])
     ):
         raise LastAdmin(f"user {user.id} is the last enabled admin; make another admin first")
     password = fields.pop("password", None)
-    for name, value in fields.items():
+    for name, value in _columns(fields).items():
         setattr(user, name, value)
     if password is not None:
         user.password_hash = await hash_password(password)

@@ -47,6 +47,7 @@ USER = obj(
         "email": STRING,
         "role": {"type": "string", "enum": list(Role)},
         "disabled": BOOLEAN,
+        "limitCommands": BOOLEAN,
         "attributes": ANY_OBJECT,
         "createdAt": TIME,
     }

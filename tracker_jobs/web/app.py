@@ -15,6 +15,7 @@ from tracker_jobs.api.errors import json_errors
 from tracker_jobs.api.keys import REDIS, SESSIONS, set_resources
 from tracker_jobs.api.params import bounded_query
 from tracker_jobs.cleanup import views as cleanup_views
+from tracker_jobs.commands import views as command_views
 from tracker_jobs.core.config import Settings
 from tracker_jobs.core.db import create_engine
 from tracker_jobs.core.redis import connect_redis
@@ -44,6 +45,7 @@ ROUTE_LISTS = (
     socket.ROUTES,
     user_views.ROUTES,
     device_views.ROUTES,
+    command_views.ROUTES,
     event_views.ROUTES,
     notification_views.ROUTES,
     position_views.ROUTES,
