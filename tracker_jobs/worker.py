@@ -94,8 +94,9 @@ CRON_TABLE: dict[str, list[CronJob]] = {
 # How often an idle worker looks for new jobs. Positions must be visible within a second of arrival,
 # and a tenth of a second lets each drain find more to store at once (fewer, larger batches). A
 # notification is owed within a second of its position, and each of its jobs is already a batch: its
-# queue is looked at every 20 ms (one cheap ZRANGEBYSCORE on a mostly empty set).
-POLL_DELAY_S = {POSITIONS: 0.1, REPORTS: 0.25, CLEANUP: 0.25, NOTIFICATIONS: 0.02, COMMANDS: 0.05}
+# queue is looked at every 20 ms (one cheap ZRANGEBYSCORE on a mostly empty set). A command's gateway try
+# may wait a fifth of a second (what the listener saw is recorded a second later on purpose).
+POLL_DELAY_S = {POSITIONS: 0.1, REPORTS: 0.25, CLEANUP: 0.25, NOTIFICATIONS: 0.02, COMMANDS: 0.2}
 # How many jobs of a queue one process runs at once.
 CONCURRENCY = {POSITIONS: 16, REPORTS: 2, CLEANUP: 2, NOTIFICATIONS: 20, COMMANDS: 20}
 

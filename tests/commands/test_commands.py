@@ -28,9 +28,9 @@ from tracker_jobs.commands import queue
 from tracker_jobs.commands.models import Command
 from tracker_jobs.core.config import Settings
 from tracker_jobs.core.db import transaction
-from tracker_jobs.events.models import Event
+from tracker_jobs.events.models import Delivery, Event
 from tracker_jobs.jobs.base import enqueue
-from tracker_jobs.jobs.refs import COMMANDS, EXPIRE_COMMANDS, RETRY_FAILED_COMMANDS
+from tracker_jobs.jobs.refs import COMMANDS, EXPIRE_COMMANDS, RECORD_COMMAND_UPDATES, RETRY_FAILED_COMMANDS
 
 Client = TestClient[Any, Any]
 
@@ -64,6 +64,7 @@ async def test_a_command_goes_out_in_the_next_osmand_reply_once_and_its_result_i
     ingest_client: aiohttp.ClientSession,
     sessions: async_sessionmaker[AsyncSession],
     settings: Settings,
+    redis: ArqRedis,
 ) -> None:
     device = await add_device(sessions, "phone-1")
     assert (await report(ingest_client, "phone-1", 0)) == (200, "")  # nothing queued: a plain OK
@@ -86,7 +87,12 @@ async def test_a_command_goes_out_in_the_next_osmand_reply_once_and_its_result_i
     [sent_event] = await events_of(sessions, "queuedCommandSent")
     assert (sent_event.device_id, sent_event.attributes["commandId"]) == (device, command["id"])
 
+    # A second command goes out too; the result answers the oldest sent one.
+    second = await (await send(admin_client, admin_headers, deviceId=device, type="positionStop")).json()
+    await asyncio.sleep(queue.INBOX_REFRESH_S + 0.1)
+    assert (await report(ingest_client, "phone-1", 25)) == (200, "stop")
     assert (await report(ingest_client, "phone-1", 30, result="frequency set"))[0] == 200
+    entries = await redis.xrange(queue.UPDATES_KEY)
     await run_burst(settings, COMMANDS)
     shown = await command_of(admin_client, admin_headers, command["id"])
     assert (shown["state"], shown["result"]) == ("answered", "frequency set")
@@ -96,10 +102,20 @@ async def test_a_command_goes_out_in_the_next_osmand_reply_once_and_its_result_i
         "commandType": "positionPeriodic",
         "result": "frequency set",
     }
+    assert (await command_of(admin_client, admin_headers, second["id"]))["state"] == "sent"
 
-    # Recorded again (a crash between the commit and the stream's trim): nothing is answered twice.
+    # The same entries recorded again (a crash between the commit and the stream's trim): the result
+    # answers nothing more (not the second command), and no event is stored twice.
+    assert await redis.xlen(queue.UPDATES_KEY) == 0
+    await redis.delete(queue.UPDATES_KEY)  # a stream takes no id below its last one
+    for entry_id, fields in entries:
+        await redis.xadd(queue.UPDATES_KEY, fields, id=entry_id)
+    await enqueue(redis, RECORD_COMMAND_UPDATES)
     await run_burst(settings, COMMANDS)
+    assert await redis.xlen(queue.UPDATES_KEY) == 0
+    assert (await command_of(admin_client, admin_headers, second["id"]))["state"] == "sent"
     assert len(await events_of(sessions, "commandResult")) == 1
+    assert len(await events_of(sessions, "queuedCommandSent")) == 2
 
 
 async def test_two_requests_of_one_device_at_once_claim_a_command_once(redis: ArqRedis) -> None:
@@ -166,6 +182,12 @@ async def test_a_gateway_gets_the_command_signed_and_reports_the_result(
     sessions: async_sessionmaker[AsyncSession],
     settings: Settings,
 ) -> None:
+    told = await admin_client.post(
+        "/api/notifications",
+        json={"type": "commandResult", "always": True, "notificators": "web"},
+        headers=admin_headers,
+    )
+    assert told.status == 201, await told.text()
     async with webhook_receiver() as gateway:
         attributes = {"commandGateway": gateway.url, "commandGatewaySecret": "s3cret"}
         device = await add_device(sessions, "tracker-1")
@@ -192,6 +214,10 @@ async def test_a_gateway_gets_the_command_signed_and_reports_the_result(
     assert ((await answered.json())["state"], (await answered.json())["result"]) == ("answered", "engine stopped")
     [result_event] = await events_of(sessions, "commandResult")
     assert result_event.attributes["commandId"] == command["id"]
+    # The notifications path: the admin's commandResult notification owes a web delivery of it.
+    async with sessions() as session:
+        owed = (await session.execute(select(Delivery).where(col(Delivery.event_id) == result_event.id))).scalars()
+        assert [(delivery.event_type, delivery.channel) for delivery in owed] == [("commandResult", "web")]
 
 
 async def test_a_gateway_that_fails_for_now_is_tried_again_later(
@@ -282,8 +308,12 @@ async def test_a_user_commands_only_their_devices_and_a_limited_user_only_saved_
     assert (await allowed.json())["attributes"] == {"frequency": 60}
 
 
-async def test_a_list_of_devices_fans_out(
-    admin_client: Client, admin_headers: dict[str, str], sessions: async_sessionmaker[AsyncSession]
+async def test_a_list_of_devices_fans_out_and_a_page_of_sent_commands_is_recorded_at_once(
+    admin_client: Client,
+    admin_headers: dict[str, str],
+    sessions: async_sessionmaker[AsyncSession],
+    settings: Settings,
+    redis: ArqRedis,
 ) -> None:
     devices = [await add_device(sessions, f"fleet-{n}") for n in range(3)]
     response = await send(admin_client, admin_headers, deviceIds=devices, type="custom", attributes={"data": "ping"})
@@ -291,3 +321,10 @@ async def test_a_list_of_devices_fans_out(
     commands = await response.json()
     assert sorted(command["deviceId"] for command in commands) == devices
     assert len({command["id"] for command in commands}) == 3
+    for device in devices:  # as the listener does for each device's next report
+        assert await queue.claim(redis, device) is not None
+    await enqueue(redis, RECORD_COMMAND_UPDATES)
+    await run_burst(settings, COMMANDS)
+    states = [(await command_of(admin_client, admin_headers, command["id"]))["state"] for command in commands]
+    assert states == ["sent"] * 3
+    assert len(await events_of(sessions, "queuedCommandSent")) == 3

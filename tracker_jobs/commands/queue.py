@@ -8,7 +8,7 @@ database (it answers devices while the database is down):
 - `tracker:commands:updates`: a stream of what happened at the listener, in order: `sent` (a command
   went out in a reply) and `result` (a device's report carried `result`); `record_command_updates`
   writes them to the database and raises the events. Whoever adds the first entry after the job
-  started sets `tracker:commands:recording` and enqueues it.
+  started sets `tracker:commands:recording` and enqueues it, RECORD_AFTER_S later.
 
 Claiming is one Lua call (LPOP, expired commands skipped), so a command goes out at most once even
 when two requests of one device arrive together.
@@ -34,6 +34,10 @@ UPDATES_KEY = "tracker:commands:updates"
 RECORDING_FLAG = "tracker:commands:recording"
 INBOX_REFRESH_S = 1.0
 MAX_RESULT = 4096  # a device's result is kept to this many characters
+# The listener enqueues record_command_updates this long after the first entry since its last run: one run
+# records a second's worth (each run costs a transaction and a job record besides its entries), and the
+# device has its command already.
+RECORD_AFTER_S = 1.0
 SENT = "sent"
 RESULT = "result"
 
@@ -133,8 +137,8 @@ async def report_result(redis: Redis, device_id: int, result: str, command_id: i
 
 class Inbox:
     """The listener's copy of which devices have commands queued: a request from any other device
-    costs no Redis call; the copy is read again at most every INBOX_REFRESH_S, by the request that
-    finds it stale, while the others go on with the copy they have."""
+    costs no Redis call; the copy is read again when it is older than INBOX_REFRESH_S, once for all
+    the requests that find it so."""
 
     def __init__(self, redis: Redis) -> None:
         self.redis = redis
@@ -146,9 +150,9 @@ class Inbox:
         if time.monotonic() - self.read_at > INBOX_REFRESH_S:
             if self.reading is None or self.reading.done():
                 self.reading = asyncio.create_task(self._read())
-                await self.reading  # the request that found the copy stale waits for the new one
-            elif self.read_at == float("-inf"):
-                await self.reading  # before the first copy, everyone waits for it
+            # Every request meanwhile waits for the same read (one Redis call a second in all): one that
+            # went on with the old copy would miss a command queued in the last second.
+            await asyncio.shield(self.reading)
         return device_id in self.waiting
 
     def emptied(self, device_id: int) -> None:

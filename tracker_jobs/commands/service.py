@@ -203,10 +203,16 @@ async def record_updates(
             return counts
         now = datetime.now(UTC)
         async with transaction(sessions) as session:
-            events: list[dict[str, Any]] = []
-            for entry_id, raw in entries:
-                fields = {_text(key): _text(value) for key, value in raw.items()}
-                await _apply(session, _text(entry_id), fields, events, counts)
+            updates = [
+                (_text(entry_id), {_text(key): _text(value) for key, value in raw.items()}) for entry_id, raw in entries
+            ]
+            # The page's sent commands first, in two statements (a reply's command is recorded before any
+            # result that answers it, which comes later in the stream); then results, one by one (rare).
+            events = await _record_sent([fields for _, fields in updates if fields["kind"] == queue.SENT], session)
+            counts["sent"] += len(events)
+            for entry_id, fields in updates:
+                if fields["kind"] == queue.RESULT:
+                    events.append(await _record_result(session, entry_id, fields, counts))
             recorded = await record_events(session, events, now, notify_max_age_s)
         await enqueue_deliveries(redis, recorded.deliveries)
         await redis.xdel(queue.UPDATES_KEY, *[entry_id for entry_id, _ in entries])
@@ -214,30 +220,44 @@ async def record_updates(
             return counts
 
 
-async def _apply(
-    session: AsyncSession, entry_id: str, fields: dict[str, str], events: list[dict[str, Any]], counts: dict[str, int]
-) -> None:
-    device_id, at = int(fields["device"]), datetime.fromtimestamp(float(fields["at"]), UTC)
-    if fields["kind"] == queue.SENT:
-        # Expired meanwhile by the clock of the cron, but claimed before its expiry by Redis's: it was sent.
-        sent = await session.execute(
-            sa.update(COMMANDS)
-            .where(
-                COMMANDS.c.id == int(fields["id"]),
-                COMMANDS.c.state.in_([State.QUEUED, State.EXPIRED]),
-                COMMANDS.c.expires_at > at,
-            )
-            .values(state=State.SENT, sent_at=at, finished_at=None)
-            .returning(COMMANDS.c.id, COMMANDS.c.type)
+async def _record_sent(sent: list[dict[str, str]], session: AsyncSession) -> list[dict[str, Any]]:
+    """Commands the listener handed out: sent (once; a page recorded again finds them sent already), with
+    a queuedCommandSent event each. One expired meanwhile by the cron's clock but claimed before its
+    expiry by Redis's was sent."""
+    if not sent:
+        return []
+    at = {int(fields["id"]): datetime.fromtimestamp(float(fields["at"]), UTC) for fields in sent}
+    open_ = await session.execute(
+        sa.select(COMMANDS.c.id, COMMANDS.c.device_id, COMMANDS.c.type, COMMANDS.c.expires_at).where(
+            COMMANDS.c.id.in_(list(at)), COMMANDS.c.state.in_([State.QUEUED, State.EXPIRED])
         )
-        for command_id, command_type_name in sent.all():
-            counts["sent"] += 1
-            events.append(_event(SENT_EVENT, device_id, at, None, None, command_id, command_type_name))
-        return
+    )
+    rows = [row for row in open_.all() if row.expires_at > at[row.id]]
+    if not rows:
+        return []
+    await session.execute(
+        sa.update(COMMANDS)
+        # No IN here: an executemany takes no list parameter.
+        .where(
+            COMMANDS.c.id == sa.bindparam("command_id"),
+            sa.or_(COMMANDS.c.state == State.QUEUED, COMMANDS.c.state == State.EXPIRED),
+        )
+        .values(state=State.SENT, sent_at=sa.bindparam("at"), finished_at=None),
+        [{"command_id": row.id, "at": at[row.id]} for row in rows],
+    )
+    return [_event(SENT_EVENT, row.device_id, at[row.id], None, None, row.id, row.type) for row in rows]
+
+
+async def _record_result(
+    session: AsyncSession, entry_id: str, fields: dict[str, str], counts: dict[str, int]
+) -> dict[str, Any]:
+    """A device's result: the command it answers (the one its commandId names, else its oldest sent)
+    answered, unless this entry answered one already; the commandResult event, tied to it if found."""
+    device_id, at = int(fields["device"]), datetime.fromtimestamp(float(fields["at"]), UTC)
     result = fields["result"][: queue.MAX_RESULT]
-    recorded = await session.execute(select(Command.id).where(col(Command.result_entry) == entry_id))
-    if recorded.first() is not None:
-        return
+    done = (await session.execute(select(Command).where(col(Command.result_entry) == entry_id))).scalar()
+    if done is not None:
+        return _event(RESULT_EVENT, device_id, at, done, result)
     target = select(Command).where(col(Command.device_id) == device_id, col(Command.state) == State.SENT)
     if fields.get("id"):  # the device named the command it answers
         target = select(Command).where(
@@ -251,7 +271,7 @@ async def _apply(
     else:
         command.state, command.result, command.answered_at, command.result_entry = State.ANSWERED, result, at, entry_id
         counts["answered"] += 1
-    events.append(_event(RESULT_EVENT, device_id, at, command, result))
+    return _event(RESULT_EVENT, device_id, at, command, result)
 
 
 def sent_event(command: Command, at: datetime) -> dict[str, Any]:

@@ -99,7 +99,7 @@ class DeviceListener:
                 self.inbox.emptied(device_id)
                 return OK
             if claimed.enqueue:
-                await enqueue(self.acceptor.redis, RECORD_COMMAND_UPDATES)
+                await enqueue(self.acceptor.redis, RECORD_COMMAND_UPDATES, defer_s=commands.RECORD_AFTER_S)
         except UNREACHABLE as error:
             log.warning("no command for device %d in this reply: %s", device_id, error)
             return OK
@@ -167,7 +167,7 @@ class DeviceListener:
                 position.fix_time,
             )
             if enqueue_now:
-                await enqueue(self.acceptor.redis, RECORD_COMMAND_UPDATES)
+                await enqueue(self.acceptor.redis, RECORD_COMMAND_UPDATES, defer_s=commands.RECORD_AFTER_S)
         except UNREACHABLE as error:
             log.warning("refusing a result: %s", error)
             raise CannotAccept() from None
