@@ -72,7 +72,8 @@ def upgrade() -> None:
         )
     else:
         op.execute(
-            "SELECT setval(pg_get_serial_sequence('commands', 'id'), last_value, is_called) FROM device_commands_id_seq"
+            "SELECT setval(pg_get_serial_sequence('commands', 'id'),"
+            " greatest(last_value, (SELECT coalesce(max(id), 1) FROM commands)), true) FROM device_commands_id_seq"
         )
     op.drop_table("device_commands")
     op.create_table(
@@ -95,8 +96,8 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     sqlite = op.get_bind().dialect.name == "sqlite"
-    with op.batch_alter_table("users", table_kwargs={"sqlite_autoincrement": True}) as batch:
-        batch.drop_column("limit_commands")
+    # A plain DROP COLUMN (SQLite 3.35+): rebuilding users would cascade into every table naming it.
+    op.drop_column("users", "limit_commands")
     op.drop_index(op.f("ix_saved_commands_user_id"), table_name="saved_commands")
     op.drop_table("saved_commands")
     op.create_table(
@@ -126,7 +127,8 @@ def downgrade() -> None:
         )
     else:
         op.execute(
-            "SELECT setval(pg_get_serial_sequence('device_commands', 'id'), last_value, is_called) FROM commands_id_seq"
+            "SELECT setval(pg_get_serial_sequence('device_commands', 'id'),"
+            " greatest(last_value, (SELECT coalesce(max(id), 1) FROM device_commands)), true) FROM commands_id_seq"
         )
     op.drop_index("ix_commands_state_expires_at", table_name="commands")
     op.drop_index("ix_commands_device_id_id", table_name="commands")

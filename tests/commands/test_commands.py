@@ -21,13 +21,14 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlmodel import col, select
 
 from tests.support.client import bearer, error_of
-from tests.support.factories import USER_TOKEN, Users, add_device
+from tests.support.factories import OTHER_TOKEN, USER_TOKEN, Users, add_device
 from tests.support.receivers import webhook_receiver
 from tests.support.workers import run_burst
 from tracker_jobs.commands import queue
 from tracker_jobs.commands.models import Command
 from tracker_jobs.core.config import Settings
 from tracker_jobs.core.db import transaction
+from tracker_jobs.devices.models import Device
 from tracker_jobs.events.models import Delivery, Event
 from tracker_jobs.jobs.base import enqueue
 from tracker_jobs.jobs.refs import COMMANDS, EXPIRE_COMMANDS, RECORD_COMMAND_UPDATES, RETRY_FAILED_COMMANDS
@@ -273,6 +274,7 @@ async def test_bad_commands_are_refused_naming_the_field(
         ({"type": "positionPeriodic", "attributes": {"frequency": 0}}, "attributes.frequency"),
         ({"type": "custom", "attributes": {"data": "x" * 513}}, "attributes.data"),
         ({"type": "positionSingle", "expiresAt": past}, "expiresAt"),
+        ({"type": "positionSingle", "expiresAt": (datetime.now(UTC) + timedelta(days=31)).isoformat()}, "expiresAt"),
         ({"type": "custom", "attributes": {"data": "x"}, "deviceId": None}, "deviceId"),
     ]:
         response = await send(admin_client, admin_headers, **{"deviceId": device, **body})
@@ -306,6 +308,20 @@ async def test_a_user_commands_only_their_devices_and_a_limited_user_only_saved_
     allowed = await send(admin_client, headers, deviceId=theirs, id=saved_id)
     assert allowed.status == 202
     assert (await allowed.json())["attributes"] == {"frequency": 60}
+    # Limited, they may not save (then send) a command of their own, nor change one they have.
+    engine_stop = {"type": "custom", "attributes": {"data": "stop engine"}}
+    assert (await admin_client.post("/api/commands/saved", json=engine_stop, headers=headers)).status == 403
+    changed = await admin_client.put(f"/api/commands/saved/{saved_id}", json=engine_stop, headers=headers)
+    assert changed.status == 403
+    # What an admin saves is offered to every user, to send but not to change.
+    offered = await admin_client.post("/api/commands/saved", json=engine_stop, headers=admin_headers)
+    offered_id = (await offered.json())["id"]
+    listed = await (await admin_client.get("/api/commands/saved", headers=headers)).json()
+    assert sorted(item["id"] for item in listed) == sorted([saved_id, offered_id])
+    assert (await send(admin_client, headers, deviceId=theirs, id=offered_id)).status == 202
+    assert (await admin_client.delete(f"/api/commands/saved/{offered_id}", headers=headers)).status == 403
+    other_user = await admin_client.get("/api/commands/saved", headers=bearer(OTHER_TOKEN))
+    assert [item["id"] for item in await other_user.json()] == [offered_id]  # not the first user's own
 
 
 async def test_a_list_of_devices_fans_out_and_a_page_of_sent_commands_is_recorded_at_once(
@@ -328,3 +344,67 @@ async def test_a_list_of_devices_fans_out_and_a_page_of_sent_commands_is_recorde
     states = [(await command_of(admin_client, admin_headers, command["id"]))["state"] for command in commands]
     assert states == ["sent"] * 3
     assert len(await events_of(sessions, "queuedCommandSent")) == 3
+
+
+async def test_a_result_in_the_request_that_takes_a_new_command_does_not_answer_it(
+    admin_client: Client,
+    admin_headers: dict[str, str],
+    ingest_client: aiohttp.ClientSession,
+    sessions: async_sessionmaker[AsyncSession],
+    settings: Settings,
+) -> None:
+    device = await add_device(sessions, "phone-5")
+    command = await (await send(admin_client, admin_headers, deviceId=device, type="positionSingle")).json()
+    await asyncio.sleep(queue.INBOX_REFRESH_S + 0.1)
+    # A result of something before it (no command of ours was out), in the request whose reply carries it.
+    assert (await report(ingest_client, "phone-5", 0, result="old news", commandId="true")) == (200, "position")
+    await run_burst(settings, COMMANDS)
+    assert (await command_of(admin_client, admin_headers, command["id"]))["state"] == "sent"
+    [unmatched] = await events_of(sessions, "commandResult")
+    assert unmatched.attributes == {"commandId": None, "result": "old news"}
+
+
+async def test_what_a_deleted_device_left_in_the_stream_holds_nothing_up(
+    admin_client: Client,
+    admin_headers: dict[str, str],
+    ingest_client: aiohttp.ClientSession,
+    sessions: async_sessionmaker[AsyncSession],
+    settings: Settings,
+    redis: ArqRedis,
+) -> None:
+    gone = await add_device(sessions, "phone-6")
+    kept = await add_device(sessions, "phone-7")
+    assert (await report(ingest_client, "phone-6", 0, result="late"))[0] == 200
+    command = await (await send(admin_client, admin_headers, deviceId=kept, type="positionStop")).json()
+    await asyncio.sleep(queue.INBOX_REFRESH_S + 0.1)
+    assert (await report(ingest_client, "phone-7", 0)) == (200, "stop")
+    assert (await admin_client.delete(f"/api/devices/{gone}", headers=admin_headers)).status == 204
+    await enqueue(redis, RECORD_COMMAND_UPDATES)
+    await run_burst(settings, COMMANDS)
+    assert (await command_of(admin_client, admin_headers, command["id"]))["state"] == "sent"
+    assert await redis.xlen(queue.UPDATES_KEY) == 0
+    assert await events_of(sessions, "commandResult") == []
+
+
+async def test_only_an_admin_points_a_device_at_a_gateway_and_its_secret_is_never_shown(
+    admin_client: Client, admin_headers: dict[str, str], sessions: async_sessionmaker[AsyncSession], users: Users
+) -> None:
+    device = await add_device(sessions, "tracker-3", owner=users.user)
+    headers = bearer(USER_TOKEN)
+    hijack = {"attributes": {"commandGateway": "https://gateway.example.com/hook"}}
+    refused = await admin_client.put(f"/api/devices/{device}", json=hijack, headers=headers)
+    assert refused.status == 403
+    assert (await error_of(refused))["message"].startswith("attributes.commandGateway")
+    gateway = {"commandGateway": "https://gateway.example.com/hook", "commandGatewaySecret": "s3cret"}
+    set_by_admin = await admin_client.put(f"/api/devices/{device}", json={"attributes": gateway}, headers=admin_headers)
+    assert (await set_by_admin.json())["attributes"]["commandGatewaySecret"] == "********"
+    shown = await (await admin_client.get(f"/api/devices/{device}", headers=headers)).json()
+    assert shown["attributes"] == {**gateway, "commandGatewaySecret": "********"}
+    # The user changes another attribute, sending back what they were shown: the gateway stays as it was.
+    renamed = {"attributes": {**shown["attributes"], "color": "red"}}
+    assert (await admin_client.put(f"/api/devices/{device}", json=renamed, headers=headers)).status == 200
+    async with sessions() as session:
+        stored = (await session.execute(select(Device.attributes).where(col(Device.id) == device))).scalar()
+    assert stored == {**gateway, "color": "red"}
+    stolen = {"attributes": {**shown["attributes"], "commandGatewaySecret": "mine"}}
+    assert (await admin_client.put(f"/api/devices/{device}", json=stolen, headers=headers)).status == 403

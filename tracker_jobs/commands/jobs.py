@@ -35,7 +35,7 @@ async def send_command(ctx: dict[str, Any], command_id: int) -> dict[str, Any]:
     attempt = await gateway.post(shared_webhook_client(ctx), *found)
     now = datetime.now(UTC)
     async with transaction(shared.sessions) as session:
-        command = await session.get(Command, command_id)
+        command = await session.get(Command, command_id, with_for_update=True)
         if command is None or command.state != State.QUEUED:  # cancelled or expired during the try
             return {"command": command_id, "state": command.state if command else "gone", "tried": True}
         sent = gateway.record_attempt(command, attempt, now, shared.settings.delivery_backoff_s)
@@ -57,7 +57,9 @@ async def retry_failed_commands(ctx: dict[str, Any]) -> dict[str, Any]:
     )
     async with resources(ctx).sessions() as session:
         due = await session.execute(
-            sa.select(commands.id, commands.attempts).where(
+            sa.select(
+                commands.id, commands.attempts, sa.func.coalesce(commands.next_attempt_at, commands.created_at)
+            ).where(
                 commands.transport == GATEWAY,
                 commands.state == State.QUEUED,
                 commands.expires_at > now,
@@ -65,8 +67,9 @@ async def retry_failed_commands(ctx: dict[str, Any]) -> dict[str, Any]:
             )
         )
         tries = due.all()
-    for command_id, attempts in tries:
-        await enqueue(ctx["redis"], refs.SEND_COMMAND, job_id=send_job_id(command_id, attempts), command_id=command_id)
+    for command_id, attempts, due in tries:
+        job_id = send_job_id(command_id, attempts, due)
+        await enqueue(ctx["redis"], refs.SEND_COMMAND, job_id=job_id, command_id=command_id)
     return {"retried": len(tries)}
 
 
@@ -75,8 +78,9 @@ async def expire_commands(ctx: dict[str, Any]) -> dict[str, Any]:
     """Queued or sent commands past their expiry become expired, with a commandExpired event each; also
     records what the listener saw and no job recorded yet (a lost enqueue)."""
     shared = resources(ctx)
-    recorded = await service.record_updates(shared.sessions, ctx["redis"], shared.settings.notify_max_age_s)
+    # Expiry first: a recording that fails (the database away) holds nothing else up.
     expired = await service.expire(shared.sessions, ctx["redis"], datetime.now(UTC), shared.settings.notify_max_age_s)
+    recorded = await service.record_updates(shared.sessions, ctx["redis"], shared.settings.notify_max_age_s)
     return {"expired": expired, **recorded}
 
 

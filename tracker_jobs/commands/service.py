@@ -21,7 +21,7 @@ from tracker_jobs.commands.models import OPEN_STATES, Command, SavedCommand, Sta
 from tracker_jobs.commands.types import OSMAND, transport_of
 from tracker_jobs.core.db import iso, transaction
 from tracker_jobs.core.errors import UNREACHABLE, Conflict, FieldError, Forbidden, Unavailable, not_found
-from tracker_jobs.core.principal import Principal
+from tracker_jobs.core.principal import Principal, Role
 from tracker_jobs.devices.models import Device
 from tracker_jobs.devices.service import get_device, visible_device_ids
 from tracker_jobs.events.outbox import enqueue_deliveries
@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 
 COMMANDS: sa.Table = Command.__table__  # type: ignore[attr-defined]
 UPDATES_PAGE = 1000  # stream entries recorded in one transaction
+MAX_EXPIRY_DAYS = 30  # a command waits at most this long (TRACKER_COMMAND_TTL's most, too)
 SENT_EVENT, RESULT_EVENT, EXPIRED_EVENT = "queuedCommandSent", "commandResult", "commandExpired"
 
 
@@ -69,6 +70,8 @@ async def send(
     expires_at = fields.get("expiresAt") or now + timedelta(seconds=ttl_s)
     if expires_at <= now:
         raise FieldError("expiresAt", "must be in the future")
+    if expires_at > now + timedelta(days=MAX_EXPIRY_DAYS):
+        raise FieldError("expiresAt", f"must be within {MAX_EXPIRY_DAYS} days")
     commands = []
     for device_id in dict.fromkeys(device_ids):
         device = await get_device(session, principal, device_id)
@@ -99,15 +102,17 @@ async def _limited(session: AsyncSession, principal: Principal) -> bool:
     return bool(found.scalar())
 
 
-def send_job_id(command_id: int, attempts: int) -> str:
-    """One job per try of a gateway command: a retry enqueued twice (two cron ticks) runs once."""
-    return f"send_command:{command_id}:{attempts}"
+def send_job_id(command_id: int, attempts: int, due: datetime | None = None) -> str:
+    """One job per try of a gateway command and the moment it fell due: a retry enqueued by two cron ticks
+    runs once, and a try whose job was lost (its id kept an hour by arq) is enqueued anew when due again."""
+    return f"send_command:{command_id}:{attempts}:{int(due.timestamp()) if due else 0}"
 
 
 async def hand_over(sessions: async_sessionmaker[AsyncSession], redis: ArqRedis, commands: Sequence[Command]) -> None:
     """Once their rows have committed: OsmAnd commands into their device's queue in Redis, gateway
     commands to the commands queue. Redis out of reach: the commands fail (nothing would deliver them)
     and the caller hears 503."""
+    handed: set[int | None] = set()
     try:
         for command in commands:
             assert command.id is not None
@@ -116,15 +121,19 @@ async def hand_over(sessions: async_sessionmaker[AsyncSession], redis: ArqRedis,
                 await queue.push(redis, command.device_id, command.id, command.text, command.expires_at.timestamp())
             else:
                 await enqueue(redis, SEND_COMMAND, job_id=send_job_id(command.id, 0), command_id=command.id)
+            handed.add(command.id)
     except UNREACHABLE as error:
-        ids = [command.id for command in commands]
+        # Those handed over already stay queued: they will be delivered.
+        ids = [command.id for command in commands if command.id not in handed]
         async with transaction(sessions) as session:
             await session.execute(
                 sa.update(COMMANDS)
                 .where(COMMANDS.c.id.in_(ids), COMMANDS.c.state == State.QUEUED)
                 .values(state=State.FAILED, error=f"not queued: {error}"[:512], finished_at=datetime.now(UTC))
             )
-        raise Unavailable("cannot queue commands right now (Redis); send again later") from None
+        raise Unavailable(
+            f"cannot queue commands right now (Redis): {len(ids)} of {len(commands)} failed; send those again later"
+        ) from None
 
 
 # -- reading and cancelling -----------------------------------------------------------------------------
@@ -134,10 +143,13 @@ def visible_commands(principal: Principal) -> Any:
     return select(Command).where(col(Command.device_id).in_(visible_device_ids(principal)))
 
 
-async def get_command(session: AsyncSession, principal: Principal, command_id: int) -> Command:
-    found: Command | None = (
-        await session.execute(visible_commands(principal).where(col(Command.id) == command_id))
-    ).scalar()
+async def get_command(
+    session: AsyncSession, principal: Principal, command_id: int, *, for_update: bool = False
+) -> Command:
+    """The command, if its device is one the caller may see; `for_update`: locked until the transaction
+    ends (a change made meanwhile by a job or another request waits, then is seen)."""
+    query = visible_commands(principal).where(col(Command.id) == command_id)
+    found: Command | None = (await session.execute(query.with_for_update() if for_update else query)).scalar()
     if found is None:
         raise not_found(f"command {command_id}")
     return found
@@ -156,7 +168,7 @@ async def list_commands(
 
 async def cancel(session: AsyncSession, redis: ArqRedis, principal: Principal, command_id: int) -> Command:
     """A queued command taken back; Conflict once it has gone to the device (or ended otherwise)."""
-    command = await get_command(session, principal, command_id)
+    command = await get_command(session, principal, command_id, for_update=True)
     if command.state != State.QUEUED:
         raise Conflict(f"command {command_id} is {command.state}; only a queued command can be cancelled")
     if command.transport == OSMAND:
@@ -175,7 +187,7 @@ async def answer(
 ) -> tuple[Command, list[int]]:
     """A gateway reports the device's result (POST /api/commands/{id}/result): the command answered and
     the commandResult event raised; the deliveries to enqueue after commit."""
-    command = await get_command(session, principal, command_id)
+    command = await get_command(session, principal, command_id, for_update=True)
     if command.state not in OPEN_STATES:
         raise Conflict(f"command {command_id} is {command.state}; only a queued or sent command takes a result")
     command.state, command.result, command.answered_at = State.ANSWERED, result, now
@@ -193,26 +205,33 @@ async def record_updates(
     sessions: async_sessionmaker[AsyncSession], redis: ArqRedis, notify_max_age_s: int
 ) -> dict[str, int]:
     """Write the listener's stream of sent commands and device results to the database, a page per
-    transaction, then take the page out of the stream. A page recorded twice (a crash in between)
-    changes nothing more: a sent command is sent once, a result answers once (its entry id is kept)."""
+    transaction, in the stream's order, then take the page out of the stream. A page recorded twice
+    (a crash in between) changes nothing more: a sent command is sent once, a result answers once (its
+    entry id is kept). Entries of devices deleted since are dropped (their commands went with them)."""
     await redis.delete(queue.RECORDING_FLAG)  # entries added from now on enqueue a new run
-    counts = {"sent": 0, "answered": 0, "unmatched_results": 0}
+    counts = {"sent": 0, "answered": 0, "unmatched_results": 0, "of_deleted_devices": 0}
     while True:
         entries = await redis.xrange(queue.UPDATES_KEY, count=UPDATES_PAGE)
         if not entries:
             return counts
         now = datetime.now(UTC)
+        updates = [
+            (_text(entry_id), {_text(key): _text(value) for key, value in raw.items()}) for entry_id, raw in entries
+        ]
         async with transaction(sessions) as session:
-            updates = [
-                (_text(entry_id), {_text(key): _text(value) for key, value in raw.items()}) for entry_id, raw in entries
-            ]
-            # The page's sent commands first, in two statements (a reply's command is recorded before any
-            # result that answers it, which comes later in the stream); then results, one by one (rare).
-            events = await _record_sent([fields for _, fields in updates if fields["kind"] == queue.SENT], session)
-            counts["sent"] += len(events)
+            present = await _present_devices(session, {int(fields["device"]) for _, fields in updates})
+            events: list[dict[str, Any]] = []
+            sent_run: list[dict[str, str]] = []  # consecutive sent entries: recorded together
             for entry_id, fields in updates:
-                if fields["kind"] == queue.RESULT:
+                if int(fields["device"]) not in present:
+                    counts["of_deleted_devices"] += 1
+                elif fields["kind"] == queue.SENT:
+                    sent_run.append(fields)
+                else:  # a result: after the commands sent before it, never one sent after it
+                    events += await _record_sent(sent_run, session, counts)
+                    sent_run = []
                     events.append(await _record_result(session, entry_id, fields, counts))
+            events += await _record_sent(sent_run, session, counts)
             recorded = await record_events(session, events, now, notify_max_age_s)
         await enqueue_deliveries(redis, recorded.deliveries)
         await redis.xdel(queue.UPDATES_KEY, *[entry_id for entry_id, _ in entries])
@@ -220,31 +239,39 @@ async def record_updates(
             return counts
 
 
-async def _record_sent(sent: list[dict[str, str]], session: AsyncSession) -> list[dict[str, Any]]:
-    """Commands the listener handed out: sent (once; a page recorded again finds them sent already), with
-    a queuedCommandSent event each. One expired meanwhile by the cron's clock but claimed before its
-    expiry by Redis's was sent."""
+async def _present_devices(session: AsyncSession, device_ids: set[int]) -> set[int]:
+    found = await session.execute(select(Device.id).where(col(Device.id).in_(device_ids)))
+    return {device_id for device_id in found.scalars() if device_id is not None}
+
+
+async def _record_sent(
+    sent: list[dict[str, str]], session: AsyncSession, counts: dict[str, int]
+) -> list[dict[str, Any]]:
+    """Commands the listener handed out: sent, in two statements, with a queuedCommandSent event each.
+    Once only: recorded again, they are sent already. One the cron expired meanwhile by its clock, but
+    claimed before its expiry by Redis's, was sent (one expired after it was sent stays expired)."""
     if not sent:
         return []
     at = {int(fields["id"]): datetime.fromtimestamp(float(fields["at"]), UTC) for fields in sent}
+    unsent = sa.or_(
+        COMMANDS.c.state == State.QUEUED, sa.and_(COMMANDS.c.state == State.EXPIRED, COMMANDS.c.sent_at.is_(None))
+    )
     open_ = await session.execute(
         sa.select(COMMANDS.c.id, COMMANDS.c.device_id, COMMANDS.c.type, COMMANDS.c.expires_at).where(
-            COMMANDS.c.id.in_(list(at)), COMMANDS.c.state.in_([State.QUEUED, State.EXPIRED])
+            COMMANDS.c.id.in_(list(at)), unsent
         )
     )
     rows = [row for row in open_.all() if row.expires_at > at[row.id]]
     if not rows:
         return []
     await session.execute(
-        sa.update(COMMANDS)
         # No IN here: an executemany takes no list parameter.
-        .where(
-            COMMANDS.c.id == sa.bindparam("command_id"),
-            sa.or_(COMMANDS.c.state == State.QUEUED, COMMANDS.c.state == State.EXPIRED),
-        )
+        sa.update(COMMANDS)
+        .where(COMMANDS.c.id == sa.bindparam("command_id"), unsent)
         .values(state=State.SENT, sent_at=sa.bindparam("at"), finished_at=None),
         [{"command_id": row.id, "at": at[row.id]} for row in rows],
     )
+    counts["sent"] += len(rows)
     return [_event(SENT_EVENT, row.device_id, at[row.id], None, None, row.id, row.type) for row in rows]
 
 
@@ -338,8 +365,13 @@ async def expire(
 
 
 def visible_saved(principal: Principal) -> Any:
+    """An admin's: all; a user's: their own and those an admin saved (what an admin offers every user,
+    the only ones a user limited to saved commands has unless they saved some before)."""
     query = select(SavedCommand)
-    return query if principal.is_admin else query.where(col(SavedCommand.user_id) == principal.user_id)
+    if principal.is_admin:
+        return query
+    admins = select(User.id).where(col(User.role) == Role.ADMIN)
+    return query.where(sa.or_(col(SavedCommand.user_id) == principal.user_id, col(SavedCommand.user_id).in_(admins)))
 
 
 async def get_saved(session: AsyncSession, principal: Principal, saved_id: int) -> SavedCommand:
@@ -349,6 +381,21 @@ async def get_saved(session: AsyncSession, principal: Principal, saved_id: int) 
     if found is None:
         raise not_found(f"saved command {saved_id}")
     return found
+
+
+async def check_may_save(session: AsyncSession, principal: Principal) -> None:
+    """A user limited to saved commands may not make their own (they could save any command, then send it)."""
+    if not principal.is_admin and await _limited(session, principal):
+        raise Forbidden("this user may send saved commands only (limitCommands), not save new ones")
+
+
+async def saved_to_change(session: AsyncSession, principal: Principal, saved_id: int) -> SavedCommand:
+    """A saved command the caller may change or delete: their own (unless limited), or any for an admin."""
+    saved = await get_saved(session, principal, saved_id)
+    await check_may_save(session, principal)
+    if not principal.is_admin and saved.user_id != principal.user_id:
+        raise Forbidden(f"saved command {saved_id} is an admin's: only an admin may change it")
+    return saved
 
 
 async def list_saved(session: AsyncSession, principal: Principal) -> list[SavedCommand]:

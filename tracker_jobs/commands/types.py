@@ -14,10 +14,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from tracker_jobs.devices.service import ADMIN_ONLY_ATTRIBUTES
+
 OSMAND = "osmand"
 GATEWAY = "gateway"
-GATEWAY_ATTRIBUTE = "commandGateway"
-GATEWAY_SECRET_ATTRIBUTE = "commandGatewaySecret"  # noqa: S105 (the attribute's name)
+# Device attributes only an admin may set (devices/service.py ADMIN_ONLY_ATTRIBUTES); the secret is never shown.
+GATEWAY_ATTRIBUTE, GATEWAY_SECRET_ATTRIBUTE = ADMIN_ONLY_ATTRIBUTES
 # A reply body a phone app shows or acts on: Traccar Client reads a line, not a document.
 OSMAND_MAX_TEXT = 512
 GATEWAY_MAX_TEXT = 4096

@@ -116,6 +116,7 @@ async def create_saved(request: web.Request) -> web.Response:
     fields = (await read_body(request, NewSavedCommand)).given()
     service.check_saved(fields)
     async with transaction(request.app[SESSIONS]) as session:
+        await service.check_may_save(session, principal(request))
         saved = SavedCommand(user_id=principal(request).user_id, **fields)
         session.add(saved)
         await session.flush()
@@ -127,7 +128,7 @@ async def update_saved(request: web.Request) -> web.Response:
     saved_id = path_id(request)
     fields = (await read_body(request, SavedCommandChanges)).given()
     async with transaction(request.app[SESSIONS]) as session:
-        saved = await service.get_saved(session, principal(request), saved_id)
+        saved = await service.saved_to_change(session, principal(request), saved_id)
         for key, value in fields.items():
             setattr(saved, key, value)
         service.check_saved({"type": saved.type, "attributes": saved.attributes})
@@ -138,7 +139,7 @@ async def update_saved(request: web.Request) -> web.Response:
 async def delete_saved(request: web.Request) -> web.Response:
     saved_id = path_id(request)
     async with transaction(request.app[SESSIONS]) as session:
-        await session.delete(await service.get_saved(session, principal(request), saved_id))
+        await session.delete(await service.saved_to_change(session, principal(request), saved_id))
     return web.Response(status=204)
 
 
@@ -237,14 +238,19 @@ describe(
     ),
 )
 describe(
-    list_saved, Operation("The caller's saved commands (an admin's: all)", {200: Reply("saved", array(SAVED))}, tag=TAG)
+    list_saved,
+    Operation(
+        "Saved commands: the caller's own and those an admin saved (an admin's: all)",
+        {200: Reply("saved", array(SAVED))},
+        tag=TAG,
+    ),
 )
 describe(get_saved, Operation("One saved command", {200: Reply("it", SAVED)}, path={"id": ID}, tag=TAG))
 describe(
     create_saved,
     Operation(
-        "Save a command to send again",
-        {201: Reply("it", SAVED)},
+        "Save a command to send again (an admin's are offered to every user)",
+        {201: Reply("it", SAVED), 403: error_reply("a user limited to saved commands (limitCommands)")},
         body=NewSavedCommand,
         example={"description": "Every 30 s", "type": "positionPeriodic", "attributes": {"frequency": 30}},
         tag=TAG,
@@ -253,15 +259,23 @@ describe(
 describe(
     update_saved,
     Operation(
-        "Change a saved command",
-        {200: Reply("it", SAVED)},
+        "Change a saved command (the caller's own; an admin's: any)",
+        {200: Reply("it", SAVED), 403: error_reply("an admin's saved command, or a user limited to saved commands")},
         path={"id": ID},
         body=SavedCommandChanges,
         example={"description": "Every 30 seconds"},
         tag=TAG,
     ),
 )
-describe(delete_saved, Operation("Delete a saved command", {204: Reply("deleted")}, path={"id": ID}, tag=TAG))
+describe(
+    delete_saved,
+    Operation(
+        "Delete a saved command (the caller's own; an admin's: any)",
+        {204: Reply("deleted"), 403: error_reply("an admin's saved command, or a user limited to saved commands")},
+        path={"id": ID},
+        tag=TAG,
+    ),
+)
 
 ROUTES = [
     Route("GET", "/api/commands/types", list_types),

@@ -31,6 +31,10 @@ MAX_ATTRIBUTES_BYTES = 16 * 1024
 _UNSTORABLE = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 
 
+# A secret is written, never read back: this stands in for it in answers, and sent back means "keep it".
+SECRET_SHOWN = "********"  # noqa: S105
+
+
 def shown(raw: object) -> str:
     """A short rendering of a bad value for an error message; never the repr of a deep structure
     (which can exceed Python's recursion limit) and never more than 40 characters."""

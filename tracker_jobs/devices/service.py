@@ -16,6 +16,7 @@ from sqlmodel.sql.expression import SelectOfScalar
 from tracker_jobs.core.access import AccessChange
 from tracker_jobs.core.db import dialect_name, iso, transaction
 from tracker_jobs.core.errors import Forbidden, NotFound, not_found
+from tracker_jobs.core.fields import SECRET_SHOWN
 from tracker_jobs.core.principal import Principal
 from tracker_jobs.devices.keys import live_key, rate_key
 from tracker_jobs.devices.models import Device, UserDevice
@@ -200,8 +201,36 @@ async def forget_device_state(redis: Redis, device_id: int) -> None:
         log.warning("could not drop the cached state of deleted device %d: %s", device_id, error)
 
 
+# Where a device's commands go, and the key that signs them (commands/types.py): only an admin sets them
+# (a user who could repoint the gateway would receive other users' commands), and the key is never
+# read back.
+ADMIN_ONLY_ATTRIBUTES = ("commandGateway", "commandGatewaySecret")
+SECRET_ATTRIBUTES = ("commandGatewaySecret",)
+
+
+def checked_attributes(principal: Principal, before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
+    """A device's new attributes: a secret sent back as it was shown stays as it is; Forbidden when
+    someone not an admin changes one only an admin may set."""
+    attributes = dict(after)
+    for key in SECRET_ATTRIBUTES:
+        if attributes.get(key) == SECRET_SHOWN:
+            if key in before:
+                attributes[key] = before[key]
+            else:
+                del attributes[key]
+    if not principal.is_admin:
+        for key in ADMIN_ONLY_ATTRIBUTES:
+            if attributes.get(key) != before.get(key):
+                raise Forbidden(f"attributes.{key}: only an admin may set it")
+    return attributes
+
+
 def device_to_api(device: Device) -> dict[str, Any]:
-    """A device in Traccar's field names."""
+    """A device in Traccar's field names (its secrets shown as SECRET_SHOWN)."""
+    attributes = dict(device.attributes or {})
+    for key in SECRET_ATTRIBUTES:
+        if attributes.get(key):
+            attributes[key] = SECRET_SHOWN
     return {
         "id": device.id,
         "name": device.name,
@@ -213,5 +242,5 @@ def device_to_api(device: Device) -> dict[str, Any]:
         "speedLimit": device.speed_limit,
         "totalDistance": device.total_distance,
         "motion": device.motion,
-        "attributes": device.attributes,
+        "attributes": attributes,
     }

@@ -49,6 +49,8 @@ async def get_device(request: web.Request) -> web.Response:
 
 async def create_device(request: web.Request) -> web.Response:
     fields = (await read_body(request, NewDevice)).given()
+    if "attributes" in fields:
+        fields["attributes"] = service.checked_attributes(principal(request), {}, fields["attributes"])
     async with transaction(request.app[SESSIONS]) as session:
         if await service.unique_id_taken(session, fields["unique_id"]):
             raise HttpError(409, "conflict", f"uniqueId: {fields['unique_id']!r} is already registered")
@@ -67,6 +69,10 @@ async def update_device(request: web.Request) -> web.Response:
             raise not_found(f"device {device_id}")
         if "unique_id" in fields and await service.unique_id_taken(session, fields["unique_id"], except_id=device_id):
             raise HttpError(409, "conflict", f"uniqueId: {fields['unique_id']!r} is already registered")
+        if "attributes" in fields:
+            fields["attributes"] = service.checked_attributes(
+                principal(request), device.attributes or {}, fields["attributes"]
+            )
         changes_access = any(getattr(device, key) != fields[key] for key in ("unique_id", "disabled") if key in fields)
         for key, value in fields.items():
             setattr(device, key, value)

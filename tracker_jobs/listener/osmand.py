@@ -18,6 +18,7 @@ from tracker_jobs.commands import queue as commands
 from tracker_jobs.core.config import Settings
 from tracker_jobs.core.db import utcnow
 from tracker_jobs.core.errors import UNREACHABLE, FieldError, HttpError, TooManyRequests, TrackerError
+from tracker_jobs.core.fields import ID_MAX
 from tracker_jobs.core.serialization import parse_json_body
 from tracker_jobs.devices.service import DeviceDirectory, DisabledDevice, UnknownDevice
 from tracker_jobs.jobs.base import enqueue
@@ -95,14 +96,17 @@ class DeviceListener:
             if not await self.inbox.has_commands(device_id):
                 return OK
             claimed = await commands.claim(self.acceptor.redis, device_id)
-            if claimed is None:
-                self.inbox.emptied(device_id)
-                return OK
-            if claimed.enqueue:
-                await enqueue(self.acceptor.redis, RECORD_COMMAND_UPDATES, defer_s=commands.RECORD_AFTER_S)
         except UNREACHABLE as error:
             log.warning("no command for device %d in this reply: %s", device_id, error)
             return OK
+        if claimed is None:
+            self.inbox.emptied(device_id)
+            return OK
+        if claimed.enqueue:
+            try:  # taken from the queue: it goes in this reply whatever happens here (the cron records it)
+                await enqueue(self.acceptor.redis, RECORD_COMMAND_UPDATES, defer_s=commands.RECORD_AFTER_S)
+            except UNREACHABLE as error:
+                log.warning("recording of command %d left to the cron: %s", claimed.command_id, error)
         return Reply(200, claimed.text.encode(), (("Content-Type", "text/plain; charset=utf-8"),))
 
     @staticmethod
@@ -163,8 +167,9 @@ class DeviceListener:
                 self.acceptor.redis,
                 position.device_id,
                 str(position.attributes["result"])[: commands.MAX_RESULT],
-                command_id if isinstance(command_id, int) and command_id > 0 else None,
-                position.fix_time,
+                # A whole number naming an id (typed_value makes `true` a bool, which is an int too).
+                command_id if type(command_id) is int and 0 < command_id <= ID_MAX else None,
+                position.server_time,  # when the answer came (the fix may be older)
             )
             if enqueue_now:
                 await enqueue(self.acceptor.redis, RECORD_COMMAND_UPDATES, defer_s=commands.RECORD_AFTER_S)

@@ -13,14 +13,13 @@ from sqlmodel import col, select
 from tracker_jobs.core.config import Settings
 from tracker_jobs.core.db import iso
 from tracker_jobs.core.errors import Conflict, FieldError, Forbidden, not_found
+from tracker_jobs.core.fields import SECRET_SHOWN
 from tracker_jobs.core.principal import Principal
 from tracker_jobs.events.models import Delivery, Notification, UserNotification
 from tracker_jobs.events.outbox import CHANNELS, channels_of
 from tracker_jobs.events.service import get_notification, visible_notifications
 from tracker_jobs.notifications.outbox_state import DEAD, FAILED, retry_now
 from tracker_jobs.notifications.webhook import check_webhook_url
-
-SECRET_SHOWN = "********"  # noqa: S105 - a webhook secret is written, never read back: this stands in for it
 
 
 def check_notification(settings: Settings, principal: Principal, fields: dict[str, Any]) -> None:
