@@ -74,9 +74,7 @@ async def send(
         raise FieldError("expiresAt", f"must be within {MAX_EXPIRY_DAYS} days")
     commands = []
     for device_id in dict.fromkeys(device_ids):
-        device = await get_device(session, principal, device_id)
-        if device is None:
-            raise not_found(f"device {device_id}")
+        device = await device_of(session, principal, device_id)
         transport = transport_of(device.attributes or {})
         checked = checked_attributes(kind, attributes, transport)
         commands.append(
