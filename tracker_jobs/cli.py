@@ -162,7 +162,11 @@ def cmd_token(settings: Settings, _args: argparse.Namespace) -> int:
 def _announce_token(token: str | None) -> None:
     if token:
         print(f"Created the admin user admin@localhost. Its API token (shown once): {token}", flush=True)
-        print("Set TRACKER_ADMIN_TOKEN to choose the token yourself; `tracker-jobs token` makes a new one.", flush=True)
+        print(
+            "Sign in to the dashboard by pasting it into the sign-in form's API token field. Set "
+            "TRACKER_ADMIN_TOKEN to choose the token yourself; `tracker-jobs token` makes a new one.",
+            flush=True,
+        )
 
 
 def cmd_migrate(settings: Settings, _args: argparse.Namespace) -> int:
@@ -276,7 +280,7 @@ def cmd_up(settings: Settings, _args: argparse.Namespace) -> int:
             start(role)
         where = "localhost" if settings.host == "0.0.0.0" else settings.host
         print(
-            f"tracker-jobs is up: admin API http://{where}:{settings.admin_port} "
+            f"tracker-jobs is up: dashboard and admin API http://{where}:{settings.admin_port}/ "
             f"(Authorization: Bearer <token>), devices report to http://{where}:{settings.osmand_port}/ "
             f"(OsmAnd), database {_safe_url(settings.database_url)}, Redis "
             f"{'embedded at ' + redis_url if embedded else _safe_url(redis_url)}. Ctrl-C stops it.",

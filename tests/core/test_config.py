@@ -57,6 +57,11 @@ def test_booleans(raw: str, expected: bool) -> None:
             "0",
             "TRACKER_LISTENER_MAX_CONNECTIONS_PER_ADDRESS: expected a number from 1 to",
         ),
+        ("TRACKER_MAP_TILES", "ftp://tiles.example/{z}/{x}/{y}.png", "TRACKER_MAP_TILES: expected https://"),
+        ("TRACKER_MAP_TILES", "https://tiles.example/tiles.png", "TRACKER_MAP_TILES: expected https://"),
+        # The host goes into the page's Content-Security-Policy: nothing that could add a source to it.
+        ("TRACKER_MAP_TILES", "https://a.example; script-src */{z}/{x}/{y}", "TRACKER_MAP_TILES: expected https://"),
+        ("TRACKER_MAP_TILES", "https://{z}.example/{z}/{x}/{y}.png", "TRACKER_MAP_TILES: expected https://"),
     ],
 )
 def test_bad_values_name_the_variable(variable: str, value: str, expected: str) -> None:
@@ -78,3 +83,16 @@ def test_bad_values_name_the_variable(variable: str, value: str, expected: str) 
 )
 def test_database_urls_get_the_async_driver(url: str, expected: str) -> None:
     assert async_database_url(url) == expected
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (None, "https://tile.openstreetmap.org/{z}/{x}/{y}.png"),
+        ("https://{s}.tile.example.org:8443/{z}/{x}/{y}.png", "https://{s}.tile.example.org:8443/{z}/{x}/{y}.png"),
+        ("none", None),
+        ("OFF", None),
+    ],
+)
+def test_map_tiles_default_to_openstreetmap_and_can_be_off(value: str | None, expected: str | None) -> None:
+    assert load_settings({} if value is None else {"TRACKER_MAP_TILES": value}).map_tiles == expected

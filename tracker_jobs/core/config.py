@@ -80,6 +80,9 @@ class Settings:
     retention_positions_days: int  # positions older go (per device: attribute retentionDays); 0: kept for ever
     retention_events_days: int  # events (and their deliveries) older go; 0: kept for ever
     command_ttl_s: int  # a command not sent (or not answered) this long after it was made expires
+    map_tiles: (
+        str | None
+    )  # the dashboard map's tile URL ({z}/{x}/{y}, optional {s}); None: markers on a plain background
 
     @property
     def embedded_redis(self) -> bool:
@@ -184,6 +187,26 @@ def _log_level(env: Mapping[str, str]) -> str:
     return level
 
 
+DEFAULT_MAP_TILES = "https://tile.openstreetmap.org/{z}/{x}/{y}.png"
+MAP_TILES_OFF = {"none", "off"}
+
+
+def _map_tiles(env: Mapping[str, str]) -> str | None:
+    url = _text(env, "TRACKER_MAP_TILES") or DEFAULT_MAP_TILES
+    if url.lower() in MAP_TILES_OFF:
+        return None
+    scheme, _, rest = url.partition("://")
+    host = rest.split("/", 1)[0]
+    placeholders_ok = all(part in url for part in ("{z}", "{x}", "{y}"))
+    # The host goes into the page's Content-Security-Policy: nothing but a host name, `{s}` for a subdomain.
+    host_ok = bool(host) and all(c.isalnum() or c in ".-:{}" for c in host) and host.replace("{s}", "s").count("{") == 0
+    if scheme not in {"http", "https"} or not placeholders_ok or not host_ok or any(c.isspace() for c in url):
+        raise ConfigError(
+            f"TRACKER_MAP_TILES: expected https://host/{{z}}/{{x}}/{{y}}.png (or none), got {url[:200]!r}"
+        )
+    return url
+
+
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     """Read and check every TRACKER_* variable; raise ConfigError on the first bad one."""
     env = os.environ if env is None else env
@@ -254,6 +277,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         retention_positions_days=_int(env, "TRACKER_RETENTION_POSITIONS_DAYS", 30, 0, 36_500),
         retention_events_days=_int(env, "TRACKER_RETENTION_EVENTS_DAYS", 90, 0, 36_500),
         command_ttl_s=_int(env, "TRACKER_COMMAND_TTL", 3600, 1, 30 * 86_400),
+        map_tiles=_map_tiles(env),
     )
 
 

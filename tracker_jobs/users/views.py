@@ -255,6 +255,22 @@ describe(
     ),
 )
 
+
+@documented(
+    Operation(
+        "Who is signed in: the user whose token is sent (as Traccar's GET /api/session)",
+        {200: Reply("the user", USER)},
+        tag="session",
+    )
+)
+async def current_session(request: web.Request) -> web.Response:
+    async with request.app[SESSIONS]() as session:
+        user = await service.get_user(session, principal(request).user_id)
+    if user is None:  # deleted since the middleware looked the token up
+        raise not_found("user")
+    return json_response(service.user_to_api(user))
+
+
 describe(
     delete_session,
     Operation("Log out: end the session whose token is sent", {204: Reply("ended (or there was none)")}, tag="session"),
@@ -262,6 +278,7 @@ describe(
 
 
 ROUTES = [
+    Route("GET", "/api/session", current_session),
     Route("POST", "/api/session", create_session),
     Route("DELETE", "/api/session", delete_session),
     Route("GET", "/api/users", list_users),

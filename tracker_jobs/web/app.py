@@ -29,7 +29,7 @@ from tracker_jobs.positions import views as position_views
 from tracker_jobs.positions.acceptor import Acceptor
 from tracker_jobs.reports import views as report_views
 from tracker_jobs.users import views as user_views
-from tracker_jobs.web import health, metrics, socket
+from tracker_jobs.web import dashboard, health, metrics, socket
 from tracker_jobs.web.auth import authenticate
 
 MAX_BODY_BYTES = 16 * 1024 * 1024
@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 
 # Every route of the admin app, each list next to the handlers it names.
 ROUTE_LISTS = (
+    dashboard.ROUTES,
     health.ROUTES,
     metrics.ROUTES,
     openapi.ROUTES,

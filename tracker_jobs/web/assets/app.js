@@ -1,0 +1,940 @@
+// The dashboard: plain JavaScript over the engine's own API, no build step.
+// Every element is made from text (h() below), never from an HTML string, so a device named
+// `<img onerror=...>` shows as text. The token stays in this tab's session storage.
+"use strict";
+
+(() => {
+  const TOKEN_KEY = "tracker.token";
+  const POLL_S = 5; // views without live data read again this long after their last read ended
+  const TRAIL = 20; // positions in a device's trail on the map
+  const PAGE = 50; // tasks per page
+  const main = document.getElementById("main");
+  const state = {
+    token: sessionStorage.getItem(TOKEN_KEY),
+    user: null,
+    devices: new Map(), // id -> device, kept current by the socket
+    positions: new Map(), // device id -> newest position
+    trails: new Map(), // device id -> [[lat, lon], ...]
+    socket: null,
+    socketUp: false,
+    view: null, // {refresh, live, stop} of the view on screen
+    poll: null,
+  };
+
+  // ---- building blocks -------------------------------------------------------------------------
+
+  function h(tag, attrs = {}, ...children) {
+    const el = document.createElement(tag);
+    for (const [key, value] of Object.entries(attrs)) {
+      if (value === null || value === undefined || value === false) continue;
+      if (key.startsWith("on")) el.addEventListener(key.slice(2), value);
+      else if (key === "class") el.className = value;
+      else el.setAttribute(key, value === true ? "" : String(value));
+    }
+    return fill(el, ...children);
+  }
+
+  // Puts children (elements, text, nested lists of them; null and false left out) into el, replacing
+  // what it held: text always becomes a text node.
+  function fill(el, ...children) {
+    el.replaceChildren();
+    for (const child of children.flat(Infinity)) {
+      if (child !== null && child !== undefined && child !== false) el.append(child instanceof Node ? child : String(child));
+    }
+    return el;
+  }
+
+  class ApiError extends Error {
+    constructor(status, message) {
+      super(message);
+      this.status = status;
+    }
+  }
+
+  // One call of the API with the tab's token; `asFile`: the body as a Blob (a download), whatever its type.
+  async function api(method, path, body, asFile = false) {
+    const headers = { Authorization: `Bearer ${state.token}` };
+    if (body !== undefined) headers["Content-Type"] = "application/json";
+    const response = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+    if (response.status === 401 && path !== "/api/session") {
+      signedOut("Your session has ended; sign in again.");
+      throw new ApiError(401, "signed out");
+    }
+    const type = response.headers.get("content-type") || "";
+    const file = asFile && response.status === 200;
+    const data = response.status === 204 ? null : type.includes("json") && !file ? await response.json() : await response.blob();
+    if (!response.ok) throw new ApiError(response.status, (data && data.error && data.error.message) || response.statusText);
+    return { status: response.status, data, response };
+  }
+  const get = async (path) => (await api("GET", path)).data;
+
+  const when = (iso) => (iso ? new Date(iso).toLocaleString() : "—");
+  const ago = (iso) => {
+    if (!iso) return "never";
+    const s = Math.max(0, (Date.now() - new Date(iso).getTime()) / 1000);
+    return s < 90 ? `${Math.round(s)} s ago` : s < 5400 ? `${Math.round(s / 60)} min ago` : `${Math.round(s / 3600)} h ago`;
+  };
+  const seconds = (s) => (s === null || s === undefined ? "—" : s < 120 ? `${s.toFixed(1)} s` : `${(s / 60).toFixed(1)} min`);
+  const json = (value) => JSON.stringify(value, null, 2);
+  const query = (params) => {
+    const q = new URLSearchParams();
+    for (const [k, v] of Object.entries(params)) {
+      for (const one of [].concat(v)) if (one !== "" && one !== null && one !== undefined) q.append(k, one);
+    }
+    const text = q.toString();
+    return text ? `?${text}` : "";
+  };
+
+  function table(caption, columns, rows, empty = "Nothing yet.") {
+    if (!rows.length) return h("p", { class: "empty" }, empty);
+    // In a region of its own that scrolls sideways on a narrow screen, reachable by keyboard.
+    return h(
+      "div",
+      { class: "scroll", tabindex: 0, role: "region", "aria-label": caption },
+      h(
+        "table",
+        {},
+        h("caption", {}, caption),
+        h("thead", {}, h("tr", {}, columns.map(([title]) => h("th", { scope: "col" }, title)))),
+        h("tbody", {}, rows.map((row) => h("tr", {}, columns.map(([, cell]) => h("td", {}, cell(row)))))),
+      ),
+    );
+  }
+
+  function badge(text) {
+    return h("span", { class: `badge ${String(text).replace(/[^a-z_]/gi, "")}` }, text);
+  }
+
+  function progressBar(progress) {
+    if (!progress) return "";
+    const percent = Math.max(0, Math.min(100, Number(progress.percent) || 0));
+    return h(
+      "span",
+      { class: "progress" },
+      h("progress", { max: 100, value: percent, "aria-label": `progress ${percent}%` }),
+      ` ${percent}% ${progress.message || ""}`,
+    );
+  }
+
+  function notice(text, kind = "error") {
+    return h("p", { class: `notice ${kind}`, role: kind === "error" ? "alert" : "status" }, text);
+  }
+
+  // A form's fields as an object (empty fields left out); checkboxes as booleans.
+  function fields(form) {
+    const out = {};
+    for (const el of form.elements) {
+      if (!el.name) continue;
+      if (el.type === "checkbox") out[el.name] = el.checked;
+      else if (el.multiple) out[el.name] = [...el.selectedOptions].map((o) => o.value);
+      else if (el.value !== "") out[el.name] = el.value;
+    }
+    return out;
+  }
+
+  function field(label, input) {
+    return h("label", {}, h("span", {}, label), input);
+  }
+
+  // Runs an action from a button: disabled while it runs, its outcome shown beside it.
+  async function act(button, outcome, action) {
+    button.disabled = true;
+    fill(outcome);
+    try {
+      const text = await action();
+      if (text) outcome.append(notice(text, "ok"));
+    } catch (error) {
+      outcome.append(notice(error.message));
+    } finally {
+      button.disabled = false;
+    }
+  }
+
+  async function download(path, name) {
+    const { status, data } = await api("GET", path, undefined, true);
+    if (status === 202) return "Being prepared; try again in a moment.";
+    const url = URL.createObjectURL(data);
+    const link = h("a", { href: url, download: name });
+    document.body.append(link);
+    link.click();
+    link.remove();
+    setTimeout(() => URL.revokeObjectURL(url), 10000);
+    return "";
+  }
+
+  // ---- sign-in ---------------------------------------------------------------------------------
+
+  function signedOut(message) {
+    sessionStorage.removeItem(TOKEN_KEY);
+    state.token = null;
+    state.user = null;
+    stopLive();
+    showSignIn(message);
+  }
+
+  function showSignIn(message) {
+    fill(document.getElementById("nav"));
+    document.getElementById("who").textContent = "";
+    document.getElementById("signout").hidden = true;
+    const outcome = h("div", { class: "outcome" }, message ? notice(message, "info") : "");
+    const form = h(
+      "form",
+      { class: "signin", "aria-labelledby": "signin-title" },
+      h("h1", { id: "signin-title" }, "Sign in"),
+      field("Email", h("input", { name: "email", type: "email", autocomplete: "username" })),
+      field("Password", h("input", { name: "password", type: "password", autocomplete: "current-password" })),
+      h("p", { class: "hint" }, "Or paste an API token (the one `tracker-jobs up` printed, or `tracker-jobs token`):"),
+      field("API token", h("input", { name: "token", type: "password", autocomplete: "off" })),
+      h("button", { type: "submit" }, "Sign in"),
+      outcome,
+    );
+    form.addEventListener("submit", async (event) => {
+      event.preventDefault();
+      const given = fields(form);
+      fill(outcome);
+      try {
+        if (given.token) state.token = given.token.trim();
+        else {
+          const response = await fetch("/api/session", {
+            method: "POST",
+            headers: { "Content-Type": "application/json" },
+            body: JSON.stringify({ email: given.email || "", password: given.password || "" }),
+          });
+          const body = await response.json();
+          if (!response.ok) throw new ApiError(response.status, body.error ? body.error.message : response.statusText);
+          state.token = body.token;
+        }
+        await start();
+      } catch (error) {
+        state.token = null;
+        outcome.append(notice(error.status === 401 ? "Wrong email, password or token." : error.message));
+      }
+    });
+    fill(main, form);
+    form.elements.email.focus();
+  }
+
+  async function signOut() {
+    try {
+      await api("DELETE", "/api/session");
+    } catch (_) {
+      // signed out here either way
+    }
+    signedOut("Signed out.");
+  }
+
+  // ---- navigation ------------------------------------------------------------------------------
+
+  const VIEWS = {
+    overview: { title: "Overview", admin: true, render: overview },
+    tasks: { title: "Tasks", render: tasks },
+    task: { title: "Task", hidden: true, render: task },
+    workers: { title: "Workers", admin: true, render: workers },
+    map: { title: "Devices", render: devicesMap },
+    reports: { title: "Reports", render: reports },
+    events: { title: "Events", render: events },
+    commands: { title: "Commands", render: commands },
+    cleanup: { title: "Cleanup", admin: true, render: cleanup },
+  };
+
+  function allowed(name) {
+    const view = VIEWS[name];
+    return view && (!view.admin || state.user.role === "admin");
+  }
+
+  function route() {
+    const [name, ...rest] = location.hash.replace(/^#\/?/, "").split("/");
+    const fallback = state.user.role === "admin" ? "overview" : "map";
+    return allowed(name) ? { name, arg: decodeURIComponent(rest.join("/")) } : { name: fallback, arg: "" };
+  }
+
+  function showNav(current) {
+    const links = Object.entries(VIEWS)
+      .filter(([name, view]) => !view.hidden && allowed(name))
+      .map(([name, view]) =>
+        h("a", { href: `#/${name}`, "aria-current": name === current || (current === "task" && name === "tasks") ? "page" : null }, view.title),
+      );
+    fill(document.getElementById("nav"), ...links);
+  }
+
+  async function show() {
+    if (!state.user) return;
+    if (state.view && state.view.stop) state.view.stop();
+    clearTimeout(state.poll);
+    const { name, arg } = route();
+    showNav(name);
+    const view = { refresh: null, live: null, stop: null };
+    state.view = view;
+    const container = h("section", { "aria-labelledby": "view-title" }, h("h1", { id: "view-title" }, VIEWS[name].title));
+    fill(main, container);
+    try {
+      await VIEWS[name].render(container, arg, view);
+    } catch (error) {
+      console.error(error);
+      if (error.status !== 401) container.append(notice(error.message || String(error)));
+    }
+    if (state.view === view) schedule(view);
+  }
+
+  // Non-overlapping refresh: the next read starts POLL_S after the last one ended, never beside it.
+  function schedule(view) {
+    if (!view.refresh) return;
+    state.poll = setTimeout(async () => {
+      if (state.view !== view) return;
+      if (!view.liveOnly || !state.socketUp) {
+        try {
+          await view.refresh();
+        } catch (_) {
+          // shown by the view; the next round tries again
+        }
+      }
+      if (state.view === view) schedule(view);
+    }, POLL_S * 1000);
+  }
+
+  // ---- live updates (/api/socket) --------------------------------------------------------------
+
+  function startLive() {
+    let delay = 1000;
+    const connect = () => {
+      if (!state.token) return;
+      const scheme = location.protocol === "https:" ? "wss" : "ws";
+      const socket = new WebSocket(`${scheme}://${location.host}/api/socket?token=${encodeURIComponent(state.token)}`);
+      state.socket = socket;
+      socket.onopen = () => {
+        delay = 1000;
+        state.socketUp = true;
+        document.getElementById("live").textContent = "● live";
+      };
+      socket.onmessage = (message) => onLive(JSON.parse(message.data));
+      socket.onclose = (event) => {
+        state.socketUp = false;
+        if (state.socket !== socket) return;
+        state.socket = null;
+        if (event.code === 1008) return signedOut("Your access changed; sign in again.");
+        document.getElementById("live").textContent = "○ reconnecting (polling meanwhile)";
+        setTimeout(connect, delay);
+        delay = Math.min(delay * 2, 30000); // backoff: a restarting server is not hammered
+      };
+    };
+    connect();
+  }
+
+  function stopLive() {
+    const socket = state.socket;
+    state.socket = null;
+    state.socketUp = false;
+    if (socket) socket.close();
+    state.devices.clear();
+    state.positions.clear();
+    state.trails.clear();
+    document.getElementById("live").textContent = "";
+  }
+
+  function onLive(message) {
+    for (const device of message.devices || []) state.devices.set(device.id, device);
+    for (const position of message.positions || []) {
+      state.positions.set(position.deviceId, position);
+      const trail = state.trails.get(position.deviceId) || [];
+      trail.push([position.latitude, position.longitude]);
+      if (trail.length > TRAIL) trail.shift();
+      state.trails.set(position.deviceId, trail);
+    }
+    if (state.view && state.view.live) state.view.live(message);
+    if (message.positions && message.positions.length) {
+      document.dispatchEvent(new CustomEvent("tracker:positions", { detail: message.positions }));
+    }
+  }
+
+  // ---- views -----------------------------------------------------------------------------------
+
+  async function overview(container, _arg, view) {
+    const body = h("div", { class: "grid" });
+    container.append(body);
+    view.refresh = async () => {
+      const [health, queues, workersNow, hour, day] = await Promise.all([
+        fetch("/health").then((r) => r.json()),
+        get("/api/tasks/queues"),
+        get("/api/tasks/workers"),
+        get("/api/tasks/stats?window=1h"),
+        get("/api/tasks/stats?window=24h"),
+      ]);
+      const alerts = health.systemAlerts || [];
+      fill(body,
+        h("div", { class: "card" }, h("h2", {}, "Health"), h("p", {}, badge(health.status), ` Redis ${health.redis.connected ? "up" : "down"}, database ${health.database.connected ? "up" : "down"}, ${health.workers} live workers`)),
+        h(
+          "div",
+          { class: "card wide" },
+          h("h2", {}, "Queues"),
+          table("Each queue now", [
+            ["queue", (q) => q.name],
+            ["waiting", (q) => q.waiting],
+            ["running", (q) => q.running],
+            ["deferred", (q) => q.deferred],
+            ["oldest waiting", (q) => seconds(q.oldestWaitingAgeS)],
+            ["workers", (q) => q.workers],
+          ], queues),
+        ),
+        h("div", { class: "card" }, h("h2", {}, "Workers"), h("p", {}, `${workersNow.filter((w) => w.state === "live").length} live, ${workersNow.filter((w) => w.state === "lost").length} lost`)),
+        h("div", { class: "card wide" }, h("h2", {}, "Last hour"), throughput(hour)),
+        h("div", { class: "card wide" }, h("h2", {}, "Last day"), throughput(day)),
+        h(
+          "div",
+          { class: "card wide" },
+          h("h2", {}, "System alerts"),
+          table("Open system alerts", [
+            ["severity", (a) => badge(a.severity)],
+            ["kind", (a) => a.kind],
+            ["message", (a) => a.message],
+            ["since", (a) => when(a.since)],
+          ], alerts, "No open alerts."),
+        ),
+      );
+    };
+    await view.refresh();
+  }
+
+  // Done and failed per job as bars (widths relative to the busiest job), with the numbers as text.
+  function throughput(stats) {
+    const rows = stats.filter((s) => s.counts.complete || s.counts.failed);
+    if (!rows.length) return h("p", { class: "empty" }, "No jobs finished.");
+    const most = Math.max(...rows.map((s) => (s.counts.complete || 0) + (s.counts.failed || 0)));
+    return h(
+      "ul",
+      { class: "bars" },
+      rows.map((s) => {
+        const done = s.counts.complete || 0;
+        const failed = s.counts.failed || 0;
+        const bar = h("span", { class: "bar" }, h("span", { class: "done" }), h("span", { class: "failed" }));
+        bar.children[0].style.width = `${(100 * done) / most}%`;
+        bar.children[1].style.width = `${(100 * failed) / most}%`;
+        return h("li", {}, h("span", { class: "name" }, s.name), bar, h("span", { class: "count" }, `${done} done, ${failed} failed, p95 ${seconds(s.durationS.p95)}`));
+      }),
+    );
+  }
+
+  async function tasks(container, arg, view) {
+    const filters = Object.fromEntries(new URLSearchParams(arg));
+    const offset = Number(filters.offset) || 0;
+    const form = h(
+      "form",
+      { class: "filters", "aria-label": "Filter tasks" },
+      field("State", h("select", { name: "state" }, ["", "queued", "in_progress", "retrying", "complete", "failed", "cancelled"].map((s) => h("option", { value: s, selected: filters.state === s }, s || "any")))),
+      field("Job", h("input", { name: "name", value: filters.name || "" })),
+      field("Queue", h("select", { name: "queue" }, ["", "positions", "reports", "cleanup", "notifications", "commands"].map((q) => h("option", { value: q, selected: filters.queue === q }, q || "any")))),
+      field("From", h("input", { name: "from", type: "datetime-local", value: filters.from || "" })),
+      field("To", h("input", { name: "to", type: "datetime-local", value: filters.to || "" })),
+      h("button", { type: "submit" }, "Filter"),
+    );
+    form.addEventListener("submit", (event) => {
+      event.preventDefault();
+      location.hash = `#/tasks/${new URLSearchParams(fields(form)).toString()}`;
+    });
+    const outcome = h("div", { class: "outcome" });
+    const list = h("div");
+    const pager = h("div", { class: "pager" });
+    const apiFilters = {
+      state: filters.state,
+      name: filters.name,
+      queue: filters.queue,
+      from: filters.from ? new Date(filters.from).toISOString() : "",
+      to: filters.to ? new Date(filters.to).toISOString() : "",
+    };
+    const retryAll = h("button", { type: "button" }, "Retry all failed matching");
+    retryAll.addEventListener("click", () =>
+      act(retryAll, outcome, async () => {
+        const { data } = await api("POST", `/api/tasks/retry-failed${query({ ...apiFilters, state: "" })}`);
+        view.refresh();
+        return `${data.count} tasks queued again.`;
+      }),
+    );
+    container.append(form, h("div", { class: "actions" }, state.user.role === "admin" ? retryAll : "", outcome), list, pager);
+    if (state.user.role === "admin") container.append(await runForm());
+    view.refresh = async () => {
+      const rows = await get(`/api/tasks${query({ ...apiFilters, limit: PAGE, offset })}`);
+      fill(list,
+        table("Tasks, newest first", [
+          ["task", (t) => h("a", { href: `#/task/${encodeURIComponent(t.id)}` }, t.name)],
+          ["queue", (t) => t.queue],
+          ["state", (t) => badge(t.state)],
+          ["progress", (t) => progressBar(t.progress)],
+          ["enqueued", (t) => when(t.enqueuedAt)],
+          ["took", (t) => seconds(t.durationS)],
+        ], rows, "No tasks match."),
+      );
+      const page = (to) => `#/tasks/${new URLSearchParams({ ...filters, offset: to }).toString()}`;
+      fill(pager,
+        offset > 0 ? h("a", { href: page(Math.max(0, offset - PAGE)) }, "← newer") : "",
+        ` ${offset + 1}–${offset + rows.length} `,
+        rows.length === PAGE ? h("a", { href: page(offset + PAGE) }, "older →") : "",
+      );
+    };
+    await view.refresh();
+  }
+
+  // "Run a job by hand": a form built from GET /api/tasks/jobs, one input per parameter.
+  async function runForm() {
+    const jobs = await get("/api/tasks/jobs");
+    const params = h("div", { class: "params" });
+    const select = h("select", { name: "job" }, jobs.map((j) => h("option", { value: j.name }, `${j.name} (${j.queue})`)));
+    const outcome = h("div", { class: "outcome" });
+    const button = h("button", { type: "submit" }, "Run");
+    const form = h("form", { class: "run", "aria-labelledby": "run-title" }, h("h2", { id: "run-title" }, "Run a job by hand"), field("Job to run", select), params, button, outcome);
+    const showParams = () => {
+      const job = jobs.find((j) => j.name === select.value);
+      fill(params,
+        ...(job ? job.parameters : []).map((p) =>
+          field(
+            `${p.name} (${p.type}${p.required ? ", required" : ""})`,
+            p.type === "boolean"
+              ? h("input", { name: p.name, type: "checkbox", checked: p.default === true })
+              : h("input", { name: p.name, required: p.required, placeholder: p.default === undefined || p.default === null ? "" : JSON.stringify(p.default) }),
+          ),
+        ),
+      );
+    };
+    select.addEventListener("change", showParams);
+    showParams();
+    form.addEventListener("submit", (event) => {
+      event.preventDefault();
+      act(button, outcome, async () => {
+        const job = jobs.find((j) => j.name === select.value);
+        const args = {};
+        for (const p of job.parameters) {
+          const el = form.elements[p.name];
+          if (p.type === "boolean") args[p.name] = el.checked;
+          else if (el.value !== "") args[p.name] = p.type === "string" ? el.value : parseValue(el.value);
+        }
+        const { data } = await api("POST", `/api/tasks/run/${encodeURIComponent(job.name)}`, args);
+        location.hash = `#/task/${encodeURIComponent(data.task_id)}`;
+        return "";
+      });
+    });
+    return form;
+  }
+
+  function parseValue(text) {
+    try {
+      return JSON.parse(text);
+    } catch (_) {
+      return text;
+    }
+  }
+
+  async function task(container, id, view) {
+    const body = h("div");
+    const outcome = h("div", { class: "outcome" });
+    container.append(body, outcome);
+    view.refresh = async () => {
+      const t = await get(`/api/tasks/task/${encodeURIComponent(id)}`);
+      const cancel = h("button", { type: "button" }, "Cancel");
+      cancel.addEventListener("click", () =>
+        act(cancel, outcome, async () => {
+          await api("DELETE", `/api/tasks/task/${encodeURIComponent(id)}`);
+          await view.refresh();
+          return "Cancelled.";
+        }),
+      );
+      const retry = h("button", { type: "button" }, "Retry");
+      retry.addEventListener("click", () =>
+        act(retry, outcome, async () => {
+          const { data } = await api("POST", `/api/tasks/task/${encodeURIComponent(id)}/retry`);
+          location.hash = `#/task/${encodeURIComponent(data.task_id)}`;
+          return "";
+        }),
+      );
+      const open = t.state === "queued" || t.state === "in_progress" || t.state === "retrying";
+      fill(body,
+        h(
+          "dl",
+          { class: "facts" },
+          [
+            ["Job", t.name],
+            ["Queue", t.queue],
+            ["State", badge(t.state)],
+            ["Progress", progressBar(t.progress) || "—"],
+            ["Enqueued", when(t.enqueuedAt)],
+            ["Started", when(t.startedAt)],
+            ["Finished", when(t.finishedAt)],
+            ["Took", seconds(t.durationS)],
+            ["Tries", t.tries],
+            ["Worker", t.worker || "—"],
+            ["Retried as", t.retriedAs ? h("a", { href: `#/task/${encodeURIComponent(t.retriedAs)}` }, t.retriedAs) : "—"],
+          ].map(([k, v]) => [h("dt", {}, k), h("dd", {}, v)]),
+        ),
+        h("div", { class: "actions" }, open ? cancel : "", (t.state === "failed" || t.state === "cancelled") && !t.retriedAs ? retry : ""),
+        h("h2", {}, "Arguments"),
+        h("pre", { class: "args", tabindex: 0 }, json(t.args)),
+        t.result !== null && t.result !== undefined ? [h("h2", {}, "Result"), h("pre", { class: "result", tabindex: 0 }, json(t.result))] : "",
+        t.error ? [h("h2", {}, "Error"), h("p", { class: "error-message" }, `${t.error.type}: ${t.error.message}`), h("pre", { class: "traceback", tabindex: 0 }, t.error.traceback || "")] : "",
+      );
+    };
+    await view.refresh();
+  }
+
+  async function workers(container, _arg, view) {
+    const body = h("div");
+    container.append(body);
+    view.refresh = async () => {
+      const rows = await get("/api/tasks/workers");
+      fill(body,
+        table("Worker processes", [
+          ["worker", (w) => w.id],
+          ["state", (w) => badge(w.state)],
+          ["queues", (w) => w.queues.join(", ")],
+          ["concurrency", (w) => w.concurrency],
+          ["running", (w) => w.running],
+          ["done", (w) => w.done],
+          ["failed", (w) => w.failed],
+          ["started", (w) => when(w.started)],
+          ["last heartbeat", (w) => ago(w.lastHeartbeat)],
+        ], rows, "No worker has reported."),
+      );
+    };
+    await view.refresh();
+  }
+
+  async function devicesMap(container, _arg, view) {
+    const mapBox = h("div", { id: "map", class: "map", role: "region", "aria-label": "Map of devices" });
+    const list = h("div", { class: "devices" });
+    const detail = h("div", { class: "detail", "aria-live": "polite" });
+    container.append(h("div", { class: "split" }, mapBox, h("div", {}, detail, list)));
+    const map = L.map(mapBox, { worldCopyJump: true, maxZoom: 19 }).setView([20, 0], 2);
+    const tiles = document.body.dataset.tiles;
+    if (tiles) L.tileLayer(tiles, { maxZoom: 19, attribution: "© OpenStreetMap contributors" }).addTo(map);
+    const cluster = L.markerClusterGroup({ disableClusteringAtZoom: 15 });
+    const trails = L.layerGroup();
+    map.addLayer(cluster);
+    map.addLayer(trails);
+    const markers = new Map();
+    const lines = new Map();
+    let fitted = false;
+
+    const place = () => {
+      for (const [id, position] of state.positions) {
+        const device = state.devices.get(id);
+        const name = device ? device.name : `device ${id}`;
+        const where = [position.latitude, position.longitude];
+        let marker = markers.get(id);
+        if (!marker) {
+          marker = L.marker(where, { title: name, alt: name, keyboard: true });
+          marker.on("click", () => showDevice(id));
+          markers.set(id, marker);
+          cluster.addLayer(marker);
+        } else marker.setLatLng(where);
+        const trail = state.trails.get(id) || [];
+        let line = lines.get(id);
+        if (!line) {
+          line = L.polyline(trail, { weight: 3, opacity: 0.6 });
+          lines.set(id, line);
+          trails.addLayer(line);
+        } else line.setLatLngs(trail);
+      }
+      if (!fitted && markers.size) {
+        fitted = true;
+        map.fitBounds(L.latLngBounds([...state.positions.values()].map((p) => [p.latitude, p.longitude])), { maxZoom: 14, padding: [30, 30] });
+      }
+    };
+
+    const showList = () => {
+      const rows = [...state.devices.values()].sort((a, b) => a.name.localeCompare(b.name));
+      fill(list,
+        table("Devices", [
+          ["device", (d) => h("button", { type: "button", class: "link", onclick: () => showDevice(d.id) }, d.name)],
+          ["status", (d) => badge(d.status || "unknown")],
+          ["last update", (d) => ago(d.lastUpdate)],
+          ["speed", (d) => (state.positions.has(d.id) ? `${Number(state.positions.get(d.id).speed || 0).toFixed(1)} kn` : "—")],
+        ], rows, "No devices yet: one appears here when it first reports."),
+      );
+    };
+
+    const showDevice = async (id) => {
+      const device = state.devices.get(id);
+      const position = state.positions.get(id);
+      if (position) map.setView([position.latitude, position.longitude], Math.max(map.getZoom(), 14));
+      fill(detail, h("h2", {}, device ? device.name : `device ${id}`), h("p", {}, "Loading today’s statistics…"));
+      try {
+        const stats = await get(`/api/devices/${id}/statistics`);
+        const today = stats.today || {};
+        fill(detail,
+          h("h2", {}, device ? device.name : `device ${id}`),
+          h(
+            "dl",
+            { class: "facts" },
+            [
+              ["Unique id", device ? device.uniqueId : "—"],
+              ["Status", device ? badge(device.status || "unknown") : "—"],
+              ["Last update", device ? when(device.lastUpdate) : "—"],
+              ["Positions today", today.positions ?? 0],
+              ["Distance today", `${((today.distance || 0) / 1000).toFixed(2)} km`],
+              ["Top speed today", `${Number(today.maxSpeed || 0).toFixed(1)} kn`],
+              ["Moving today", seconds(today.movingTime || 0)],
+            ].map(([k, v]) => [h("dt", {}, k), h("dd", {}, v)]),
+          ),
+        );
+      } catch (error) {
+        detail.append(notice(error.message));
+      }
+    };
+
+    // The socket sends every device and its newest position on connect, then each change; without
+    // it (reconnecting), the same is read from the API on the non-overlapping timer.
+    view.live = () => {
+      place();
+      showList();
+    };
+    view.liveOnly = true;
+    view.refresh = async () => {
+      const [devices, positions] = await Promise.all([get("/api/devices"), get("/api/positions")]);
+      onLive({ devices, positions: positions.filter((p) => (state.positions.get(p.deviceId) || {}).id !== p.id) });
+      place();
+      showList();
+    };
+    if (!state.socketUp) await view.refresh();
+    place();
+    showList();
+    view.stop = () => map.remove();
+  }
+
+  async function reports(container, _arg, view) {
+    const devices = await get("/api/devices");
+    const outcome = h("div", { class: "outcome" });
+    const day = new Date();
+    day.setHours(0, 0, 0, 0);
+    const local = (d) => new Date(d.getTime() - d.getTimezoneOffset() * 60000).toISOString().slice(0, 16);
+    const button = h("button", { type: "submit" }, "Request report");
+    const form = h(
+      "form",
+      { class: "filters", "aria-labelledby": "request-title" },
+      h("h2", { id: "request-title" }, "Request a report"),
+      field("Kind", h("select", { name: "kind" }, ["trips", "stops", "summary", "route", "events", "detailed", "fleet"].map((k) => h("option", { value: k }, k)))),
+      field("Device", h("select", { name: "device" }, h("option", { value: "" }, "every device (fleet)"), devices.map((d) => h("option", { value: d.id }, d.name)))),
+      field("From", h("input", { name: "from", type: "datetime-local", required: true, value: local(new Date(day.getTime() - 86400000)) })),
+      field("To", h("input", { name: "to", type: "datetime-local", required: true, value: local(day) })),
+      field("Also CSV", h("input", { name: "csv", type: "checkbox" })),
+      field("Also XLSX", h("input", { name: "xlsx", type: "checkbox" })),
+      button,
+      outcome,
+    );
+    form.addEventListener("submit", (event) => {
+      event.preventDefault();
+      act(button, outcome, async () => {
+        const f = fields(form);
+        const formats = ["json", f.csv && "csv", f.xlsx && "xlsx"].filter(Boolean);
+        const range = { start: new Date(f.from).toISOString(), end: new Date(f.to).toISOString(), formats };
+        const fleet = f.kind === "fleet" || !f.device;
+        const body = fleet
+          ? { ...range, ...(f.device ? { device_ids: [Number(f.device)] } : {}) }
+          : { ...range, device_id: Number(f.device), kind: f.kind };
+        const { data } = await api("POST", `/api/tasks/report/${fleet ? "fleet" : "device"}`, body);
+        await view.refresh();
+        return `Report ${data.report_id} queued.`;
+      });
+    });
+    const list = h("div");
+    container.append(form, list);
+    view.refresh = async () => {
+      const rows = await get("/api/reports?limit=50");
+      fill(list,
+        table("Reports, newest first", [
+          ["report", (r) => `#${r.id} ${r.kind}`],
+          ["status", (r) => [badge(r.status), " ", progressBar(r.progress)]],
+          ["requested", (r) => when(r.createdAt)],
+          ["rows", (r) => Object.entries(r.rowCounts || {}).map(([k, v]) => `${k} ${v}`).join(", ")],
+          ["download", (r) => (r.status === "complete" ? downloads(r) : r.error || "")],
+        ], rows, "No reports yet."),
+      );
+    };
+    await view.refresh();
+  }
+
+  function downloads(report) {
+    const outcome = h("span", { class: "outcome" });
+    return h(
+      "span",
+      { class: "downloads" },
+      ["json", "csv", "xlsx"].map((format) => {
+        const button = h("button", { type: "button", "aria-label": `Download report ${report.id} as ${format.toUpperCase()}` }, format.toUpperCase());
+        button.addEventListener("click", () =>
+          act(button, outcome, () => download(`/api/reports/${report.id}/download?format=${format}`, `report-${report.id}.${format === "csv" ? "zip" : format}`)),
+        );
+        return button;
+      }),
+      outcome,
+    );
+  }
+
+  async function events(container, _arg, view) {
+    const recent = h("div");
+    const deliveries = h("div");
+    container.append(h("h2", {}, "Recent notifications"), recent, h("h2", {}, "Deliveries"), deliveries);
+    let shown = [];
+    const showRecent = () =>
+      fill(recent,
+        table("Your web notifications, newest first", [
+          ["time", (e) => when(e.eventTime)],
+          ["type", (e) => e.type],
+          ["device", (e) => (state.devices.get(e.deviceId) || {}).name || e.deviceId],
+          ["message", (e) => e.message || ""],
+        ], shown, "No notifications in the last 24 hours."),
+      );
+    view.live = (message) => {
+      if (!message.events) return;
+      shown = [...message.events, ...shown].slice(0, 100);
+      showRecent();
+    };
+    view.refresh = async () => {
+      const [latest, log] = await Promise.all([get("/api/notifications/recent"), get("/api/notifications/deliveries?limit=50")]);
+      shown = latest;
+      showRecent();
+      fill(deliveries,
+        table("Notification deliveries, newest first", [
+          ["event", (d) => `${d.type} (${(state.devices.get(d.deviceId) || {}).name || d.deviceId || "—"})`],
+          ["channel", (d) => d.channel],
+          ["state", (d) => badge(d.state)],
+          ["attempts", (d) => d.attempts],
+          ["last error", (d) => d.lastError || ""],
+          ["", (d) => (d.state === "failed" || d.state === "dead" ? retryDelivery(d, view) : "")],
+        ], log, "No deliveries yet."),
+      );
+    };
+    await view.refresh();
+  }
+
+  function retryDelivery(delivery, view) {
+    const outcome = h("span", { class: "outcome" });
+    const button = h("button", { type: "button" }, "Retry");
+    button.addEventListener("click", () =>
+      act(button, outcome, async () => {
+        await api("POST", `/api/notifications/deliveries/${delivery.id}/retry`);
+        await view.refresh();
+        return "";
+      }),
+    );
+    return h("span", {}, button, outcome);
+  }
+
+  async function commands(container, _arg, view) {
+    const devices = await get("/api/devices");
+    const outcome = h("div", { class: "outcome" });
+    const typeSelect = h("select", { name: "type" });
+    const deviceSelect = h("select", { name: "deviceId", required: true }, devices.map((d) => h("option", { value: d.id }, d.name)));
+    const attributes = h("div", { class: "params" });
+    let types = [];
+    const showAttributes = () => {
+      const type = types.find((t) => t.type === typeSelect.value);
+      fill(attributes, ...(type ? type.attributes : []).map((a) => field(a.key || a.name, h("input", { name: `attr:${a.key || a.name}` }))));
+    };
+    const loadTypes = async () => {
+      types = deviceSelect.value ? await get(`/api/commands/types?deviceId=${deviceSelect.value}`) : [];
+      fill(typeSelect, ...types.map((t) => h("option", { value: t.type }, t.type)));
+      showAttributes();
+    };
+    deviceSelect.addEventListener("change", loadTypes);
+    typeSelect.addEventListener("change", showAttributes);
+    const button = h("button", { type: "submit" }, "Send");
+    const form = h("form", { class: "filters", "aria-labelledby": "send-title" }, h("h2", { id: "send-title" }, "Send a command"), field("Device", deviceSelect), field("Type", typeSelect), attributes, button, outcome);
+    form.addEventListener("submit", (event) => {
+      event.preventDefault();
+      act(button, outcome, async () => {
+        const given = {};
+        for (const el of attributes.querySelectorAll("input")) given[el.name.slice(5)] = parseValue(el.value);
+        const { data } = await api("POST", "/api/commands/send", { deviceId: Number(deviceSelect.value), type: typeSelect.value, attributes: given });
+        await view.refresh();
+        return `Command ${data.id} queued.`;
+      });
+    });
+    const list = h("div");
+    container.append(devices.length ? form : h("p", { class: "empty" }, "No devices to command."), list);
+    await loadTypes();
+    view.refresh = async () => {
+      const rows = await get("/api/commands/queue?limit=100");
+      fill(list,
+        table("Commands, newest first", [
+          ["command", (c) => `#${c.id} ${c.type}`],
+          ["device", (c) => (devices.find((d) => d.id === c.deviceId) || {}).name || c.deviceId],
+          ["state", (c) => badge(c.state)],
+          ["created", (c) => when(c.createdAt)],
+          ["result", (c) => c.result || c.error || ""],
+          ["", (c) => (c.state === "queued" ? cancelCommand(c, view) : "")],
+        ], rows, "No commands yet."),
+      );
+    };
+    await view.refresh();
+  }
+
+  function cancelCommand(command, view) {
+    const outcome = h("span", { class: "outcome" });
+    const button = h("button", { type: "button", "aria-label": `Cancel command ${command.id}` }, "Cancel");
+    button.addEventListener("click", () =>
+      act(button, outcome, async () => {
+        await api("DELETE", `/api/commands/${command.id}`);
+        await view.refresh();
+        return "";
+      }),
+    );
+    return h("span", {}, button, outcome);
+  }
+
+  async function cleanup(container, _arg, view) {
+    const status = h("div");
+    const outcome = h("div", { class: "outcome" });
+    const kind = h("select", { name: "kind" }, ["positions", "events", "cache", "duplicates", "orphans", "optimize"].map((k) => h("option", { value: k }, k)));
+    const days = h("input", { name: "days_to_keep", type: "number", min: 0, placeholder: "default" });
+    const dry = h("input", { name: "dry_run", type: "checkbox", checked: true });
+    const button = h("button", { type: "submit" }, "Run");
+    const form = h("form", { class: "filters", "aria-labelledby": "cleanup-title" }, h("h2", { id: "cleanup-title" }, "Run a cleanup job"), field("Job", kind), field("Days to keep", days), field("Dry run (count only)", dry), button, outcome);
+    form.addEventListener("submit", (event) => {
+      event.preventDefault();
+      act(button, outcome, async () => {
+        const body = {};
+        if (kind.value !== "optimize") body.dry_run = dry.checked;
+        if (days.value !== "" && (kind.value === "positions" || kind.value === "events")) body.days_to_keep = Number(days.value);
+        const { data } = await api("POST", `/api/tasks/cleanup/${kind.value}`, body);
+        location.hash = `#/task/${encodeURIComponent(data.task_id)}`;
+        return "";
+      });
+    });
+    container.append(form, status);
+    view.refresh = async () => {
+      const s = await get("/api/cleanup/status");
+      const mb = (bytes) => `${(bytes / 1048576).toFixed(1)} MB`;
+      fill(status,
+        h("h2", {}, "Tables"),
+        table("Big tables", [
+          ["table", (t) => t.name || t.table],
+          ["size", (t) => (t.bytes === null ? "—" : mb(t.bytes))],
+          ["rows (estimate)", (t) => t.rowsEstimate ?? "—"],
+        ], s.tables || []),
+        h("h2", {}, "Partitions"),
+        table("Partitions (PostgreSQL)", [
+          ["partition", (p) => p.table],
+          ["of", (p) => p.of],
+          ["range", (p) => (p.default ? "default" : `${when(p.from)} – ${when(p.to)}`)],
+          ["size", (p) => mb(p.bytes || 0)],
+          ["rows (estimate)", (p) => p.rowsEstimate ?? "—"],
+        ], s.partitions || [], "No partitions (SQLite keeps one table)."),
+        h("h2", {}, "Next retention run"),
+        h("pre", { class: "result", tabindex: 0 }, json(s.nextRun || {})),
+      );
+    };
+    await view.refresh();
+  }
+
+  // ---- start -----------------------------------------------------------------------------------
+
+  async function start() {
+    state.user = (await api("GET", "/api/session")).data;
+    sessionStorage.setItem(TOKEN_KEY, state.token);
+    document.getElementById("who").textContent = `${state.user.name} (${state.user.role})`;
+    document.getElementById("signout").hidden = false;
+    startLive();
+    await show();
+  }
+
+  document.getElementById("signout").addEventListener("click", signOut);
+  window.addEventListener("hashchange", show);
+  if (state.token) {
+    start().catch(() => signedOut("Sign in again."));
+  } else showSignIn();
+})();
