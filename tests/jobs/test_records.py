@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import sqlalchemy as sa
@@ -19,7 +19,7 @@ from tracker_jobs.jobs.models import JobRecord, job_stat_minutes, job_stat_total
 from tracker_jobs.jobs.records import JobRecords, JobRun, RecordBatch, minute_of, write_now
 from tracker_jobs.jobs.refs import CLEANUP, JOBS
 from tracker_jobs.monitor import service
-from tracker_jobs.monitor.stats import Rollup, job_stats
+from tracker_jobs.monitor.stats import Rollup, job_history, job_stats
 
 
 def run_of(state: str, *, tries: int = 0, user_id: int | None = None, job_id: str = "job-1") -> JobRun:
@@ -141,3 +141,29 @@ async def test_records_wait_out_a_database_outage(sessions: async_sessionmaker[A
     assert list(records.pending.runs) == ["job-1"]  # kept for the next try
     assert await records.flush(None, sessions) == 1
     assert (await record(sessions)).state == "queued"
+
+
+async def test_the_history_puts_each_minute_in_its_step(sessions: async_sessionmaker[AsyncSession]) -> None:
+    now = datetime(2026, 3, 1, 12, 30, 20, tzinfo=UTC)
+    batch = RecordBatch()
+    for ago, outcome in [(0, "complete"), (0, "failed"), (1, "complete"), (59, "complete"), (60, "complete")]:
+        batch.count((minute_of(now - timedelta(minutes=ago)), "ping", CLEANUP), outcome, 0.1)
+    batch.count((minute_of(now - timedelta(minutes=1)), "other", CLEANUP), "complete", 0.1)
+    batch.count((minute_of(now - timedelta(hours=23, minutes=59)), "ping", CLEANUP), "failed", 0.1)
+    batch.count((minute_of(now - timedelta(hours=25)), "ping", CLEANUP), "failed", 0.1)  # outside both windows
+    await write_now(sessions, batch)
+
+    async with sessions() as session:
+        hour = await job_history(session, "1h", now)
+        day = await job_history(session, "24h", now)
+    assert (hour["stepS"], len(hour["points"])) == (60, 60)
+    assert hour["points"][-1] == {"at": "2026-03-01T12:30:00+00:00", "complete": 1, "failed": 1}
+    assert hour["points"][-2]["complete"] == 2  # every job together
+    assert hour["points"][0] == {"at": "2026-03-01T11:31:00+00:00", "complete": 1, "failed": 0}  # 59 minutes ago
+    assert sum(p["complete"] for p in hour["points"]) == 4  # 60 minutes ago is before the window
+    assert (day["stepS"], len(day["points"])) == (1800, 48)
+    assert day["points"][-1] == {"at": "2026-03-01T12:30:00+00:00", "complete": 1, "failed": 1}
+    assert day["points"][0] == {"at": "2026-02-28T13:00:00+00:00", "complete": 0, "failed": 0}
+    assert day["points"][-3]["complete"] == 2  # 11:30 and 11:31 in the step from 11:30
+    assert day["points"][-2]["complete"] == 2  # 12:29, both jobs
+    assert sum(p["failed"] for p in day["points"]) == 1  # 12:31 the day before: before the first step (13:00)

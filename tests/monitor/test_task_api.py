@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import orjson
+import pytest
 from aiohttp.test_utils import TestClient
 from arq.connections import ArqRedis
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -189,6 +191,71 @@ async def test_retry_one_and_retry_every_failed(
     assert {(await task(admin_client, admin_headers, old))["retriedAs"] for old in failed[1:]} == set(body["task_ids"])
     nothing_left = await (await admin_client.post("/api/tasks/retry-failed", headers=admin_headers)).json()
     assert nothing_left == {"task_ids": [], "count": 0}
+
+
+async def test_tasks_are_found_by_text_in_their_arguments(
+    admin_client: Client, admin_headers: dict[str, str], settings: Settings
+) -> None:
+    slow = await run_ping(admin_client, admin_headers, seconds=0.5, steps=5)
+    quick = await run_ping(admin_client, admin_headers, steps=7)
+    failed = await run_ping(admin_client, admin_headers, seconds=-1)
+    await run_cleanup_burst(settings)
+
+    async def found(query: str) -> list[str]:
+        response = await admin_client.get(f"/api/tasks?{query}", headers=admin_headers)
+        assert response.status == 200, await response.text()
+        return [listed["id"] for listed in await response.json()]
+
+    assert await found("q=steps") == [quick, slow]  # newest first
+    assert await found('q="steps": 7') == [quick]
+    assert await found("q=seconds&state=failed") == [failed]
+    assert await found("q=%25") == []  # LIKE's wildcards are plain text here
+    assert await found("q=_") == []
+    too_long = await admin_client.get(f"/api/tasks?q={'x' * 201}", headers=admin_headers)
+    assert too_long.status == 400
+    assert "q:" in (await too_long.json())["error"]["message"]
+    # "Retry every failed task that matches" takes the search too.
+    assert (await (await admin_client.post("/api/tasks/retry-failed?q=steps", headers=admin_headers)).json())[
+        "count"
+    ] == 0
+    retried = await (await admin_client.post("/api/tasks/retry-failed?q=-1", headers=admin_headers)).json()
+    assert retried["count"] == 1
+
+
+async def test_sockets_that_ask_are_told_of_task_changes_each_user_only_of_their_own(
+    admin_client: Client, admin_headers: dict[str, str], settings: Settings, redis: ArqRedis, users: Users
+) -> None:
+    async def changes(ws: Any) -> list[dict[str, Any]]:
+        while True:  # past the devices and positions every socket gets on connect
+            message = orjson.loads((await ws.receive(timeout=10.0)).data)
+            if "tasks" in message:
+                found: list[dict[str, Any]] = message["tasks"]
+                return found
+
+    async with (
+        admin_client.ws_connect("/api/socket?tasks=true", headers=admin_headers) as admin_ws,
+        admin_client.ws_connect(f"/api/socket?tasks=true&token={USER_TOKEN}") as user_ws,
+        admin_client.ws_connect("/api/socket", headers=admin_headers) as plain_ws,
+    ):
+        for ws in (admin_ws, user_ws, plain_ws):
+            assert "devices" in orjson.loads((await ws.receive(timeout=10.0)).data)
+            assert "positions" in orjson.loads((await ws.receive(timeout=10.0)).data)
+        admins = await run_ping(admin_client, admin_headers, steps=2)
+        told = await changes(admin_ws)
+        assert [(c["id"], c["name"], c["state"]) for c in told] == [(admins, "ping", "queued")]
+        users_job = await enqueue(redis, JOBS["ping"], user_id=users.user)
+        assert users_job is not None
+        await run_cleanup_burst(settings)
+        seen: dict[str, str] = {}
+        while seen.get(admins) != "complete" or seen.get(users_job.job_id) != "complete":
+            seen.update((c["id"], c["state"]) for c in await changes(admin_ws))
+        own = {c["id"] for c in await changes(user_ws)}
+        assert own == {users_job.job_id}  # never the admin's task
+        with pytest.raises(asyncio.TimeoutError):
+            await plain_ws.receive(timeout=0.5)  # a socket that did not ask (Traccar's clients) hears nothing
+    bad = await admin_client.get("/api/socket?tasks=yes", headers=admin_headers)
+    assert bad.status == 400
+    assert "tasks:" in (await bad.json())["error"]["message"]
 
 
 async def test_users_see_and_steer_only_their_own_tasks(

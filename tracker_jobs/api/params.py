@@ -41,6 +41,14 @@ def query_int(request: web.Request, name: str) -> int | None:
     return parse_int(name, raw)
 
 
+def query_bool(request: web.Request, name: str) -> bool:
+    """An optional true/false parameter (absent: false)."""
+    raw = request.query.get(name, "false")
+    if raw not in ("true", "false"):
+        raise FieldError(name, "must be true or false")
+    return raw == "true"
+
+
 def query_ids(request: web.Request, name: str) -> list[int]:
     """A repeated id parameter (?deviceId=1&deviceId=2); each within the id column's range."""
     try:

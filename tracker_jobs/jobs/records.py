@@ -41,6 +41,9 @@ FLUSH_INTERVAL_S = 0.5  # a record lags its job by at most this plus one write
 HANDOVER_KEY = "tracker:job-records:handover"
 HANDOVER_BATCH = 10_000
 MAX_PENDING_RECORDS = 200_000  # unwritten records kept while the database is unreachable (~200 MB)
+# The records each flush writes are announced here; the admin app's sockets pass them on (web/socket.py).
+TASKS_CHANNEL = "tracker:tasks:changes"
+MAX_ANNOUNCED = 500
 CANCELLED_REVISION = 2**31 - 1  # a cancel outranks every later write of the job
 TERMINAL_STATES = ("complete", "failed", "cancelled")
 STATES = ("queued", "in_progress", "complete", "failed", "retrying", "cancelled")
@@ -329,6 +332,8 @@ class JobRecords:
             # Finish the write all the same: a batch given back after its commit would count twice.
             await asyncio.wait({writing})
             raise
+        if redis is not None:
+            await announce_changes(redis, batch.runs.values())
         return len(batch.runs)
 
     async def _write(self, batch: RecordBatch, sessions: async_sessionmaker[AsyncSession]) -> None:
@@ -341,6 +346,27 @@ class JobRecords:
 
 
 JOB_RECORDS = JobRecords()
+
+
+def change_of(run: JobRun) -> dict[str, Any]:
+    """What a watcher needs to know that a task changed (the dashboard reads the rest when it shows it)."""
+    return {
+        "id": run.id,
+        "name": run.name,
+        "queue": run.queue,
+        "state": run.state,
+        "userId": run.user_id,
+        "progress": {"percent": run.progress, "message": run.progress_message},
+    }
+
+
+async def announce_changes(redis: Redis, runs: Iterable[JobRun]) -> None:
+    """Publish the records just written (at most MAX_ANNOUNCED, the newest) for the admin app's sockets."""
+    changes = [change_of(run) for run in runs][-MAX_ANNOUNCED:]
+    try:
+        await redis.publish(TASKS_CHANNEL, orjson.dumps({"tasks": changes}))
+    except Exception as error:  # the records are written; a watcher reads them on its next look
+        log.debug("cannot announce task changes: %s", error)
 
 
 async def take_handover(redis: Redis) -> list[JobRun]:

@@ -7,7 +7,7 @@ import re
 import time
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -26,7 +26,15 @@ from tracker_jobs.jobs.base import JobSpec, enqueue, queue_key
 from tracker_jobs.jobs.heartbeat import live_workers
 from tracker_jobs.jobs.models import JobRecord, job_stat_minutes
 from tracker_jobs.jobs.progress import read_progress
-from tracker_jobs.jobs.records import STATES, TERMINAL_STATES, JobRun, RecordBatch, minute_of, write_now
+from tracker_jobs.jobs.records import (
+    STATES,
+    TERMINAL_STATES,
+    JobRun,
+    RecordBatch,
+    announce_changes,
+    minute_of,
+    write_now,
+)
 from tracker_jobs.jobs.refs import JOBS, QUEUES
 from tracker_jobs.monitor.arguments import check_arguments, job_parameters
 from tracker_jobs.monitor.backlog import QueueBacklog, queue_backlogs
@@ -63,6 +71,7 @@ class TaskFilters:
     queue: str | None = None
     start: datetime | None = None  # enqueued at or after
     end: datetime | None = None  # enqueued at or before
+    search: str | None = None  # text the arguments hold, as JSON (`"device_id": 7`, `trips`)
 
     def apply(self, query: SelectOfScalar[JobRecord]) -> SelectOfScalar[JobRecord]:
         if self.states:
@@ -75,6 +84,10 @@ class TaskFilters:
             query = query.where(col(JobRecord.enqueued_at) >= self.start)
         if self.end is not None:
             query = query.where(col(JobRecord.enqueued_at) <= self.end)
+        if self.search is not None:
+            # A bound parameter with LIKE's wildcards escaped: the text is matched as it is written.
+            pattern = "%" + self.search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+            query = query.where(sa.cast(col(JobRecord.args), sa.Text).like(pattern, escape="\\"))
         return query
 
 
@@ -170,6 +183,7 @@ async def cancel_task(
     batch.put(run)
     batch.count((minute_of(now), run.name, run.queue), "cancelled", None)
     await write_now(sessions, batch)
+    await announce_changes(redis, batch.runs.values())
     return await find_task(sessions, principal, task_id)
 
 
@@ -194,7 +208,7 @@ async def retry_failed(
     redis: ArqRedis, sessions: async_sessionmaker[AsyncSession], principal: Principal, filters: TaskFilters, limit: int
 ) -> list[str]:
     """Retry every failed, not yet retried job that matches (at most `limit`); the new jobs' ids."""
-    filters = TaskFilters(["failed"], filters.name, filters.queue, filters.start, filters.end)
+    filters = replace(filters, states=["failed"])
     new_ids: list[str] = []
     while len(new_ids) < limit:
         query = filters.apply(visible_tasks(principal)).where(

@@ -4,7 +4,7 @@ duration percentiles estimated from the histogram buckets, throughput."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -119,6 +119,39 @@ async def job_stats(session: AsyncSession, window: str, now: datetime | None = N
             }
         )
     return entries
+
+
+# The history's step per window: 60 points of a minute, or 48 of half an hour.
+HISTORY_STEPS = {"1h": timedelta(minutes=1), "24h": timedelta(minutes=30)}
+
+
+async def job_history(session: AsyncSession, window: str, now: datetime | None = None) -> dict[str, Any]:
+    """GET /api/tasks/history: jobs completed and failed (every job together) per step over the window, oldest
+    first, from the minute rollups; the last step is the one running now."""
+    step = HISTORY_STEPS[window]
+    points = int(WINDOWS[window] / step)
+    epoch = datetime(1970, 1, 1, tzinfo=UTC)
+    last = epoch + ((now or utcnow()) - epoch) // step * step  # the start of the step running now
+    first = last - (points - 1) * step
+    table = job_stat_minutes
+    query = (
+        sa.select(table.c.minute, func.sum(table.c.complete), func.sum(table.c.failed))
+        .where(table.c.minute >= first)
+        .group_by(table.c.minute)
+    )
+    complete, failed = [0] * points, [0] * points
+    for minute, done, broken in (await session.execute(query)).all():
+        index = min(int((minute - first) / step), points - 1)
+        complete[index] += int(done)
+        failed[index] += int(broken)
+    return {
+        "window": window,
+        "stepS": int(step.total_seconds()),
+        "points": [
+            {"at": (first + index * step).isoformat(), "complete": complete[index], "failed": failed[index]}
+            for index in range(points)
+        ],
+    }
 
 
 async def job_totals(session: AsyncSession) -> list[Rollup]:

@@ -38,7 +38,7 @@ from tracker_jobs.jobs.base import JobSpec
 from tracker_jobs.jobs.records import JOB_RECORDS, STATES
 from tracker_jobs.jobs.refs import QUEUES
 from tracker_jobs.monitor import service
-from tracker_jobs.monitor.stats import WINDOWS, job_stats
+from tracker_jobs.monitor.stats import WINDOWS, job_history, job_stats
 
 log = logging.getLogger(__name__)
 MAX_RETRY_FAILED = 10_000
@@ -93,6 +93,13 @@ WORKER = obj(
     }
 )
 DURATION = nullable(NUMBER)
+HISTORY = obj(
+    {
+        "window": STRING,
+        "stepS": INTEGER,
+        "points": array(obj({"at": TIME, "complete": INTEGER, "failed": INTEGER})),
+    }
+)
 STAT = obj(
     {
         "name": STRING,
@@ -123,12 +130,14 @@ RUNNABLE = obj(
         ),
     }
 )
+MAX_SEARCH = 200
 FILTERS = (
     Query("state", {"type": "string", "enum": list(STATES)}, "only tasks in these states", repeated=True),
     Query("name", STRING, "only this job"),
     Query("queue", {"type": "string", "enum": list(QUEUES)}, "only this queue"),
     Query("from", TIME, "enqueued at or after"),
     Query("to", TIME, "enqueued at or before"),
+    Query("q", {"type": "string", "maxLength": MAX_SEARCH}, "only tasks whose arguments, as JSON, hold this text"),
 )
 TASK_PATH = {"id": TASK_ID}
 NOT_NOW = error_reply("the task's state does not allow it (already finished, not failed, already retried)")
@@ -145,7 +154,10 @@ def task_filters(request: web.Request) -> service.TaskFilters:
     start, end = query_time(request, "from"), query_time(request, "to")
     if start is not None and end is not None and start > end:
         raise FieldError("from", "must not be after to")
-    return service.TaskFilters(states, request.query.get("name") or None, queue, start, end)
+    search = request.query.get("q") or None
+    if search is not None and len(search) > MAX_SEARCH:
+        raise FieldError("q", f"must be at most {MAX_SEARCH} characters")
+    return service.TaskFilters(states, request.query.get("name") or None, queue, start, end, search)
 
 
 def task_not_found(task_id: str) -> NotFound:
@@ -213,11 +225,32 @@ async def get_workers(request: web.Request) -> web.Response:
 )
 async def get_stats(request: web.Request) -> web.Response:
     require_admin(request)
+    window = stats_window(request)
+    async with request.app[SESSIONS]() as session:
+        return json_response(await job_stats(session, window))
+
+
+def stats_window(request: web.Request) -> str:
     window = request.query.get("window") or "1h"
     if window not in WINDOWS:
         raise FieldError("window", f"must be one of {', '.join(WINDOWS)}")
+    return window
+
+
+@documented(
+    Operation(
+        "Jobs completed and failed per step over the window (a minute over 1h, half an hour over 24h), oldest first",
+        {200: Reply("history", HISTORY)},
+        auth="admin",
+        query=(Query("window", {"type": "string", "enum": list(WINDOWS)}, "1h (default) or 24h"),),
+        tag="tasks",
+    )
+)
+async def get_history(request: web.Request) -> web.Response:
+    require_admin(request)
+    window = stats_window(request)
     async with request.app[SESSIONS]() as session:
-        return json_response(await job_stats(session, window))
+        return json_response(await job_history(session, window))
 
 
 @documented(
@@ -362,6 +395,7 @@ ROUTES = [
     Route("GET", "/api/tasks/queues", get_queues),
     Route("GET", "/api/tasks/workers", get_workers),
     Route("GET", "/api/tasks/stats", get_stats),
+    Route("GET", "/api/tasks/history", get_history),
     Route("GET", "/api/tasks/jobs", get_runnable_jobs),
     Route("GET", "/api/tasks", list_task_records),
     Route("POST", "/api/tasks/retry-failed", retry_failed_tasks),

@@ -31,7 +31,7 @@ from tracker_jobs.api.openapi import (
     nullable,
     obj,
 )
-from tracker_jobs.api.params import page, path_id, query_ids, query_time
+from tracker_jobs.api.params import page, path_id, query_bool, query_ids, query_time
 from tracker_jobs.api.responses import json_response
 from tracker_jobs.api.routes import Route
 from tracker_jobs.core.errors import FieldError, HttpError, not_found
@@ -208,11 +208,8 @@ async def direct_report(request: web.Request) -> web.StreamResponse:
     start, end = query_time(request, "from"), query_time(request, "to")
     if start is None or end is None:
         raise FieldError("from" if start is None else "to", "is required")
-    daily = request.query.get("daily", "false")
-    if daily not in ("true", "false"):
-        raise FieldError("daily", "must be true or false")
     report_request = ReportRequest(
-        kind, device_ids, start, end, daily == "true", tuple(request.query.getall("type", []))
+        kind, device_ids, start, end, query_bool(request, "daily"), tuple(request.query.getall("type", []))
     )
     fmt = next(
         (fmt for accepted, fmt in ACCEPTED_FORMATS.items() if accepted in request.headers.get("Accept", "")), "json"

@@ -1,5 +1,7 @@
 """GET /api/socket: live positions, device changes and the user's web notifications (`{"events": [...]}`)
-over a websocket, as Traccar's web app expects.
+over a websocket, as Traccar's web app expects; and task-record changes (`{"tasks": [...]}`: an admin's
+socket gets every task's, a user's only their own; only when asked, with `?tasks=true`), which the dashboard
+watches instead of polling.
 
 Every admin process subscribes to the workers' pub/sub channel and serves its own clients, so any
 number of admin processes can run. Each client gets only the devices its user may see; an admin gets
@@ -31,12 +33,14 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from tracker_jobs.api.access import bearer_token, principal
 from tracker_jobs.api.keys import REDIS, SESSIONS
-from tracker_jobs.api.openapi import STRING, Operation, Query, Reply, describe, error_reply
+from tracker_jobs.api.openapi import BOOLEAN, STRING, Operation, Query, Reply, describe, error_reply
+from tracker_jobs.api.params import query_bool
 from tracker_jobs.api.routes import Route
 from tracker_jobs.core.access import EVERYTHING, AccessChange, watch_access_changes
 from tracker_jobs.core.principal import Principal
 from tracker_jobs.core.redis import listen_forever
 from tracker_jobs.devices.service import device_to_api, list_devices
+from tracker_jobs.jobs.records import TASKS_CHANNEL
 from tracker_jobs.notifications.web import NOTIFY_CHANNEL
 from tracker_jobs.positions.live import LIVE_CHANNEL
 from tracker_jobs.positions.service import latest_positions
@@ -59,6 +63,7 @@ class Client:
     principal: Principal
     token_hash: str
     allowed: set[int]
+    tasks: bool = False  # asked for task-record changes (?tasks=true)
     inbox: asyncio.Queue[bytes] = field(default_factory=lambda: asyncio.Queue(CLIENT_QUEUE))
     refreshed: float = field(default_factory=time.monotonic)
 
@@ -78,6 +83,7 @@ class LiveHub:
         self.tasks = [
             asyncio.create_task(listen_forever(self.redis, LIVE_CHANNEL, self._dispatch)),
             asyncio.create_task(listen_forever(self.redis, NOTIFY_CHANNEL, self._dispatch_notifications)),
+            asyncio.create_task(listen_forever(self.redis, TASKS_CHANNEL, self._dispatch_tasks)),
             asyncio.create_task(watch_access_changes(self.redis, self._access_changed)),
             asyncio.create_task(self._recheck_periodically()),
         ]
@@ -103,6 +109,17 @@ class LiveHub:
             events = by_user.get(str(client.principal.user_id))
             if events:
                 self._hand(client, orjson.dumps({"events": events}))
+
+    def _dispatch_tasks(self, data: bytes) -> None:
+        """Task changes to admins whole, to each user only the tasks they started."""
+        changes: list[dict[str, Any]] = orjson.loads(data)["tasks"]
+        for client in list(self.clients):
+            if not client.tasks:
+                continue
+            if client.principal.is_admin:
+                self._hand(client, data)
+            elif own := [change for change in changes if change["userId"] == client.principal.user_id]:
+                self._hand(client, orjson.dumps({"tasks": own}))
 
     def _hand(self, client: Client, data: bytes) -> None:
         try:
@@ -171,15 +188,20 @@ class LiveHub:
     async def _visible(self, client: Client, message: dict[str, Any]) -> dict[str, Any]:
         if client.principal.is_admin:
             return message
-        ids = {item[DEVICE_FIELD[key]] for key, items in message.items() for item in items} - {None}
+        ids = {item[DEVICE_FIELD[key]] for key, items in message.items() if key in DEVICE_FIELD for item in items} - {
+            None
+        }
         if not ids <= client.allowed and time.monotonic() - client.refreshed > REFRESH_ACCESS_S:
             client.allowed = await self._reload_allowed(client.principal)
             client.refreshed = time.monotonic()
-        # An event about no device (a system alert, a test) was addressed to this user alone.
+        # An event about no device (a system alert, a test) was addressed to this user alone, and so were
+        # tasks (by _dispatch_tasks).
         return {
             key: [
                 item for item in items if item[DEVICE_FIELD[key]] in client.allowed or item[DEVICE_FIELD[key]] is None
             ]
+            if key in DEVICE_FIELD
+            else items
             for key, items in message.items()
         }
 
@@ -199,6 +221,7 @@ async def socket_handler(request: web.Request) -> web.WebSocketResponse:
     caller = principal(request)
     token = bearer_token(request)
     assert token is not None  # the auth middleware let the request through
+    wants_tasks = query_bool(request, "tasks")
     ws = web.WebSocketResponse(heartbeat=30.0)
     await ws.prepare(request)
     hub = request.app[HUB]
@@ -208,7 +231,7 @@ async def socket_handler(request: web.Request) -> web.WebSocketResponse:
         positions = await latest_positions(session, request.app[REDIS], caller, ids)
     await ws.send_str(orjson.dumps({"devices": [device_to_api(d) for d in devices]}).decode())
     await ws.send_str(orjson.dumps({"positions": positions}).decode())
-    client = Client(ws=ws, principal=caller, token_hash=hash_token(token), allowed=set(ids))
+    client = Client(ws=ws, principal=caller, token_hash=hash_token(token), allowed=set(ids), tasks=wants_tasks)
     hub.clients.add(client)  # from here on every announced change reaches this socket...
     sender: asyncio.Task[None] | None = None
     try:
@@ -241,7 +264,12 @@ describe(
         "Websocket of live updates (token also as ?token=): {devices} and {positions} on connect, then one message "
         "per stored batch for the devices the caller may see",
         {101: Reply("switching to the websocket protocol"), 400: error_reply("not a websocket request")},
-        query=(Query("token", STRING, "the bearer token, for browsers that cannot set headers"),),
+        query=(
+            Query("token", STRING, "the bearer token, for browsers that cannot set headers"),
+            Query(
+                "tasks", BOOLEAN, "also {tasks: [{id, name, queue, state, userId, progress}]} as task records change"
+            ),
+        ),
         tag="positions",
     ),
 )

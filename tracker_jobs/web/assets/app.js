@@ -276,18 +276,43 @@
     if (state.view === view) schedule(view);
   }
 
-  // Non-overlapping refresh: the next read starts POLL_S after the last one ended, never beside it.
+  // A view's reads never overlap (rq-dashboard's lesson: overlapping polls exhaust connections): one
+  // asked for while another runs happens once, right after it.
+  async function reread(view) {
+    if (view.reading) {
+      view.again = true;
+      return;
+    }
+    view.reading = true;
+    try {
+      await view.refresh();
+    } catch (error) {
+      console.error(error); // the view shows what it can; the next round tries again
+    } finally {
+      view.reading = false;
+    }
+    if (view.again && state.view === view) {
+      view.again = false;
+      await reread(view);
+    }
+  }
+
+  // News from the socket: read again after `ms`, however much news arrives meanwhile.
+  function soon(view, ms) {
+    if (view.timer || state.view !== view) return;
+    view.timer = setTimeout(() => {
+      view.timer = null;
+      if (state.view === view) reread(view);
+    }, ms);
+  }
+
+  // The timer: the next read starts POLL_S after the last one ended. Views fed by the socket
+  // (liveOnly) read on this timer only while the socket is down.
   function schedule(view) {
     if (!view.refresh) return;
     state.poll = setTimeout(async () => {
       if (state.view !== view) return;
-      if (!view.liveOnly || !state.socketUp) {
-        try {
-          await view.refresh();
-        } catch (_) {
-          // shown by the view; the next round tries again
-        }
-      }
+      if (!view.liveOnly || !state.socketUp) await reread(view);
       if (state.view === view) schedule(view);
     }, POLL_S * 1000);
   }
@@ -299,7 +324,7 @@
     const connect = () => {
       if (!state.token) return;
       const scheme = location.protocol === "https:" ? "wss" : "ws";
-      const socket = new WebSocket(`${scheme}://${location.host}/api/socket?token=${encodeURIComponent(state.token)}`);
+      const socket = new WebSocket(`${scheme}://${location.host}/api/socket?tasks=true&token=${encodeURIComponent(state.token)}`);
       state.socket = socket;
       socket.onopen = () => {
         delay = 1000;
@@ -352,12 +377,14 @@
     const body = h("div", { class: "grid" });
     container.append(body);
     view.refresh = async () => {
-      const [health, queues, workersNow, hour, day] = await Promise.all([
+      const [health, queues, workersNow, hour, day, hourly, daily] = await Promise.all([
         fetch("/health").then((r) => r.json()),
         get("/api/tasks/queues"),
         get("/api/tasks/workers"),
         get("/api/tasks/stats?window=1h"),
         get("/api/tasks/stats?window=24h"),
+        get("/api/tasks/history?window=1h"),
+        get("/api/tasks/history?window=24h"),
       ]);
       const alerts = health.systemAlerts || [];
       fill(body,
@@ -376,8 +403,8 @@
           ], queues),
         ),
         h("div", { class: "card" }, h("h2", {}, "Workers"), h("p", {}, `${workersNow.filter((w) => w.state === "live").length} live, ${workersNow.filter((w) => w.state === "lost").length} lost`)),
-        h("div", { class: "card wide" }, h("h2", {}, "Last hour"), throughput(hour)),
-        h("div", { class: "card wide" }, h("h2", {}, "Last day"), throughput(day)),
+        h("div", { class: "card wide" }, h("h2", {}, "Last hour"), chart(hourly, "Jobs per minute, last hour"), throughput(hour)),
+        h("div", { class: "card wide" }, h("h2", {}, "Last day"), chart(daily, "Jobs per half hour, last day"), throughput(day)),
         h(
           "div",
           { class: "card wide" },
@@ -391,7 +418,42 @@
         ),
       );
     };
+    view.live = (message) => message.tasks && soon(view, 2000);
     await view.refresh();
+  }
+
+  // Jobs done (green) and failed (red) per step as stacked SVG bars, each with its numbers as a tooltip.
+  function chart(history, label) {
+    const svg = (tag, attrs, ...children) => {
+      const el = document.createElementNS("http://www.w3.org/2000/svg", tag);
+      for (const [key, value] of Object.entries(attrs)) el.setAttribute(key, String(value));
+      el.append(...children);
+      return el;
+    };
+    const points = history.points;
+    const most = Math.max(1, ...points.map((p) => p.complete + p.failed));
+    const [width, height] = [600, 100];
+    const slot = width / points.length;
+    const done = points.reduce((sum, p) => sum + p.complete, 0);
+    const failed = points.reduce((sum, p) => sum + p.failed, 0);
+    const bars = points.map((p, index) => {
+      const [x, w] = [index * slot + 0.5, Math.max(1, slot - 1)];
+      const [up, down] = [(height * p.complete) / most, (height * p.failed) / most];
+      return svg(
+        "g",
+        {},
+        svg("title", {}, `${when(p.at)}: ${p.complete} done, ${p.failed} failed`),
+        svg("rect", { x, y: height - up - down, width: w, height: up, class: "done" }),
+        svg("rect", { x, y: height - down, width: w, height: down, class: "failed" }),
+      );
+    });
+    const summary = `${label}: ${done} done, ${failed} failed`;
+    return h(
+      "figure",
+      { class: "chart" },
+      svg("svg", { viewBox: `0 0 ${width} ${height}`, preserveAspectRatio: "none", role: "img", "aria-label": summary }, ...bars),
+      h("figcaption", {}, `${summary} (most in one bar: ${most})`),
+    );
   }
 
   // Done and failed per job as bars (widths relative to the busiest job), with the numbers as text.
@@ -424,6 +486,7 @@
       field("Queue", h("select", { name: "queue" }, ["", "positions", "reports", "cleanup", "notifications", "commands"].map((q) => h("option", { value: q, selected: filters.queue === q }, q || "any")))),
       field("From", h("input", { name: "from", type: "datetime-local", value: filters.from || "" })),
       field("To", h("input", { name: "to", type: "datetime-local", value: filters.to || "" })),
+      field("Arguments contain", h("input", { name: "q", type: "search", maxlength: 200, value: filters.q || "" })),
       h("button", { type: "submit" }, "Filter"),
     );
     form.addEventListener("submit", (event) => {
@@ -439,12 +502,13 @@
       queue: filters.queue,
       from: filters.from ? new Date(filters.from).toISOString() : "",
       to: filters.to ? new Date(filters.to).toISOString() : "",
+      q: filters.q,
     };
     const retryAll = h("button", { type: "button" }, "Retry all failed matching");
     retryAll.addEventListener("click", () =>
       act(retryAll, outcome, async () => {
         const { data } = await api("POST", `/api/tasks/retry-failed${query({ ...apiFilters, state: "" })}`);
-        view.refresh();
+        reread(view);
         return `${data.count} tasks queued again.`;
       }),
     );
@@ -469,6 +533,9 @@
         rows.length === PAGE ? h("a", { href: page(offset + PAGE) }, "older →") : "",
       );
     };
+    // Task records that change are announced on the socket: the page reads again, at most once a second.
+    view.live = (message) => message.tasks && soon(view, 1000);
+    view.liveOnly = true;
     await view.refresh();
   }
 
@@ -531,7 +598,7 @@
       cancel.addEventListener("click", () =>
         act(cancel, outcome, async () => {
           await api("DELETE", `/api/tasks/task/${encodeURIComponent(id)}`);
-          await view.refresh();
+          await reread(view);
           return "Cancelled.";
         }),
       );
@@ -569,6 +636,8 @@
         t.error ? [h("h2", {}, "Error"), h("p", { class: "error-message" }, `${t.error.type}: ${t.error.message}`), h("pre", { class: "traceback", tabindex: 0 }, t.error.traceback || "")] : "",
       );
     };
+    view.live = (message) => message.tasks && message.tasks.some((change) => change.id === id) && soon(view, 200);
+    view.liveOnly = true;
     await view.refresh();
   }
 
@@ -727,7 +796,7 @@
           ? { ...range, ...(f.device ? { device_ids: [Number(f.device)] } : {}) }
           : { ...range, device_id: Number(f.device), kind: f.kind };
         const { data } = await api("POST", `/api/tasks/report/${fleet ? "fleet" : "device"}`, body);
-        await view.refresh();
+        await reread(view);
         return `Report ${data.report_id} queued.`;
       });
     });
@@ -745,6 +814,9 @@
         ], rows, "No reports yet."),
       );
     };
+    // A report moves with its job: the job's changes on the socket say when to read the list again.
+    view.live = (message) => message.tasks && message.tasks.some((change) => change.queue === "reports") && soon(view, 500);
+    view.liveOnly = true;
     await view.refresh();
   }
 
@@ -807,7 +879,7 @@
     button.addEventListener("click", () =>
       act(button, outcome, async () => {
         await api("POST", `/api/notifications/deliveries/${delivery.id}/retry`);
-        await view.refresh();
+        await reread(view);
         return "";
       }),
     );
@@ -840,7 +912,7 @@
         const given = {};
         for (const el of attributes.querySelectorAll("input")) given[el.name.slice(5)] = parseValue(el.value);
         const { data } = await api("POST", "/api/commands/send", { deviceId: Number(deviceSelect.value), type: typeSelect.value, attributes: given });
-        await view.refresh();
+        await reread(view);
         return `Command ${data.id} queued.`;
       });
     });
@@ -869,7 +941,7 @@
     button.addEventListener("click", () =>
       act(button, outcome, async () => {
         await api("DELETE", `/api/commands/${command.id}`);
-        await view.refresh();
+        await reread(view);
         return "";
       }),
     );
