@@ -62,6 +62,10 @@ def test_booleans(raw: str, expected: bool) -> None:
         # The host goes into the page's Content-Security-Policy: nothing that could add a source to it.
         ("TRACKER_MAP_TILES", "https://a.example; script-src */{z}/{x}/{y}", "TRACKER_MAP_TILES: expected https://"),
         ("TRACKER_MAP_TILES", "https://{z}.example/{z}/{x}/{y}.png", "TRACKER_MAP_TILES: expected https://"),
+        # `{s}` alone would be `https://*` in the policy: every host; elsewhere than first, a source no browser reads.
+        ("TRACKER_MAP_TILES", "https://{s}/{z}/{x}/{y}.png", "TRACKER_MAP_TILES: expected https://"),
+        ("TRACKER_MAP_TILES", "https://tiles{s}.example/{z}/{x}/{y}.png", "TRACKER_MAP_TILES: expected https://"),
+        ("TRACKER_MAP_TILES", "https://tïles.example/{z}/{x}/{y}.png", "TRACKER_MAP_TILES: expected https://"),
     ],
 )
 def test_bad_values_name_the_variable(variable: str, value: str, expected: str) -> None:
@@ -90,6 +94,7 @@ def test_database_urls_get_the_async_driver(url: str, expected: str) -> None:
     [
         (None, "https://tile.openstreetmap.org/{z}/{x}/{y}.png"),
         ("https://{s}.tile.example.org:8443/{z}/{x}/{y}.png", "https://{s}.tile.example.org:8443/{z}/{x}/{y}.png"),
+        ("http://tiles:8080/osm/{z}/{x}/{y}.png", "http://tiles:8080/osm/{z}/{x}/{y}.png"),  # a host on the LAN
         ("none", None),
         ("OFF", None),
     ],

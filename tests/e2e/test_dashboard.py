@@ -5,6 +5,7 @@ serious accessibility violation in any view, and a screenshot of each view at de
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -14,7 +15,7 @@ from typing import Any
 
 import pytest
 import requests
-from playwright.sync_api import Browser, Page, expect
+from playwright.sync_api import Browser, Page, WebSocketRoute, expect
 
 from tests.support.browser import DESKTOP, PHONE, chromium, screenshot, serious_violations
 from tests.support.processes import engine_env, running, tracker_jobs_command
@@ -128,6 +129,7 @@ def test_a_device_appears_on_the_map_then_moves(page: Page, engine: Engine) -> N
     engine.report("map-mover", 48.8566, 2.3522, seconds_ago=120)  # two minutes to the next: a plausible speed
     row = page.get_by_role("row").filter(has_text="map-mover")
     expect(row).to_be_visible()
+    row.get_by_role("button", name="map-mover").click()  # the map goes to it (past any cluster), its detail opens
     marker = page.locator('.leaflet-marker-icon[title="map-mover"]')
     expect(marker).to_be_visible()
     before = marker.evaluate("element => element.style.transform")
@@ -137,8 +139,28 @@ def test_a_device_appears_on_the_map_then_moves(page: Page, engine: Engine) -> N
         "before => document.querySelector('.leaflet-marker-icon[title=\"map-mover\"]').style.transform !== before",
         arg=before,
     )
-    row.get_by_role("button", name="map-mover").click()  # ...and the device's detail has today's numbers
-    expect(page.locator(".detail")).to_contain_text("Positions today")
+    expect(page.locator(".detail")).to_contain_text("Positions today")  # the device's numbers of today
+
+
+def test_while_the_socket_is_down_the_page_polls_and_says_so(page: Page, engine: Engine) -> None:
+    refused: list[str] = []
+
+    def refuse(socket: WebSocketRoute) -> None:  # the server's socket "goes away" at every try
+        refused.append(socket.url)
+        socket.close(code=1011, reason="test: unavailable")
+
+    page.route_web_socket("**/api/socket*", refuse)
+    sign_in_with_token(page, engine)
+    page.goto(f"{engine.admin}/#/map")
+    expect(page.locator("#live")).to_have_text("○ reconnecting (polling meanwhile)")
+    engine.report("polled-only", 41.9, 12.5)
+    # No socket: the map's timer reads the devices and positions (every 5 s, never two reads at once).
+    row = page.get_by_role("row").filter(has_text="polled-only")
+    expect(row).to_be_visible(timeout=15_000)
+    row.get_by_role("button", name="polled-only").click()  # the map goes to it, past the clusters
+    expect(page.locator('.leaflet-marker-icon[title="polled-only"]')).to_be_visible()
+    assert len(refused) >= 2  # it tried again...
+    assert len(refused) <= 6  # ...with backoff (1, 2, 4, 8 s), not in a tight loop
 
 
 def test_a_failed_job_shows_its_traceback_and_succeeds_after_retry_from_the_page(page: Page, engine: Engine) -> None:
@@ -170,6 +192,11 @@ def test_a_running_job_is_cancelled_from_the_page(page: Page, engine: Engine) ->
     page.get_by_role("button", name="Run", exact=True).click()
     expect(page.locator(".facts .badge")).to_have_text("in_progress", timeout=15_000)
     expect(page.locator(".facts progress")).to_be_visible(timeout=10_000)  # the live progress bar
+    task_url = page.url
+    page.goto(f"{engine.admin}/#/workers")  # the worker running it names it, with each queue's concurrency
+    worker = page.get_by_role("row").filter(has_text="cleanup 2")
+    worker.get_by_role("link", name="ping").click()
+    page.wait_for_url(task_url)
     page.get_by_role("button", name="Cancel").click()
     expect(page.locator(".facts .badge")).to_have_text("cancelled")
     task_id = page.url.rsplit("/", 1)[1]
@@ -192,9 +219,12 @@ def test_a_report_is_requested_progresses_and_downloads(page: Page, engine: Engi
     expect(row.get_by_role("button", name="JSON")).to_be_visible(timeout=20_000)  # the list refreshes itself
     with page.expect_download() as download:
         row.get_by_role("button", name="JSON").click()
+    assert download.value.suggested_filename.endswith("-summary.json")  # the server's name for it
     saved = tmp_path / "report.json"
     download.value.save_as(saved)
-    assert b"reported-car" in saved.read_bytes() or b'"deviceId"' in saved.read_bytes()
+    report = json.loads(saved.read_bytes())
+    assert report["report"]["kind"] == "summary"
+    assert [row["deviceName"] for row in report["summary"]] == ["reported-car"]
 
 
 def test_a_user_does_not_see_another_users_device_and_names_are_text(page: Page, engine: Engine) -> None:
@@ -215,6 +245,24 @@ def test_a_user_does_not_see_another_users_device_and_names_are_text(page: Page,
     csp = requests.get(f"{engine.admin}/", timeout=10).headers["Content-Security-Policy"]
     assert "script-src 'self'" in csp
     assert "unsafe-inline" not in csp
+
+
+def test_a_command_is_sent_and_cancelled_from_the_page(page: Page, engine: Engine) -> None:
+    engine.report("commanded-phone", 59.3, 18.0)
+    sign_in_with_token(page, engine)
+    page.goto(f"{engine.admin}/#/commands")
+    page.get_by_label("Device").select_option(label="commanded-phone")
+    page.get_by_label("Type").select_option("custom")
+    page.get_by_label("data (string)").fill("12345")  # a string, though it looks like a number
+    page.get_by_role("button", name="Send").click()
+    expect(page.locator("form .outcome")).to_contain_text("queued")
+    command_id = int(page.locator("form .outcome").inner_text().split()[1])
+    row = page.get_by_role("row").filter(has_text=f"#{command_id} custom")
+    expect(row).to_contain_text("queued")
+    assert engine.api("GET", f"/api/commands/{command_id}")["attributes"] == {"data": "12345"}
+    row.get_by_role("button", name=f"Cancel command {command_id}").click()
+    expect(row).to_contain_text("cancelled")
+    assert engine.api("GET", f"/api/commands/{command_id}")["state"] == "cancelled"
 
 
 @pytest.mark.parametrize("size", ["desktop", "phone"])

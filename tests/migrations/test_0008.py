@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import sqlite3
 from contextlib import closing
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 from alembic import command
@@ -40,15 +40,21 @@ def test_0008_moves_every_position_into_day_partitions_keeping_ids(database: str
         )
     run(sql(database, "SELECT setval('positions_id_seq', 900000)"))
 
+    day_before = datetime.now(UTC).date()
     command.upgrade(config, "0008")
+    day_after = datetime.now(UTC).date()  # the migration's own today: either, when midnight came between
 
     assert positions(database) == [(position_id, age) for position_id, age in ROWS]
     newest = run(sql(database, "SELECT position_time FROM devices"))
     assert newest[0]["position_time"] == NOW - timedelta(days=1, minutes=1)  # position 900,000's fix time
     partitions = partition_bounds(database, "positions")
-    days = [(NOW - timedelta(days=offset)).date() for offset in range(-7, 401)]
-    # From 400 days back (the oldest row is older) to a week ahead, and the default one.
-    assert set(partitions) == {f"positions_p{day:%Y%m%d}" for day in days} | {"positions_default"}
+
+    def made_on(today: date) -> set[str]:
+        # From 400 days back (the oldest row is older) to a week ahead, and the default one.
+        days = [today - timedelta(days=offset) for offset in range(-7, 401)]
+        return {f"positions_p{day:%Y%m%d}" for day in days} | {"positions_default"}
+
+    assert set(partitions) in (made_on(day_before), made_on(day_after))
     assert partitions["positions_default"] == "DEFAULT"
     in_default = run(sql(database, "SELECT id FROM positions_default"))
     assert [row["id"] for row in in_default] == [450_001]  # 500 days old: no partition of its own

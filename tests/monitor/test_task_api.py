@@ -253,6 +253,24 @@ async def test_sockets_that_ask_are_told_of_task_changes_each_user_only_of_their
         assert own == {users_job.job_id}  # never the admin's task
         with pytest.raises(asyncio.TimeoutError):
             await plain_ws.receive(timeout=0.5)  # a socket that did not ask (Traccar's clients) hears nothing
+
+    # A user promoted to admin hears every task; demoted again, only their own, at once.
+    user = bearer(USER_TOKEN)
+    promoted = await admin_client.put(f"/api/users/{users.user}", json={"role": "admin"}, headers=admin_headers)
+    assert promoted.status == 200
+    async with admin_client.ws_connect(f"/api/socket?tasks=true&token={USER_TOKEN}") as ws:
+        for _ in range(2):
+            await ws.receive(timeout=10.0)  # devices, positions
+        admins = await run_ping(admin_client, admin_headers)
+        assert {c["id"] for c in await changes(ws)} == {admins}
+        demoted = await admin_client.put(f"/api/users/{users.user}", json={"role": "user"}, headers=admin_headers)
+        assert demoted.status == 200
+        await run_ping(admin_client, admin_headers)
+        own = await enqueue(redis, JOBS["ping"], user_id=users.user)
+        assert own is not None
+        assert {c["id"] for c in await changes(ws)} == {own.job_id}  # the admin's second ping never came
+    assert (await admin_client.get("/api/session", headers=user)).status == 200
+
     bad = await admin_client.get("/api/socket?tasks=yes", headers=admin_headers)
     assert bad.status == 400
     assert "tasks:" in (await bad.json())["error"]["message"]

@@ -6,6 +6,7 @@ A bad value stops start-up with a one-line `ConfigError` that names the variable
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
@@ -189,6 +190,7 @@ def _log_level(env: Mapping[str, str]) -> str:
 
 DEFAULT_MAP_TILES = "https://tile.openstreetmap.org/{z}/{x}/{y}.png"
 MAP_TILES_OFF = {"none", "off"}
+TILE_HOST = re.compile(r"[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*(:[0-9]{1,5})?")
 
 
 def _map_tiles(env: Mapping[str, str]) -> str | None:
@@ -198,8 +200,10 @@ def _map_tiles(env: Mapping[str, str]) -> str | None:
     scheme, _, rest = url.partition("://")
     host = rest.split("/", 1)[0]
     placeholders_ok = all(part in url for part in ("{z}", "{x}", "{y}"))
-    # The host goes into the page's Content-Security-Policy: nothing but a host name, `{s}` for a subdomain.
-    host_ok = bool(host) and all(c.isalnum() or c in ".-:{}" for c in host) and host.replace("{s}", "s").count("{") == 0
+    # The host goes into the page's Content-Security-Policy: an ASCII host name (and port), with `{s}.` as
+    # its first label at most (a subdomain, `*.` in the policy): never a wildcard for every host.
+    named = host.removeprefix("{s}.")
+    host_ok = TILE_HOST.fullmatch(named) is not None
     if scheme not in {"http", "https"} or not placeholders_ok or not host_ok or any(c.isspace() for c in url):
         raise ConfigError(
             f"TRACKER_MAP_TILES: expected https://host/{{z}}/{{x}}/{{y}}.png (or none), got {url[:200]!r}"

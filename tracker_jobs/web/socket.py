@@ -194,16 +194,19 @@ class LiveHub:
         if not ids <= client.allowed and time.monotonic() - client.refreshed > REFRESH_ACCESS_S:
             client.allowed = await self._reload_allowed(client.principal)
             client.refreshed = time.monotonic()
-        # An event about no device (a system alert, a test) was addressed to this user alone, and so were
-        # tasks (by _dispatch_tasks).
-        return {
-            key: [
-                item for item in items if item[DEVICE_FIELD[key]] in client.allowed or item[DEVICE_FIELD[key]] is None
-            ]
-            if key in DEVICE_FIELD
-            else items
-            for key, items in message.items()
-        }
+        # An event about no device (a system alert, a test) was addressed to this user alone. Tasks were
+        # picked for the user at dispatch, and are checked again here: a message queued before a demotion
+        # is sent after it. What this does not know how to check is not sent.
+        visible: dict[str, Any] = {}
+        for key, items in message.items():
+            if key == "tasks":
+                visible[key] = [item for item in items if item["userId"] == client.principal.user_id]
+            elif key in DEVICE_FIELD:
+                field_name = DEVICE_FIELD[key]
+                visible[key] = [
+                    item for item in items if item[field_name] in client.allowed or item[field_name] is None
+                ]
+        return visible
 
     async def serve(self, client: Client) -> None:
         """Send the client what it may see until it goes away."""

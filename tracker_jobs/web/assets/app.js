@@ -6,6 +6,7 @@
 (() => {
   const TOKEN_KEY = "tracker.token";
   const POLL_S = 5; // views without live data read again this long after their last read ended
+  const BACKSTOP_S = 30; // views fed by the socket read again this often all the same
   const TRAIL = 20; // positions in a device's trail on the map
   const PAGE = 50; // tasks per page
   const main = document.getElementById("main");
@@ -150,11 +151,13 @@
     }
   }
 
-  async function download(path, name) {
-    const { status, data } = await api("GET", path, undefined, true);
+  // A file from the API (it needs the token, so not a plain link), saved under the name the server gives.
+  async function download(path, fallbackName) {
+    const { status, data, response } = await api("GET", path, undefined, true);
     if (status === 202) return "Being prepared; try again in a moment.";
+    const given = /filename="([^"\\/]+)"/.exec(response.headers.get("content-disposition") || "");
     const url = URL.createObjectURL(data);
-    const link = h("a", { href: url, download: name });
+    const link = h("a", { href: url, download: given ? given[1] : fallbackName });
     document.body.append(link);
     link.click();
     link.remove();
@@ -165,11 +168,24 @@
   // ---- sign-in ---------------------------------------------------------------------------------
 
   function signedOut(message) {
+    if (!state.user && !state.token) return; // already signed out: the sign-in form stays as it is
     sessionStorage.removeItem(TOKEN_KEY);
     state.token = null;
     state.user = null;
+    leaveView();
     stopLive();
     showSignIn(message);
+  }
+
+  // Stops what the view on screen runs (its map, its timers) before another takes its place.
+  function leaveView() {
+    clearTimeout(state.poll);
+    const view = state.view;
+    state.view = null;
+    if (view) {
+      clearTimeout(view.timer);
+      if (view.stop) view.stop();
+    }
   }
 
   function showSignIn(message) {
@@ -259,16 +275,17 @@
 
   async function show() {
     if (!state.user) return;
-    if (state.view && state.view.stop) state.view.stop();
-    clearTimeout(state.poll);
+    leaveView();
     const { name, arg } = route();
     showNav(name);
     const view = { refresh: null, live: null, stop: null };
     state.view = view;
     const container = h("section", { "aria-labelledby": "view-title" }, h("h1", { id: "view-title" }, VIEWS[name].title));
     fill(main, container);
+    performance.mark(`view-start:${name}`);
     try {
       await VIEWS[name].render(container, arg, view);
+      performance.mark(`view-ready:${name}`); // first data on screen (devtools and bench/dashboard.py read it)
     } catch (error) {
       console.error(error);
       if (error.status !== 401) container.append(notice(error.message || String(error)));
@@ -278,15 +295,18 @@
 
   // A view's reads never overlap (rq-dashboard's lesson: overlapping polls exhaust connections): one
   // asked for while another runs happens once, right after it.
-  async function reread(view) {
+  // `first`: the view's first read, whose failure the view shows (later ones are tried again later).
+  async function reread(view, first = false) {
     if (view.reading) {
       view.again = true;
       return;
     }
     view.reading = true;
+    view.readAt = Date.now();
     try {
       await view.refresh();
     } catch (error) {
+      if (first) throw error;
       console.error(error); // the view shows what it can; the next round tries again
     } finally {
       view.reading = false;
@@ -307,12 +327,14 @@
   }
 
   // The timer: the next read starts POLL_S after the last one ended. Views fed by the socket
-  // (liveOnly) read on this timer only while the socket is down.
+  // (liveOnly) read on it while the socket is down, and otherwise every BACKSTOP_S only, in case a
+  // change was never announced (a message dropped, a record written by a process that died).
   function schedule(view) {
     if (!view.refresh) return;
     state.poll = setTimeout(async () => {
-      if (state.view !== view) return;
-      if (!view.liveOnly || !state.socketUp) await reread(view);
+      if (state.view !== view || !state.user) return;
+      const due = Date.now() - (view.readAt || 0) >= BACKSTOP_S * 1000;
+      if (!view.liveOnly || !state.socketUp || due) await reread(view);
       if (state.view === view) schedule(view);
     }, POLL_S * 1000);
   }
@@ -327,18 +349,21 @@
       const socket = new WebSocket(`${scheme}://${location.host}/api/socket?tasks=true&token=${encodeURIComponent(state.token)}`);
       state.socket = socket;
       socket.onopen = () => {
+        if (state.socket !== socket) return socket.close();
         delay = 1000;
         state.socketUp = true;
         document.getElementById("live").textContent = "● live";
+        // What changed while the socket was down was not announced: read the view again once.
+        if (state.view && state.view.liveOnly) reread(state.view);
       };
-      socket.onmessage = (message) => onLive(JSON.parse(message.data));
+      socket.onmessage = (message) => state.socket === socket && onLive(JSON.parse(message.data));
       socket.onclose = (event) => {
+        if (state.socket !== socket) return; // an old socket, replaced or signed out
         state.socketUp = false;
-        if (state.socket !== socket) return;
         state.socket = null;
         if (event.code === 1008) return signedOut("Your access changed; sign in again.");
         document.getElementById("live").textContent = "○ reconnecting (polling meanwhile)";
-        setTimeout(connect, delay);
+        setTimeout(() => state.socket === null && state.user && connect(), delay);
         delay = Math.min(delay * 2, 30000); // backoff: a restarting server is not hammered
       };
     };
@@ -377,7 +402,9 @@
     const body = h("div", { class: "grid" });
     container.append(body);
     view.refresh = async () => {
-      const [health, queues, workersNow, hour, day, hourly, daily] = await Promise.all([
+      let read;
+      try {
+        read = await Promise.all([
         fetch("/health").then((r) => r.json()),
         get("/api/tasks/queues"),
         get("/api/tasks/workers"),
@@ -385,7 +412,13 @@
         get("/api/tasks/stats?window=24h"),
         get("/api/tasks/history?window=1h"),
         get("/api/tasks/history?window=24h"),
-      ]);
+        ]);
+      } catch (error) {
+        // Say so rather than keep showing the last, perhaps healthy, picture.
+        fill(body, notice(`Cannot read the engine's state: ${error.message}`));
+        throw error;
+      }
+      const [health, queues, workersNow, hour, day, hourly, daily] = read;
       const alerts = health.systemAlerts || [];
       fill(body,
         h("div", { class: "card" }, h("h2", {}, "Health"), h("p", {}, badge(health.status), ` Redis ${health.redis.connected ? "up" : "down"}, database ${health.database.connected ? "up" : "down"}, ${health.workers} live workers`)),
@@ -419,7 +452,7 @@
       );
     };
     view.live = (message) => message.tasks && soon(view, 2000);
-    await view.refresh();
+    await reread(view, true);
   }
 
   // Jobs done (green) and failed (red) per step as stacked SVG bars, each with its numbers as a tooltip.
@@ -513,7 +546,6 @@
       }),
     );
     container.append(form, h("div", { class: "actions" }, state.user.role === "admin" ? retryAll : "", outcome), list, pager);
-    if (state.user.role === "admin") container.append(await runForm());
     view.refresh = async () => {
       const rows = await get(`/api/tasks${query({ ...apiFilters, limit: PAGE, offset })}`);
       fill(list,
@@ -536,7 +568,8 @@
     // Task records that change are announced on the socket: the page reads again, at most once a second.
     view.live = (message) => message.tasks && soon(view, 1000);
     view.liveOnly = true;
-    await view.refresh();
+    const [, runner] = await Promise.all([reread(view, true), state.user.role === "admin" ? runForm() : null]);
+    if (runner) container.append(runner);
   }
 
   // "Run a job by hand": a form built from GET /api/tasks/jobs, one input per parameter.
@@ -638,7 +671,7 @@
     };
     view.live = (message) => message.tasks && message.tasks.some((change) => change.id === id) && soon(view, 200);
     view.liveOnly = true;
-    await view.refresh();
+    await reread(view, true);
   }
 
   async function workers(container, _arg, view) {
@@ -651,8 +684,8 @@
           ["worker", (w) => w.id],
           ["state", (w) => badge(w.state)],
           ["queues", (w) => w.queues.join(", ")],
-          ["concurrency", (w) => w.concurrency],
-          ["running", (w) => w.running],
+          ["concurrency", (w) => Object.entries(w.concurrency || {}).map(([queue, n]) => `${queue} ${n}`).join(", ")],
+          ["running", (w) => (w.running.length ? w.running.map((job) => [h("a", { href: `#/task/${encodeURIComponent(job.id)}` }, job.name), " "]) : "—")],
           ["done", (w) => w.done],
           ["failed", (w) => w.failed],
           ["started", (w) => when(w.started)],
@@ -660,7 +693,7 @@
         ], rows, "No worker has reported."),
       );
     };
-    await view.refresh();
+    await reread(view, true);
   }
 
   async function devicesMap(container, _arg, view) {
@@ -669,6 +702,11 @@
     const detail = h("div", { class: "detail", "aria-live": "polite" });
     container.append(h("div", { class: "split" }, mapBox, h("div", {}, detail, list)));
     const map = L.map(mapBox, { worldCopyJump: true, maxZoom: 19 }).setView([20, 0], 2);
+    let listTimer = null;
+    view.stop = () => {
+      clearTimeout(listTimer);
+      map.remove();
+    };
     const tiles = document.body.dataset.tiles;
     if (tiles) L.tileLayer(tiles, { maxZoom: 19, attribution: "© OpenStreetMap contributors" }).addTo(map);
     const cluster = L.markerClusterGroup({ disableClusteringAtZoom: 15 });
@@ -679,8 +717,10 @@
     const lines = new Map();
     let fitted = false;
 
-    const place = () => {
-      for (const [id, position] of state.positions) {
+    // Markers move as each message arrives, only those of the devices it names.
+    const place = (positions) => {
+      for (const position of positions) {
+        const id = position.deviceId;
         const device = state.devices.get(id);
         const name = device ? device.name : `device ${id}`;
         const where = [position.latitude, position.longitude];
@@ -720,7 +760,7 @@
     const showDevice = async (id) => {
       const device = state.devices.get(id);
       const position = state.positions.get(id);
-      if (position) map.setView([position.latitude, position.longitude], Math.max(map.getZoom(), 14));
+      if (position) map.setView([position.latitude, position.longitude], Math.max(map.getZoom(), 16)); // past clustering
       fill(detail, h("h2", {}, device ? device.name : `device ${id}`), h("p", {}, "Loading today’s statistics…"));
       try {
         const stats = await get(`/api/devices/${id}/statistics`);
@@ -746,23 +786,30 @@
       }
     };
 
+    // The list costs more with a large fleet: it is drawn again at most once a second.
+    const listSoon = () => {
+      listTimer =
+        listTimer ||
+        setTimeout(() => {
+          listTimer = null;
+          if (state.view === view) showList();
+        }, 1000);
+    };
+
     // The socket sends every device and its newest position on connect, then each change; without
     // it (reconnecting), the same is read from the API on the non-overlapping timer.
-    view.live = () => {
-      place();
-      showList();
+    view.live = (message) => {
+      if (message.positions) place(message.positions);
+      if (message.positions || message.devices) listSoon();
     };
     view.liveOnly = true;
     view.refresh = async () => {
       const [devices, positions] = await Promise.all([get("/api/devices"), get("/api/positions")]);
       onLive({ devices, positions: positions.filter((p) => (state.positions.get(p.deviceId) || {}).id !== p.id) });
-      place();
-      showList();
     };
-    if (!state.socketUp) await view.refresh();
-    place();
+    if (!state.socketUp) await reread(view, true);
+    place([...state.positions.values()]);
     showList();
-    view.stop = () => map.remove();
   }
 
   async function reports(container, _arg, view) {
@@ -817,7 +864,7 @@
     // A report moves with its job: the job's changes on the socket say when to read the list again.
     view.live = (message) => message.tasks && message.tasks.some((change) => change.queue === "reports") && soon(view, 500);
     view.liveOnly = true;
-    await view.refresh();
+    await reread(view, true);
   }
 
   function downloads(report) {
@@ -828,7 +875,7 @@
       ["json", "csv", "xlsx"].map((format) => {
         const button = h("button", { type: "button", "aria-label": `Download report ${report.id} as ${format.toUpperCase()}` }, format.toUpperCase());
         button.addEventListener("click", () =>
-          act(button, outcome, () => download(`/api/reports/${report.id}/download?format=${format}`, `report-${report.id}.${format === "csv" ? "zip" : format}`)),
+          act(button, outcome, () => download(`/api/reports/${report.id}/download?format=${format}`, `report-${report.id}`)),
         );
         return button;
       }),
@@ -847,7 +894,7 @@
           ["time", (e) => when(e.eventTime)],
           ["type", (e) => e.type],
           ["device", (e) => (state.devices.get(e.deviceId) || {}).name || e.deviceId],
-          ["message", (e) => e.message || ""],
+          ["details", (e) => details(e.attributes)],
         ], shown, "No notifications in the last 24 hours."),
       );
     view.live = (message) => {
@@ -870,7 +917,17 @@
         ], log, "No deliveries yet."),
       );
     };
-    await view.refresh();
+    await reread(view, true);
+  }
+
+  // An event's attributes as short text: its message if it has one, else `key=value` pairs.
+  function details(attributes) {
+    if (!attributes) return "";
+    if (attributes.message) return String(attributes.message);
+    const text = Object.entries(attributes)
+      .map(([key, value]) => `${key}=${typeof value === "object" ? JSON.stringify(value) : value}`)
+      .join(", ");
+    return text.length > 160 ? `${text.slice(0, 159)}…` : text;
   }
 
   function retryDelivery(delivery, view) {
@@ -895,7 +952,7 @@
     let types = [];
     const showAttributes = () => {
       const type = types.find((t) => t.type === typeSelect.value);
-      fill(attributes, ...(type ? type.attributes : []).map((a) => field(a.key || a.name, h("input", { name: `attr:${a.key || a.name}` }))));
+      fill(attributes, ...(type ? type.attributes : []).map((a) => field(`${a.key} (${a.type})`, h("input", { name: `attr:${a.key}`, required: a.required }))));
     };
     const loadTypes = async () => {
       types = deviceSelect.value ? await get(`/api/commands/types?deviceId=${deviceSelect.value}`) : [];
@@ -910,7 +967,11 @@
       event.preventDefault();
       act(button, outcome, async () => {
         const given = {};
-        for (const el of attributes.querySelectorAll("input")) given[el.name.slice(5)] = parseValue(el.value);
+        const type = types.find((t) => t.type === typeSelect.value);
+        for (const a of type ? type.attributes : []) {
+          const value = attributes.querySelector(`[name="attr:${a.key}"]`).value;
+          if (value !== "") given[a.key] = a.type === "string" ? value : parseValue(value);
+        }
         const { data } = await api("POST", "/api/commands/send", { deviceId: Number(deviceSelect.value), type: typeSelect.value, attributes: given });
         await reread(view);
         return `Command ${data.id} queued.`;
@@ -932,7 +993,7 @@
         ], rows, "No commands yet."),
       );
     };
-    await view.refresh();
+    await reread(view, true);
   }
 
   function cancelCommand(command, view) {
@@ -960,7 +1021,7 @@
       event.preventDefault();
       act(button, outcome, async () => {
         const body = {};
-        if (kind.value !== "optimize") body.dry_run = dry.checked;
+        body.dry_run = dry.checked;
         if (days.value !== "" && (kind.value === "positions" || kind.value === "events")) body.days_to_keep = Number(days.value);
         const { data } = await api("POST", `/api/tasks/cleanup/${kind.value}`, body);
         location.hash = `#/task/${encodeURIComponent(data.task_id)}`;
@@ -990,7 +1051,7 @@
         h("pre", { class: "result", tabindex: 0 }, json(s.nextRun || {})),
       );
     };
-    await view.refresh();
+    await reread(view, true);
   }
 
   // ---- start -----------------------------------------------------------------------------------
