@@ -12,7 +12,8 @@ Debian's Chromium (Playwright, as the browser tests drive it) measures:
   3. marker_move_p95_ms: from an OsmAnd request leaving this process to its device's marker moved on the
      map (the animation frame after the page moved it), p95 over every request of the measured seconds
      whose position the page showed (the socket sends each device's newest of a stored batch: `shown`
-     says what share that was).
+     says what share that was), split into the request to its socket message reaching the page (the
+     pipeline: stored in a batch, then announced) and that message to the marker moved (the page's part).
 Ends with: RESULT overview_ready_ms=... marker_move_p95_ms=... tasks_page_ms=...
 `--quick` (under a minute) loads the views fewer times and watches the map for fewer seconds, over the same
 million records and the same 1,000 devices a second.
@@ -29,6 +30,7 @@ import tempfile
 import time
 from collections import Counter
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import asyncpg
@@ -50,6 +52,23 @@ RECORDS = 1_000_000
 DEVICES = 1000
 WARM_UP_S = 3  # seconds of reporting before the map is watched: every device registered and on the map
 # Records each shown position with the time of the animation frame after the page moved its marker.
+# Stamps each socket message's positions as it reaches the page, before the page's own handler runs
+# (listeners added at construction run before the `onmessage` the page sets later), once watching.
+STAMP_ARRIVALS = """(() => {
+    const Native = window.WebSocket;
+    window.benchArrivals = [];
+    window.WebSocket = function (url, protocols) {
+        const socket = new Native(url, protocols);
+        socket.addEventListener("message", (event) => {
+            if (!window.benchMoves) return;
+            const now = Date.now();
+            for (const p of JSON.parse(event.data).positions || []) {
+                window.benchArrivals.push([p.deviceId, Date.parse(p.fixTime) / 1000, now]);
+            }
+        });
+        return socket;
+    };
+})();"""
 WATCH_MOVES = """() => {
     window.benchMoves = [];
     document.addEventListener("tracker:positions", (event) => {
@@ -123,8 +142,27 @@ async def tasks_page(page: Page) -> float:
     return ready - await mark_ms(page, "view-start:tasks")
 
 
-async def marker_moves(page: Page, fleet: Fleet, device_ids: dict[int, int], seconds: float) -> tuple[list[float], int]:
-    """Watch the map for `seconds`: each shown position's request-to-move time (ms), and how many were sent."""
+@dataclass
+class Moves:
+    """Per position shown on the map (ms): request to marker moved, request to its socket message reaching
+    the page, and that message to the marker moved; and how many requests were sent while watching."""
+
+    total: list[float]
+    to_page: list[float]
+    on_page: list[float]
+    sent: int
+
+
+def first_times(rows: list[list[float]], by_id: dict[int, int]) -> dict[tuple[int, int], float]:
+    """(device number, fix second) -> the first time the page saw it (a position sent again counts once)."""
+    first: dict[tuple[int, int], float] = {}
+    for device_id, fix_second, at_ms in rows:
+        first.setdefault((by_id.get(int(device_id), -1), int(fix_second)), at_ms)
+    return first
+
+
+async def marker_moves(page: Page, fleet: Fleet, device_ids: dict[int, int], seconds: float) -> Moves:
+    """Watch the map for `seconds`: when each position's message arrived and when its marker moved."""
     await page.evaluate("() => { location.hash = '#/map'; }")
     await mark_ms(page, "view-ready:map")
     await page.evaluate(WATCH_MOVES)
@@ -132,23 +170,25 @@ async def marker_moves(page: Page, fleet: Fleet, device_ids: dict[int, int], sec
     await asyncio.sleep(seconds)
     until = time.time()
     moves: list[list[float]] = await page.evaluate("() => window.benchMoves")
+    arrivals: list[list[float]] = await page.evaluate("() => window.benchArrivals")
     if not moves:
         shown = await page.evaluate("() => document.querySelectorAll('.leaflet-marker-icon').length")
         raise RuntimeError(
             f"no position reached the map in {seconds:.0f} s: {len(fleet.sent)} requests sent, "
-            f"not answered 200 (status: requests): {dict(fleet.failures)}, {shown} markers shown, live: {await page.inner_text('#live')!r}"
+            f"not answered 200 (status: requests): {dict(fleet.failures)}, {shown} markers shown, "
+            f"live: {await page.inner_text('#live')!r}"
         )
     by_id = {device_id: device for device, device_id in device_ids.items()}
-    latencies = []
-    first_moves: dict[tuple[int, int], float] = {}  # a position sent again (a reconnect) counts once, first
-    for device_id, fix_second, moved_ms in moves:
-        first_moves.setdefault((by_id.get(int(device_id), -1), int(fix_second)), moved_ms)
-    for key, moved_ms in first_moves.items():
+    arrived = first_times(arrivals, by_id)
+    found = Moves([], [], [], sum(1 for sent in fleet.sent.values() if since <= sent <= until - 1))
+    for key, moved_ms in first_times(moves, by_id).items():
         sent = fleet.sent.get(key)
         if sent is not None and since <= sent <= until - 1:  # a request's position needs its second to show
-            latencies.append(moved_ms - sent * 1000)
-    sent_in_window = sum(1 for sent in fleet.sent.values() if since <= sent <= until - 1)
-    return latencies, sent_in_window
+            found.total.append(moved_ms - sent * 1000)
+            if key in arrived:
+                found.to_page.append(arrived[key] - sent * 1000)
+                found.on_page.append(moved_ms - arrived[key])
+    return found
 
 
 async def main(quick: bool) -> None:
@@ -198,10 +238,11 @@ async def main(quick: bool) -> None:
             browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
             context = await browser.new_context(viewport=DESKTOP)
             await context.add_init_script(f"sessionStorage.setItem('tracker.token', '{TOKEN}')")
+            await context.add_init_script(STAMP_ARRIVALS)
             page = await context.new_page()
             overview = [await overview_ready(page, admin) for _ in range(loads)]
             tasks = [await tasks_page(page) for _ in range(loads)]
-            latencies, sent = await marker_moves(page, fleet, device_ids, watch_s)
+            moves = await marker_moves(page, fleet, device_ids, watch_s)
             await browser.close()
     finally:
         if reporting is not None:
@@ -211,17 +252,25 @@ async def main(quick: bool) -> None:
             process.terminate()
         for process in processes:
             process.wait(timeout=30)
-    if not latencies:
+    if not moves.total:
         raise RuntimeError(f"no marker moved on the page (logs in {logs})")
-    p95 = float(np.percentile(latencies, 95))
+    p95 = float(np.percentile(moves.total, 95))
+
+    def spread(values: list[float]) -> str:
+        return (
+            f"p50 {np.percentile(values, 50):.0f} ms, p95 {np.percentile(values, 95):.0f} ms, max {max(values):.0f} ms"
+        )
+
     print(f"seeded {RECORDS:,} job records in {seeded_s:.1f} s; {len(device_ids)} devices reporting once a second")
     print(f"overview ready (ms, each load): {', '.join(f'{value:.0f}' for value in overview)}")
     print(f"tasks first page (ms, each): {', '.join(f'{value:.0f}' for value in tasks)}")
     print(
-        f"marker moves: {len(latencies)} of {sent} requests sent while watching ({len(latencies) / max(sent, 1):.0%} shown), "
-        f"p50 {np.percentile(latencies, 50):.0f} ms, p95 {p95:.0f} ms, max {max(latencies):.0f} ms; "
+        f"marker moves: {len(moves.total)} of {moves.sent} requests sent while watching "
+        f"({len(moves.total) / max(moves.sent, 1):.0%} shown): {spread(moves.total)}; "
         f"not answered 200 (status: requests): {dict(fleet.failures) or 'none'}"
     )
+    print(f"  request -> its socket message in the page: {spread(moves.to_page)}")
+    print(f"  message -> marker moved (the page's part): {spread(moves.on_page)}")
     print(
         f"RESULT overview_ready_ms={statistics.median(overview):.0f} marker_move_p95_ms={p95:.0f} "
         f"tasks_page_ms={statistics.median(tasks):.0f}"

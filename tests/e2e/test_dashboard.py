@@ -128,7 +128,7 @@ def test_a_device_appears_on_the_map_then_moves(page: Page, engine: Engine) -> N
     expect(page.locator("#live")).to_have_text("● live")
     engine.report("map-mover", 48.8566, 2.3522, seconds_ago=120)  # two minutes to the next: a plausible speed
     row = page.get_by_role("row").filter(has_text="map-mover")
-    expect(row).to_be_visible()
+    expect(row).to_contain_text("10.0 kn")  # its position too, not only the device
     row.get_by_role("button", name="map-mover").click()  # the map goes to it (past any cluster), its detail opens
     marker = page.locator('.leaflet-marker-icon[title="map-mover"]')
     expect(marker).to_be_visible()
@@ -140,6 +140,8 @@ def test_a_device_appears_on_the_map_then_moves(page: Page, engine: Engine) -> N
         arg=before,
     )
     expect(page.locator(".detail")).to_contain_text("Positions today")  # the device's numbers of today
+    page.goto(f"{engine.admin}/#/events")  # its coming online is an event about it
+    expect(page.get_by_role("row").filter(has_text="deviceOnline").filter(has_text="map-mover")).to_be_visible()
 
 
 def test_while_the_socket_is_down_the_page_polls_and_says_so(page: Page, engine: Engine) -> None:
@@ -156,7 +158,7 @@ def test_while_the_socket_is_down_the_page_polls_and_says_so(page: Page, engine:
     engine.report("polled-only", 41.9, 12.5)
     # No socket: the map's timer reads the devices and positions (every 5 s, never two reads at once).
     row = page.get_by_role("row").filter(has_text="polled-only")
-    expect(row).to_be_visible(timeout=15_000)
+    expect(row).to_contain_text("10.0 kn", timeout=15_000)  # its position too, not only the device
     row.get_by_role("button", name="polled-only").click()  # the map goes to it, past the clusters
     expect(page.locator('.leaflet-marker-icon[title="polled-only"]')).to_be_visible()
     assert len(refused) >= 2  # it tried again...

@@ -123,6 +123,24 @@ async def test_a_device_linked_through_the_api_gets_enter_and_exit_events(
         "2026-01-01T00:01:00+00:00",
     )
     assert (await admin_client.get(f"/api/events/{events[0].id}", headers=BOB)).status == 404  # not bob's device
+
+    async def listed(query: str, headers: dict[str, str]) -> list[tuple[str, int]]:
+        response = await admin_client.get(f"/api/events?{query}", headers=headers)
+        assert response.status == 200, await response.text()
+        return [(event["type"], event["id"]) for event in await response.json()]
+
+    every = await listed("", ANN)  # newest first; the device's other events (online, motion) too
+    assert [(kind, event_id) for kind, event_id in every if kind.startswith("geofence")] == [
+        ("geofenceExit", events[1].id),
+        ("geofenceEnter", events[0].id),
+    ]
+    assert await listed("type=geofenceEnter&type=geofenceExit&limit=1", ANN) == [("geofenceExit", events[1].id)]
+    assert await listed(f"deviceId={van}&type=geofenceEnter", ANN) == [("geofenceEnter", events[0].id)]
+    assert await listed("", BOB) == []  # none about bob's devices
+    assert await listed(f"deviceId={van}", BOB) == []  # naming ann's device shows bob nothing
+    unknown = await admin_client.get("/api/events?type=teleported", headers=ANN)
+    assert unknown.status == 400
+    assert (await error_of(unknown))["message"].startswith("type:")
     assert (await admin_client.delete("/api/permissions", json=link, headers=ANN)).status == 204
 
 

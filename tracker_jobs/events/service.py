@@ -181,6 +181,19 @@ async def get_event(session: AsyncSession, principal: Principal, event_id: int) 
     return found
 
 
+async def recent_events(
+    session: AsyncSession, principal: Principal, device_ids: list[int], types: list[str], limit: int, offset: int
+) -> list[Event]:
+    """Events about the devices the caller may see (those of `device_ids`, of `types`, when given), newest first."""
+    query = select(Event).where(col(Event.device_id).in_(visible_device_ids(principal)))
+    if device_ids:
+        query = query.where(col(Event.device_id).in_(device_ids))
+    if types:
+        query = query.where(col(Event.type).in_(types))
+    query = query.order_by(col(Event.event_time).desc(), col(Event.id).desc()).limit(limit).offset(offset)
+    return list((await session.execute(query)).scalars())
+
+
 def event_to_api(event: Event) -> dict[str, Any]:
     """An event in Traccar's field names, with the place it happened."""
     return {

@@ -14,22 +14,27 @@ from tracker_jobs.api.openapi import (
     ID,
     INTEGER,
     NUMBER,
+    PAGE_QUERIES,
     STRING,
     TIME,
     Operation,
+    Query,
     Reply,
     array,
     describe,
+    documented,
     error_reply,
     nullable,
     obj,
 )
-from tracker_jobs.api.params import path_id
+from tracker_jobs.api.params import page, path_id, query_ids
 from tracker_jobs.api.responses import json_response
 from tracker_jobs.api.routes import Route
 from tracker_jobs.core.db import transaction
+from tracker_jobs.core.errors import FieldError
 from tracker_jobs.events import service
 from tracker_jobs.events.schemas import GeofenceChanges, MaintenanceChanges, NewGeofence, NewMaintenance, Permission
+from tracker_jobs.events.types import EVENT_TYPES
 
 
 async def list_geofences(request: web.Request) -> web.Response:
@@ -197,6 +202,32 @@ describe(
     ),
 )
 
+
+@documented(
+    Operation(
+        "Events about the devices the caller may see, newest first",
+        {200: Reply("events", array(EVENT))},
+        query=(
+            Query("deviceId", ID, "only these devices'", repeated=True),
+            Query("type", {"type": "string", "enum": list(EVENT_TYPES)}, "only these types", repeated=True),
+            *PAGE_QUERIES,
+        ),
+        tag="events",
+    )
+)
+async def list_events(request: web.Request) -> web.Response:
+    types = request.query.getall("type", [])
+    for kind in types:
+        if kind not in EVENT_TYPES:
+            raise FieldError("type", f"must be an event type (GET /api/notifications/types), got {kind[:40]!r}")
+    limit, offset = page(request)
+    async with request.app[SESSIONS]() as session:
+        events = await service.recent_events(
+            session, principal(request), query_ids(request, "deviceId"), types, limit, offset
+        )
+    return json_response([service.event_to_api(event) for event in events])
+
+
 MAINTENANCE = obj(
     {
         "id": INTEGER,
@@ -242,6 +273,7 @@ ROUTES = [
     Route("POST", "/api/maintenance", create_maintenance),
     Route("PUT", "/api/maintenance/{id}", update_maintenance),
     Route("DELETE", "/api/maintenance/{id}", delete_maintenance),
+    Route("GET", "/api/events", list_events),
     Route("GET", "/api/events/{id}", get_event),
     Route("GET", "/api/geofences", list_geofences),
     Route("POST", "/api/geofences", create_geofence),

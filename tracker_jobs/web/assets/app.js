@@ -885,30 +885,40 @@
 
   async function events(container, _arg, view) {
     const recent = h("div");
+    const notified = h("div");
     const deliveries = h("div");
-    container.append(h("h2", {}, "Recent notifications"), recent, h("h2", {}, "Deliveries"), deliveries);
+    container.append(h("h2", {}, "Recent events"), recent, h("h2", {}, "Your web notifications"), notified, h("h2", {}, "Deliveries"), deliveries);
+    const device = (id) => (state.devices.get(id) || {}).name || id || "—";
+    const eventColumns = [
+      ["time", (e) => when(e.eventTime)],
+      ["type", (e) => e.type],
+      ["device", (e) => device(e.deviceId)],
+      ["details", (e) => details(e.attributes)],
+    ];
     let shown = [];
-    const showRecent = () =>
-      fill(recent,
-        table("Your web notifications, newest first", [
-          ["time", (e) => when(e.eventTime)],
-          ["type", (e) => e.type],
-          ["device", (e) => (state.devices.get(e.deviceId) || {}).name || e.deviceId],
-          ["details", (e) => details(e.attributes)],
-        ], shown, "No notifications in the last 24 hours."),
-      );
+    const showNotified = () =>
+      fill(notified, table("Your web notifications, newest first", eventColumns, shown, "No notifications in the last 24 hours."));
+    // Events are stored with the positions that make them: a batch of positions (or a notification)
+    // on the socket is the moment to read them again, at most every 2 s.
     view.live = (message) => {
-      if (!message.events) return;
-      shown = [...message.events, ...shown].slice(0, 100);
-      showRecent();
+      if (message.events) {
+        shown = [...message.events, ...shown].slice(0, 100);
+        showNotified();
+      }
+      if (message.events || message.positions) soon(view, 2000);
     };
     view.refresh = async () => {
-      const [latest, log] = await Promise.all([get("/api/notifications/recent"), get("/api/notifications/deliveries?limit=50")]);
-      shown = latest;
-      showRecent();
+      const [latest, mine, log] = await Promise.all([
+        get("/api/events?limit=50"),
+        get("/api/notifications/recent"),
+        get("/api/notifications/deliveries?limit=50"),
+      ]);
+      fill(recent, table("Events about your devices, newest first", eventColumns, latest, "No events yet."));
+      shown = mine;
+      showNotified();
       fill(deliveries,
         table("Notification deliveries, newest first", [
-          ["event", (d) => `${d.type} (${(state.devices.get(d.deviceId) || {}).name || d.deviceId || "—"})`],
+          ["event", (d) => `${d.type} (${device(d.deviceId)})`],
           ["channel", (d) => d.channel],
           ["state", (d) => badge(d.state)],
           ["attempts", (d) => d.attempts],
