@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import itertools
+import os
 import statistics
 import sys
 import tempfile
@@ -48,6 +49,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tests.support.browser import CHROMIUM, CHROMIUM_ARGS, DESKTOP
 
 TOKEN = "bench-admin-token"  # process_env's admin token
+ROLES = ("worker", "admin", "listener")
 RECORDS = 1_000_000
 DEVICES = 1000
 WARM_UP_S = 3  # seconds of reporting before the map is watched: every device registered and on the map
@@ -142,6 +144,29 @@ async def tasks_page(page: Page) -> float:
     return ready - await mark_ms(page, "view-start:tasks")
 
 
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_by_program(roles: dict[int, str]) -> Counter[str]:
+    """CPU seconds used so far by each kind of process on the machine: the engine's (by pid, `roles`),
+    Chromium, PostgreSQL, Redis, and this process (the load generator)."""
+    used: Counter[str] = Counter()
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            command = (proc / "cmdline").read_bytes().split(b"\0")[0].decode(errors="replace")
+            stat = (proc / "stat").read_text()
+        except OSError:  # gone meanwhile
+            continue
+        pid = int(proc.name)
+        name = roles.get(pid) or next((kind for kind in ("chromium", "postgres", "redis") if kind in command), None)
+        if pid == os.getpid():
+            name = "load generator"
+        if name is not None:
+            fields = stat[stat.rindex(")") + 2 :].split()
+            used[name] += (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+    return used
+
+
 @dataclass
 class Moves:
     """Per position shown on the map (ms): request to marker moved, request to its socket message reaching
@@ -151,6 +176,7 @@ class Moves:
     to_page: list[float]
     on_page: list[float]
     sent: int
+    cpu_per_s: dict[str, float]  # cores each kind of process kept busy while watching
 
 
 def first_times(rows: list[list[float]], by_id: dict[int, int]) -> dict[tuple[int, int], float]:
@@ -161,14 +187,16 @@ def first_times(rows: list[list[float]], by_id: dict[int, int]) -> dict[tuple[in
     return first
 
 
-async def marker_moves(page: Page, fleet: Fleet, device_ids: dict[int, int], seconds: float) -> Moves:
+async def marker_moves(
+    page: Page, fleet: Fleet, device_ids: dict[int, int], seconds: float, roles: dict[int, str]
+) -> Moves:
     """Watch the map for `seconds`: when each position's message arrived and when its marker moved."""
     await page.evaluate("() => { location.hash = '#/map'; }")
     await mark_ms(page, "view-ready:map")
     await page.evaluate(WATCH_MOVES)
-    since = time.time()
+    since, cpu_before = time.time(), cpu_by_program(roles)
     await asyncio.sleep(seconds)
-    until = time.time()
+    until, cpu_after = time.time(), cpu_by_program(roles)
     moves: list[list[float]] = await page.evaluate("() => window.benchMoves")
     arrivals: list[list[float]] = await page.evaluate("() => window.benchArrivals")
     if not moves:
@@ -180,7 +208,8 @@ async def marker_moves(page: Page, fleet: Fleet, device_ids: dict[int, int], sec
         )
     by_id = {device_id: device for device, device_id in device_ids.items()}
     arrived = first_times(arrivals, by_id)
-    found = Moves([], [], [], sum(1 for sent in fleet.sent.values() if since <= sent <= until - 1))
+    cpu = {name: (cpu_after[name] - cpu_before[name]) / (until - since) for name in cpu_after}
+    found = Moves([], [], [], sum(1 for sent in fleet.sent.values() if since <= sent <= until - 1), cpu)
     for key, moved_ms in first_times(moves, by_id).items():
         sent = fleet.sent.get(key)
         if sent is not None and since <= sent <= until - 1:  # a request's position needs its second to show
@@ -213,9 +242,7 @@ async def main(quick: bool) -> None:
         TRACKER_MAP_TILES="none",
         TRACKER_API_RATE_LIMIT="0",
     )
-    processes = [
-        start(["-m", "tracker_jobs", role], env, logs / f"{role}.log") for role in ("worker", "admin", "listener")
-    ]
+    processes = [start(["-m", "tracker_jobs", role], env, logs / f"{role}.log") for role in ROLES]
     admin = f"http://127.0.0.1:{admin_port}"
     fleet = Fleet(listener_port)
     reporting: asyncio.Task[None] | None = None
@@ -242,7 +269,8 @@ async def main(quick: bool) -> None:
             page = await context.new_page()
             overview = [await overview_ready(page, admin) for _ in range(loads)]
             tasks = [await tasks_page(page) for _ in range(loads)]
-            moves = await marker_moves(page, fleet, device_ids, watch_s)
+            roles = {process.pid: role for process, role in zip(processes, ROLES, strict=True)}
+            moves = await marker_moves(page, fleet, device_ids, watch_s, roles)
             await browser.close()
     finally:
         if reporting is not None:
@@ -271,6 +299,8 @@ async def main(quick: bool) -> None:
     )
     print(f"  request -> its socket message in the page: {spread(moves.to_page)}")
     print(f"  message -> marker moved (the page's part): {spread(moves.on_page)}")
+    busy = ", ".join(f"{name} {share:.2f}" for name, share in sorted(moves.cpu_per_s.items(), key=lambda kv: -kv[1]))
+    print(f"  cores kept busy while watching (of {os.cpu_count()}): {busy}")
     print(
         f"RESULT overview_ready_ms={statistics.median(overview):.0f} marker_move_p95_ms={p95:.0f} "
         f"tasks_page_ms={statistics.median(tasks):.0f}"

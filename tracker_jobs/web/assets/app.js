@@ -8,6 +8,9 @@
   const POLL_S = 5; // views without live data read again this long after their last read ended
   const BACKSTOP_S = 30; // views fed by the socket read again this often all the same
   const TRAIL = 20; // positions in a device's trail on the map
+  const UNCLUSTERED_ZOOM = 15; // markers are clustered below this zoom
+  const TRAIL_ZOOM = 12; // trails are drawn from this zoom in (a city), not over a whole fleet
+  const LARGE_FLEET = 200; // devices beyond which the device list is redrawn less often
   const PAGE = 50; // tasks per page
   const main = document.getElementById("main");
   const state = {
@@ -709,36 +712,60 @@
     };
     const tiles = document.body.dataset.tiles;
     if (tiles) L.tileLayer(tiles, { maxZoom: 19, attribution: "© OpenStreetMap contributors" }).addTo(map);
-    const cluster = L.markerClusterGroup({ disableClusteringAtZoom: 15 });
+    const cluster = L.markerClusterGroup({ disableClusteringAtZoom: UNCLUSTERED_ZOOM });
     const trails = L.layerGroup();
     map.addLayer(cluster);
-    map.addLayer(trails);
     const markers = new Map();
     const lines = new Map();
     let fitted = false;
 
+    // Trails only where they can be told apart: zoomed in. Zoomed out over a fleet they would be a
+    // thousand lines redrawn every second for nothing.
+    const drawTrail = (id) => {
+      const trail = state.trails.get(id) || [];
+      const line = lines.get(id);
+      if (line) line.setLatLngs(trail);
+      else {
+        lines.set(id, L.polyline(trail, { weight: 3, opacity: 0.6 }));
+        trails.addLayer(lines.get(id));
+      }
+    };
+    map.on("zoomend", () => {
+      const near = map.getZoom() >= TRAIL_ZOOM;
+      if (near && !map.hasLayer(trails)) {
+        for (const id of state.trails.keys()) drawTrail(id);
+        map.addLayer(trails);
+      } else if (!near && map.hasLayer(trails)) map.removeLayer(trails);
+    });
+
     // Markers move as each message arrives, only those of the devices it names.
+    // While clusters are drawn, moving markers one by one makes the cluster group take each out and
+    // put it back with its icons redrawn: the message's markers go out and back in once, together.
     const place = (positions) => {
+      const added = [];
+      const moved = [];
       for (const position of positions) {
         const id = position.deviceId;
         const device = state.devices.get(id);
         const name = device ? device.name : `device ${id}`;
         const where = [position.latitude, position.longitude];
-        let marker = markers.get(id);
-        if (!marker) {
-          marker = L.marker(where, { title: name, alt: name, keyboard: true });
-          marker.on("click", () => showDevice(id));
-          markers.set(id, marker);
-          cluster.addLayer(marker);
-        } else marker.setLatLng(where);
-        const trail = state.trails.get(id) || [];
-        let line = lines.get(id);
-        if (!line) {
-          line = L.polyline(trail, { weight: 3, opacity: 0.6 });
-          lines.set(id, line);
-          trails.addLayer(line);
-        } else line.setLatLngs(trail);
+        const marker = markers.get(id);
+        if (marker) moved.push([marker, where]);
+        else {
+          const made = L.marker(where, { title: name, alt: name, keyboard: true });
+          made.on("click", () => showDevice(id));
+          markers.set(id, made);
+          added.push(made);
+        }
+        if (map.getZoom() >= TRAIL_ZOOM) drawTrail(id);
       }
+      if (map.getZoom() < UNCLUSTERED_ZOOM && moved.length > 1) {
+        const layers = moved.map(([marker]) => marker);
+        cluster.removeLayers(layers);
+        for (const [marker, where] of moved) marker.setLatLng(where);
+        added.push(...layers);
+      } else for (const [marker, where] of moved) marker.setLatLng(where);
+      if (added.length) cluster.addLayers(added);
       if (!fitted && markers.size) {
         fitted = true;
         map.fitBounds(L.latLngBounds([...state.positions.values()].map((p) => [p.latitude, p.longitude])), { maxZoom: 14, padding: [30, 30] });
@@ -786,14 +813,18 @@
       }
     };
 
-    // The list costs more with a large fleet: it is drawn again at most once a second.
+    // The list costs more with a large fleet: it is drawn again at most once a second, or every 5 s
+    // beyond LARGE_FLEET devices.
     const listSoon = () => {
       listTimer =
         listTimer ||
-        setTimeout(() => {
-          listTimer = null;
-          if (state.view === view) showList();
-        }, 1000);
+        setTimeout(
+          () => {
+            listTimer = null;
+            if (state.view === view) showList();
+          },
+          state.devices.size > LARGE_FLEET ? 5000 : 1000,
+        );
     };
 
     // The socket sends every device and its newest position on connect, then each change; without
