@@ -16,10 +16,11 @@ from tests.support.client import bearer
 from tests.support.factories import OTHER_TOKEN, USER_TOKEN, Users
 from tests.support.probes import run_cleanup_burst
 from tracker_jobs.core.config import Settings
+from tracker_jobs.core.db import utcnow
 from tracker_jobs.jobs.base import enqueue, queue_key
 from tracker_jobs.jobs.heartbeat import CURRENT_PROCESS
 from tracker_jobs.jobs.models import JobRecord
-from tracker_jobs.jobs.records import HANDOVER_KEY
+from tracker_jobs.jobs.records import HANDOVER_KEY, JobRun, RecordBatch, announce_changes, write_now
 from tracker_jobs.jobs.refs import CLEANUP, JOBS
 from tracker_jobs.worker import build_worker, queue_functions, wind_down
 
@@ -223,7 +224,12 @@ async def test_tasks_are_found_by_text_in_their_arguments(
 
 
 async def test_sockets_that_ask_are_told_of_task_changes_each_user_only_of_their_own(
-    admin_client: Client, admin_headers: dict[str, str], settings: Settings, redis: ArqRedis, users: Users
+    admin_client: Client,
+    admin_headers: dict[str, str],
+    settings: Settings,
+    redis: ArqRedis,
+    users: Users,
+    sessions: async_sessionmaker[AsyncSession],
 ) -> None:
     async def changes(ws: Any) -> list[dict[str, Any]]:
         while True:  # past the devices and positions every socket gets on connect
@@ -270,6 +276,20 @@ async def test_sockets_that_ask_are_told_of_task_changes_each_user_only_of_their
         assert own is not None
         assert {c["id"] for c in await changes(ws)} == {own.job_id}  # the admin's second ping never came
     assert (await admin_client.get("/api/session", headers=user)).status == 200
+
+    # A worker in another process writes a job's record without its owner (only the enqueuing process
+    # knew it): the user is told all the same, the owner read from the record.
+    async with admin_client.ws_connect(f"/api/socket?tasks=true&token={USER_TOKEN}") as ws:
+        for _ in range(2):
+            await ws.receive(timeout=10.0)  # devices, positions
+        queued = JobRun("theirs-by-record", "ping", CLEANUP, {}, utcnow(), user_id=users.user)
+        batch = RecordBatch()
+        batch.put(queued)
+        await write_now(sessions, batch)
+        from_worker = JobRun("theirs-by-record", "ping", CLEANUP, {}, utcnow(), state="complete", tries=1)
+        await announce_changes(redis, [from_worker])
+        told = await changes(ws)
+        assert [(c["id"], c["state"], c["userId"]) for c in told] == [("theirs-by-record", "complete", users.user)]
 
     bad = await admin_client.get("/api/socket?tasks=yes", headers=admin_headers)
     assert bad.status == 400

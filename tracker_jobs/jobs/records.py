@@ -360,6 +360,15 @@ def change_of(run: JobRun) -> dict[str, Any]:
     }
 
 
+async def task_owners(session: AsyncSession, task_ids: list[str]) -> dict[str, int]:
+    """Who started each of these jobs (those a user started), from their records."""
+    query = select(JobRecord.id, JobRecord.user_id).where(
+        col(JobRecord.id).in_(task_ids), col(JobRecord.user_id).is_not(None)
+    )
+    owners: dict[str, int] = dict((await session.execute(query)).all())
+    return owners
+
+
 async def announce_changes(redis: Redis, runs: Iterable[JobRun]) -> None:
     """Publish the records just written (at most MAX_ANNOUNCED, the newest) for the admin app's sockets."""
     changes = [change_of(run) for run in runs][-MAX_ANNOUNCED:]

@@ -40,7 +40,7 @@ from tracker_jobs.core.access import EVERYTHING, AccessChange, watch_access_chan
 from tracker_jobs.core.principal import Principal
 from tracker_jobs.core.redis import listen_forever
 from tracker_jobs.devices.service import device_to_api, list_devices
-from tracker_jobs.jobs.records import TASKS_CHANNEL
+from tracker_jobs.jobs.records import TASKS_CHANNEL, task_owners
 from tracker_jobs.notifications.web import NOTIFY_CHANNEL
 from tracker_jobs.positions.live import LIVE_CHANNEL
 from tracker_jobs.positions.service import latest_positions
@@ -112,13 +112,29 @@ class LiveHub:
 
     def _dispatch_tasks(self, data: bytes) -> None:
         """Task changes to admins whole, to each user only the tasks they started."""
-        changes: list[dict[str, Any]] = orjson.loads(data)["tasks"]
-        for client in list(self.clients):
-            if not client.tasks:
-                continue
+        watching = [client for client in self.clients if client.tasks]
+        users = [client for client in watching if not client.principal.is_admin]
+        for client in watching:
             if client.principal.is_admin:
                 self._hand(client, data)
-            elif own := [change for change in changes if change["userId"] == client.principal.user_id]:
+        if users:
+            self._in_background(self._hand_own_tasks(users, orjson.loads(data)["tasks"]))
+
+    async def _hand_own_tasks(self, users: list[Client], changes: list[dict[str, Any]]) -> None:
+        # A worker's records do not know who started a job (the process that enqueued it does): those
+        # owners are read from the records, which the flush wrote before it announced them.
+        unknown = [change["id"] for change in changes if change["userId"] is None]
+        if unknown:
+            try:
+                async with self.sessions() as session:
+                    owners = await task_owners(session, unknown)
+            except Exception as error:  # the database away: the page's backstop read catches up
+                log.warning("cannot tell whose tasks changed: %s", error)
+                owners = {}
+            for change in changes:
+                change["userId"] = change["userId"] or owners.get(change["id"])
+        for client in users:
+            if own := [change for change in changes if change["userId"] == client.principal.user_id]:
                 self._hand(client, orjson.dumps({"tasks": own}))
 
     def _hand(self, client: Client, data: bytes) -> None:

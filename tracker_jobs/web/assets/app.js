@@ -155,9 +155,14 @@
   }
 
   // A file from the API (it needs the token, so not a plain link), saved under the name the server gives.
+  // A format not made yet is exported first (202): asked again every second, for a minute, until it is.
   async function download(path, fallbackName) {
-    const { status, data, response } = await api("GET", path, undefined, true);
-    if (status === 202) return "Being prepared; try again in a moment.";
+    let { status, data, response } = await api("GET", path, undefined, true);
+    for (let tries = 0; status === 202 && tries < 60; tries += 1) {
+      await new Promise((resolve) => setTimeout(resolve, 1000));
+      ({ status, data, response } = await api("GET", path, undefined, true));
+    }
+    if (status === 202) return "Still being prepared; try again in a minute.";
     const given = /filename="([^"\\/]+)"/.exec(response.headers.get("content-disposition") || "");
     const url = URL.createObjectURL(data);
     const link = h("a", { href: url, download: given ? given[1] : fallbackName });
@@ -202,7 +207,7 @@
       h("h1", { id: "signin-title" }, "Sign in"),
       field("Email", h("input", { name: "email", type: "email", autocomplete: "username" })),
       field("Password", h("input", { name: "password", type: "password", autocomplete: "current-password" })),
-      h("p", { class: "hint" }, "Or paste an API token (the one `tracker-jobs up` printed, or `tracker-jobs token`):"),
+      h("p", { class: "hint" }, "Or paste an API token: the one tracker-jobs up printed on its first start, or a new one from tracker-jobs token."),
       field("API token", h("input", { name: "token", type: "password", autocomplete: "off" })),
       h("button", { type: "submit" }, "Sign in"),
       outcome,
@@ -424,7 +429,7 @@
       const [health, queues, workersNow, hour, day, hourly, daily] = read;
       const alerts = health.systemAlerts || [];
       fill(body,
-        h("div", { class: "card" }, h("h2", {}, "Health"), h("p", {}, badge(health.status), ` Redis ${health.redis.connected ? "up" : "down"}, database ${health.database.connected ? "up" : "down"}, ${health.workers} live workers`)),
+        h("div", { class: "card" }, h("h2", {}, "Health"), h("p", {}, badge(health.status), ` Redis ${health.redis.connected ? "up" : "down"}, database ${health.database.connected ? "up" : "down"}, ${health.workers} live worker${health.workers === 1 ? "" : "s"}`)),
         h(
           "div",
           { class: "card wide" },
@@ -626,8 +631,8 @@
 
   async function task(container, id, view) {
     const body = h("div");
-    const outcome = h("div", { class: "outcome" });
-    container.append(body, outcome);
+    const outcome = h("span", { class: "outcome" });
+    container.append(body);
     view.refresh = async () => {
       const t = await get(`/api/tasks/task/${encodeURIComponent(id)}`);
       const cancel = h("button", { type: "button" }, "Cancel");
@@ -665,11 +670,11 @@
             ["Retried as", t.retriedAs ? h("a", { href: `#/task/${encodeURIComponent(t.retriedAs)}` }, t.retriedAs) : "—"],
           ].map(([k, v]) => [h("dt", {}, k), h("dd", {}, v)]),
         ),
-        h("div", { class: "actions" }, open ? cancel : "", (t.state === "failed" || t.state === "cancelled") && !t.retriedAs ? retry : ""),
+        h("div", { class: "actions" }, open ? cancel : "", (t.state === "failed" || t.state === "cancelled") && !t.retriedAs ? retry : "", outcome),
         h("h2", {}, "Arguments"),
         h("pre", { class: "args", tabindex: 0 }, json(t.args)),
         t.result !== null && t.result !== undefined ? [h("h2", {}, "Result"), h("pre", { class: "result", tabindex: 0 }, json(t.result))] : "",
-        t.error ? [h("h2", {}, "Error"), h("p", { class: "error-message" }, `${t.error.type}: ${t.error.message}`), h("pre", { class: "traceback", tabindex: 0 }, t.error.traceback || "")] : "",
+        t.error ? [h("h2", {}, "Error"), h("p", { class: "error-message" }, `${t.error.type}: ${t.error.message}`), t.error.traceback ? h("pre", { class: "traceback", tabindex: 0 }, t.error.traceback) : ""] : "",
       );
     };
     view.live = (message) => message.tasks && message.tasks.some((change) => change.id === id) && soon(view, 200);
@@ -712,7 +717,7 @@
     };
     const tiles = document.body.dataset.tiles;
     if (tiles) L.tileLayer(tiles, { maxZoom: 19, attribution: "© OpenStreetMap contributors" }).addTo(map);
-    const cluster = L.markerClusterGroup({ disableClusteringAtZoom: UNCLUSTERED_ZOOM });
+    const cluster = L.markerClusterGroup({ disableClusteringAtZoom: UNCLUSTERED_ZOOM, showCoverageOnHover: false });
     const trails = L.layerGroup();
     map.addLayer(cluster);
     const markers = new Map();
@@ -779,7 +784,7 @@
           ["device", (d) => h("button", { type: "button", class: "link", onclick: () => showDevice(d.id) }, d.name)],
           ["status", (d) => badge(d.status || "unknown")],
           ["last update", (d) => ago(d.lastUpdate)],
-          ["speed", (d) => (state.positions.has(d.id) ? `${Number(state.positions.get(d.id).speed || 0).toFixed(1)} kn` : "—")],
+          ["speed", (d) => (state.positions.has(d.id) ? h("span", { class: "nowrap" }, `${Number(state.positions.get(d.id).speed || 0).toFixed(1)} kn`) : "—")],
         ], rows, "No devices yet: one appears here when it first reports."),
       );
     };
@@ -855,9 +860,9 @@
       { class: "filters", "aria-labelledby": "request-title" },
       h("h2", { id: "request-title" }, "Request a report"),
       field("Kind", h("select", { name: "kind" }, ["trips", "stops", "summary", "route", "events", "detailed", "fleet"].map((k) => h("option", { value: k }, k)))),
-      field("Device", h("select", { name: "device" }, h("option", { value: "" }, "every device (fleet)"), devices.map((d) => h("option", { value: d.id }, d.name)))),
+      field("Device", h("select", { name: "device" }, h("option", { value: "" }, "every device (a fleet report)"), devices.map((d) => h("option", { value: d.id }, d.name)))),
       field("From", h("input", { name: "from", type: "datetime-local", required: true, value: local(new Date(day.getTime() - 86400000)) })),
-      field("To", h("input", { name: "to", type: "datetime-local", required: true, value: local(day) })),
+      field("To", h("input", { name: "to", type: "datetime-local", required: true, value: local(new Date()) })),
       field("Also CSV", h("input", { name: "csv", type: "checkbox" })),
       field("Also XLSX", h("input", { name: "xlsx", type: "checkbox" })),
       button,
@@ -997,7 +1002,8 @@
     };
     const loadTypes = async () => {
       types = deviceSelect.value ? await get(`/api/commands/types?deviceId=${deviceSelect.value}`) : [];
-      fill(typeSelect, ...types.map((t) => h("option", { value: t.type }, t.type)));
+      const chosen = typeSelect.value; // kept when the new device's transport carries it too
+      fill(typeSelect, ...types.map((t) => h("option", { value: t.type, selected: t.type === chosen }, t.type)));
       showAttributes();
     };
     deviceSelect.addEventListener("change", loadTypes);
@@ -1057,7 +1063,11 @@
     const days = h("input", { name: "days_to_keep", type: "number", min: 0, placeholder: "default" });
     const dry = h("input", { name: "dry_run", type: "checkbox", checked: true });
     const button = h("button", { type: "submit" }, "Run");
-    const form = h("form", { class: "filters", "aria-labelledby": "cleanup-title" }, h("h2", { id: "cleanup-title" }, "Run a cleanup job"), field("Job", kind), field("Days to keep", days), field("Dry run (count only)", dry), button, outcome);
+    const daysField = field("Days to keep", days);
+    kind.addEventListener("change", () => {
+      daysField.hidden = !["positions", "events"].includes(kind.value); // the others take no days
+    });
+    const form = h("form", { class: "filters", "aria-labelledby": "cleanup-title" }, h("h2", { id: "cleanup-title" }, "Run a cleanup job"), field("Job", kind), daysField, field("Dry run (count only)", dry), button, outcome);
     form.addEventListener("submit", (event) => {
       event.preventDefault();
       act(button, outcome, async () => {
