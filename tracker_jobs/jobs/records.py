@@ -370,7 +370,8 @@ async def task_owners(session: AsyncSession, task_ids: list[str]) -> dict[str, i
 
 
 async def announce_changes(redis: Redis, runs: Iterable[JobRun]) -> None:
-    """Publish the records just written (at most MAX_ANNOUNCED, the newest) for the admin app's sockets."""
+    """Publish the records just written (at most MAX_ANNOUNCED: the last put into the batch, not necessarily the
+    newest changes; watchers re-read on their own as a backstop) for the admin app's sockets."""
     changes = [change_of(run) for run in runs][-MAX_ANNOUNCED:]
     try:
         await redis.publish(TASKS_CHANNEL, orjson.dumps({"tasks": changes}))
