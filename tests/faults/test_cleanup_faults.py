@@ -380,13 +380,17 @@ class Stream:
     base: int  # fix time of the first round
     sent: set[tuple[int, int]] = field(default_factory=set)
     accepted: int = 0
-    during: int = 0  # rounds posted while the cleanup was past its first step and short of its last
+    rounds: list[tuple[datetime, datetime]] = field(default_factory=list)  # (posted, answered) of each round
 
-    async def run(self, admin: TestClient[Any, Any], redis: ArqRedis, job_id: str, stop: asyncio.Event) -> None:
+    def during(self, start: datetime, finish: datetime) -> int:
+        """Rounds posted after the cleanup began and answered before it ended (the worker's own times)."""
+        return sum(start < posted and answered < finish for posted, answered in self.rounds)
+
+    async def run(self, admin: TestClient[Any, Any], stop: asyncio.Event) -> None:
         for second in range(STREAM_S):
             if stop.is_set():
                 return
-            progress = await read_progress(redis, job_id)
+            posted = utcnow()
             body = [
                 {
                     "deviceId": device,
@@ -403,8 +407,7 @@ class Stream:
             assert answer["rejected"] == []
             self.accepted += answer["accepted"]
             self.sent.update((device, self.base + second) for device in self.devices)
-            if progress is not None and 0 < progress["percent"] < 100:
-                self.during += 1
+            self.rounds.append((posted, utcnow()))
             # A busy fleet (~2,000 positions/s), not a flood: one that keeps SQLite's single write lock
             # taken all the time would starve any other writer, the cleanup's chunks too.
             await asyncio.sleep(PACE_S)
@@ -431,7 +434,7 @@ async def test_positions_streaming_in_during_cleanup_are_stored_once_and_none_lo
         try:
             job = await enqueue(redis, refs.CLEANUP_OLD_POSITIONS, days_to_keep=KEEP_DAYS)
             assert job is not None
-            streaming = asyncio.create_task(stream.run(admin_client, redis, job.job_id, stop))
+            streaming = asyncio.create_task(stream.run(admin_client, stop))
             try:
                 # The cleanup must do its work while positions stream in (not give way to them for ever).
                 result = await job.result(timeout=TIMEOUT_S, poll_delay=0.1)
@@ -444,7 +447,14 @@ async def test_positions_streaming_in_during_cleanup_are_stored_once_and_none_lo
                 stop.set()
                 await streaming
             assert result["removed"]["positions"] > 0
-            assert stream.during >= 3, (stream.during, stream.accepted)  # positions went in while it worked
+            info = await job.result_info()
+            assert info is not None
+            during = stream.during(info.start_time, info.finish_time)
+            assert during >= 3, (
+                during,
+                len(stream.rounds),
+                info.finish_time - info.start_time,
+            )  # went in while it worked
             if result["partitions"]:
                 # A drop waits at most a lock timeout for the writers ahead of it, then they go on: on a
                 # quiet database one takes ~20 ms, so a second each is many timeouts lost to ingest.
