@@ -64,6 +64,26 @@ def test_sqlite_never_reuses_ids_as_the_models_say(sqlite_template: Path) -> Non
     assert {name for name, sql in rows if "AUTOINCREMENT" in sql} == generated
 
 
+async def test_postgresql_storage_parameters_are_the_models(postgres_url: str) -> None:
+    # compare_metadata does not look at storage parameters either: each table's `postgresql_with` (devices'
+    # fillfactor) is what the migrated tables have, and no table has one the models do not ask for.
+    wanted = {
+        table.name: {f"{name}={value}" for name, value in table.dialect_options["postgresql"]["with"].items()}
+        for table in metadata.tables.values()
+        if table.dialect_options["postgresql"]["with"]
+    }
+    assert "fillfactor=50" in wanted["devices"]
+    connection = await asyncpg.connect(postgres_url)
+    try:
+        rows = await connection.fetch(
+            "SELECT c.relname, c.reloptions FROM pg_class AS c JOIN pg_namespace AS n ON n.oid = c.relnamespace"
+            " WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p') AND c.reloptions IS NOT NULL"
+        )
+    finally:
+        await connection.close()
+    assert {name: set(options) for name, options in rows} == wanted
+
+
 # --- The migrations ship with the package -------------------------------------------------------------
 
 # The repository: the folder above this file that holds pyproject.toml (wherever the tests folder nests it).

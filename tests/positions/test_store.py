@@ -14,6 +14,7 @@ from sqlmodel import col, func, select
 
 from tests.support.factories import add_device
 from tracker_jobs.core.config import Settings
+from tracker_jobs.core.db import transaction
 from tracker_jobs.devices.models import Device
 from tracker_jobs.positions import stream
 from tracker_jobs.positions.decode import typed_value
@@ -21,6 +22,7 @@ from tracker_jobs.positions.models import Position
 from tracker_jobs.positions.pipeline import PipelineConfig
 from tracker_jobs.positions.record import PositionRecord
 from tracker_jobs.positions.service import accept_positions, batch_gate, drain_partition, store_batch
+from tracker_jobs.positions.store import move_devices
 
 T0 = 1_767_225_600.0
 
@@ -73,6 +75,61 @@ async def test_a_batch_run_twice_is_stored_once(sessions: async_sessionmaker[Asy
     assert (device.position_id, device.total_distance) == (position_id, odometer)
     assert newest.fix_time.timestamp() == T0 + 49
     assert odometer > 500  # 49 steps of ~11 m
+
+
+async def test_every_seen_device_comes_online_and_only_a_newer_position_moves_one(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    ahead, behind, silent = [await add_device(sessions, name) for name in ("ahead", "behind", "seen-only")]
+    for device_id in (ahead, behind, silent):
+        await store_batch(sessions, rows(device_id), PipelineConfig(), T0 + 200)
+    async with transaction(sessions) as session:
+        for device_id in (ahead, behind, silent):
+            device = await session.get(Device, device_id)
+            assert device is not None
+            device.status, device.motion_state = "offline", {"kept": device_id}
+
+    async def read() -> dict[int, Device]:
+        async with sessions() as session:
+            return {device_id: await session.get_one(Device, device_id) for device_id in (ahead, behind, silent)}
+
+    before = await read()
+
+    def record(device_id: int, fix_time: float) -> PositionRecord:
+        attributes = {"totalDistance": 12_345.0 + device_id, "motion": True}
+        return PositionRecord(
+            device_id=device_id, fix_time=fix_time, latitude=1.0, longitude=2.0, attributes=attributes
+        )
+
+    # "behind" has a newest that is older than its stored one (a drain that lost its lock would): refused.
+    newest = {ahead: record(ahead, T0 + 60), behind: record(behind, T0 + 10)}
+    ids = {(ahead, T0 + 60): 9_000_001, (behind, T0 + 10): 9_000_002}
+    seen = dict.fromkeys((ahead, behind, silent), T0 + 300)
+    async with transaction(sessions) as session:
+        await move_devices(session, seen, newest, ids, {ahead: {"moved": True}})
+    after = await read()
+    for device in after.values():
+        assert device.status == "online"
+        assert device.last_update is not None
+        assert device.last_update.timestamp() == T0 + 300
+    moved = after[ahead]
+    assert (moved.position_id, moved.total_distance, moved.motion, moved.motion_state) == (
+        9_000_001,
+        12_345.0 + ahead,
+        True,
+        {"moved": True},
+    )
+    assert moved.position_time is not None
+    assert moved.position_time.timestamp() == T0 + 60
+    for device_id in (behind, silent):
+        kept, was = after[device_id], before[device_id]
+        assert (kept.position_id, kept.position_time, kept.total_distance, kept.motion, kept.motion_state) == (
+            was.position_id,
+            was.position_time,
+            was.total_distance,
+            was.motion,
+            {"kept": device_id},
+        )
 
 
 async def test_a_rerun_batch_with_new_positions_stores_the_new_ones_atomically(

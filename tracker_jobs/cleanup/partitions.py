@@ -263,12 +263,17 @@ async def rows_of(sessions: async_sessionmaker[AsyncSession], partition: Partiti
 
 
 async def detach_partitions(
-    sessions: async_sessionmaker[AsyncSession], redis: Redis, table: PartitionedTable, partitions: list[Partition]
+    sessions: async_sessionmaker[AsyncSession],
+    redis: Redis,
+    table: PartitionedTable,
+    partitions: list[Partition],
+    committed: Callable[[], object] | None = None,
 ) -> int:
     """Detach partitions whose every row is past retention, all in one short transaction (the drains
-    paused once): from its commit their rows are out of the table. Of positions, each device's newest
-    position in one (what `devices.position_id` names) is first copied into the default partition,
-    keeping its id, so a silent device's last position stays readable: how many were kept so.
+    paused once): from its commit (when `committed` is called) their rows are out of the table. Of
+    positions, each device's newest position in one (what `devices.position_id` names) is first copied
+    into the default partition, keeping its id, so a silent device's last position stays readable: how
+    many were kept so.
     Then, the drains still paused, the detached tables' foreign keys go, in a transaction of their own,
     if devices is free within TIDY_LOCK_TIMEOUT (else drop_detached drops them; see _detach).
     `drop_detached` then drops the tables, which gives their disk back."""
@@ -281,6 +286,7 @@ async def detach_partitions(
         table.parent,
         functools.partial(_detach, table, partitions),
         then=functools.partial(_drop_foreign_keys, table, names),
+        committed=committed,
     )
 
 
@@ -451,20 +457,31 @@ async def _with_table_to_itself(
     relation: str,
     work: Callable[[AsyncSession], Awaitable[T]],
     then: Callable[[AsyncSession], Awaitable[object]] | None = None,
+    committed: Callable[[], object] | None = None,
 ) -> T:
     """Run DDL that needs the exclusive lock of `relation` (positions, events, devices: tables the drains
     write) in its own transaction, the drains paused (stream.drains_paused) and a lock timeout; when a
     reader holds the table past it, let the drains go on and try again a moment later. `then`, in a
     transaction of its own before the drains go on (no drain in flight to wait for), is tidying that may
-    be left for later: a lock it cannot have in time is not waited for."""
+    be left for later: a lock it cannot have in time is not waited for. `committed` is called as soon as
+    the work is committed, before `then`."""
     for attempt in range(1, LOCK_TRIES + 1):
         try:
-            async with stream.drains_paused(redis):
-                async with transaction(sessions) as session:
-                    await session.execute(sa.text(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'"))
-                    done = await work(session)
-                if then is not None:
-                    await _if_free(sessions, then)
+            async with sessions() as session:
+                # Begun before the pause (a connection from the pool, BEGIN, the timeout: round trips the
+                # paused drains need not wait for).
+                await session.execute(sa.text(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'"))
+                async with stream.drains_paused(redis):
+                    try:
+                        done = await work(session)
+                    except BaseException:
+                        await session.rollback()  # its locks go before the drains do
+                        raise
+                    await session.commit()
+                    if committed is not None:
+                        committed()
+                    if then is not None:
+                        await _if_free(sessions, then)
                 return done
         except DBAPIError as error:
             if not lock_timed_out(error) or attempt == LOCK_TRIES:

@@ -21,7 +21,8 @@ class DeviceStatus(StrEnum):
 class Device(SQLModel, table=True):
     __tablename__ = "devices"
     # SQLite AUTOINCREMENT: a deleted row's id is never handed out again (to another user's row).
-    __table_args__ = {"sqlite_autoincrement": True}
+    # PostgreSQL: half of each page kept free for the new versions of rows every batch rewrites (0011).
+    __table_args__ = {"sqlite_autoincrement": True, "postgresql_with": {"fillfactor": 50}}
 
     id: int | None = Field(default=None, primary_key=True)
     unique_id: str = Field(max_length=128, sa_column_kwargs={"unique": True})

@@ -211,21 +211,24 @@ def _id_map(rows: Iterable[Any]) -> dict[tuple[int, float], int]:
     return {(device_id, fix_time.timestamp()): position_id for position_id, device_id, fix_time in rows}
 
 
-# PostgreSQL: both moves in two statements over arrays, however many devices the batch touched.
-_PG_DEVICES_SEEN = """
-UPDATE devices SET status = 'online', last_update = seen.server_time
+# PostgreSQL: both moves in one statement over arrays, however many devices the batch touched: one new
+# version of each device's row a batch, not two. Devices' rows are rewritten at every batch and each old
+# version is dead until pruned: fewer keep the updates HOT and the table small, so that reading all of it
+# (retention's sweeps and detach do) stays cheap. The newest position only moves forward (the guard
+# protects against a drainer that lost its lock); a device without a newer one keeps its columns.
+_FORWARD = "s.fix_time > coalesce(d.position_time, '-infinity')"  # NULL (false) without a newest row
+_PG_DEVICES_MOVED = f"""
+UPDATE devices AS d SET status = 'online', last_update = seen.server_time,
+    position_id = CASE WHEN {_FORWARD} THEN s.position_id ELSE d.position_id END,
+    position_time = CASE WHEN {_FORWARD} THEN s.fix_time ELSE d.position_time END,
+    total_distance = CASE WHEN {_FORWARD} THEN s.odometer ELSE d.total_distance END,
+    motion = CASE WHEN {_FORWARD} THEN s.motion ELSE d.motion END,
+    motion_state = CASE WHEN {_FORWARD} THEN COALESCE(s.motion_state::jsonb, d.motion_state) ELSE d.motion_state END
 FROM unnest($1::integer[], $2::timestamptz[]) AS seen(device_id, server_time)
-WHERE devices.id = seen.device_id
-"""
-_PG_DEVICES_NEWEST = """
-UPDATE devices SET position_id = newest.position_id, position_time = newest.fix_time,
-                   total_distance = newest.odometer, motion = newest.motion,
-                   motion_state = COALESCE(newest.motion_state::jsonb, devices.motion_state)
-FROM unnest($1::integer[], $2::bigint[], $3::timestamptz[], $4::float8[], $5::boolean[], $6::text[])
-     AS newest(device_id, position_id, fix_time, odometer, motion, motion_state)
-WHERE devices.id = newest.device_id
-  AND (devices.position_time IS NULL OR devices.position_time < newest.fix_time)
-"""
+LEFT JOIN unnest($3::integer[], $4::bigint[], $5::timestamptz[], $6::float8[], $7::boolean[], $8::text[])
+     AS s(device_id, position_id, fix_time, odometer, motion, motion_state) USING (device_id)
+WHERE d.id = seen.device_id
+"""  # noqa: S608 (constant text)
 
 
 async def move_devices(
@@ -254,10 +257,10 @@ async def move_devices(
         return
     if dialect_name(session) == "postgresql":
         driver = await _driver(session)
-        await driver.execute(_PG_DEVICES_SEEN, *_columns(seen_rows, ("device_id", "server_time")))
-        if forward:
-            columns = ("device_id", "position_id", "fix_time", "odometer", "motion", "motion_state")
-            await driver.execute(_PG_DEVICES_NEWEST, *_columns(forward, columns))
+        columns = ("device_id", "position_id", "fix_time", "odometer", "motion", "motion_state")
+        await driver.execute(
+            _PG_DEVICES_MOVED, *_columns(seen_rows, ("device_id", "server_time")), *_columns(forward, columns)
+        )
         return
     await session.execute(_DEVICE_SEEN, seen_rows)
     if forward:
