@@ -59,7 +59,7 @@ from tracker_jobs.positions.record import iso_epoch
 FULL_ROWS = 20_000_000
 # Enough that the seed's DELETE takes seconds, against which the fixed cost of a detach is small, as in
 # the full run; the load (most of the run) still fits in two minutes.
-QUICK_ROWS = 5_000_000
+QUICK_ROWS = 8_000_000
 DAYS = 60
 KEEP_DAYS = 30
 RATE = 2000  # positions/s of the steady ingest
