@@ -157,6 +157,27 @@ async def test_a_day_kept_only_for_longer_keepers_is_not_read_again_until_someth
     assert await remaining(sessions, now) == {van: {1, 10, 20}, keeper: {1, 10, 20, 35, 50}, silent: {50}}
 
 
+@POSTGRES_ONLY
+async def test_the_default_partition_is_swept_only_when_it_holds_a_row_to_remove(
+    redis: ArqRedis,
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    now = utcnow()
+    van, keeper, lost = await van_keeper_and(sessions, redis, now, "lost", 70)
+    default = POSITIONS_BY_DAY.default_partition
+
+    first = await retention.remove_old_positions(sessions, redis, CleanupRun(), now=now, days_to_keep=30)
+    again = await retention.remove_old_positions(sessions, redis, CleanupRun(), now=now, days_to_keep=30)
+    await store_positions(sessions, van, now, (100,))  # a late upload of a day no partition holds
+    after_late = await retention.remove_old_positions(sessions, redis, CleanupRun(), now=now, days_to_keep=30)
+
+    assert default not in first["swept"]  # empty when planned: the lost device's newest came with the detach
+    assert default not in again["swept"]  # that newest alone, which stays
+    assert default in after_late["swept"]
+    assert after_late["removed"] == {"positions": 3}
+    assert await remaining(sessions, now) == {van: {1, 10, 20}, keeper: {1, 10, 20, 35, 50}, lost: {70}}
+
+
 async def test_a_run_for_some_devices_touches_only_them(
     redis: ArqRedis, sessions: async_sessionmaker[AsyncSession]
 ) -> None:

@@ -80,18 +80,19 @@ async def test_a_batch_run_twice_is_stored_once(sessions: async_sessionmaker[Asy
 async def test_every_seen_device_comes_online_and_only_a_newer_position_moves_one(
     sessions: async_sessionmaker[AsyncSession],
 ) -> None:
-    ahead, behind, silent = [await add_device(sessions, name) for name in ("ahead", "behind", "seen-only")]
+    names = ("ahead", "behind", "seen-only", "first-position")
+    ahead, behind, silent, fresh = [await add_device(sessions, name) for name in names]
     for device_id in (ahead, behind, silent):
         await store_batch(sessions, rows(device_id), PipelineConfig(), T0 + 200)
     async with transaction(sessions) as session:
-        for device_id in (ahead, behind, silent):
+        for device_id in (ahead, behind, silent, fresh):
             device = await session.get(Device, device_id)
             assert device is not None
             device.status, device.motion_state = "offline", {"kept": device_id}
 
     async def read() -> dict[int, Device]:
         async with sessions() as session:
-            return {device_id: await session.get_one(Device, device_id) for device_id in (ahead, behind, silent)}
+            return {device_id: await session.get_one(Device, device_id) for device_id in (ahead, behind, silent, fresh)}
 
     before = await read()
 
@@ -102,9 +103,10 @@ async def test_every_seen_device_comes_online_and_only_a_newer_position_moves_on
         )
 
     # "behind" has a newest that is older than its stored one (a drain that lost its lock would): refused.
-    newest = {ahead: record(ahead, T0 + 60), behind: record(behind, T0 + 10)}
-    ids = {(ahead, T0 + 60): 9_000_001, (behind, T0 + 10): 9_000_002}
-    seen = dict.fromkeys((ahead, behind, silent), T0 + 300)
+    # "fresh" has no stored position yet (position_time NULL) and no new motion state (it keeps its own).
+    newest = {ahead: record(ahead, T0 + 60), behind: record(behind, T0 + 10), fresh: record(fresh, T0 + 5)}
+    ids = {(ahead, T0 + 60): 9_000_001, (behind, T0 + 10): 9_000_002, (fresh, T0 + 5): 9_000_003}
+    seen = dict.fromkeys((ahead, behind, silent, fresh), T0 + 300)
     async with transaction(sessions) as session:
         await move_devices(session, seen, newest, ids, {ahead: {"moved": True}})
     after = await read()
@@ -121,6 +123,15 @@ async def test_every_seen_device_comes_online_and_only_a_newer_position_moves_on
     )
     assert moved.position_time is not None
     assert moved.position_time.timestamp() == T0 + 60
+    first = after[fresh]
+    assert before[fresh].position_time is None
+    assert (first.position_id, first.total_distance, first.motion_state) == (
+        9_000_003,
+        12_345.0 + fresh,
+        {"kept": fresh},
+    )
+    assert first.position_time is not None
+    assert first.position_time.timestamp() == T0 + 5
     for device_id in (behind, silent):
         kept, was = after[device_id], before[device_id]
         assert (kept.position_id, kept.position_time, kept.total_distance, kept.motion, kept.motion_state) == (

@@ -239,7 +239,9 @@ async def move_devices(
     motion_states: Mapping[int, Any],
 ) -> None:
     """Every device that sent data is online; those with a newer position move forward, with their
-    new trip detection state (a device without one keeps what it had)."""
+    new trip detection state (a device without one keeps what it had). Every device of `newest` is in
+    `seen` (both come from the batch's kept rows; newest from those that are not late): PostgreSQL's
+    statement moves only devices it joins from `seen`."""
     seen_rows = [{"device_id": d, "server_time": datetime.fromtimestamp(t, UTC)} for d, t in seen.items()]
     forward = [
         {
