@@ -306,6 +306,11 @@ async def main(rows: int) -> None:
             first_fix,
         )
         after_ours = await table_bytes(pool, "positions")
+        # What the drains' rewrites of devices did to it (every sweep statement and the detach read all of it).
+        devices = await pool.fetchrow(
+            "SELECT pg_relation_size(relid) / current_setting('block_size')::int AS pages, n_tup_upd,"
+            " n_tup_hot_upd FROM pg_stat_user_tables WHERE relname = 'devices'"
+        )
         after_seed = await table_bytes(pool, "positions_seed")
     finally:
         stop.set()
@@ -331,6 +336,12 @@ async def main(rows: int) -> None:
     print(
         f"  table bytes: ours {before_ours / 2**20:,.0f} -> {after_ours / 2**20:,.0f} MiB,"
         f" the seed's {before_seed / 2**20:,.0f} -> {after_seed / 2**20:,.0f} MiB; logs in {logs}",
+        flush=True,
+    )
+    hot = devices["n_tup_hot_upd"] / max(devices["n_tup_upd"], 1)
+    print(
+        f"  devices: {DEVICES:,} rows in {devices['pages']:,} pages after {devices['n_tup_upd']:,} updates,"
+        f" {hot:.0%} of them HOT",
         flush=True,
     )
     print(f"(took {time.perf_counter() - began:.0f} s)", flush=True)

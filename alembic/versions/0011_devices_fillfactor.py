@@ -1,11 +1,11 @@
 """devices keep half of each page free on PostgreSQL (fillfactor 50): every position batch rewrites its
 devices' rows, and a new version fits beside the old one on its page (a HOT update: no index entry, the
-old version pruned on the page) instead of moving to another page and leaving the table to grow. In
-bench/cleanup.py (1,000 devices, 2,000 positions/s for about a minute) the default (100) made 17% of
-those updates HOT and the table 6,874 pages (54 MB) for 1,000 rows, which every read of all of it
-(retention's sweeps and detach) then paid for, 37 ms a statement; with 50, and the batch's two updates
-made one (positions/store.py), 96% and 498 pages. Pages written before this keep their fill until their
-rows move. SQLite: nothing (no such setting).
+old version pruned on the page) instead of moving to another page and leaving the table to grow.
+bench/cleanup.py --quick prints it: with the default (100) and two UPDATEs a batch, 1,000 rows in 6,710
+pages after a minute of ingest, 37% of the updates HOT; every read of all of it (retention's sweeps
+and detach) paid for that, 37 of a sweep statement's 57 ms in an EXPLAIN ANALYZE. With 50, and the
+batch's two updates made one (positions/store.py), 513 pages, 95% HOT. Pages written before this keep
+their fill until their rows move. SQLite: nothing (no such setting).
 
 Revision ID: 0011
 Revises: 0010
